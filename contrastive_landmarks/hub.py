@@ -1,0 +1,257 @@
+"""Named pretrained models, and one directory layout for the Hugging Face Hub and local disks.
+
+A model directory holds ``config.json`` (architecture, stages, input normalisation, ...),
+``model.safetensors`` and a ``README.md`` model card; :func:`save_pretrained` writes it and
+:func:`resolve_weights` finds it again -- in a local directory, inside this package (built-in
+weights), or on the Hugging Face Hub (``HF_HUB_OFFLINE=1`` is respected: an offline miss fails at
+once with a message saying what to download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ModelInfo",
+    "PretrainedNotAvailableError",
+    "get_model_info",
+    "is_registered",
+    "list_models",
+    "read_config",
+    "resolve_weights",
+    "save_pretrained",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+_BUILTIN_DIR = Path(__file__).parent / "weights"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+CELEBA_MEAN = (0.5084, 0.4224, 0.3769)
+CELEBA_STD = (0.2599, 0.2371, 0.2323)
+
+
+class PretrainedNotAvailableError(RuntimeError):
+    """A registered model whose weights are not published (yet)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One entry of the registry of named pretrained models.
+
+    Attributes:
+        name: registry name (``load_backbone(name)``).
+        arch: timm architecture.
+        repo_id: Hugging Face Hub repository holding the model directory.
+        filename: weights file inside the directory.
+        sha256: checksum of the weights file (checked after every resolution).
+        mean, std: input normalisation the weights expect (images in ``[0, 1]``).
+        input_size: ``(H, W)`` the model was trained at.
+        training_data: what it was trained on, in words.
+        builtin: sub-directory of ``contrastive_landmarks/weights`` when shipped inside the package.
+        published: ``False`` until the weights exist anywhere.
+    """
+
+    name: str
+    arch: str
+    repo_id: str
+    filename: str = WEIGHTS_NAME
+    sha256: str | None = None
+    mean: tuple[float, float, float] = CELEBA_MEAN
+    std: tuple[float, float, float] = CELEBA_STD
+    input_size: tuple[int, int] = (96, 96)
+    training_data: str = ""
+    builtin: str | None = None
+    published: bool = False
+    extras: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelInfo] = {
+    info.name: info
+    for info in (
+        ModelInfo(
+            name="resnet50-celeba",
+            arch="resnet50",
+            repo_id="contrastive-landmarks/resnet50-celeba",
+            training_data="CelebA aligned, MAFL images excluded; MoCo, 800 epochs, 96x96 (the paper's recipe)",
+        ),
+        ModelInfo(
+            name="resnet18-celeba",
+            arch="resnet18",
+            repo_id="contrastive-landmarks/resnet18-celeba",
+            training_data="CelebA aligned, MAFL images excluded; MoCo, 800 epochs, 96x96 (the paper's recipe)",
+        ),
+    )
+}
+
+
+def list_models() -> list[str]:
+    """Names of the registered pretrained models."""
+    return sorted(_REGISTRY)
+
+
+def is_registered(name: object) -> bool:
+    return isinstance(name, str) and name in _REGISTRY
+
+
+def get_model_info(name: str) -> ModelInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no registered model {name!r}; known: {list_models()}") from None
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    weights: Path
+    config: dict
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    """The ``config.json`` of a model directory."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a model directory: {CONFIG_NAME} is missing (expected "
+            f"{CONFIG_NAME} + {WEIGHTS_NAME}, as written by save_pretrained)"
+        )
+    return json.loads(path.read_text())
+
+
+def _from_directory(directory: Path) -> ResolvedWeights:
+    config = read_config(directory)
+    weights = directory / config.get("weights_file", WEIGHTS_NAME)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{directory}: {weights.name} is missing next to {CONFIG_NAME}")
+    return ResolvedWeights(weights, config)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(repo_id: str, filename: str, **kwargs) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, **kwargs))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
+        raise FileNotFoundError(
+            f"{filename} of Hugging Face Hub repo {repo_id!r} is not in the local cache and the Hub "
+            f"cannot be reached (offline: HF_HUB_OFFLINE or local_files_only). Download it once with "
+            f"`huggingface-cli download {repo_id} --local-dir DIR` and pass DIR instead."
+        ) from error
+
+
+def _offline(local_files_only: bool | None) -> bool:
+    if local_files_only is not None:
+        return local_files_only
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def resolve_weights(
+    weights: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+) -> ResolvedWeights:
+    """Find the weights file (and config, if any) that ``weights`` names.
+
+    Order: an existing file or directory; a registry name (built-in copy, then the Hub); a Hub
+    repo id. Nothing is looked up on the network when a local answer exists.
+    """
+    path = Path(weights)
+    if path.is_dir():
+        return _from_directory(path)
+    if path.is_file():
+        return ResolvedWeights(path, {})
+    name = str(weights)
+    hub_kwargs = {"revision": revision, "cache_dir": cache_dir, "local_files_only": _offline(local_files_only)}
+    if is_registered(name):
+        info = get_model_info(name)
+        if info.builtin and (_BUILTIN_DIR / info.builtin).is_dir():
+            resolved = _from_directory(_BUILTIN_DIR / info.builtin)
+        elif not info.published:
+            raise PretrainedNotAvailableError(
+                f"pretrained weights for {name!r} ({info.training_data}) are not published yet; "
+                f"use pretrained=False / weights=None for a randomly initialised {info.arch}, or "
+                f"train one with `contrastive-landmarks pretrain`"
+            )
+        else:
+            config_path = _download(info.repo_id, CONFIG_NAME, **hub_kwargs)
+            resolved = ResolvedWeights(_download(info.repo_id, info.filename, **hub_kwargs),
+                                       json.loads(config_path.read_text()))
+        if info.sha256 and _sha256(resolved.weights) != info.sha256:
+            raise ValueError(f"checksum mismatch for {resolved.weights}: expected sha256 {info.sha256}")
+        return resolved
+    if _REPO_ID.match(name) and not name.startswith((".", "/")):
+        config_path = _download(name, CONFIG_NAME, **hub_kwargs)
+        return ResolvedWeights(_download(name, WEIGHTS_NAME, **hub_kwargs),
+                               json.loads(config_path.read_text()))
+    raise FileNotFoundError(
+        f"weights {name!r} not found: not a local file or directory, not a registered name "
+        f"({list_models()}), and not a Hugging Face Hub repo id ('org/name')"
+    )
+
+
+def save_pretrained(
+    directory: str | os.PathLike,
+    state_dict: Mapping[str, Tensor],
+    config: Mapping,
+    *,
+    card: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a model directory: ``config.json``, ``model.safetensors`` and ``README.md``.
+
+    The layout is the one the Hugging Face Hub serves, so the directory can be uploaded as is
+    (``huggingface-cli upload org/name DIR``) and read back by :func:`resolve_weights`.
+
+    Args:
+        directory: created if missing.
+        state_dict: tensors to store (made contiguous, optionally cast to ``dtype``).
+        config: JSON-serialisable description; for a backbone, :attr:`Backbone.config`.
+        card: model card text (markdown); a minimal card is written when ``None``.
+        dtype: e.g. ``torch.float16`` to halve the file (loading casts back).
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, value in state_dict.items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
+    config = {**dict(config), "library": "contrastive_landmarks", "weights_file": WEIGHTS_NAME}
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if card is None:
+        card = (f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints]\n---\n\n"
+                f"# {config.get('architecture', 'model')}\n\n```json\n{json.dumps(config, indent=2)}\n```\n")
+    (directory / CARD_NAME).write_text(card)
+    return directory
+
+
+def registry_as_dicts() -> list[dict]:
+    """The registry as plain dicts (for docs and the CLI)."""
+    return [asdict(info) for info in _REGISTRY.values()]

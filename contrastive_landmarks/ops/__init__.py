@@ -1,0 +1,21 @@
+"""Hot paths of the library, each with a plain PyTorch reference and a dispatch to fast paths.
+
+- :func:`upsample_sum` / :func:`project_stages`: linear heads on a hypercolumn without building it,
+  ``W · concat(up(F_s)) + b == Σ_s up(W_s · F_s) + b`` (bilinear weights sum to one).
+- :func:`stage_similarity`: similarities of query descriptors with every location of a (per-stage
+  normalised) hypercolumn, without writing the hypercolumn.
+
+Every op keeps its reference implementation (``*_reference``) as the definition it is tested against.
+"""
+
+from .stage_similarity import stage_similarity, stage_similarity_reference
+from .upsample_sum import project_stages, project_stages_reference, upsample_sum, upsample_sum_reference
+
+__all__ = [
+    "project_stages",
+    "project_stages_reference",
+    "stage_similarity",
+    "stage_similarity_reference",
+    "upsample_sum",
+    "upsample_sum_reference",
+]
