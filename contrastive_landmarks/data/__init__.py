@@ -1,0 +1,72 @@
+"""Dataset readers and keypoint-exact transforms (one module per format family).
+
+Every reader yields the sample contract of ``docs/design.md``: ``{"image": (3, H, W) float in [0, 1],
+"keypoints": (N, 2) (x, y) pixels, "visible": (N,) bool, "index": int}`` (unlabelled readers:
+``image`` and ``index``). Images are decoded with Pillow, part of the ``train``/``viz``/``dev``
+extras; ``.mat`` files (AFLW_R, 300W boxes) need SciPy. Both are imported only when used.
+
+| reader | format |
+|---|---|
+| :class:`MAFL`, :class:`CelebA` | aligned CelebA + MAFL lists (paper's 96² face preprocessing) |
+| :class:`AFLWM`, :class:`AFLWR` | the authors' AFLW_M (MTFL) and AFLW_R (recrop, ``.mat``) layouts |
+| :class:`ThreeHundredW`, :class:`PtsFolder` | 300W (``.pts`` + box ``.mat``), any folder of ``.pts`` |
+| :class:`CUB` | CUB-200-2011 ``parts/part_locs.txt`` + split lists |
+| :class:`MTFL` | ``train.csv`` / ``test.csv`` 80×80 faces (``shared/data/mtfl``) |
+| :class:`KeypointCSV` | ``image,x1..xN,y1..yN[,v1..vN]`` |
+| :class:`COCOKeypoints` | COCO-keypoints JSON (mmpose and most animal datasets) |
+| :class:`ImageFolder` | unlabelled folder or list file |
+"""
+
+from .aflw import AFLWM, AFLWR
+from .base import KeypointDataset, load_image
+from .celeba import MAFL, CelebA
+from .coco import COCOKeypoints
+from .csv_table import KeypointCSV, read_keypoint_csv
+from .cub import CUB
+from .folder import ImageFolder
+from .mtfl import MTFL
+from .threehundredw import PtsFolder, ThreeHundredW, read_pts
+from .transforms import (
+    BorderCrop,
+    BoxCrop,
+    CenterCrop,
+    Compose,
+    Crop,
+    LandmarkBox,
+    Resize,
+    aflw_transform,
+    celeba_transform,
+    face_box_crop,
+    squash_transform,
+    threehundredw_transform,
+)
+
+__all__ = [
+    "AFLWM",
+    "AFLWR",
+    "CUB",
+    "MAFL",
+    "MTFL",
+    "BorderCrop",
+    "BoxCrop",
+    "COCOKeypoints",
+    "CelebA",
+    "CenterCrop",
+    "Compose",
+    "Crop",
+    "ImageFolder",
+    "KeypointCSV",
+    "KeypointDataset",
+    "LandmarkBox",
+    "PtsFolder",
+    "Resize",
+    "ThreeHundredW",
+    "aflw_transform",
+    "celeba_transform",
+    "face_box_crop",
+    "load_image",
+    "read_keypoint_csv",
+    "read_pts",
+    "squash_transform",
+    "threehundredw_transform",
+]

