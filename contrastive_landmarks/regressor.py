@@ -1,0 +1,244 @@
+"""The linear landmark regressor of the paper (§4.1, "landmark regression"; Table 4).
+
+Per target landmark, ``K`` bias-free ``1×1×C`` filters turn a frozen ``C``-channel representation
+into ``K`` intermediate heatmaps; a spatial soft-argmax turns each heatmap into a point; a bias-free
+linear map combines that landmark's own ``K`` points into its ``(x, y)``. This is the structure of
+the authors' (and DVE's) ``IntermediateKeypointPredictor``, with the same initialisation:
+
+- heatmap filters ``~ N(0, 1)`` (``torch.randn``, not Kaiming),
+- the grouped ``2K -> 2`` combination ``~ U(-1/sqrt(2K), 1/sqrt(2K))`` (``nn.Linear(2K, 2)``'s default),
+- spatial softmax with multiplier 100 (temperature 0.01).
+
+**Coordinate frame.** Predictions are ``(B, N, 2)`` ``(x, y)`` in the ``align_corners=False``
+normalised frame of :mod:`contrastive_landmarks.coords` (``-1``/``+1`` are the image's outer edges).
+The soft-argmax grid is the heatmap's *cell centres* in that frame
+(:func:`~contrastive_landmarks.coords.cell_centers`), which is where bilinearly upsampled
+(``align_corners=False``) features actually sit. The authors use ``linspace(-1, 1, S)`` instead while
+normalising targets with ``2x/(W-1) - 1``; the two conventions disagree by a constant scale of about
+1 % that their linear layer has to absorb. Here features, grid and targets share one frame.
+Use :meth:`LandmarkRegressor.to_pixels` (or :meth:`~LandmarkRegressor.predict_pixels`) for pixels.
+
+**Stage maps.** The 1×1 filters are linear and bilinear upsampling weights sum to one, so the
+heatmaps of a hypercolumn equal the per-stage projections upsampled and summed
+(:func:`contrastive_landmarks.ops.project_stages`). :meth:`LandmarkRegressor.forward` therefore
+accepts the backbone's stage maps directly and never builds the ``C``-channel hypercolumn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .coords import cell_centers, normalized_to_pixels
+from .ops import project_stages
+
+__all__ = ["LandmarkRegressor", "combine_points", "regression_loss", "spatial_soft_argmax"]
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"size must be an int or (H, W), got {size}")
+    return size
+
+
+def spatial_soft_argmax(heatmaps: Tensor, multiplier: float = 100.0) -> Tensor:
+    """Expected cell-centre location under ``softmax(multiplier · heatmap)`` over all locations.
+
+    Args:
+        heatmaps: ``(B, M, h, w)`` logits.
+        multiplier: inverse temperature of the spatial softmax.
+
+    Returns:
+        ``(B, M, 2)`` expected ``(x, y)`` in the ``align_corners=False`` normalised frame.
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be (B, M, h, w), got {tuple(heatmaps.shape)}")
+    b, m, h, w = heatmaps.shape
+    probs = torch.softmax(heatmaps.reshape(b, m, h * w) * multiplier, dim=-1)
+    grid = cell_centers((h, w), dtype=probs.dtype, device=probs.device)  # (h*w, 2)
+    return probs @ grid
+
+
+def combine_points(points: Tensor, weight: Tensor) -> Tensor:
+    """Each landmark's ``(x, y)`` as a bias-free linear combination of its own ``K`` points.
+
+    Args:
+        points: ``(B, N, K, 2)`` intermediate points.
+        weight: ``(N, 2, 2K)``; input order ``x_0, y_0, x_1, y_1, ...``.
+
+    Returns:
+        ``(B, N, 2)``.
+    """
+    b, n, k, _ = points.shape
+    if weight.shape != (n, 2, 2 * k):
+        raise ValueError(f"combination weight must be ({n}, 2, {2 * k}), got {tuple(weight.shape)}")
+    return torch.einsum("bnk,nok->bno", points.reshape(b, n, 2 * k), weight)
+
+
+class LandmarkRegressor(nn.Module):
+    """Linear landmark regressor on frozen features: 1×1 heatmaps, soft-argmax, grouped linear map.
+
+    Args:
+        in_channels: ``C``, channels of the representation (3840 for a ResNet-50 hypercolumn).
+        num_landmarks: ``N``, landmarks to predict.
+        heatmaps_per_landmark: ``K`` intermediate heatmaps *per landmark* (50 in the paper).
+        softmax_multiplier: inverse temperature of the spatial softmax (100 in the paper).
+        size: hypercolumn grid ``S`` or ``(S_h, S_w)`` used when :meth:`forward` gets stage maps
+            (48, as in the paper).
+
+    Parameters: ``weight`` ``(N·K, C)`` (the 1×1 conv, heatmap ``n·K + k`` belongs to landmark
+    ``n``) and ``combine`` ``(N, 2, 2K)``; ``N·K·C + 4·N·K`` in all (Table 4's "#P").
+
+    Shape:
+        - Input: a hypercolumn ``(B, C, S_h, S_w)``, or a list of stage maps ``(B, C_s, h_s, w_s)``
+          with ``Σ C_s = C`` in the hypercolumn's channel order.
+        - Output: ``(B, N, 2)`` normalised ``(x, y)`` (see :mod:`contrastive_landmarks.coords`).
+
+    Example:
+        >>> reg = LandmarkRegressor(3840, 5)
+        >>> sum(p.numel() for p in reg.parameters())
+        961000
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_landmarks: int,
+        heatmaps_per_landmark: int = 50,
+        *,
+        softmax_multiplier: float = 100.0,
+        size: int | Sequence[int] = 48,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("num_landmarks", num_landmarks),
+                            ("heatmaps_per_landmark", heatmaps_per_landmark)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not softmax_multiplier > 0:
+            raise ValueError(f"softmax_multiplier must be positive, got {softmax_multiplier}")
+        self.in_channels = in_channels
+        self.num_landmarks = num_landmarks
+        self.heatmaps_per_landmark = heatmaps_per_landmark
+        self.softmax_multiplier = float(softmax_multiplier)
+        self.size = _pair(size)
+        self.weight = nn.Parameter(torch.empty(num_landmarks * heatmaps_per_landmark, in_channels))
+        self.combine = nn.Parameter(torch.empty(num_landmarks, 2, 2 * heatmaps_per_landmark))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """The authors' init: ``weight ~ N(0, 1)``, ``combine ~ U(±1/sqrt(2K))``.
+
+        Args:
+            generator: optional CPU generator, for a reproducible init.
+        """
+        bound = 1.0 / math.sqrt(2 * self.heatmaps_per_landmark)
+        with torch.no_grad():
+            w = torch.randn(self.weight.shape, generator=generator, dtype=torch.float64)
+            c = torch.rand(self.combine.shape, generator=generator, dtype=torch.float64) * (2 * bound) - bound
+            self.weight.copy_(w)
+            self.combine.copy_(c)
+
+    @property
+    def config(self) -> dict:
+        """JSON-serialisable constructor arguments."""
+        return {
+            "in_channels": self.in_channels,
+            "num_landmarks": self.num_landmarks,
+            "heatmaps_per_landmark": self.heatmaps_per_landmark,
+            "softmax_multiplier": self.softmax_multiplier,
+            "size": list(self.size),
+        }
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, num_landmarks={self.num_landmarks}, "
+                f"heatmaps_per_landmark={self.heatmaps_per_landmark}, "
+                f"softmax_multiplier={self.softmax_multiplier}, size={self.size}")
+
+    def heatmaps(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
+        """The ``N·K`` intermediate heatmap logits, ``(B, N·K, S_h, S_w)``.
+
+        Args:
+            features: hypercolumn ``(B, C, S_h, S_w)`` or list of stage maps.
+            size: grid for stage maps (default :attr:`size`); ignored for a hypercolumn.
+        """
+        if isinstance(features, Tensor):
+            if features.ndim != 4 or features.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"expected a hypercolumn of shape (B, {self.in_channels}, S_h, S_w), got {tuple(features.shape)}"
+                )
+            weight = self.weight.to(features.dtype)
+            return F.conv2d(features, weight[:, :, None, None])
+        if not isinstance(features, Sequence) or not all(isinstance(m, Tensor) for m in features):
+            raise TypeError(
+                "features must be a hypercolumn tensor (B, C, S_h, S_w) or a list of stage map tensors, "
+                f"got {type(features).__name__}"
+            )
+        channels = sum(m.shape[1] for m in features) if features else 0
+        if channels != self.in_channels:
+            raise ValueError(
+                f"stage maps have {channels} channels in all ({[m.shape[1] for m in features]}) "
+                f"but the regressor expects {self.in_channels}"
+            )
+        grid = self.size if size is None else _pair(size)
+        return project_stages(list(features), self.weight.to(features[0].dtype), None, grid)
+
+    def forward(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
+        """Predict landmarks, ``(B, N, 2)`` in the normalised frame (see the class docstring)."""
+        maps = self.heatmaps(features, size)
+        points = spatial_soft_argmax(maps, self.softmax_multiplier)  # (B, N*K, 2)
+        points = points.reshape(points.shape[0], self.num_landmarks, self.heatmaps_per_landmark, 2)
+        return combine_points(points, self.combine.to(points.dtype))
+
+    @staticmethod
+    def to_pixels(pred: Tensor, image_size: int | Sequence[int]) -> Tensor:
+        """Normalised predictions ``(..., 2)`` to ``(x, y)`` pixels of an image of ``image_size = (H, W)``."""
+        return normalized_to_pixels(pred, _pair(image_size))
+
+    def predict_pixels(
+        self,
+        features: Tensor | Sequence[Tensor],
+        image_size: int | Sequence[int],
+        size: int | Sequence[int] | None = None,
+    ) -> Tensor:
+        """:meth:`forward` followed by :meth:`to_pixels`: ``(B, N, 2)`` pixel ``(x, y)``."""
+        return self.to_pixels(self(features, size), image_size)
+
+
+def regression_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None, *, scale: float = 10.0) -> Tensor:
+    """Smooth-L1 on ``scale``-times normalised coordinates, averaged over visible coordinates.
+
+    ``F.smooth_l1_loss(10 · pred, 10 · target)``, i.e. a Huber loss with ``δ = 0.1`` in normalised
+    units, as the authors. Invisible points count neither in the sum nor in the number of terms
+    (the authors' bird loss zeroes them in place but keeps them in the denominator). Inputs are
+    never modified; non-finite targets of invisible points are allowed and give no gradient.
+
+    Args:
+        pred: ``(B, N, 2)`` predictions in the normalised frame.
+        target: ``(B, N, 2)`` targets in the same frame.
+        visible: optional ``(B, N)`` bool mask.
+        scale: coordinate multiplier (the authors' ``alpha = 10``).
+
+    Returns:
+        Scalar loss (zero, still attached to ``pred``, when no point is visible).
+    """
+    if pred.shape != target.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(
+            f"pred and target must both be (B, N, 2), got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    target = target.to(pred.dtype)
+    if visible is None:
+        return F.smooth_l1_loss(pred * scale, target * scale)
+    if visible.shape != pred.shape[:2]:
+        raise ValueError(f"visible must be (B, N) = {tuple(pred.shape[:2])}, got {tuple(visible.shape)}")
+    mask = visible.to(torch.bool).unsqueeze(-1).expand_as(pred)
+    safe_target = torch.where(mask, target, pred.detach())  # invisible: zero loss and zero gradient
+    per_coord = F.smooth_l1_loss(pred * scale, safe_target * scale, reduction="none")
+    count = mask.sum()
+    return torch.where(mask, per_coord, torch.zeros_like(per_coord)).sum() / count.clamp_min(1)

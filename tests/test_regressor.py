@@ -1,0 +1,158 @@
+"""LandmarkRegressor: Table 4 parameter counts, naive reference, stage-map path, loss masking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from contrastive_landmarks.coords import normalized_to_pixels
+from contrastive_landmarks.regressor import LandmarkRegressor, regression_loss, spatial_soft_argmax
+
+
+@pytest.mark.parametrize(
+    ("channels", "k", "thousands"),
+    [(3840, 50, 961), (3840, 10, 192), (256, 50, 65), (256, 10, 13), (64, 50, 17)],
+)
+def test_parameter_count_matches_table4(channels, k, thousands):
+    reg = LandmarkRegressor(channels, 5, k)
+    count = sum(p.numel() for p in reg.parameters())
+    assert count == channels * 5 * k + 5 * 2 * 2 * k
+    assert round(count / 1000) == thousands
+
+
+def test_init_statistics():
+    torch.manual_seed(1)
+    reg = LandmarkRegressor(256, 5, 50)
+    assert abs(reg.weight.std().item() - 1.0) < 0.05  # randn, not kaiming
+    bound = 1 / math.sqrt(100)
+    assert reg.combine.abs().max() <= bound
+    assert reg.combine.abs().max() > 0.9 * bound
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a, b = LandmarkRegressor(8, 2, 4), LandmarkRegressor(8, 2, 4)
+    a.reset_parameters(g1)
+    b.reset_parameters(g2)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.combine, b.combine)
+
+
+def _naive(reg: LandmarkRegressor, hyper: torch.Tensor) -> torch.Tensor:
+    """Loop-based reference: per heatmap softmax and expectation over cell centres, per landmark linear."""
+    b, _, h, w = hyper.shape
+    n, k = reg.num_landmarks, reg.heatmaps_per_landmark
+    out = torch.zeros(b, n, 2, dtype=hyper.dtype)
+    xs = [(2 * j + 1) / w - 1 for j in range(w)]
+    ys = [(2 * i + 1) / h - 1 for i in range(h)]
+    for bi in range(b):
+        for li in range(n):
+            pts = []
+            for ki in range(k):
+                filt = reg.weight[li * k + ki]
+                logits = torch.einsum("chw,c->hw", hyper[bi], filt) * reg.softmax_multiplier
+                p = torch.exp(logits - logits.max())
+                p = p / p.sum()
+                x = sum(p[i, j] * xs[j] for i in range(h) for j in range(w))
+                y = sum(p[i, j] * ys[i] for i in range(h) for j in range(w))
+                pts += [x, y]
+            vec = torch.stack(pts)
+            out[bi, li] = reg.combine[li] @ vec
+    return out
+
+
+def test_forward_matches_naive_reference():
+    reg = LandmarkRegressor(6, 2, 3, softmax_multiplier=2.0).double()
+    hyper = torch.randn(2, 6, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(reg(hyper), _naive(reg, hyper), atol=1e-10)
+
+
+def test_softmax_is_stable_at_multiplier_100():
+    reg = LandmarkRegressor(16, 3, 5)
+    out = reg(torch.randn(2, 16, 12, 12) * 10)
+    assert torch.isfinite(out).all()
+    assert out.abs().max() <= reg.combine.abs().sum(-1).max() + 1e-5
+
+
+def test_soft_argmax_peaks_at_cell_centres():
+    heat = torch.full((1, 1, 8, 6), -10.0)
+    heat[0, 0, 5, 2] = 10.0
+    pt = spatial_soft_argmax(heat, 100.0)[0, 0]
+    # cell (i=5, j=2) of an 8x6 map covering a 48x36 image is centred at pixel (2.5*6-0.5, 5.5*6-0.5)
+    px = normalized_to_pixels(pt, (48, 36))
+    assert torch.allclose(px, torch.tensor([2.5 * 6 - 0.5, 5.5 * 6 - 0.5]), atol=1e-4)
+
+
+def test_stage_maps_path_equals_materialised_hypercolumn():
+    reg = LandmarkRegressor(7 + 5 + 3, 2, 4, softmax_multiplier=5.0, size=12).double()
+    maps = [torch.randn(2, c, s, s, dtype=torch.float64) for c, s in ((7, 3), (5, 6), (3, 12))]
+    hyper = torch.cat([F.interpolate(m, size=(12, 12), mode="bilinear", align_corners=False) for m in maps], 1)
+    with torch.no_grad():
+        assert torch.allclose(reg(maps), reg(hyper), atol=1e-10)
+        assert torch.allclose(reg(maps, size=(8, 10)), reg(torch.cat(
+            [F.interpolate(m, size=(8, 10), mode="bilinear", align_corners=False) for m in maps], 1)), atol=1e-10)
+
+
+def test_gradcheck_float64():
+    reg = LandmarkRegressor(4, 2, 3, softmax_multiplier=3.0).double()
+    hyper = torch.randn(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, c: _functional(reg, x, w, c),
+                                    (hyper, reg.weight.detach().clone().requires_grad_(),
+                                     reg.combine.detach().clone().requires_grad_()))
+
+
+def _functional(reg, x, w, c):
+    return functional_call(reg, {"weight": w, "combine": c}, (x,))
+
+
+def test_pixels_helpers():
+    reg = LandmarkRegressor(8, 3, 2)
+    feats = torch.randn(2, 8, 6, 6)
+    pred = reg(feats)
+    px = reg.predict_pixels(feats, (96, 80))
+    assert px.shape == (2, 3, 2)
+    assert torch.allclose(px, normalized_to_pixels(pred, (96, 80)))
+    assert torch.allclose(LandmarkRegressor.to_pixels(pred, 96), normalized_to_pixels(pred, (96, 96)))
+
+
+def test_bad_inputs_raise():
+    reg = LandmarkRegressor(8, 2, 2)
+    with pytest.raises(ValueError, match="hypercolumn"):
+        reg(torch.randn(1, 7, 4, 4))
+    with pytest.raises(ValueError, match="channels"):
+        reg([torch.randn(1, 3, 2, 2), torch.randn(1, 3, 4, 4)])
+    with pytest.raises(TypeError):
+        reg("features")
+    with pytest.raises(ValueError, match="positive"):
+        LandmarkRegressor(0, 2)
+
+
+def test_regression_loss_is_huber_on_10x_coordinates():
+    pred = torch.tensor([[[0.0, 0.0], [0.5, -0.02]]])
+    target = torch.tensor([[[0.05, 0.0], [0.0, 0.0]]])
+    # 10x differences: 0.5, 0, 5, 0.2 -> huber(delta 1): 0.125, 0, 4.5, 0.02
+    expected = (0.5 * 0.5**2 + 0 + (5 - 0.5) + 0.5 * 0.2**2) / 4
+    assert regression_loss(pred, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_regression_loss_masks_invisible_without_mutating():
+    pred = torch.randn(3, 4, 2, requires_grad=True)
+    target = torch.randn(3, 4, 2)
+    visible = torch.rand(3, 4) > 0.4
+    visible[0, 0] = True
+    target[~visible] = float("nan")
+    pred_before, target_before = pred.detach().clone(), target.clone()
+    loss = regression_loss(pred, target, visible)
+    loss.backward()
+    m = visible.unsqueeze(-1).expand_as(pred)
+    ref = F.smooth_l1_loss(10 * pred.detach()[m], 10 * target[m])
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert torch.isfinite(pred.grad).all()
+    assert (pred.grad[~visible] == 0).all()
+    assert torch.equal(pred.detach(), pred_before)
+    assert torch.equal(torch.nan_to_num(target, 7.0), torch.nan_to_num(target_before, 7.0))
+    none_visible = regression_loss(pred, target, torch.zeros(3, 4, dtype=torch.bool))
+    assert none_visible.item() == 0.0 and none_visible.requires_grad
+    with pytest.raises(ValueError):
+        regression_loss(pred, target[:, :3])
