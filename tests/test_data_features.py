@@ -1,0 +1,74 @@
+"""Feature caching: every image through the backbone once, identical maps from memory, disk or recompute."""
+
+from __future__ import annotations
+
+import torch
+
+from contrastive_landmarks import Hypercolumn, load_backbone
+from contrastive_landmarks.features import CachedFeatures, FeatureCache
+
+
+class Images:
+    def __init__(self, n: int, size: int = 32):
+        self.images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+        self.reads = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return {"image": self.images[index], "index": index}
+
+
+def direct(model, images):
+    with torch.no_grad():
+        return model.stage_maps(model.backbone.normalize(images))
+
+
+def test_cache_spills_to_disk_and_computes_each_image_once(tmp_path):
+    model = Hypercolumn(load_backbone("test_resnet")).eval()
+    data = Images(10)
+    per_image = sum(m[0].numel() * 4 for m in direct(model, data.images[:1]))
+    cache = FeatureCache(memory_bytes=3 * per_image, cache_dir=tmp_path, tag="test_resnet-32px")
+    features = CachedFeatures(model, data, cache=cache, batch_size=4)
+    features.precompute()
+    assert data.reads == 10
+    assert cache.memory_used <= 3 * per_image and cache.spilled == 7
+    assert len(list((tmp_path / "test_resnet-32px").glob("*.safetensors"))) == 7
+    order = [9, 0, 4, 4, 7]
+    for _ in range(3):  # epochs
+        maps = features.get(order)
+        reference = direct(model, data.images[order])
+        for got, want in zip(maps, reference):
+            torch.testing.assert_close(got, want)
+    assert data.reads == 10  # never recomputed
+    # a second cache on the same directory and tag reuses the files
+    again = CachedFeatures(model, data, cache=FeatureCache(0, tmp_path, tag="test_resnet-32px"))
+    assert 1 in again.cache and 2 in again.cache  # spilled first (least recently used)
+    for got, want in zip(again.get([1, 2]), direct(model, data.images[[1, 2]])):
+        torch.testing.assert_close(got, want)
+    assert data.reads == 10
+
+
+def test_cache_without_disk_recomputes_what_it_dropped_and_half_precision():
+    model = Hypercolumn(load_backbone("test_resnet")).eval()
+    data = Images(6)
+    features = CachedFeatures(model, data, cache=FeatureCache(memory_bytes=1), batch_size=2)
+    maps = features.get([5, 1])
+    for got, want in zip(maps, direct(model, data.images[[5, 1]])):
+        torch.testing.assert_close(got, want)
+    half = CachedFeatures(model, data, cache=FeatureCache(dtype=torch.float16))
+    for got, want in zip(half.get([0, 3]), direct(model, data.images[[0, 3]])):
+        assert got.dtype == torch.float16
+        torch.testing.assert_close(got.float(), want, atol=2e-3, rtol=2e-3)
+
+
+def test_lru_order():
+    cache = FeatureCache(memory_bytes=3 * 16)
+    for key in "abc":
+        cache.put(key, [torch.zeros(4)])
+    cache.get("a")
+    cache.put("d", [torch.zeros(4)])  # evicts b, the least recently used
+    assert "b" not in cache and all(k in cache for k in "acd")
+    assert cache.get("b") is None and cache.misses == 1
