@@ -13,6 +13,9 @@ from .backbone import DEFAULT_STAGES, STAGE_NAMES, Backbone, CheckpointMismatchE
 from .hub import PretrainedNotAvailableError, list_models, save_pretrained
 from .hypercolumn import Hypercolumn, hypercolumn, sample_stages
 from .matching import Matches, match, match_descriptors
+from .pipeline import LandmarkModel
+from .projector import SpatialProjector
+from .regressor import LandmarkRegressor
 
 __version__ = "0.1.0"
 
@@ -22,8 +25,11 @@ __all__ = [
     "Backbone",
     "CheckpointMismatchError",
     "Hypercolumn",
+    "LandmarkModel",
+    "LandmarkRegressor",
     "Matches",
     "PretrainedNotAvailableError",
+    "SpatialProjector",
     "__version__",
     "hypercolumn",
     "list_models",
