@@ -1,0 +1,326 @@
+"""``evaluate`` and ``plot`` subcommands of the ``contrastive-landmarks`` CLI.
+
+:func:`add_evaluate_parser` registers ``evaluate {regression,matching}`` and :func:`add_plot_parser`
+registers ``plot {landmarks,matches,pca,nmf,fewshot}`` on an ``argparse`` subparsers object; each
+leaf parser sets ``func`` to a handler taking the parsed arguments (the main CLI calls it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["add_evaluate_parser", "add_plot_parser", "build_dataset"]
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("mtfl", "mafl", "aflw_m", "aflw_r", "300w", "cub", "csv", "coco")
+
+
+def build_dataset(name: str, root: str | None, split: str, *, image_size: int = 96, resize: int | None = None,
+                  face_crop: bool = False, path: str | None = None, limit: int | None = None):
+    """A dataset by name, with the paper's preprocessing to ``image_size`` (``resize``: stop at that square
+    size instead, e.g. 136 for matching, which crops after warping)."""
+    from torch.utils.data import Subset
+
+    from . import data
+    from .data import transforms as T
+
+    def face(_unused=None):
+        # square face crops: the paper's resize to image_size + 40 and border crop 20 (136 -> 96)
+        return T.Resize(resize) if resize is not None else T.aflw_transform(image_size, image_size + 40)
+
+    if name == "mtfl":
+        dataset = data.MTFL(root, split, transform=face(None), face_crop=face_crop and split == "train")
+    elif name == "mafl":
+        transform = T.Compose([T.Crop(30, 0, 178, 178), T.Resize(resize)]) if resize else T.celeba_transform(
+            image_size, image_size + 40)
+        dataset = data.MAFL(root, split, transform=transform)
+    elif name == "aflw_m":
+        dataset = data.AFLWM(root, split, transform=face(None))
+    elif name == "aflw_r":
+        dataset = data.AFLWR(root, split, transform=face(None))
+    elif name == "300w":
+        dataset = data.ThreeHundredW(root, split, transform=T.threehundredw_transform(image_size, image_size + 40))
+    elif name == "cub":
+        split_file = Path(root) / "splits" / f"{split}.txt" if path is None else Path(path)
+        dataset = data.CUB(root, split_file, transform=T.squash_transform(resize or image_size))
+    elif name == "csv":
+        dataset = data.KeypointCSV(path or root, transform=T.Resize(resize or image_size), eye_indices=(0, 1))
+    elif name == "coco":
+        dataset = data.COCOKeypoints(path or root, transform=T.BoxCrop(resize or image_size, scale=1.25))
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    if limit is not None and limit < len(dataset):
+        subset = Subset(dataset, range(limit))
+        subset.eye_indices = getattr(dataset, "eye_indices", None)
+        return subset
+    return dataset
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="resnet50",
+                        help="timm ResNet name, registry name or saved model directory (default resnet50)")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint file/directory or Hub id; omit for a randomly initialised backbone")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default cpu)")
+
+
+def _data_arguments(parser: argparse.ArgumentParser, *, split_default: str = "test") -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
+    parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
+    parser.add_argument("--split", default=split_default, help=f"split to use (default {split_default})")
+    parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
+    parser.add_argument("--image-size", type=int, default=96, help="network input size in pixels (default 96)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (quick runs)")
+
+
+def _setup(args) -> None:
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def _hypercolumn(args, size=48):
+    from . import Hypercolumn, load_backbone
+
+    return Hypercolumn(load_backbone(args.backbone, args.weights), size=size).eval()
+
+
+def _report(results: dict, args, label: str) -> int:
+    from .evaluation import results_table, save_results
+
+    print(results_table({label: results}))
+    if args.output:
+        save_results(results, args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+# -- evaluate --------------------------------------------------------------------------------------------------
+def _run_regression(args) -> int:
+    _setup(args)
+    import torch
+
+    from .evaluation import evaluate_regression
+    from .features import FeatureCache
+
+    common = {"image_size": args.image_size, "path": args.path}
+    train = build_dataset(args.dataset, args.root, "train", face_crop=args.face_crop, limit=args.limit_train,
+                          **common)
+    test = build_dataset(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
+    cache = FeatureCache(int(args.cache_memory_gb * (1 << 30)), args.cache_dir,
+                         dtype=torch.float16 if args.half_cache else None,
+                         tag=f"{Path(str(args.backbone)).name}-{args.weights and Path(str(args.weights)).name}"
+                             f"-{args.dataset}-{args.image_size}")
+    results = evaluate_regression(
+        _hypercolumn(args, args.size), train, test, num_labelled=args.num_labelled, seeds=args.seeds,
+        val_fraction=args.val_fraction, max_val=args.max_val, split_seed=args.split_seed, stages=args.stages,
+        heatmaps_per_landmark=args.heatmaps, size=args.size, epochs=args.epochs, lrs=args.lrs,
+        weight_decay=args.weight_decay, batch_size=args.batch_size, standardize=not args.no_standardize,
+        metric=args.metric, eye_indices=args.eye_indices, cache=cache, device=args.device,
+        progress=(lambda m: print(m, file=sys.stderr)) if args.verbose_progress else None)
+    results["config"]["dataset"] = {"name": args.dataset, "root": args.root, "face_crop": args.face_crop,
+                                    "limit_train": args.limit_train, "limit_test": args.limit_test,
+                                    "backbone": args.backbone, "weights": args.weights}
+    return _report(results, args, f"{args.backbone}{'' if args.weights else ' (random init)'}")
+
+
+def _run_matching(args) -> int:
+    _setup(args)
+    from .evaluation import evaluate_matching
+
+    resize = args.image_size + 2 * args.crop
+    dataset = build_dataset(args.dataset, args.root, args.split, image_size=args.image_size, resize=resize,
+                            path=args.path, limit=args.limit)
+    model = _hypercolumn(args, None)
+    results = evaluate_matching(model, dataset, num_images=args.limit, seed=args.seed, crop=args.crop,
+                                similarity=args.similarity, frame=args.frame, batch_size=args.batch_size)
+    results["config"]["dataset"] = {"name": args.dataset, "root": args.root, "split": args.split,
+                                    "backbone": args.backbone, "weights": args.weights, "resize": resize}
+    return _report(results, args, f"{args.backbone}{'' if args.weights else ' (random init)'}")
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``evaluate regression`` and ``evaluate matching``."""
+    parser = subparsers.add_parser("evaluate", help="run the paper's evaluation protocols",
+                                   description="Landmark regression (Tables 2-5) and matching (Table 1).")
+    sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+
+    reg = sub.add_parser("regression", help="linear landmark regression on frozen features",
+                         description="Fit a linear regressor on frozen hypercolumn features of the training set "
+                         "(choices made on a validation split), report the test error once per seed.")
+    _model_arguments(reg)
+    reg.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
+    reg.add_argument("--root", help="dataset folder")
+    reg.add_argument("--path", default=None, help="annotation file for csv/coco")
+    reg.add_argument("--test-split", default="test", help="split evaluated once at the end (default test)")
+    reg.add_argument("--image-size", type=int, default=96, help="network input size (default 96)")
+    reg.add_argument("--face-crop", action="store_true",
+                     help="mtfl: crop training faces around their landmarks to the test framing")
+    reg.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
+    reg.add_argument("--limit-test", type=int, default=None, help="use only the first N test images")
+    reg.add_argument("--num-labelled", type=int, default=None, help="few-shot: labelled training images per seed")
+    reg.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (mean ± std over them)")
+    reg.add_argument("--val-fraction", type=float, default=0.1, help="validation share of train (default 0.1)")
+    reg.add_argument("--max-val", type=int, default=1000, help="at most this many validation images")
+    reg.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    reg.add_argument("--stages", nargs="+", default=None,
+                     help="stages used (e.g. conv4_x for a single layer); default the whole hypercolumn")
+    reg.add_argument("--heatmaps", type=int, default=50, help="intermediate heatmaps K per landmark (default 50)")
+    reg.add_argument("--size", type=int, default=48, help="hypercolumn grid (default 48)")
+    reg.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    reg.add_argument("--lrs", type=float, nargs="+", default=[1e-3],
+                     help="learning rates tried; the best on validation is kept (default 1e-3)")
+    reg.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 5e-4)")
+    reg.add_argument("--batch-size", type=int, default=32, help="regressor batch size (default 32)")
+    reg.add_argument("--no-standardize", action="store_true", help="do not standardise feature channels")
+    reg.add_argument("--metric", choices=("iod", "pck"), default="iod", help="iod (faces) or pck (birds)")
+    reg.add_argument("--eye-indices", type=int, nargs=2, default=None, help="override the dataset's eye indices")
+    reg.add_argument("--cache-dir", default=None, help="spill cached stage maps here (safetensors)")
+    reg.add_argument("--cache-memory-gb", type=float, default=2.0, help="in-memory feature cache (default 2 GB)")
+    reg.add_argument("--half-cache", action="store_true", help="store cached stage maps as float16")
+    reg.add_argument("--output", default=None, help="write the results JSON here")
+    reg.add_argument("--verbose-progress", action="store_true", help="print per-epoch validation scores")
+    reg.set_defaults(func=_run_regression)
+
+    mat = sub.add_parser("matching", help="landmark matching on TPS-warped pairs (Table 1)",
+                         description="Match each image's landmarks into a TPS-warped copy (same identity) and into "
+                         "the next image (different identity); mean error in the 70-pixel frame.")
+    _model_arguments(mat)
+    _data_arguments(mat)
+    mat.add_argument("--crop", type=int, default=20, help="border cropped after warping (default 20: 136 -> 96)")
+    mat.add_argument("--seed", type=int, default=1, help="seed of the warps (default 1)")
+    mat.add_argument("--similarity", choices=("stage_cosine", "cosine", "dot"), default=None,
+                     help="descriptor similarity (default stage_cosine for hypercolumns)")
+    mat.add_argument("--frame", type=float, default=70.0, help="errors are reported in this frame (default 70)")
+    mat.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
+    mat.add_argument("--output", default=None, help="write the results JSON here")
+    mat.set_defaults(func=_run_matching)
+    return parser
+
+
+# -- plot --------------------------------------------------------------------------------------------------------
+def _images(args, count: int):
+    import torch
+
+    dataset = build_dataset(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
+    picks = [dataset[i] for i in range(args.start, min(args.start + count, len(dataset)))]
+    return picks, torch.stack([p["image"] for p in picks])
+
+
+def _plot_landmarks(args) -> int:
+    from . import viz
+
+    samples, images = _images(args, args.num)
+    import torch
+
+    target = torch.stack([s["keypoints"] for s in samples])
+    visible = torch.stack([s["visible"] for s in samples])
+    viz.plot_landmarks(images, None, target, visible, ncols=args.ncols, path=args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _plot_matches(args) -> int:
+    _setup(args)
+
+    from . import match, viz
+
+    dataset = build_dataset(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
+    a, b = dataset[args.pair[0]], dataset[args.pair[1]]
+    model = _hypercolumn(args, None)
+    norm = model.backbone.normalize
+    found = match(model, norm(a["image"][None]), a["keypoints"][None], norm(b["image"][None]))
+    viz.plot_matches(a["image"], a["keypoints"], b["image"], found.points[0], target_b=b["keypoints"],
+                     path=args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _features(args, images):
+    import torch
+
+    model = _hypercolumn(args, args.grid)
+    with torch.no_grad():
+        return model(model.backbone.normalize(images))
+
+
+def _plot_pca(args) -> int:
+    _setup(args)
+    from . import viz
+
+    _, images = _images(args, args.num)
+    viz.plot_pca(images, _features(args, images), ncols=args.ncols, path=args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _plot_nmf(args) -> int:
+    _setup(args)
+    from . import viz
+
+    _, images = _images(args, args.num)
+    viz.plot_nmf_parts(images, _features(args, images), args.parts, ncols=args.ncols, path=args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _plot_fewshot(args) -> int:
+    from . import viz
+
+    curves: dict[str, dict[int, list[float]]] = {}
+    metric = None
+    for spec in args.results:
+        label, _, file = spec.rpartition("=")
+        result = json.loads(Path(file).read_text())
+        config = result["config"]
+        n = config["num_labelled"] if config.get("num_labelled") is not None else config["train_images"]
+        curves.setdefault(label or Path(file).stem, {}).setdefault(int(n), []).extend(result["test"]["per_seed"])
+        metric = result.get("metric", metric)
+    viz.plot_fewshot(curves, metric=metric or "error", title=args.title, path=args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def add_plot_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``plot landmarks|matches|pca|nmf|fewshot``."""
+    parser = subparsers.add_parser("plot", help="make figures (needs the [viz] extra)",
+                                   description="Landmarks, matches, PCA and NMF visualisations, few-shot curves.")
+    sub = parser.add_subparsers(dest="plot", metavar="PLOT", required=True)
+
+    def image_plot(name: str, help_text: str, handler, *, model: bool = True, count: int = 8):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _data_arguments(p)
+        if model:
+            _model_arguments(p)
+        p.add_argument("--start", type=int, default=0, help="index of the first image (default 0)")
+        p.add_argument("--num", type=int, default=count, help=f"number of images (default {count})")
+        p.add_argument("--ncols", type=int, default=4, help="images per row (default 4)")
+        p.add_argument("--output", required=True, help="PNG file to write")
+        p.set_defaults(func=handler)
+        return p
+
+    image_plot("landmarks", "annotated landmarks on a grid of images", _plot_landmarks, model=False)
+    matches = sub.add_parser("matches", help="nearest-neighbour matches of one image's landmarks in another")
+    _data_arguments(matches)
+    _model_arguments(matches)
+    matches.add_argument("--pair", type=int, nargs=2, default=[0, 1], help="indices of the two images (default 0 1)")
+    matches.add_argument("--output", required=True, help="PNG file to write")
+    matches.set_defaults(func=_plot_matches)
+    pca = image_plot("pca", "PCA of the hypercolumn mapped to RGB", _plot_pca)
+    pca.add_argument("--grid", type=int, default=48, help="hypercolumn grid (default 48)")
+    nmf = image_plot("nmf", "NMF parts of the hypercolumn overlaid on the images (paper Fig. 5)", _plot_nmf)
+    nmf.add_argument("--grid", type=int, default=48, help="hypercolumn grid (default 48)")
+    nmf.add_argument("--parts", type=int, default=8, help="number of NMF parts (default 8)")
+    few = sub.add_parser("fewshot", help="error against the number of labelled images, from result JSONs")
+    few.add_argument("results", nargs="+", help="LABEL=results.json files from `evaluate regression`")
+    few.add_argument("--title", default=None, help="plot title")
+    few.add_argument("--output", required=True, help="PNG file to write")
+    few.set_defaults(func=_plot_fewshot)
+    return parser
