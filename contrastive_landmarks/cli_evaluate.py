@@ -103,6 +103,16 @@ def _report(results: dict, args, label: str) -> int:
 
 
 # -- evaluate --------------------------------------------------------------------------------------------------
+def _cache_tag(args) -> str:
+    """Everything that decides which image sits at which cache index (cached maps are keyed by index)."""
+    import hashlib
+
+    parts = [args.backbone, args.weights, args.dataset, args.root, args.path, args.test_split, args.image_size,
+             args.face_crop, args.limit_train, args.limit_test]
+    digest = hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+    return f"{Path(str(args.backbone)).name}-{args.dataset}-{args.image_size}px-{digest}"
+
+
 def _run_regression(args) -> int:
     _setup(args)
     import torch
@@ -116,13 +126,13 @@ def _run_regression(args) -> int:
     test = build_dataset(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
     cache = FeatureCache(int(args.cache_memory_gb * (1 << 30)), args.cache_dir,
                          dtype=torch.float16 if args.half_cache else None,
-                         tag=f"{Path(str(args.backbone)).name}-{args.weights and Path(str(args.weights)).name}"
-                             f"-{args.dataset}-{args.image_size}")
+                         tag=_cache_tag(args))
     results = evaluate_regression(
         _hypercolumn(args, args.size), train, test, num_labelled=args.num_labelled, seeds=args.seeds,
         val_fraction=args.val_fraction, max_val=args.max_val, split_seed=args.split_seed, stages=args.stages,
         heatmaps_per_landmark=args.heatmaps, size=args.size, epochs=args.epochs, lrs=args.lrs,
-        weight_decay=args.weight_decay, batch_size=args.batch_size, standardize=not args.no_standardize,
+        weight_decay=args.weight_decay, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+        standardize=not args.no_standardize,
         metric=args.metric, eye_indices=args.eye_indices, cache=cache, device=args.device,
         progress=(lambda m: print(m, file=sys.stderr)) if args.verbose_progress else None)
     results["config"]["dataset"] = {"name": args.dataset, "root": args.root, "face_crop": args.face_crop,
@@ -179,6 +189,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                      help="learning rates tried; the best on validation is kept (default 1e-3)")
     reg.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 5e-4)")
     reg.add_argument("--batch-size", type=int, default=32, help="regressor batch size (default 32)")
+    reg.add_argument("--samples-per-epoch", type=int, default=None,
+                     help="few-shot: tile the labelled images to this many samples per epoch (authors: 1000)")
     reg.add_argument("--no-standardize", action="store_true", help="do not standardise feature channels")
     reg.add_argument("--metric", choices=("iod", "pck"), default="iod", help="iod (faces) or pck (birds)")
     reg.add_argument("--eye-indices", type=int, nargs=2, default=None, help="override the dataset's eye indices")

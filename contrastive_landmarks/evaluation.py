@@ -314,6 +314,7 @@ def evaluate_regression(
     lrs: Sequence[float] = (1e-3,),
     weight_decay: float = 5e-4,
     batch_size: int = 32,
+    samples_per_epoch: int | None = None,
     eval_every: int = 1,
     standardize: bool = True,
     metric: str = "iod",
@@ -343,6 +344,8 @@ def evaluate_regression(
             (selected) stage maps before the regressor (``+ proj.`` rows).
         heatmaps_per_landmark: ``K`` (50 in the paper, 10 in Table 4's small regressor).
         size: hypercolumn grid (48).
+        samples_per_epoch: tile the labelled images (fresh shuffles) to at least this many samples per
+            epoch (the authors' few-shot setting uses 1000); ``None``: one pass.
         standardize: standardise every feature channel with training-part statistics (helps a
             randomly initialised backbone train; the paper does not mention it).
         metric: ``"iod"`` (inter-ocular error %, needs eye indices) or ``"pck"`` (% correct within
@@ -411,13 +414,16 @@ def evaluate_regression(
                 for p in projector.parameters():
                     p.requires_grad_(False)
             optimizer = torch.optim.Adam(regressor.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
-            steps_per_epoch = max(1, math.ceil(len(labelled) / batch_size))
+            per_epoch = max(len(labelled), samples_per_epoch or 0)
+            steps_per_epoch = max(1, math.ceil(per_epoch / batch_size))
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch,
                                                                   eta_min=lr * 8e-4)
             order_generator = torch.Generator().manual_seed(seed + 1)
             for epoch in range(1, epochs + 1):
                 head.train()
-                order = torch.randperm(len(labelled), generator=order_generator).tolist()
+                order: list[int] = []
+                while len(order) < per_epoch:
+                    order += torch.randperm(len(labelled), generator=order_generator).tolist()
                 for start in range(0, len(order), batch_size):
                     batch = [labelled[i] for i in order[start : start + batch_size]]
                     maps = features.get(batch)
@@ -462,6 +468,7 @@ def evaluate_regression(
             "train_images": len(train_part), "val_images": len(val_part), "test_images": len(test_set),
             "stages": chosen, "channels": channels, "heatmaps_per_landmark": heatmaps_per_landmark, "size": size,
             "epochs": epochs, "lrs": list(lrs), "weight_decay": weight_decay, "batch_size": batch_size,
+            "samples_per_epoch": samples_per_epoch,
             "optimizer": "Adam(betas=(0.5, 0.999)), cosine to lr*8e-4", "standardize": standardize,
             "metric": metric, "eye_indices": list(eye_indices) if eye_indices is not None else None,
             "image_size": list(image_size), "model": _describe(model),

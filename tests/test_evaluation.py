@@ -108,8 +108,9 @@ def test_regression_protocol_is_deterministic_and_records_its_choices(tmp_path):
     assert result["config"]["val_images"] == 10 and result["config"]["train_images"] == 30
     for chosen in result["selected"]:
         assert chosen["lr"] in (1e-2, 1e-3) and 1 <= chosen["epoch"] <= 3 and chosen["labelled"] == 30
-    few = evaluate_regression(model, train, test, num_labelled=5, stages=["conv4_x"], **kwargs)
+    few = evaluate_regression(model, train, test, num_labelled=5, stages=["conv4_x"], samples_per_epoch=16, **kwargs)
     assert few["config"]["channels"] == model.backbone.channels[1] and few["selected"][0]["labelled"] == 5
+    assert few["config"]["samples_per_epoch"] == 16
     table = results_table({"hypercolumn": result, "conv4_x, 5 labelled": few})
     assert table.count("\n") == 3 and "± " in table
     saved = json.loads(save_results(result, tmp_path / "r.json").read_text())
