@@ -1,0 +1,500 @@
+"""Random thin-plate-spline (TPS) warps, DVE's parameterisation, with exact keypoint warping.
+
+Convention
+----------
+- **Internal frame**: ``align_corners=True`` normalised coordinates, as the reference code: pixel
+  ``x`` of a ``W``-wide image is ``x_ac = 2x / (W - 1) - 1`` (``-1``/``+1`` are the *centres* of the
+  first and last pixels). A warp is a map ``T: R² -> R²`` in this frame, used as a **backward map**:
+  output pixel ``u`` takes its value from input location ``T(u)`` (``grid_sample(image, T(grid),
+  align_corners=True)``).
+- **API edge**: points go in and come out as ``(x, y)`` pixels (pixel centres at integers, see
+  :mod:`contrastive_landmarks.coords`). Input and output images have the same size.
+- **Keypoints are warped exactly**: the warped position of an input point ``q`` is the ``p`` with
+  ``T(p) = q``, found by Newton's method on the analytic Jacobian (float64, residual far below
+  1e-4 px), not by the reference's nearest-pixel search (which quantises to whole pixels).
+
+Parameterisation (DVE's ``random_tps_weights``)
+-----------------------------------------------
+``T(p) = Σ_i w_i U(‖p - c_i‖²) + a_0 + a_1 x + a_2 y`` with a ``10 × 10`` grid of control points
+``c_i`` in ``[-1, 1]²``, kernel ``U(r²) = r² log r²``, kernel weights ``w_i ~ N(0, warpsd_all²)``
+of which a random ~half (each coordinate independently) is redrawn from ``N(0, warpsd_subset²)``,
+and the affine rows ``[a_0; a_1; a_2] = [[tx, ty], [s cos θ, -s sin θ], [s sin θ, s cos θ]]`` with
+``tx, ty ~ N(0, transsd²)``, ``s = 1 + N(0, scalesd²)``, ``θ ~ N(0, rotsd²)`` degrees.
+
+Presets (:class:`TPSParams`): :meth:`~TPSParams.dve` (training pairs), :meth:`~TPSParams.matching`
+(the halved parameters of the matching benchmark) and :meth:`~TPSParams.few_shot` (``WarperSingle``,
+the augmentation of few-shot regressor training).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .coords import pixels_to_normalized
+
+__all__ = [
+    "TPSPair",
+    "TPSParams",
+    "TPSWarp",
+    "control_grid",
+    "make_pair",
+    "random_tps",
+    "sampling_grid",
+    "source_points",
+    "tps_augment",
+    "tps_kernel",
+    "warp_images",
+    "warp_keypoints",
+]
+
+
+@dataclass(frozen=True)
+class TPSParams:
+    """Standard deviations of DVE's random TPS warps (defaults: DVE's ``Warper``).
+
+    Attributes:
+        warpsd_all: std of all kernel weights.
+        warpsd_subset: std of the redrawn ~half of the kernel weights.
+        transsd: std of the translation, normalised units.
+        scalesd: std of the scale around 1.
+        rotsd: std of the rotation, degrees.
+        im1_multiplier: factor on the kernel-weight stds of the *first* warp of an image pair
+            (:func:`make_pair`).
+        im1_multiplier_aff: factor on the affine stds of the first warp of a pair.
+        grid_points: control points per side.
+    """
+
+    warpsd_all: float = 0.001
+    warpsd_subset: float = 0.01
+    transsd: float = 0.1
+    scalesd: float = 0.1
+    rotsd: float = 5.0
+    im1_multiplier: float = 0.5
+    im1_multiplier_aff: float = 1.0
+    grid_points: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("warpsd_all", "warpsd_subset", "transsd", "scalesd", "rotsd", "im1_multiplier",
+                     "im1_multiplier_aff"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"TPSParams.{name} must be a finite non-negative number, got {value}")
+        if self.grid_points < 2:
+            raise ValueError(f"TPSParams.grid_points must be at least 2, got {self.grid_points}")
+
+    @classmethod
+    def dve(cls) -> TPSParams:
+        """DVE's training warps: 0.001 / 0.01 / 0.1 / 0.1 / 5°, first-view multipliers 0.5 and 1."""
+        return cls()
+
+    @classmethod
+    def matching(cls) -> TPSParams:
+        """The landmark-matching benchmark's halved warps (both multipliers 1)."""
+        return cls(warpsd_all=0.0005, warpsd_subset=0.005, transsd=0.05, scalesd=0.05, rotsd=2.5,
+                   im1_multiplier=1.0, im1_multiplier_aff=1.0)
+
+    @classmethod
+    def few_shot(cls) -> TPSParams:
+        """``WarperSingle``'s defaults, the few-shot regressor augmentation (``warpsd_subset = 0``)."""
+        return cls(warpsd_all=0.0005, warpsd_subset=0.0, transsd=0.02, scalesd=0.02, rotsd=2.0,
+                   im1_multiplier=1.0, im1_multiplier_aff=1.0)
+
+    def scaled(self, tps: float = 1.0, affine: float = 1.0) -> TPSParams:
+        """These parameters with the kernel-weight stds times ``tps`` and the affine stds times ``affine``."""
+        return replace(self, warpsd_all=self.warpsd_all * tps, warpsd_subset=self.warpsd_subset * tps,
+                       transsd=self.transsd * affine, scalesd=self.scalesd * affine, rotsd=self.rotsd * affine)
+
+
+def control_grid(points_per_side: int = 10, *, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> Tensor:
+    """``(n², 2)`` control points ``(x, y)`` on a regular grid over ``[-1, 1]²`` (row-major)."""
+    t = torch.linspace(-1.0, 1.0, points_per_side, dtype=dtype, device=device)
+    return torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2)
+
+
+def tps_kernel(sq_dist: Tensor) -> Tensor:
+    """The TPS radial basis ``U = r² log r²`` of squared distances (``0`` at ``r = 0``)."""
+    return torch.xlogy(sq_dist, sq_dist)
+
+
+@dataclass
+class TPSWarp:
+    """A batch of TPS maps in the ``align_corners=True`` frame (backward maps, output -> input).
+
+    Attributes:
+        control_points: ``(P, 2)`` control points ``c_i``.
+        kernel_weights: ``(B, P, 2)`` weights ``w_i``.
+        affine: ``(B, 3, 2)`` rows multiplying ``[1, x, y]``.
+    """
+
+    control_points: Tensor
+    kernel_weights: Tensor
+    affine: Tensor
+
+    def __post_init__(self) -> None:
+        p = self.control_points.shape[0]
+        if self.control_points.shape != (p, 2):
+            raise ValueError(f"control_points must be (P, 2), got {tuple(self.control_points.shape)}")
+        if self.kernel_weights.ndim != 3 or self.kernel_weights.shape[1:] != (p, 2):
+            raise ValueError(f"kernel_weights must be (B, {p}, 2), got {tuple(self.kernel_weights.shape)}")
+        if self.affine.shape != (self.kernel_weights.shape[0], 3, 2):
+            raise ValueError(f"affine must be (B, 3, 2), got {tuple(self.affine.shape)}")
+
+    def __len__(self) -> int:
+        return self.kernel_weights.shape[0]
+
+    @classmethod
+    def identity(cls, batch: int, points_per_side: int = 10, *, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> TPSWarp:
+        """``batch`` identity warps."""
+        ctrl = control_grid(points_per_side, dtype=dtype, device=device)
+        affine = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=dtype, device=device)
+        return cls(ctrl, torch.zeros(batch, ctrl.shape[0], 2, dtype=dtype, device=device),
+                   affine.expand(batch, 3, 2).clone())
+
+    def to(self, *args, **kwargs) -> TPSWarp:
+        """``Tensor.to`` on every field."""
+        return TPSWarp(self.control_points.to(*args, **kwargs), self.kernel_weights.to(*args, **kwargs),
+                       self.affine.to(*args, **kwargs))
+
+    def _sq_dist(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        diff = points.unsqueeze(-2) - self.control_points.to(points.dtype)  # (B, M, P, 2)
+        return diff, diff.pow(2).sum(-1)
+
+    def __call__(self, points: Tensor) -> Tensor:
+        """Evaluate ``T`` at ``(B, M, 2)`` (or ``(M, 2)``, shared) frame points; returns ``(B, M, 2)``."""
+        points = self._batched(points)
+        _, sq = self._sq_dist(points)
+        return (tps_kernel(sq) @ self.kernel_weights.to(points.dtype)
+                + self.affine[:, :1].to(points.dtype) + points @ self.affine[:, 1:].to(points.dtype))
+
+    def jacobian(self, points: Tensor) -> Tensor:
+        """``dT/dp`` at ``(B, M, 2)`` frame points; returns ``(B, M, 2, 2)`` with ``J[..., k, l] = dT_k/dp_l``."""
+        points = self._batched(points)
+        diff, sq = self._sq_dist(points)
+        du = 2.0 * (torch.log(sq.clamp_min(1e-300)) + 1.0).unsqueeze(-1) * diff  # (B, M, P, 2): dU_i/dp_l
+        w = self.kernel_weights.to(points.dtype)
+        jac = torch.einsum("bmpl,bpk->bmkl", du, w)
+        return jac + self.affine[:, 1:].to(points.dtype).transpose(1, 2).unsqueeze(1)
+
+    def _batched(self, points: Tensor) -> Tensor:
+        if points.ndim == 2:
+            points = points.unsqueeze(0).expand(len(self), -1, -1)
+        if points.ndim != 3 or points.shape[-1] != 2 or points.shape[0] != len(self):
+            raise ValueError(f"points must be (B={len(self)}, M, 2) or (M, 2), got {tuple(points.shape)}")
+        return points
+
+
+def random_tps(
+    batch: int,
+    params: TPSParams | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    tps_multiplier: float = 1.0,
+    affine_multiplier: float = 1.0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> TPSWarp:
+    """Draw ``batch`` random warps with DVE's parameterisation (see the module docstring).
+
+    Args:
+        batch: number of warps.
+        params: the distribution (default :meth:`TPSParams.dve`).
+        generator: CPU generator for reproducible draws (the global RNG when ``None``).
+        tps_multiplier, affine_multiplier: factors on the kernel-weight and affine stds.
+        dtype, device: of the returned warp (drawn on the CPU in float64).
+    """
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    p = (params or TPSParams()).scaled(tps_multiplier, affine_multiplier)
+    n = p.grid_points * p.grid_points
+    kw = {"generator": generator, "dtype": torch.float64}
+    weights = torch.randn(batch, n, 2, **kw) * p.warpsd_all
+    subset = torch.rand(batch, n, 2, **kw) > 0.5  # ~half of the weights, each coordinate independently
+    weights = torch.where(subset, torch.randn(batch, n, 2, **kw) * p.warpsd_subset, weights)
+    trans = torch.randn(batch, 2, **kw) * p.transsd
+    scale = 1.0 + torch.randn(batch, **kw) * p.scalesd
+    theta = torch.deg2rad(torch.randn(batch, **kw) * p.rotsd)
+    cos, sin = scale * torch.cos(theta), scale * torch.sin(theta)
+    affine = torch.stack([trans, torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], dim=1)
+    warp = TPSWarp(control_grid(p.grid_points), weights, affine)
+    return warp.to(device=device, dtype=dtype)
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"size must be an int or (H, W), got {size}")
+    return size
+
+
+def _frame_scale(size: tuple[int, int], like: Tensor) -> Tensor:
+    height, width = size
+    if height < 2 or width < 2:
+        raise ValueError(f"TPS warps need images of at least 2x2 pixels, got {width}x{height}")
+    return torch.tensor([width - 1, height - 1], dtype=like.dtype, device=like.device)
+
+
+def _to_frame(points: Tensor, size: tuple[int, int]) -> Tensor:
+    return 2 * points / _frame_scale(size, points) - 1
+
+
+def _from_frame(points: Tensor, size: tuple[int, int]) -> Tensor:
+    return (points + 1) * _frame_scale(size, points) / 2
+
+
+def sampling_grid(warp: TPSWarp, size: int | Sequence[int], *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The dense backward grid for ``grid_sample(..., align_corners=True)``.
+
+    Args:
+        warp: ``B`` warps.
+        size: output ``(H, W)``.
+
+    Returns:
+        ``(B, H, W, 2)``: for each output pixel, the ``(x, y)`` input location it samples, in the
+        ``align_corners=True`` frame.
+    """
+    height, width = _pair(size)
+    device = warp.affine.device
+    xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float64, device=device)
+    ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float64, device=device)
+    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+    return warp.to(torch.float64)(pts).to(dtype).reshape(len(warp), height, width, 2)
+
+
+def warp_images(images: Tensor, warp: TPSWarp, *, padding_mode: str = "zeros", mode: str = "bilinear") -> Tensor:
+    """Warp ``(B, C, H, W)`` images with ``B`` warps (``grid_sample``, ``align_corners=True``).
+
+    ``padding_mode`` ``"zeros"`` (the reference), ``"border"`` or ``"reflection"``.
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if images.shape[0] != len(warp):
+        raise ValueError(f"{images.shape[0]} images but {len(warp)} warps")
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    grid = sampling_grid(warp, images.shape[-2:], dtype=dtype).to(images.device)
+    return F.grid_sample(images.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
+def source_points(points: Tensor, warp: TPSWarp, image_size: int | Sequence[int]) -> Tensor:
+    """Where output pixels ``points`` ``(B, M, 2)`` sample the input from (``T`` in pixels)."""
+    size = _pair(image_size)
+    pts = points.to(torch.float64)
+    out = _from_frame(warp.to(torch.float64)(_to_frame(pts, size)), size)
+    return out.to(points.dtype if points.is_floating_point() else torch.float32)
+
+
+def _initial_inverse(warp: TPSWarp, q: Tensor, lattice: int = 33, extent: float = 1.5) -> Tensor:
+    """Starting points for ``T(p) = q``: the better of ``2q - T(q)`` and the nearest node of a coarse lattice."""
+    first = 2 * q - warp(q)
+    t = torch.linspace(-extent, extent, lattice, dtype=q.dtype, device=q.device)
+    nodes = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2)  # (L, 2)
+    images = warp(nodes)  # (B, L, 2)
+    nearest = torch.cdist(q, images).argmin(-1)  # (B, M)
+    coarse = nodes[nearest]
+    better = (warp(coarse) - q).norm(dim=-1) < (warp(first) - q).norm(dim=-1)
+    return torch.where(better.unsqueeze(-1), coarse, first)
+
+
+def warp_keypoints(
+    points: Tensor,
+    warp: TPSWarp,
+    image_size: int | Sequence[int],
+    *,
+    iterations: int = 30,
+    tolerance: float = 1e-10,
+    return_residual: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Exact positions of input-image points in the warped image: solve ``T(p) = q``.
+
+    Damped Newton on the analytic Jacobian in float64, started from the better of the first-order
+    inverse ``2q - T(q)`` and the nearest node of a coarse lattice; stops when every residual is
+    below ``tolerance`` (normalised units; 1e-10 is ~1e-8 px at 100 px).
+
+    Args:
+        points: ``(B, M, 2)`` ``(x, y)`` pixels in the input images (non-finite points stay NaN).
+        warp: ``B`` warps.
+        image_size: ``(H, W)`` of the images.
+
+        return_residual: also return ``‖T(p) - q‖`` in input pixels, ``(B, M)``.
+
+    Returns:
+        ``(B, M, 2)`` pixels in the warped images (may lie outside the image), and the residuals
+        if asked. Strong warps can fold (DVE's training distribution folds somewhere in ~15 % of
+        warps), leaving some input points with no preimage: their content is not visible in the
+        warped image. Such points get the location of least residual found (what the reference's
+        nearest-sample search returns too) and a residual well above zero; use ``return_residual``
+        to mark them invisible (e.g. residual > 0.5 px).
+    """
+    size = _pair(image_size)
+    if points.ndim != 3 or points.shape[-1] != 2 or points.shape[0] != len(warp):
+        raise ValueError(f"points must be (B={len(warp)}, M, 2) pixels, got {tuple(points.shape)}")
+    w = warp.to(device=points.device, dtype=torch.float64)
+    q = _to_frame(points.to(torch.float64), size)
+    finite = torch.isfinite(q).all(-1, keepdim=True)
+    q = torch.where(finite, q, torch.zeros_like(q))
+    p = _initial_inverse(w, q)
+    residual = w(p) - q
+    # Newton on the flattened points still above tolerance (per-point weights gathered).
+    batch, m = q.shape[:2]
+    p, residual, q_flat = p.reshape(-1, 2), residual.reshape(-1, 2), q.reshape(-1, 2)
+    owner = torch.arange(batch, device=q.device).repeat_interleave(m)
+    norm = residual.norm(dim=-1)
+    active = norm > tolerance
+    for _ in range(iterations):
+        idx = active.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            break
+        sub = TPSWarp(w.control_points, w.kernel_weights[owner[idx]], w.affine[owner[idx]])
+        pa, ra, na, qa = p[idx].unsqueeze(1), residual[idx], norm[idx], q_flat[idx].unsqueeze(1)
+        jac = sub.jacobian(pa)[:, 0]
+        ok = torch.linalg.det(jac).abs() > 1e-12
+        eye = torch.eye(2, dtype=jac.dtype, device=jac.device).expand_as(jac)
+        step = torch.linalg.solve(torch.where(ok[:, None, None], jac, eye), ra.unsqueeze(-1)).squeeze(-1)
+        alpha = torch.ones_like(na)
+        accepted = torch.zeros_like(na, dtype=torch.bool)
+        for _ in range(12):  # backtracking: halve the step until the residual decreases
+            cand = pa[:, 0] - alpha.unsqueeze(-1) * step
+            cand_res = (sub(cand.unsqueeze(1)) - qa)[:, 0]
+            cand_norm = cand_res.norm(dim=-1)
+            take = ~accepted & (cand_norm < na)
+            pa = torch.where(take[:, None, None], cand.unsqueeze(1), pa)
+            ra = torch.where(take.unsqueeze(-1), cand_res, ra)
+            na = torch.where(take, cand_norm, na)
+            accepted |= take
+            if bool(accepted.all()):
+                break
+            alpha = torch.where(accepted, alpha, alpha / 2)
+        p[idx], residual[idx], norm[idx] = pa[:, 0], ra, na
+        # converged points, and points where no step helps (no preimage: a fold), leave the active set
+        active[idx] = accepted & (na > tolerance)
+    p, residual, norm = p.reshape(batch, m, 2), residual.reshape(batch, m, 2), norm.reshape(batch, m)
+    out = torch.where(finite, _from_frame(p, size), torch.full_like(p, float("nan")))
+    out = out.to(points.dtype if points.is_floating_point() else torch.float32)
+    if return_residual:
+        scale = _frame_scale(size, residual) / 2
+        res_px = torch.where(finite.squeeze(-1), (residual * scale).norm(dim=-1), torch.full_like(norm, float("nan")))
+        return out, res_px.to(out.dtype)
+    return out
+
+
+def _inside(points: Tensor, size: tuple[int, int]) -> Tensor:
+    height, width = size
+    x, y = points[..., 0], points[..., 1]
+    return (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+
+
+@dataclass
+class TPSPair:
+    """Two warped views of the same images (DVE's ``Warper``).
+
+    Attributes:
+        image1: ``(B, C, h, w)`` the more-warped view (``image`` warped by ``warp1`` then ``warp2``).
+        image2: ``(B, C, h, w)`` the less-warped view (``image`` warped by ``warp1``).
+        grid: ``(B, h, w, 2)``: for each pixel of ``image1``, its location in ``image2`` in the
+            ``align_corners=False`` normalised frame of :mod:`contrastive_landmarks.coords`, i.e.
+            ``grid_sample(image2, grid, align_corners=False)`` reproduces ``image1``;
+            ``coords.normalized_to_pixels(grid, (h, w))`` gives pixels.
+        keypoints1, keypoints2: ``(B, M, 2)`` pixel keypoints in each view (``None`` without keypoints).
+        visible1, visible2: ``(B, M)`` bool: the keypoint lies inside its (cropped) view and its content
+            is there (the warp inversion was exact, not a fold); ``None`` without keypoints.
+        warp1, warp2: the warps drawn (on the full, uncropped image frame).
+    """
+
+    image1: Tensor
+    image2: Tensor
+    grid: Tensor
+    keypoints1: Tensor | None
+    keypoints2: Tensor | None
+    warp1: TPSWarp
+    warp2: TPSWarp
+    visible1: Tensor | None = None
+    visible2: Tensor | None = None
+
+
+def make_pair(
+    images: Tensor,
+    keypoints: Tensor | None = None,
+    params: TPSParams | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    crop: int = 0,
+    padding_mode: str = "zeros",
+) -> TPSPair:
+    """A pair of TPS-warped views per image and the dense correspondence between them.
+
+    As DVE's ``Warper``: ``image2 = warp(image, T1)`` with ``T1`` drawn at the reduced strength
+    ``params.im1_multiplier`` (kernel) / ``params.im1_multiplier_aff`` (affine), then
+    ``image1 = warp(image2, T2)`` at full strength, then both are centre-cropped by ``crop`` pixels.
+
+    Args:
+        images: ``(B, C, H, W)``.
+        keypoints: optional ``(B, M, 2)`` pixel keypoints of ``images``.
+        params: warp distribution (default :meth:`TPSParams.dve`; :meth:`TPSParams.matching` for the benchmark).
+        generator: CPU generator for reproducible warps.
+        crop: pixels removed from every side after warping.
+
+    Returns:
+        :class:`TPSPair` (keypoints in the cropped frames).
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    params = params or TPSParams()
+    batch, _, height, width = images.shape
+    if crop < 0 or 2 * crop >= min(height, width):
+        raise ValueError(f"crop={crop} leaves nothing of a {width}x{height} image")
+    warp1 = random_tps(batch, params, generator=generator, tps_multiplier=params.im1_multiplier,
+                       affine_multiplier=params.im1_multiplier_aff, device=images.device)
+    warp2 = random_tps(batch, params, generator=generator, device=images.device)
+    image2 = warp_images(images, warp1, padding_mode=padding_mode)
+    image1 = warp_images(image2, warp2, padding_mode=padding_mode)
+    out_h, out_w = height - 2 * crop, width - 2 * crop
+    grid_px = _from_frame(sampling_grid(warp2, (height, width), dtype=torch.float64), (height, width))
+    grid_px = grid_px[:, crop:height - crop, crop:width - crop] - crop
+    dtype = image1.dtype
+    grid = pixels_to_normalized(grid_px, (out_h, out_w)).to(dtype)
+    kp1 = kp2 = vis1 = vis2 = None
+    if keypoints is not None:
+        kp2, res2 = warp_keypoints(keypoints, warp1, (height, width), return_residual=True)
+        kp1, res1 = warp_keypoints(kp2, warp2, (height, width), return_residual=True)
+        kp1, kp2 = kp1 - crop, kp2 - crop
+        vis2 = (res2 < 0.5) & _inside(kp2, (out_h, out_w))
+        vis1 = vis2 & (res1 < 0.5) & _inside(kp1, (out_h, out_w))
+    if crop:
+        image1 = image1[..., crop:height - crop, crop:width - crop]
+        image2 = image2[..., crop:height - crop, crop:width - crop]
+    return TPSPair(image1, image2, grid, kp1, kp2, warp1, warp2, vis1, vis2)
+
+
+def tps_augment(
+    images: Tensor,
+    keypoints: Tensor | None = None,
+    params: TPSParams | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    padding_mode: str = "zeros",
+) -> tuple[Tensor, Tensor | None]:
+    """One random warp per image, with its keypoints (the reference's ``WarperSingle``).
+
+    Args:
+        images: ``(B, C, H, W)``.
+        keypoints: optional ``(B, M, 2)`` pixels.
+        params: default :meth:`TPSParams.few_shot`.
+
+    Returns:
+        ``(warped images, warped keypoints or None)``.
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    warp = random_tps(images.shape[0], params or TPSParams.few_shot(), generator=generator, device=images.device)
+    warped = warp_images(images, warp, padding_mode=padding_mode)
+    kp = None if keypoints is None else warp_keypoints(keypoints, warp, images.shape[-2:])
+    return warped, kp

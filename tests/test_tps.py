@@ -1,0 +1,199 @@
+"""TPS warps: DVE parameterisation, align_corners=True sampling, exact keypoint warping, image pairs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastive_landmarks.tps import (
+    TPSParams,
+    TPSWarp,
+    make_pair,
+    random_tps,
+    sampling_grid,
+    source_points,
+    tps_augment,
+    tps_kernel,
+    warp_images,
+    warp_keypoints,
+)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _dots(points: torch.Tensor, size: int, sigma: float = 1.2) -> torch.Tensor:
+    """(B, 1, size, size) images with a Gaussian dot at each (x, y) pixel point of (B, 1, 2)."""
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+                            indexing="ij")
+    d2 = (xs - points[:, 0, 0, None, None]) ** 2 + (ys - points[:, 0, 1, None, None]) ** 2
+    return torch.exp(-d2 / (2 * sigma**2)).unsqueeze(1)
+
+
+def _centroid(images: torch.Tensor, around: torch.Tensor, radius: int = 6) -> torch.Tensor:
+    """Intensity centroid of (B, 1, H, W) images in a window around (B, 2) pixel points."""
+    b, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=images.dtype), torch.arange(w, dtype=images.dtype), indexing="ij")
+    out = []
+    for i in range(b):
+        win = ((xs - around[i, 0]).abs() <= radius) & ((ys - around[i, 1]).abs() <= radius)
+        wgt = images[i, 0] * win
+        out.append(torch.stack([(wgt * xs).sum(), (wgt * ys).sum()]) / wgt.sum())
+    return torch.stack(out)
+
+
+def test_kernel_is_r2_log_r2():
+    d = torch.tensor([0.0, 0.25, 1.0, 4.0], dtype=torch.float64)
+    expected = torch.tensor([0.0, 0.25 * math.log(0.25), 0.0, 4 * math.log(4.0)], dtype=torch.float64)
+    assert torch.allclose(tps_kernel(d), expected)
+
+
+def test_identity_warp_is_exact():
+    image = torch.rand(2, 3, 17, 23)
+    ident = TPSWarp.identity(2)
+    assert torch.allclose(warp_images(image, ident), image, atol=1e-6)
+    grid = sampling_grid(ident, (17, 23))
+    assert torch.allclose(grid[0, :, :, 0], torch.linspace(-1, 1, 23).expand(17, 23), atol=1e-7)
+    assert torch.allclose(grid[0, :, :, 1], torch.linspace(-1, 1, 17)[:, None].expand(17, 23), atol=1e-7)
+    pts = torch.rand(2, 5, 2) * 16
+    assert torch.allclose(warp_keypoints(pts, ident, (17, 23)), pts, atol=1e-5)
+
+
+def test_random_warps_are_reproducible():
+    a = random_tps(3, generator=_gen(5))
+    b = random_tps(3, generator=_gen(5))
+    c = random_tps(3, generator=_gen(6))
+    assert torch.equal(a.kernel_weights, b.kernel_weights) and torch.equal(a.affine, b.affine)
+    assert not torch.equal(a.kernel_weights, c.kernel_weights)
+
+
+def test_parameter_distribution_dve():
+    p = TPSParams.dve()
+    w = random_tps(4000, p, generator=_gen(1))
+    trans = w.affine[:, 0]
+    assert trans.std().item() == pytest.approx(p.transsd, rel=0.05)
+    scale = w.affine[:, 1:].norm(dim=1)[:, 0]  # |(s cos, s sin)| = s
+    assert (scale - 1).std().item() == pytest.approx(p.scalesd, rel=0.05)
+    theta = torch.atan2(w.affine[:, 2, 0], w.affine[:, 1, 0])
+    assert math.degrees(theta.std().item()) == pytest.approx(p.rotsd, rel=0.05)
+    # kernel weights: a 50/50 mixture of N(0, all^2) and N(0, subset^2)
+    k = w.kernel_weights
+    expected_var = 0.5 * p.warpsd_all**2 + 0.5 * p.warpsd_subset**2
+    assert k.var().item() == pytest.approx(expected_var, rel=0.05)
+    assert (k.abs() > 5 * p.warpsd_all).double().mean().item() == pytest.approx(0.5 * 0.617, abs=0.02)
+
+
+def test_few_shot_preset_zeroes_half_the_weights():
+    w = random_tps(200, TPSParams.few_shot(), generator=_gen(2))
+    assert (w.kernel_weights == 0).double().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert TPSParams.matching().rotsd == 2.5 and TPSParams.matching().im1_multiplier == 1.0
+    half = TPSParams.dve().scaled(0.5, 2.0)
+    assert half.warpsd_all == 0.0005 and half.transsd == 0.2
+    with pytest.raises(ValueError):
+        TPSParams(rotsd=-1.0)
+
+
+def test_jacobian_matches_autograd():
+    w = random_tps(2, generator=_gen(3))
+    pts = torch.rand(2, 4, 2, dtype=torch.float64) * 2.4 - 1.2
+    jac = w.jacobian(pts)
+    for b in range(2):
+        for m in range(4):
+            ref = torch.autograd.functional.jacobian(lambda x, b=b: w(x.view(1, 1, 2).expand(2, 1, 2))[b, 0],
+                                                     pts[b, m])
+            assert torch.allclose(jac[b, m], ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("preset", ["few_shot", "matching"])
+def test_keypoint_inversion_is_exact(preset):
+    w = random_tps(16, getattr(TPSParams, preset)(), generator=_gen(4))
+    q = torch.rand(16, 30, 2, generator=_gen(7), dtype=torch.float64) * 79
+    p, residual = warp_keypoints(q, w, 80, return_residual=True)
+    back = source_points(p, w, 80)
+    err = (back - q).norm(dim=-1)
+    assert torch.allclose(err, residual, atol=1e-9)
+    exact = residual < 1e-4
+    assert exact.double().mean() > (0.999 if preset == "few_shot" else 0.98)
+    assert err[exact].max() < 1e-6
+
+
+def test_keypoints_agree_with_dense_grid_nearest_pixel():
+    """The reference's nearest-sample inversion, done independently from the dense grid, is within 0.71 px."""
+    size = 40
+    w = random_tps(4, TPSParams.matching(), generator=_gen(8))
+    q = torch.rand(4, 10, 2, generator=_gen(9), dtype=torch.float64) * 20 + 10
+    p, residual = warp_keypoints(q, w, size, return_residual=True)
+    grid_px = (sampling_grid(w, size, dtype=torch.float64) + 1) * (size - 1) / 2  # (B, H, W, 2) pixels
+    flat = grid_px.reshape(4, -1, 2)
+    idx = torch.cdist(q, flat).argmin(-1)
+    nn = torch.stack([idx % size, idx // size], -1).to(torch.float64)
+    ok = residual < 1e-4
+    assert ok.any()
+    assert ((nn - p).norm(dim=-1)[ok]).max() < 0.75
+
+
+def test_dot_lands_on_warped_keypoint():
+    size = 64
+    q = torch.tensor([[[20.3, 35.7]], [[41.6, 22.2]], [[31.0, 30.5]], [[25.5, 44.1]]], dtype=torch.float64)
+    images = _dots(q, size)
+    w = random_tps(4, TPSParams.matching(), generator=_gen(10))
+    warped = warp_images(images, w)
+    p = warp_keypoints(q, w, size)[:, 0]
+    found = _centroid(warped, p)
+    assert (found - p).norm(dim=-1).max() < 0.1
+    # and a point not warped (the identity) would be clearly wrong, so the test can fail
+    assert (found - q[:, 0]).norm(dim=-1).max() > 0.5
+
+
+def test_augment_warps_image_and_points_together():
+    size = 48
+    q = torch.tensor([[[12.2, 30.9]], [[33.3, 14.4]]], dtype=torch.float64)
+    images = _dots(q, size).expand(-1, 3, -1, -1)
+    warped, kp = tps_augment(images, q, generator=_gen(11))
+    assert warped.shape == images.shape and kp.shape == q.shape
+    assert (_centroid(warped[:, :1], kp[:, 0]) - kp[:, 0]).norm(dim=-1).max() < 0.1
+    again, _ = tps_augment(images, q, generator=_gen(11))
+    assert torch.equal(warped, again)
+    only, none = tps_augment(images, generator=_gen(11))
+    assert none is None and torch.equal(only, warped)
+
+
+@pytest.mark.parametrize("crop", [0, 5])
+def test_pair_grid_maps_image1_into_image2(crop):
+    size = 40
+    images = torch.rand(2, 3, size, size, dtype=torch.float64)
+    kp = torch.tensor([[[10.5, 20.25], [30.0, 12.0]], [[20.0, 20.0], [15.5, 28.75]]], dtype=torch.float64)
+    pair = make_pair(images, kp, TPSParams.matching(), generator=_gen(12), crop=crop)
+    out = size - 2 * crop
+    assert pair.image1.shape == pair.image2.shape == (2, 3, out, out)
+    assert pair.grid.shape == (2, out, out, 2)
+    resampled = F.grid_sample(pair.image2, pair.grid, align_corners=False)
+    # only pixels whose source lies inside the (cropped) image2 can be reproduced
+    margin = 1.0 - 1.0 / out
+    inside = (pair.grid.abs() <= margin).all(-1)
+    assert inside.double().mean() > 0.5
+    diff = (resampled - pair.image1).abs().amax(1)
+    assert diff[inside].max() < 1e-9
+    # keypoints: image1's keypoints sample image2 at image2's keypoints (exactly, via the warp)
+    back = source_points(pair.keypoints1 + crop, pair.warp2, size) - crop
+    assert torch.allclose(back, pair.keypoints2, atol=1e-6)
+    assert pair.visible1.shape == (2, 2) and pair.visible1.dtype == torch.bool
+
+
+def test_pair_is_deterministic_and_checks_inputs():
+    images = torch.rand(1, 3, 24, 24)
+    a = make_pair(images, generator=_gen(13))
+    b = make_pair(images, generator=_gen(13))
+    assert torch.equal(a.image1, b.image1) and torch.equal(a.grid, b.grid) and a.keypoints1 is None
+    with pytest.raises(ValueError, match="crop"):
+        make_pair(images, crop=12)
+    with pytest.raises(ValueError):
+        warp_images(images, random_tps(2))
+    with pytest.raises(ValueError):
+        warp_keypoints(torch.zeros(1, 3), random_tps(1), 24)
+    with pytest.raises(ValueError):
+        random_tps(0)
