@@ -1,0 +1,454 @@
+"""MoCo pretraining loop: one function, one config dataclass, resumable to the batch.
+
+``pretrain(PretrainConfig(...))`` trains a :class:`~contrastive_landmarks.train.moco.MoCo` model on
+unlabelled images and writes, under ``output_dir``:
+
+- ``checkpoint.pt`` -- every ``checkpoint_every`` steps and at the end, atomically: query and key
+  encoders, queue and pointer, optimiser, schedule, AMP scaler, every RNG state and the data position
+  (epoch, step within the epoch). ``resume=True`` continues from it; the data order of an epoch is a
+  permutation seeded by ``seed + epoch`` and the augmentations of a step are seeded by
+  ``(seed, step, rank)``, so a resumed run consumes exactly the batches an uninterrupted run would,
+  and ends with bit-identical weights (on the same device and thread count).
+- ``log.jsonl`` -- one JSON record per ``log_every`` steps (loss, accuracy, lr, images/s).
+- ``config.json`` -- the configuration; ``backbone/`` -- the exported backbone at the end (``export``).
+
+Distributed: launch with ``torchrun --nproc_per_node=G [--nnodes=N ...] script.py``; the process group
+is initialised from the environment (``env://``), one process per GPU, DistributedDataParallel,
+``batch_size`` is the *global* batch. Without torchrun the same code runs in one process (CPU or GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from ..backbone import DEFAULT_STAGES, Backbone
+from ..hub import save_pretrained
+from .augment import MoCoAugment, get_preset
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .images import PretrainImages, cache_images
+from .moco import MoCo
+
+__all__ = ["CosineSchedule", "PretrainConfig", "export_backbone", "pretrain"]
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+_FORMAT = "contrastive_landmarks.moco/1"
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a MoCo pretraining run needs; the defaults are the authors' recipe (faces).
+
+    Each field's ``metadata["help"]`` is its command-line help text.
+    """
+
+    data: list[str] = field(default_factory=list, metadata=_help(
+        "image sources: folders (recursive *.jpg/*.png) or list files (.txt, or .csv with paths in the first "
+        "column), each optionally followed by ';crop=TOP,LEFT,HEIGHT,WIDTH' (or crop=celeba|auto|none) and "
+        "';root=DIR'"))
+    output_dir: str = field(default="runs/moco", metadata=_help("folder for checkpoint.pt, log.jsonl, backbone/"))
+    preset: str = field(default="faces", metadata=_help(
+        "faces (CelebA stats, 136 -> border crop -> 96, CelebA 178x218 images cropped to rows 30..208), "
+        "birds (squash to 96, ImageNet stats) or generic (squash to image_size, ImageNet stats)"))
+    image_size: int | None = field(default=None, metadata=_help(
+        "network input side (preset default: 96 faces/birds, 64 generic); the faces border scales with it"))
+    border: int | None = field(default=None, metadata=_help("border crop in pixels (default: the preset's, scaled)"))
+    arch: str = field(default="resnet50", metadata=_help("timm ResNet: resnet18, resnet50, ... (test_resnet: tests)"))
+    dim: int = field(default=128, metadata=_help("embedding size of the MoCo head"))
+    queue_size: int = field(default=4096, metadata=_help("MoCo queue length K (negatives)"))
+    temperature: float = field(default=0.07, metadata=_help("softmax temperature"))
+    key_momentum: float = field(default=0.999, metadata=_help("EMA momentum of the key encoder (over parameters)"))
+    mlp_head: bool = field(default=False, metadata=_help("MoCo v2 MLP head instead of the authors' linear head"))
+    blur: bool = field(default=False, metadata=_help("MoCo v2 Gaussian blur augmentation"))
+    jpeg: bool = field(default=True, metadata=_help("JPEG noise augmentation (authors' recipe)"))
+    min_scale: float = field(default=0.2, metadata=_help("RandomResizedCrop minimum area fraction"))
+    epochs: int = field(default=800, metadata=_help("training epochs"))
+    batch_size: int = field(default=256, metadata=_help("global batch size (split over processes)"))
+    lr: float = field(default=0.03, metadata=_help("SGD learning rate"))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
+    weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay"))
+    schedule: str = field(default="cosine-epoch", metadata=_help(
+        "learning-rate schedule: cosine-epoch (the authors': lr 0.5(1+cos(pi e/E)) set once per epoch, e counted "
+        "from 1), cosine-step (per step, from lr to 0), or constant"))
+    max_steps: int | None = field(default=None, metadata=_help(
+        "stop after this many optimisation steps in total (the run can be resumed later)"))
+    resume: bool = field(default=False, metadata=_help("continue from output_dir/checkpoint.pt if it exists"))
+    checkpoint_every: int = field(default=500, metadata=_help("write the checkpoint every N steps (and at the end)"))
+    cache: str = field(default="auto", metadata=_help(
+        "decode all images once into memory as uint8 (yes), read them every epoch (no), or auto (yes if under "
+        "cache_gb)"))
+    cache_gb: float = field(default=8.0, metadata=_help("memory limit for cache=auto, GiB"))
+    num_workers: int = field(default=4, metadata=_help("DataLoader workers for decoding images"))
+    threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:1, ..."))
+    precision: str = field(default="auto", metadata=_help(
+        "auto (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU), fp32, fp16 or bf16"))
+    sync_bn: bool = field(default=False, metadata=_help("SyncBatchNorm in the encoders when distributed"))
+    shuffle_bn: bool = field(default=True, metadata=_help("shuffle-BN for the key encoder when distributed"))
+    seed: int = field(default=0, metadata=_help("seed of the data order, augmentations and initialisation"))
+    log_every: int = field(default=10, metadata=_help("write a log.jsonl record every N steps"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar"))
+    tensorboard: bool = field(default=False, metadata=_help("also log to TensorBoard (needs the tensorboard package)"))
+    export: bool = field(default=True, metadata=_help("export the backbone to output_dir/backbone when training ends"))
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` naming the first bad field."""
+        if not self.data:
+            raise ValueError("data: give at least one image folder or list file")
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = [str(self.data)]
+        choices = {"schedule": ("cosine-epoch", "cosine-step", "constant"), "cache": ("auto", "yes", "no"),
+                   "precision": ("auto", "fp32", "fp16", "bf16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "queue_size", "dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0 < self.min_scale <= 1:
+            raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
+        get_preset(self.preset, self.image_size, self.border)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """``{field name: help text}`` (for command-line generators)."""
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+class CosineSchedule:
+    """Learning rate as a pure function of the data position, with a ``state_dict`` for checkpoints.
+
+    ``cosine-epoch`` is the authors' ``adjust_learning_rate``: ``lr 0.5 (1 + cos(pi e / E))`` with the
+    epoch ``e`` counted from 1, set at the start of each epoch (the last epoch runs at lr 0, as theirs).
+    ``cosine-step`` decays per step from ``lr`` to 0; ``constant`` keeps ``lr``.
+    """
+
+    def __init__(self, kind: str, lr: float, epochs: int, steps_per_epoch: int) -> None:
+        self.kind, self.base_lr, self.epochs, self.steps_per_epoch = kind, float(lr), int(epochs), int(steps_per_epoch)
+
+    def __call__(self, epoch: int, step_in_epoch: int) -> float:
+        if self.kind == "constant":
+            return self.base_lr
+        if self.kind == "cosine-epoch":
+            return self.base_lr * 0.5 * (1 + math.cos(math.pi * (epoch + 1) / self.epochs))
+        total = self.epochs * self.steps_per_epoch
+        return self.base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * self.steps_per_epoch + step_in_epoch) / total))
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "base_lr": self.base_lr, "epochs": self.epochs,
+                "steps_per_epoch": self.steps_per_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.kind, self.base_lr = state["kind"], state["base_lr"]
+        self.epochs, self.steps_per_epoch = state["epochs"], state["steps_per_epoch"]
+
+
+# -- set-up helpers ---------------------------------------------------------------------------
+def _setup_distributed(config: PretrainConfig) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if config.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", local_rank)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return rank, world, device
+
+
+def _precision(config: PretrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (``None``: full float32)."""
+    if config.precision == "fp32" or (config.precision == "auto" and device.type != "cuda"):
+        return None
+    if config.precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if config.precision == "fp16" else torch.bfloat16
+
+
+def _step_generator(*key: int) -> torch.Generator:
+    seed = 0
+    for k in key:
+        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_resumable(saved: dict, config: PretrainConfig, num_images: int) -> None:
+    old = saved["config"]
+    fixed = ("arch", "dim", "queue_size", "batch_size", "preset", "image_size", "border", "mlp_head", "seed")
+    changed = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in fixed if old.get(k) != getattr(config, k)]
+    if saved["num_images"] != num_images:
+        changed.append(f"number of images: {saved['num_images']} -> {num_images}")
+    if changed:
+        raise ValueError("cannot resume: the checkpoint was trained with different settings (" + "; ".join(changed)
+                         + "); use another output_dir or resume=False")
+
+
+class _Logger:
+    def __init__(self, directory: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = directory / LOG_NAME
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                logger.warning("TensorBoard logging skipped: %s (pip install tensorboard)", error)
+            else:
+                self.writer = SummaryWriter(str(directory / "tensorboard"))
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key in ("loss", "accuracy", "lr", "images_per_s"):
+                self.writer.add_scalar(f"moco/{key}", record[key], record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def pretrain(config: PretrainConfig) -> dict:
+    """Run (or resume) MoCo pretraining; see the module docstring for what is written.
+
+    Returns:
+        ``{"checkpoint": Path, "global_step": int, "epoch": int, "finished": bool, "history": [records],
+        "backbone": Path | None}``; ``history`` holds the log records written by this call.
+
+    Raises:
+        FileExistsError: ``output_dir`` holds a checkpoint and ``resume`` is false.
+        ValueError: bad settings, fewer images than one batch, or a checkpoint of other settings.
+    """
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    rank, world, device = _setup_distributed(config)
+    main_process = rank == 0
+    preset = get_preset(config.preset, config.image_size, config.border)
+    out = Path(config.output_dir)
+    checkpoint_path = out / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not config.resume:
+        raise FileExistsError(f"{checkpoint_path} exists: pass resume=True to continue it, or use another output_dir")
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} processes")
+    local_batch = config.batch_size // world
+
+    dataset = PretrainImages(config.data, preset.resize, default_crop="auto" if preset.celeba_crop else None)
+    num_images = len(dataset)
+    steps_per_epoch = num_images // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{num_images} images is fewer than one batch of {config.batch_size}")
+    total_steps = config.epochs * steps_per_epoch
+    target = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+    cache_bytes = num_images * 3 * preset.resize**2
+    use_cache = config.cache == "yes" or (config.cache == "auto" and cache_bytes <= config.cache_gb * 2**30)
+
+    torch.manual_seed(config.seed)
+    model = MoCo(config.arch, dim=config.dim, queue_size=config.queue_size, temperature=config.temperature,
+                 momentum=config.key_momentum, mlp=config.mlp_head, shuffle_bn=config.shuffle_bn,
+                 mean=preset.mean, std=preset.std, input_size=(preset.image_size, preset.image_size)).to(device)
+    augment = MoCoAugment.from_preset(preset, jpeg=config.jpeg, blur=config.blur,
+                                      scale=(config.min_scale, 1.0)).to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                momentum=config.momentum, weight_decay=config.weight_decay)
+    schedule = CosineSchedule(config.schedule, config.lr, config.epochs, steps_per_epoch)
+    autocast_dtype = _precision(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    global_step, train_time = 0, 0.0
+
+    if config.resume and checkpoint_path.exists():
+        saved = load_checkpoint(checkpoint_path)
+        if saved.get("format") != _FORMAT:
+            raise ValueError(f"{checkpoint_path} is not a MoCo pretraining checkpoint of this library")
+        _check_resumable(saved, config, num_images)
+        model.encoder_q.load_state_dict(saved["encoder_q"])
+        model.encoder_k.load_state_dict(saved["encoder_k"])
+        model.queue.copy_(saved["queue"])
+        model.queue_ptr.copy_(saved["queue_ptr"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["scheduler"])
+        schedule.epochs, schedule.base_lr = config.epochs, config.lr  # a resumed run may extend the schedule
+        scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+        global_step = int(saved["position"]["global_step"])
+        train_time = float(saved.get("train_time_s", 0.0))
+        if main_process:
+            logger.info("resumed %s at step %d (epoch %d)", checkpoint_path, global_step,
+                        global_step // steps_per_epoch)
+
+    if config.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    runner = model
+    if world > 1:
+        runner = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    images = cache_images(dataset, num_workers=config.num_workers, progress=config.progress and main_process) \
+        if use_cache and global_step < target else None
+
+    def state() -> dict:
+        return {
+            "format": _FORMAT, "config": asdict(config), "num_images": num_images,
+            "steps_per_epoch": steps_per_epoch,
+            "preset": {"name": preset.name, "image_size": preset.image_size, "border": preset.border,
+                       "mean": list(preset.mean), "std": list(preset.std)},
+            "encoder_q": model.encoder_q.state_dict(), "encoder_k": model.encoder_k.state_dict(),
+            "queue": model.queue.detach().cpu().clone(), "queue_ptr": model.queue_ptr.detach().cpu().clone(),
+            "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
+            "rng": get_rng_state(),
+            "position": {"global_step": global_step, "epoch": global_step // steps_per_epoch,
+                         "step_in_epoch": global_step % steps_per_epoch},
+            "train_time_s": train_time,
+        }
+
+    log = _Logger(out, main_process, config.tensorboard)
+    bar = None
+    if config.progress and main_process:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=target, initial=global_step, unit="step", desc="MoCo", dynamic_ncols=True)
+    history: list[dict] = []
+    model.train()
+    throughput = None
+    try:
+        while global_step < target:
+            epoch, first = divmod(global_step, steps_per_epoch)
+            order = torch.randperm(num_images, generator=torch.Generator().manual_seed(config.seed + epoch))
+            last = min(steps_per_epoch, first + target - global_step)
+            batches = [order[s * config.batch_size : (s + 1) * config.batch_size][rank * local_batch :
+                                                                                   (rank + 1) * local_batch]
+                       for s in range(first, last)]
+            if images is not None:
+                source = (images[b] for b in batches)
+            else:
+                loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
+                                    num_workers=config.num_workers, pin_memory=device.type == "cuda")
+                source = (batch["image"] for batch in loader)
+            for batch in source:
+                tick = time.perf_counter()
+                step_in_epoch = global_step % steps_per_epoch
+                lr = schedule(epoch, step_in_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = batch.to(device, non_blocking=True)
+                views = augment(torch.cat([batch, batch]), _step_generator(config.seed, global_step, rank))
+                im_q, im_k = views.chunk(2)
+                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+                    loss, accuracy = runner(im_q, im_k, generator=_step_generator(config.seed, global_step, -1))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                global_step += 1
+                logged = global_step % config.log_every == 0 or global_step == target
+                if logged or bar is not None:
+                    loss_value = float(loss.detach())
+                elapsed = time.perf_counter() - tick
+                train_time += elapsed
+                rate = config.batch_size / max(elapsed, 1e-9)
+                throughput = rate if throughput is None else 0.9 * throughput + 0.1 * rate
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4g}", img_s=f"{throughput:.0f}", refresh=False)
+                if logged:
+                    record = {"step": global_step, "epoch": epoch, "loss": loss_value,
+                              "accuracy": float(accuracy.detach()), "lr": lr, "images_per_s": throughput,
+                              "train_time_s": train_time}
+                    history.append(record)
+                    log.log(record)
+                if main_process and (global_step % config.checkpoint_every == 0 or global_step == target):
+                    save_checkpoint(state(), checkpoint_path)
+            if world > 1:
+                dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    if main_process and not checkpoint_path.exists():
+        save_checkpoint(state(), checkpoint_path)
+    finished = global_step >= total_steps
+    exported = None
+    if main_process and finished and config.export:
+        exported = export_backbone(checkpoint_path, out / "backbone")
+    if world > 1:
+        dist.barrier()
+    return {"checkpoint": checkpoint_path, "global_step": global_step, "epoch": global_step // steps_per_epoch,
+            "finished": finished, "history": history, "backbone": exported}
+
+
+# -- export ----------------------------------------------------------------------------------------
+def export_backbone(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike,
+                    card_info: dict | None = None) -> Path:
+    """Write the query encoder's backbone of a pretraining checkpoint as a Hub-layout directory.
+
+    ``load_backbone(out_dir)`` reads it back (the paper's default hypercolumn stages, the preset's
+    mean/std and input size in ``config.json``). The model card lists the data, recipe, epochs,
+    steps and training time; ``card_info`` adds or overrides entries (e.g. ``{"license": ...}``).
+
+    Returns:
+        ``Path(out_dir)``.
+    """
+    saved = load_checkpoint(checkpoint_path)
+    if saved.get("format") != _FORMAT:
+        raise ValueError(f"{checkpoint_path} is not a MoCo pretraining checkpoint of this library")
+    config, preset = saved["config"], saved["preset"]
+    size = int(preset["image_size"])
+    backbone = Backbone(config["arch"], DEFAULT_STAGES, mean=preset["mean"], std=preset["std"], input_size=(size, size))
+    prefix = "backbone.body."
+    body = {k.removeprefix(prefix): v for k, v in saved["encoder_q"].items() if k.startswith(prefix)}
+    backbone.body.load_state_dict(body, strict=True)
+    position = saved["position"]
+    info = {
+        "data": ", ".join(config["data"]),
+        "images": saved["num_images"],
+        "recipe": (f"MoCo ({'MLP' if config['mlp_head'] else 'linear'} {config['dim']}-d head), queue "
+                   f"{config['queue_size']}, temperature {config['temperature']}, key momentum "
+                   f"{config['key_momentum']}; SGD lr {config['lr']} momentum {config['momentum']} wd "
+                   f"{config['weight_decay']}, {config['schedule']} schedule, batch {config['batch_size']}; "
+                   f"preset {preset['name']} ({size} px, border {preset['border']}), jpeg={config['jpeg']}, "
+                   f"blur={config['blur']}, min_scale={config['min_scale']}"),
+        "epochs": f"{position['global_step'] / saved['steps_per_epoch']:.2f} of {config['epochs']} "
+                  f"({position['global_step']} steps)",
+        "training time": f"{saved.get('train_time_s', 0.0) / 3600:.2f} h",
+        "seed": config["seed"],
+    }
+    info.update(card_info or {})
+    rows = "\n".join(f"| {key} | {value} |" for key, value in info.items())
+    card = (f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints, moco]\n---\n\n"
+            f"# {config['arch']} MoCo backbone\n\nSelf-supervised (MoCo) {config['arch']} for object-landmark "
+            f"representations (Cheng, Su & Maji, ICCV 2021). Load with "
+            f"`contrastive_landmarks.load_backbone(\"{Path(out_dir).name}\")`.\n\n"
+            f"| item | value |\n|---|---|\n{rows}\n")
+    return save_pretrained(out_dir, backbone.body.state_dict(), backbone.config, card=card)
