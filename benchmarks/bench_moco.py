@@ -1,0 +1,74 @@
+"""Images/s of a MoCo training step (augment + query fwd/bwd + key fwd + queue), ResNet-18/50.
+
+Usage::
+
+    python benchmarks/bench_moco.py --archs resnet18 resnet50 --size 96 --batch 32 --steps 5 --threads 2
+
+Reports the median over ``--steps`` timed steps (after one warm-up) of: the batched augmentation of
+both views alone, the model step alone (forward, backward, SGD, key update, enqueue), and both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from contrastive_landmarks.train import MoCo, MoCoAugment, get_preset
+
+
+def bench(arch: str, size: int, batch: int, steps: int, device: torch.device, jpeg: bool) -> dict:
+    preset = get_preset("faces", size)
+    augment = MoCoAugment.from_preset(preset, jpeg=jpeg).to(device)
+    model = MoCo(arch, queue_size=4096, mean=preset.mean, std=preset.std).to(device).train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9,
+                                weight_decay=1e-4)
+    images = torch.randint(0, 256, (batch, 3, preset.resize, preset.resize), dtype=torch.uint8, device=device)
+    aug_times, step_times = [], []
+    for step in range(steps + 1):
+        tick = time.perf_counter()
+        views = augment(torch.cat([images, images]), torch.Generator().manual_seed(step))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        middle = time.perf_counter()
+        im_q, im_k = views.chunk(2)
+        loss, _ = model(im_q, im_k)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        end = time.perf_counter()
+        if step:  # the first step is a warm-up
+            aug_times.append(middle - tick)
+            step_times.append(end - middle)
+    aug, model_step = statistics.median(aug_times), statistics.median(step_times)
+    return {"arch": arch, "size": size, "batch": batch, "jpeg": jpeg, "augment_img_s": batch / aug,
+            "model_img_s": batch / model_step, "total_img_s": batch / (aug + model_step)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--size", type=int, default=96, help="network input side (faces preset framing)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-jpeg", action="store_true", help="leave out the JPEG-noise augmentation")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
+    for arch in args.archs:
+        r = bench(arch, args.size, args.batch, args.steps, device, not args.no_jpeg)
+        print(f"{r['arch']:>9} {r['size']}px batch {r['batch']} jpeg={r['jpeg']}: augment {r['augment_img_s']:.0f} "
+              f"img/s, model step {r['model_img_s']:.1f} img/s, total {r['total_img_s']:.1f} img/s (median of "
+              f"{args.steps})")
+
+
+if __name__ == "__main__":
+    main()
