@@ -35,6 +35,7 @@ from .coords import pixels_to_normalized
 from .features import CachedFeatures, FeatureCache
 from .hypercolumn import Hypercolumn
 from .matching import match
+from .metrics import inter_ocular_error, matching_error, pck
 from .regressor import LandmarkRegressor, regression_loss
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
     "environment",
     "evaluate_matching",
     "evaluate_regression",
-    "inter_ocular_errors",
-    "pck_scores",
     "results_table",
     "save_results",
     "split_indices",
@@ -75,32 +74,6 @@ def split_indices(n: int, val_fraction: float, seed: int, max_val: int | None = 
     if max_val is not None:
         count = min(count, max_val)
     return sorted(order[count:]), sorted(order[:count])
-
-
-def inter_ocular_errors(pred: Tensor, target: Tensor, eye_indices: Sequence[int],
-                        visible: Tensor | None = None) -> Tensor:
-    """Per-image mean landmark error divided by the inter-ocular distance, in % (``(B,)``).
-
-    ``100 · mean_n ‖pred_n − gt_n‖ / ‖gt[eye0] − gt[eye1]‖`` (reference notes §5b); with ``visible``
-    only visible landmarks are averaged.
-    """
-    distance = (pred - target).norm(dim=-1)
-    iod = (target[:, eye_indices[0]] - target[:, eye_indices[1]]).norm(dim=-1).clamp_min(1e-12)
-    if visible is None:
-        return 100 * distance.mean(-1) / iod
-    v = visible.to(distance.dtype)
-    return 100 * (distance * v).sum(-1) / v.sum(-1).clamp_min(1) / iod
-
-
-def pck_scores(pred: Tensor, target: Tensor, image_size: tuple[int, int], visible: Tensor | None = None, *,
-               alpha: float = 0.05) -> Tensor:
-    """Per-point correctness (``(B, N)`` float, NaN where invisible): distance below ``alpha`` × the longer
-    image side (the paper's definition; no integer truncation)."""
-    threshold = alpha * max(image_size)
-    correct = ((pred - target).norm(dim=-1) < threshold).to(pred.dtype)
-    if visible is not None:
-        correct = torch.where(visible.bool(), correct, torch.full_like(correct, float("nan")))
-    return correct
 
 
 def _normalizer(model: nn.Module, normalize: Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], Tensor]:
@@ -206,9 +179,8 @@ def evaluate_matching(
             ("different", view2[1::2], kp2[1::2], None if visible is None else visible[0::2] & visible[1::2]),
         ):
             found = match(model, src_norm, src_kp, normalize(target), similarity=similarity, size=grid_size)
-            distance = (found.points - truth).norm(dim=-1) * frame / width
-            mask = torch.isfinite(distance) if vis is None else vis.bool() & torch.isfinite(distance)
-            errors[name].append(distance[mask])
+            distance = matching_error(found.points, truth, (height, width), frame, vis, reduction="none")
+            errors[name].append(distance[~distance.isnan()])
             if return_matches and name == "different" and not kept:
                 kept.append({"source": source[:4], "source_points": src_kp[:4], "target": target[:4],
                              "points": found.points[:4], "truth": truth[:4]})
@@ -291,9 +263,8 @@ def _score(pred_norm: Tensor, indices: list[int], targets: Tensor, visible: Tens
     pred = normalized_to_pixels(pred_norm, image_size)
     gt, vis = targets[indices], visible[indices]
     if metric == "iod":
-        return float(inter_ocular_errors(pred, gt, eye_indices, vis).mean())
-    scores = pck_scores(pred, gt, image_size, vis)
-    return float(100 * scores[~scores.isnan()].mean())
+        return float(inter_ocular_error(pred, gt, tuple(eye_indices), vis))
+    return float(pck(pred, gt, vis, image_size=image_size))
 
 
 def evaluate_regression(
