@@ -126,7 +126,7 @@ def _run_regression(args) -> int:
     test = build_dataset(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
     cache = FeatureCache(int(args.cache_memory_gb * (1 << 30)), args.cache_dir,
                          dtype=torch.float16 if args.half_cache else None,
-                         tag=_cache_tag(args))
+                         tag=_cache_tag(args), persist=args.cache_dir is not None)
     results = evaluate_regression(
         _hypercolumn(args, args.size), train, test, num_labelled=args.num_labelled, seeds=args.seeds,
         val_fraction=args.val_fraction, max_val=args.max_val, split_seed=args.split_seed, stages=args.stages,
@@ -194,7 +194,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     reg.add_argument("--no-standardize", action="store_true", help="do not standardise feature channels")
     reg.add_argument("--metric", choices=("iod", "pck"), default="iod", help="iod (faces) or pck (birds)")
     reg.add_argument("--eye-indices", type=int, nargs=2, default=None, help="override the dataset's eye indices")
-    reg.add_argument("--cache-dir", default=None, help="spill cached stage maps here (safetensors)")
+    reg.add_argument("--cache-dir", default=None,
+                     help="keep stage maps here (safetensors) for later runs on the same data and model")
     reg.add_argument("--cache-memory-gb", type=float, default=2.0, help="in-memory feature cache (default 2 GB)")
     reg.add_argument("--half-cache", action="store_true", help="store cached stage maps as float16")
     reg.add_argument("--output", default=None, help="write the results JSON here")

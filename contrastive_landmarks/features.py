@@ -49,18 +49,23 @@ class FeatureCache:
             cast them back as needed); ``None`` stores as given.
         tag: a string identifying what is cached (model, weights, preprocessing); files are kept
             under ``cache_dir/<tag>`` and a cache directory written with another tag is never read.
+        persist: also write every entry to ``cache_dir`` as it is stored (write-through), so a later
+            run with the same ``tag`` reuses all of it; by default only what overflows is written.
 
     Attributes:
         hits, misses, spilled: counters (memory or disk hits, misses, entries written to disk).
     """
 
     def __init__(self, memory_bytes: int = 1 << 30, cache_dir: str | os.PathLike | None = None, *,
-                 dtype: torch.dtype | None = None, tag: str = "default") -> None:
+                 dtype: torch.dtype | None = None, tag: str = "default", persist: bool = False) -> None:
         if memory_bytes < 0:
             raise ValueError(f"memory_bytes must be >= 0, got {memory_bytes}")
         self.memory_bytes = int(memory_bytes)
         self.dtype = dtype
         self.tag = str(tag)
+        if persist and cache_dir is None:
+            raise ValueError("persist=True needs a cache_dir")
+        self.persist = persist
         self._memory: OrderedDict[Hashable, list[Tensor]] = OrderedDict()
         self._used = 0
         self._on_disk: set[Hashable] = set()
@@ -101,6 +106,8 @@ class FeatureCache:
         if key in self._memory:
             self._used -= _nbytes(self._memory.pop(key))
         size = _nbytes(stored)
+        if self.persist:
+            self._spill(key, stored)
         if size <= self.memory_bytes:
             self._memory[key] = stored
             self._used += size

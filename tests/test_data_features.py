@@ -64,6 +64,18 @@ def test_cache_without_disk_recomputes_what_it_dropped_and_half_precision():
         torch.testing.assert_close(got.float(), want, atol=2e-3, rtol=2e-3)
 
 
+def test_persisted_cache_is_reused_by_a_new_run(tmp_path):
+    model = Hypercolumn(load_backbone("test_resnet")).eval()
+    data = Images(4)
+    CachedFeatures(model, data, cache=FeatureCache(cache_dir=tmp_path, tag="t", persist=True)).precompute()
+    assert data.reads == 4 and len(list((tmp_path / "t").glob("*.safetensors"))) == 4
+    later = CachedFeatures(model, data, cache=FeatureCache(cache_dir=tmp_path, tag="t", persist=True))
+    later.precompute()
+    for got, want in zip(later.get([3, 0]), direct(model, data.images[[3, 0]])):
+        torch.testing.assert_close(got, want)
+    assert data.reads == 4
+
+
 def test_lru_order():
     cache = FeatureCache(memory_bytes=3 * 16)
     for key in "abc":
