@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .coords import cell_centers, normalized_to_pixels
-from .ops.softmax_matching import Implementation, softmax_expected_distance
+from .coords import normalized_to_pixels
+from .ops.softmax_matching import Implementation, key_coordinates, softmax_expected_distance
 
 __all__ = ["spatial_contrastive_loss"]
 
@@ -121,8 +121,9 @@ def spatial_contrastive_loss(
     size = _image_size(image_size, (h, w))
     coord_dtype = torch.float64 if feats1.dtype == torch.float64 else torch.float32
 
+    # Source points in feature cells (exact integers for the identity), distances scaled to image pixels.
     if grid is None:
-        src = cell_centers((h, w), size, dtype=coord_dtype, device=feats1.device)[None]  # (1, N, 2)
+        src = key_coordinates((h, w), dtype=coord_dtype, device=feats1.device)[None]  # (1, N, 2)
     else:
         if not isinstance(grid, Tensor) or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != batch:
             raise ValueError(f"grid must be ({batch}, h', w', 2) (x, y) normalised positions in x', "
@@ -130,7 +131,7 @@ def spatial_contrastive_loss(
         if not grid.is_floating_point():
             raise TypeError(f"grid must be floating point, got {grid.dtype}")
         cells = _grid_at_cells(grid.detach().to(device=feats1.device, dtype=coord_dtype), (h, w))
-        src = normalized_to_pixels(cells, size).reshape(batch, h * w, 2)
+        src = normalized_to_pixels(cells, (h, w)).reshape(batch, h * w, 2)
 
     q = feats1.flatten(2).transpose(1, 2)  # (B, N, d)
     k = q if feats2 is None else feats2.flatten(2).transpose(1, 2)
@@ -139,8 +140,7 @@ def spatial_contrastive_loss(
         k = q if feats2 is None else F.normalize(k, dim=-1)
     height, width = size
     per_query = softmax_expected_distance(
-        q, k, src, (h, w), scale=1.0 / temperature, power=distance_power,
-        key_spacing=(width / w, height / h), key_origin=(width / (2 * w) - 0.5, height / (2 * h) - 0.5),
+        q, k, src, (h, w), scale=1.0 / temperature, power=distance_power, spacing=(width / w, height / h),
         implementation=implementation,
     )
     if reduction == "none":

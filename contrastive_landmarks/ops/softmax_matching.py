@@ -4,11 +4,14 @@ For queries ``q_u`` (``N`` per image), keys ``k_v`` (``M`` per image, laid out o
 and a source point ``src_u`` per query::
 
     p(v|u) = softmax_v(scale · <q_u, k_v>)
-    L_u    = Σ_v p(v|u) · ||src_u - xy(v)||^power
+    L_u    = Σ_v p(v|u) · ||spacing ∘ (src_u - xy(v))||^power
 
-where ``xy(v)`` is computed from the key index: ``v = i·w + j`` sits at
-``(origin_x + spacing_x·j, origin_y + spacing_y·i)`` (no coordinate tensor is read). This is the DVE /
-Eq. 3 equivariance loss per query; :func:`contrastive_landmarks.losses.spatial_contrastive_loss` builds it.
+where ``xy(v) = (j, i)`` is computed from the key index ``v = i·w + j`` (no coordinate tensor is read):
+``src_u`` is given in **key-grid cells** (column, row) and ``spacing = (s_x, s_y)`` converts cell
+offsets to the distance unit (pixels per cell). Working in cells keeps ``src_u - xy(v)`` *exactly* zero
+when ``src_u`` is itself a cell (``x' = x``), which matters because ``||·||^0.5`` turns a rounding error
+``ε`` into ``√ε``. This is the DVE / Eq. 3 loss per query;
+:func:`contrastive_landmarks.losses.spatial_contrastive_loss` builds it.
 
 Implementations (same values, same gradients for ``q`` and ``k``):
 
@@ -48,24 +51,17 @@ def _pair_float(value: float | Sequence[float], name: str) -> tuple[float, float
 
 
 def key_coordinates(
-    key_size: tuple[int, int],
-    spacing: float | Sequence[float] = 1.0,
-    origin: float | Sequence[float] = 0.0,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
+    key_size: tuple[int, int], *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> Tensor:
-    """``(h·w, 2)`` ``(x, y)`` coordinates of the keys of an ``(h, w)`` grid, row-major.
+    """``(h·w, 2)`` ``(x, y) = (j, i)`` cell coordinates of the keys of an ``(h, w)`` grid, row-major.
 
-    Key ``v = i·w + j`` is at ``(origin_x + spacing_x·j, origin_y + spacing_y·i)``. With
-    ``spacing = (W/w, H/h)`` and ``origin = (W/(2w) - 1/2, H/(2h) - 1/2)`` these are the
-    :func:`contrastive_landmarks.coords.cell_centers` of the grid in ``(H, W)``-image pixels.
+    A cell ``(x_c, y_c)`` of an ``(h, w)`` map covering an ``(H, W)`` image is at image pixel
+    ``((x_c + 1/2) W/w - 1/2, (y_c + 1/2) H/h - 1/2)`` (:func:`contrastive_landmarks.coords.cell_centers`);
+    ``coords.normalized_to_pixels(points, (h, w))`` gives cell coordinates of normalised points.
     """
     h, w = key_size
-    sx, sy = _pair_float(spacing, "spacing")
-    ox, oy = _pair_float(origin, "origin")
-    xs = ox + sx * torch.arange(w, dtype=dtype, device=device)
-    ys = oy + sy * torch.arange(h, dtype=dtype, device=device)
+    xs = torch.arange(w, dtype=dtype, device=device)
+    ys = torch.arange(h, dtype=dtype, device=device)
     return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
 
 
@@ -119,8 +115,7 @@ def softmax_expected_distance_reference(
     *,
     scale: float = 1.0,
     power: float = 0.5,
-    key_spacing: float | Sequence[float] = 1.0,
-    key_origin: float | Sequence[float] = 0.0,
+    spacing: float | Sequence[float] = 1.0,
 ) -> Tensor:
     """Naive :func:`softmax_expected_distance`: materialises S, P and D (``(B, N, M)`` each).
 
@@ -129,11 +124,12 @@ def softmax_expected_distance_reference(
     Args:
         q: ``(B, N, d)`` query descriptors.
         k: ``(B, M, d)`` key descriptors, ``M = h·w`` row-major over ``key_size``.
-        src_xy: ``(B, N, 2)`` or ``(1, N, 2)`` source ``(x, y)`` of each query, in the frame of the keys.
+        src_xy: ``(B, N, 2)`` or ``(1, N, 2)`` source ``(x, y)`` of each query in key-grid cells
+            (key ``(i, j)`` is at ``(j, i)``).
         key_size: ``(h, w)`` of the key grid.
         scale: logit multiplier (``1/τ``).
         power: distance exponent ``γ`` (0.5: the DVE / authors' square root).
-        key_spacing, key_origin: key coordinates, see :func:`key_coordinates`.
+        spacing: ``(s_x, s_y)`` distance units per cell (e.g. ``(W/w, H/h)`` for image pixels).
 
     Returns:
         ``(B, N)`` expected distances ``L_u``, float32 (float64 for float64 inputs).
@@ -142,8 +138,9 @@ def softmax_expected_distance_reference(
     acc = _accumulation_dtype(q.dtype)
     logits = torch.bmm(q.to(acc), k.to(acc).transpose(1, 2)) * scale  # (B, N, M)
     p = torch.softmax(logits, dim=-1)
-    keys = key_coordinates(key_size, key_spacing, key_origin, dtype=acc, device=q.device)  # (M, 2)
-    diff = src_xy.detach().to(acc)[:, :, None, :] - keys  # (B|1, N, M, 2)
+    keys = key_coordinates(key_size, dtype=acc, device=q.device)  # (M, 2)
+    step = torch.tensor(_pair_float(spacing, "spacing"), dtype=acc, device=q.device)
+    diff = (src_xy.detach().to(acc)[:, :, None, :] - keys) * step  # (B|1, N, M, 2)
     dist = _distance_power(diff.square().sum(-1), power)  # (B|1, N, M)
     return (p * dist).sum(-1)
 
@@ -156,8 +153,7 @@ def softmax_expected_distance(
     *,
     scale: float = 1.0,
     power: float = 0.5,
-    key_spacing: float | Sequence[float] = 1.0,
-    key_origin: float | Sequence[float] = 0.0,
+    spacing: float | Sequence[float] = 1.0,
     implementation: Implementation = "auto",
 ) -> Tensor:
     """``L_u = Σ_v softmax_v(scale·<q_u, k_v>) · ||src_u - xy(v)||^power`` for every query ``u``.
@@ -168,4 +164,4 @@ def softmax_expected_distance(
     if implementation not in ("auto", "naive", "streaming", "triton"):
         raise ValueError(f"implementation must be 'auto', 'naive', 'streaming' or 'triton', got {implementation!r}")
     return softmax_expected_distance_reference(q, k, src_xy, key_size, scale=scale, power=power,
-                                               key_spacing=key_spacing, key_origin=key_origin)
+                                               spacing=spacing)
