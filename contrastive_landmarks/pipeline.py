@@ -134,6 +134,8 @@ class LandmarkModel(nn.Module):
         config = files.config or json.loads((directory / CONFIG_NAME).read_text())
         backbone = load_backbone(config["architecture"], files.weights, stages=config.get("stages"))
         backbone.mean, backbone.std = tuple(config["mean"]), tuple(config["std"])
+        if config.get("input_size"):
+            backbone.input_size = tuple(config["input_size"])
         hc_config = config.get("hypercolumn", {})
         hypercolumn = Hypercolumn(backbone, size=hc_config.get("size", 48), normalize=hc_config.get("normalize", False))
         projector = regressor = None

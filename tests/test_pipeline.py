@@ -49,3 +49,10 @@ def test_regressor_needs_projector():
     hc = Hypercolumn(load_backbone("test_resnet"), size=24)
     with pytest.raises(ValueError, match="needs a projector"):
         LandmarkModel(hc, None, LandmarkRegressor(16, 5, 4))
+
+
+def test_round_trip_keeps_input_size(tmp_path):
+    model = _model()
+    model.backbone.input_size = (40, 40)
+    loaded = LandmarkModel.from_pretrained(model.save_pretrained(tmp_path / "bundle"))
+    assert loaded.backbone.input_size == (40, 40)

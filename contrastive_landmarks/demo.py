@@ -1,0 +1,192 @@
+"""The ``demo`` subcommand: detect face landmarks and match them between two faces, as pictures.
+
+``contrastive-landmarks demo --out demo`` loads the built-in face model (``resnet18-faces``, shipped
+inside the package, no network), detects its 5 landmarks on a few face images and carries the
+landmarks of the first image into the second one by descriptor matching, then writes
+``landmarks.png`` and ``matches.png``.
+
+Without ``--images`` it uses the one public-domain portrait that ships with matplotlib (Grace
+Hopper, ``grace_hopper.jpg``), in four views: the face crop, its mirror image and two TPS-warped
+copies (for the warped copies the true position of every matched point is known exactly, so the
+match picture colours each match by whether it landed within 5 % of the image width of the truth).
+With ``--images a.jpg b.jpg ...`` it uses your photos: each is centre-cropped to a square and
+resized; the model expects a face framed as its training faces: the eyes at about 27 % of the
+height, about 40 % of the width apart (as the AFLW test faces after the paper's border crop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["DEFAULT_MODEL", "add_demo_parser", "example_faces", "load_image", "run_demo"]
+
+DEFAULT_MODEL = "resnet18-faces"
+# Face box of grace_hopper.jpg (512 x 600), (left, top, side), framed as the model's inputs are: an
+# MTFL test crop (box 124, 106, 278 here) after the paper's border crop (136 -> 96, the central 70.6 %).
+_HOPPER_BOX = (165, 147, 196)
+_DISPLAY = 256  # side of the pictures' panels, in pixels
+
+
+def load_image(path: str | os.PathLike, box: tuple[int, int, int] | None = None) -> Tensor:
+    """An RGB image as ``(3, S, S)`` floats in ``[0, 1]``: ``box = (left, top, side)`` or the centre square."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        width, height = image.size
+        if box is None:
+            side = min(width, height)
+            box = ((width - side) // 2, (height - side) // 2, side)
+        left, top, side = box
+        image = image.crop((left, top, left + side, top + side))
+        data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return data.view(side, side, 3).permute(2, 0, 1).float() / 255
+
+
+def _hopper_path() -> Path:
+    try:
+        import matplotlib
+    except ImportError as error:  # pragma: no cover - matplotlib is in the viz extra
+        raise ImportError('the demo needs the [viz] extra: pip install "contrastive-landmarks[viz]"') from error
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not path.is_file():  # pragma: no cover
+        raise FileNotFoundError(f"matplotlib's sample image is missing: {path}; pass --images instead")
+    return path
+
+
+def _resize(images: Tensor, side: int) -> Tensor:
+    return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def example_faces(side: int = _DISPLAY, seed: int = 0) -> tuple[Tensor, list[str]]:
+    """The built-in example: four ``(3, side, side)`` views of the matplotlib portrait.
+
+    Returns:
+        ``(4, 3, side, side)`` images in ``[0, 1]`` and their titles.
+    """
+    from .tps import TPSParams, make_pair
+
+    face = _resize(load_image(_hopper_path(), _HOPPER_BOX)[None], side)
+    generator = torch.Generator().manual_seed(seed)
+    warped = make_pair(face.expand(2, -1, -1, -1), params=TPSParams.matching().scaled(2.0, 2.0),
+                       generator=generator, padding_mode="border").image1
+    views = torch.cat([face, face.flip(-1), warped.clamp(0, 1)])
+    return views, ["portrait", "mirrored", "TPS-warped 1", "TPS-warped 2"]
+
+
+class _Descriptors(torch.nn.Module):
+    """``[0, 1]`` images -> the model's dense descriptors (what :func:`~contrastive_landmarks.match` needs)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.descriptors(images)
+
+
+@torch.no_grad()
+def run_demo(
+    out_dir: str | os.PathLike,
+    *,
+    model: str | os.PathLike = DEFAULT_MODEL,
+    images: Sequence[str | os.PathLike] | None = None,
+    seed: int = 0,
+) -> dict:
+    """Detect landmarks on a few faces, match the first face's landmarks into the second, save pictures.
+
+    Args:
+        out_dir: folder for ``landmarks.png`` and ``matches.png`` (created).
+        model: a registry name, a model directory or a Hub repo id of a
+            :class:`~contrastive_landmarks.LandmarkModel` with a regressor.
+        images: face photos (at least two); default the built-in example (:func:`example_faces`).
+        seed: seed of the example's warps.
+
+    Returns:
+        ``{"landmarks": Path, "matches": Path, "points": (B, N, 2) detected pixels in the
+        displayed images, "matched": (N, 2) matches in image 2, "error": mean match error in pixels
+        or None}``.
+    """
+    from . import viz
+    from .matching import match
+    from .pipeline import LandmarkModel
+    from .tps import TPSParams, make_pair
+
+    bundle = LandmarkModel.from_pretrained(model)
+    if bundle.regressor is None:
+        raise ValueError(f"{model}: the demo needs a model with a landmark regressor")
+    side = int((bundle.backbone.input_size or (96, 96))[0])
+    truth = None
+    if images is None:
+        display, titles = example_faces(_DISPLAY, seed)
+    else:
+        if len(images) < 2:
+            raise ValueError(f"give at least two images to match between, got {len(images)}")
+        display = torch.stack([_resize(load_image(p)[None], _DISPLAY)[0] for p in images])
+        titles = [Path(p).name for p in images]
+    scale = _DISPLAY / side
+    inputs = _resize(display, side)
+    points = bundle.detect(inputs)  # (B, N, 2) in model-input pixels
+    shown = (points + 0.5) * scale - 0.5  # the same points in the displayed images
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    landmarks_path, matches_path = out / "landmarks.png", out / "matches.png"
+    viz.plot_landmarks(display, pred=shown, titles=titles, ncols=len(display), panel=2.5, path=landmarks_path)
+
+    source, target = inputs[:1], inputs[1:2]
+    if images is None:
+        # match into a warped copy whose true landmark positions are known exactly
+        pair = make_pair(inputs[:1], points[:1], TPSParams.matching().scaled(2.0, 2.0),
+                         generator=torch.Generator().manual_seed(seed + 1), padding_mode="border")
+        source, source_points = pair.image2.clamp(0, 1), pair.keypoints2
+        target, truth = pair.image1.clamp(0, 1), pair.keypoints1
+    else:
+        source_points = points[:1]
+    found = match(_Descriptors(bundle), source, source_points.clamp(-0.5, side - 0.5), target,
+                  similarity="cosine")
+    matched = found.points[0]
+    error = None if truth is None else float((matched - truth[0]).norm(dim=-1).mean())
+    viz.plot_matches(
+        _resize(source, _DISPLAY)[0], (source_points[0] + 0.5) * scale - 0.5,
+        _resize(target, _DISPLAY)[0], (matched + 0.5) * scale - 0.5,
+        target_b=None if truth is None else (truth[0] + 0.5) * scale - 0.5, path=matches_path)
+    return {"landmarks": landmarks_path, "matches": matches_path, "points": shown,
+            "matched": matched, "error": error}
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_demo(args.out, model=args.model, images=args.images, seed=args.seed)
+    print(f"wrote {result['landmarks']} and {result['matches']}")
+    if result["error"] is not None:
+        print(f"mean matching error on the warped copy: {result['error']:.2f} px (model input pixels)")
+    return 0
+
+
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``demo`` subcommand."""
+    parser = subparsers.add_parser(
+        "demo", help="detect face landmarks and match them between two faces (writes two pictures)",
+        description="Load the built-in face model, detect its landmarks on a few faces and match the first "
+        "face's landmarks into the second; writes OUT/landmarks.png and OUT/matches.png. No network needed.")
+    parser.add_argument("--out", default="demo", help="output folder (default: demo)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"registry name, model directory or Hub repo id (default: {DEFAULT_MODEL}, built in)")
+    parser.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
+                        help="your face photos (two or more; each is centre-cropped to a square); default: the "
+                        "built-in example (matplotlib's public-domain portrait in four views)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the example's warps (default 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.set_defaults(func=_run)
+    return parser
