@@ -1,0 +1,139 @@
+"""fit_projector / projector_loss: Eq. 3 against a naive formula, training lowers held-out loss, caching,
+determinism, validation selection, frozen backbone, TPS pairs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from contrastive_landmarks import Hypercolumn, SpatialProjector, hypercolumn, load_backbone
+from contrastive_landmarks.features import FeatureCache
+from contrastive_landmarks.projector_fitting import ProjectorFitResult, fit_projector, projector_loss
+
+SIZE, GRID, DIM = 32, 8, 16
+
+
+def _images(n: int, seed: int, size: int = SIZE) -> torch.Tensor:
+    """Smooth random colour patterns in [0, 1] (locally distinct, so a projector can learn positions)."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    freq = torch.rand(n, 3, 3, generator=g) * 6 + 1
+    phase = torch.rand(n, 3, generator=g) * 6
+    arg = freq[..., 0, None, None] * xs + freq[..., 1, None, None] * ys + freq[..., 2, None, None] * xs * ys
+    return 0.5 + 0.5 * torch.sin(arg + phase[..., None, None])
+
+
+@pytest.fixture(scope="module")
+def hc() -> Hypercolumn:
+    torch.manual_seed(0)
+    return Hypercolumn(load_backbone("test_resnet"), size=16)
+
+
+def _naive_eq3(desc: torch.Tensor, image_size: tuple[int, int], tau: float = 1 / 7, power: float = 0.5) -> float:
+    """Eq. 3 with x' = x written out: mean over b, u of sum_v ||c_u - c_v||^power softmax_v(cos(f_u, f_v) / tau)."""
+    h, w = desc.shape[-2:]
+    f = torch.nn.functional.normalize(desc.double().flatten(2).transpose(1, 2), dim=-1)  # (B, hw, d)
+    p = torch.softmax(f @ f.transpose(1, 2) / tau, dim=-1)
+    height, width = image_size
+    ii, jj = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    centres = torch.stack([(jj + 0.5) * width / w - 0.5, (ii + 0.5) * height / h - 0.5], -1).reshape(-1, 2)
+    dist = torch.cdist(centres, centres).pow(power)
+    return float((p * dist).sum(-1).mean())
+
+
+def _untrained(hc: Hypercolumn, seed: int = 0, dim: int = DIM) -> SpatialProjector:
+    """The projector fit_projector starts from (same seeded init)."""
+    projector = SpatialProjector(hc.channels, dim, size=GRID)
+    projector.reset_parameters(torch.Generator().manual_seed(seed))
+    return projector
+
+
+def test_projector_loss_matches_naive_eq3(hc):
+    images = _images(3, 5)
+    projector = _untrained(hc)
+    with torch.no_grad():
+        desc = projector(hc.stage_maps(hc.backbone.normalize(images)), GRID)
+    expected = _naive_eq3(desc, (SIZE, SIZE))
+    assert projector_loss(hc, projector, images, size=GRID, batch_size=2) == pytest.approx(expected, rel=1e-5)
+    # the distance unit is input pixels: the same descriptors on a twice larger image cost sqrt(2) more
+    assert _naive_eq3(desc, (2 * SIZE, 2 * SIZE)) == pytest.approx(math.sqrt(2) * expected, rel=1e-9)
+
+
+def test_fit_lowers_held_out_loss_selects_on_validation_and_is_deterministic(hc):
+    train, val, held_out = _images(32, 0), _images(8, 1), _images(8, 2)
+    calls = []
+    hook = hc.backbone.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    try:
+        result = fit_projector(hc, train, val, dim=DIM, size=GRID, epochs=4, batch_size=8, seed=0)
+    finally:
+        hook.remove()
+    assert isinstance(result, ProjectorFitResult) and len(result.history) == 4
+    assert sum(calls) == 32 + 8  # cached: the backbone saw each training and validation image once
+    before = projector_loss(hc, _untrained(hc), held_out, size=GRID)
+    after = projector_loss(hc, result.projector, held_out, size=GRID)
+    assert after < 0.8 * before, (before, after)
+    assert result.initial_score == pytest.approx(projector_loss(hc, _untrained(hc), val, size=GRID), rel=1e-5)
+    # the kept projector is the epoch with the lowest validation loss, and scores that loss
+    val_losses = [row["val_loss"] for row in result.history]
+    assert result.best_epoch == min(range(4), key=val_losses.__getitem__)
+    assert result.best_score == pytest.approx(min(val_losses), rel=1e-6)
+    assert projector_loss(hc, result.projector, val, size=GRID) == pytest.approx(result.best_score, rel=1e-5)
+    assert not result.projector.training and "SGD lr 0.001 momentum 0.9" in result.recipe
+    # same seed, recomputed features instead of the cache: identical weights; another seed: different
+    again = fit_projector(hc, train, val, dim=DIM, size=GRID, epochs=4, batch_size=8, seed=0, cache=False)
+    assert torch.equal(again.projector.weight, result.projector.weight)
+    other = fit_projector(hc, train, None, dim=DIM, size=GRID, epochs=1, batch_size=8, seed=1)
+    assert not torch.equal(other.projector.weight, result.projector.weight)
+    assert math.isnan(other.best_score) and other.best_epoch == 0 and "val_loss" not in other.history[0]
+
+
+def test_backbone_stays_frozen_and_modes_are_restored(hc):
+    hc.train()  # BatchNorm would update its running statistics in train mode
+    before = {k: v.clone() for k, v in hc.state_dict().items()}
+    samples = [{"image": image, "index": i} for i, image in enumerate(_images(8, 3))]  # a list of sample dicts
+    seen = []
+    result = fit_projector(hc, samples, dim=8, size=GRID, epochs=1, batch_size=4, optimizer="adam", lr=1e-2,
+                           cosine=True, cache=FeatureCache(0), callback=seen.append)
+    assert all(torch.equal(before[k], v) for k, v in hc.state_dict().items())
+    assert all(p.grad is None for p in hc.parameters())
+    assert all(m.training for m in hc.modules())
+    assert [row["epoch"] for row in seen] == [0] and result.history[0]["images_per_s"] > 0
+    assert result.config["optimizer"] == "adam" and "Adam lr 0.01" in result.recipe
+    hc.eval()
+
+
+def test_tps_pairs_and_other_feature_modes(hc):
+    train, val = _images(8, 4), _images(4, 6)
+    warped = fit_projector(hc, train, val, dim=8, size=GRID, epochs=2, batch_size=4, warp=True, seed=0)
+    assert warped.config["warp"] and "TPS pairs" in warped.recipe
+    # validation pairs are fixed: re-scoring the kept projector gives its selection score
+    assert projector_loss(hc, warped.projector, val, size=GRID, warp=True, seed=7919, batch_size=4) == pytest.approx(
+        warped.best_score, rel=1e-5)
+    assert warped.best_score < warped.initial_score
+    soft = fit_projector(hc, train, dim=8, mode="softmax", size=GRID, epochs=1, batch_size=4)
+    assert soft.projector.mode == "softmax" and math.isfinite(soft.history[0]["train_loss"])
+    normalized = Hypercolumn(hc.backbone, size=16, normalize=True)
+    fit = fit_projector(normalized, train, dim=8, size=GRID, epochs=1, batch_size=4)
+    with torch.no_grad():
+        column = hypercolumn(hc.stage_maps(hc.backbone.normalize(train[:2])), GRID, normalize=True)
+        desc = fit.projector(column)
+    assert projector_loss(normalized, fit.projector, train[:2], size=GRID) == pytest.approx(
+        _naive_eq3(desc, (SIZE, SIZE)), rel=1e-5)
+
+
+def test_bad_input_is_named(hc):
+    images = _images(4, 0)
+    with pytest.raises(ValueError, match="optimizer"):
+        fit_projector(hc, images, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="warp"):
+        fit_projector(hc, images, warp=True, cache=True)
+    with pytest.raises(ValueError, match="empty"):
+        fit_projector(hc, images[:0])
+    with pytest.raises(ValueError, match="validation images"):
+        fit_projector(hc, images, _images(2, 0, size=40), size=GRID, epochs=1)
+    with pytest.raises(TypeError, match="warp"):
+        fit_projector(hc, images, warp="strong")
+    with pytest.raises(ValueError, match="size"):
+        fit_projector(hc, images, size=0)
