@@ -1,0 +1,620 @@
+"""Training subcommands of the ``contrastive-landmarks`` CLI: ``pretrain``, ``fit-projector``,
+``fit-regressor``, ``export`` and ``push``.
+
+:func:`add_train_parsers` registers them on an ``argparse`` subparsers object (the main CLI calls it);
+each parser sets ``func`` to a handler taking the parsed arguments and returning an exit status.
+The ``pretrain`` options are generated from :class:`~contrastive_landmarks.train.PretrainConfig`'s
+fields and their help texts, so the command line and the Python API cannot drift apart.
+
+Errors a user can fix (bad settings, missing files, being offline) are reported as one line on
+stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import textwrap
+import time
+import types
+import typing
+from pathlib import Path
+
+__all__ = ["add_config_options", "add_train_parsers", "config_from_args"]
+
+logger = logging.getLogger(__name__)
+
+
+class _UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _fail(command: str, error: BaseException | str) -> int:
+    print(f"contrastive-landmarks {command}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _progress_available(wanted: bool) -> bool:
+    if not wanted:
+        return False
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        logger.warning("progress bars need tqdm (pip install \"contrastive-landmarks[train]\"); continuing without")
+        return False
+    return True
+
+
+class _TensorBoard:
+    """A SummaryWriter when TensorBoard is installed and asked for, else nothing (with a warning)."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.writer = None
+        if directory is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            logger.warning("TensorBoard logging skipped: %s (pip install tensorboard)", error)
+            return
+        self.writer = SummaryWriter(str(directory))
+
+    def log(self, prefix: str, row: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# -- options generated from a dataclass ------------------------------------------------------------
+def _option_type(annotation) -> tuple[type, bool, bool]:
+    """``(scalar type, is a list, may be None)`` of a field annotation such as ``int | None`` or ``list[str]``."""
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        if len(args) != 1:
+            raise TypeError(f"cannot make a command-line option of {annotation}")
+        annotation, origin = args[0], typing.get_origin(args[0])
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(annotation) or (str,)
+        return inner, True, optional
+    if annotation not in (bool, int, float, str):
+        raise TypeError(f"cannot make a command-line option of {annotation}")
+    return annotation, False, optional
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One option per field of dataclass ``cls``: ``--field-name``, help from ``metadata["help"]``.
+
+    Booleans become ``--flag`` / ``--no-flag``, lists take several values (``nargs="+"``), ``X | None``
+    fields take an ``X`` and default to ``None``. The parsed value's ``dest`` is the field name.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        scalar, is_list, _ = _option_type(hints[f.name])
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        text = f.metadata.get("help", "").replace("%", "%%")
+        flag = "--" + f.name.replace("_", "-")
+        if scalar is bool and not is_list:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{text} (default: {'on' if default else 'off'})")
+            continue
+        if is_list:
+            suffix = f" (default: {' '.join(map(str, default))})" if default else " (required)"
+        elif default is None:
+            suffix = "" if "default" in text else " (default: none)"
+        else:
+            suffix = f" (default: {default})"
+        parser.add_argument(flag, dest=f.name, type=scalar, nargs="+" if is_list else None, default=default,
+                            metavar=f.name.upper(), help=text + suffix)
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    """An instance of dataclass ``cls`` from the parsed options of :func:`add_config_options`."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def _paragraphs(*texts: str) -> str:
+    return "\n\n".join(textwrap.fill(t, 100) for t in texts)
+
+
+# -- pretrain ---------------------------------------------------------------------------------------------
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from . import PretrainConfig, pretrain
+
+    config = config_from_args(PretrainConfig, args)
+    config.progress = _progress_available(config.progress)
+    try:
+        result = pretrain(config)
+    except FileExistsError as error:
+        return _fail("pretrain", f"{error} (on the command line: --resume, or another --output-dir)")
+    except (ValueError, FileNotFoundError) as error:
+        return _fail("pretrain", error)
+    if _main_process():
+        state = "finished" if result["finished"] else "stopped (resume with --resume)"
+        print(f"pretrain {state} at step {result['global_step']} (epoch {result['epoch']}); "
+              f"checkpoint {result['checkpoint']}")
+        if result["backbone"] is not None:
+            print(f"backbone exported to {result['backbone']}")
+    return 0
+
+
+def _add_pretrain(subparsers) -> argparse.ArgumentParser:
+    from . import PretrainConfig
+
+    parser = subparsers.add_parser(
+        "pretrain", help="MoCo pretraining of a ResNet backbone on unlabelled images",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_paragraphs(
+            "MoCo pretraining (the paper's invariant learning) on unlabelled images; defaults are the authors' "
+            "recipe for faces. Writes OUTPUT_DIR/checkpoint.pt (resumable to the batch), log.jsonl, config.json "
+            "and, at the end, the exported backbone in OUTPUT_DIR/backbone.",
+            "Several GPUs or machines: torchrun --nproc_per_node=G -m contrastive_landmarks.cli pretrain ... "
+            "(--batch-size is the global batch). A run's OUTPUT_DIR/config.json works as --config."))
+    add_config_options(parser, PretrainConfig)
+    parser.set_defaults(func=_run_pretrain)
+    return parser
+
+
+# -- shared model / data helpers ---------------------------------------------------------------------------
+def _hypercolumn(args, size):
+    from .. import Hypercolumn, load_backbone
+
+    backbone = load_backbone(args.backbone, args.weights)
+    return Hypercolumn(backbone, size=size).eval()
+
+
+def _labelled_dataset(args, *, split: str = "train"):
+    from ..cli_evaluate import build_dataset
+
+    if args.root is None and args.path is None:
+        raise _UserError("give the data with --root DIR (or --path FILE for csv/coco)")
+    return build_dataset(args.dataset, args.root, split, image_size=args.image_size, path=args.path,
+                         limit=args.limit, face_crop=getattr(args, "face_crop", False))
+
+
+def _unlabelled_dataset(args):
+    if not args.images:
+        return _labelled_dataset(args, split=args.split)
+    from torch.utils.data import Subset
+
+    from ..data import ImageFolder
+    from ..data import transforms as T
+
+    size = args.image_size
+    transform = {"squash": lambda: T.Resize(size), "celeba": lambda: T.celeba_transform(size, size + 40),
+                 "face": lambda: T.aflw_transform(size, size + 40)}[args.preprocess]()
+    dataset = ImageFolder(args.images, transform=transform)
+    return Subset(dataset, range(args.limit)) if args.limit is not None and args.limit < len(dataset) else dataset
+
+
+def _split(dataset, val_fraction: float, seed: int, max_val: int | None):
+    from torch.utils.data import Subset
+
+    from ..evaluation import split_indices
+
+    train_part, val_part = split_indices(len(dataset), val_fraction, seed, max_val)
+    if not train_part:
+        raise _UserError(f"no training images left after the validation split of {len(dataset)} images")
+    return train_part, val_part, (Subset(dataset, val_part) if val_part else None)
+
+
+def _card(title: str, summary: str, info: dict) -> str:
+    rows = "\n".join(f"| {key} | {value} |" for key, value in info.items())
+    return (f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints]\n---\n\n# {title}\n\n{summary}\n\n"
+            f"| item | value |\n|---|---|\n{rows}\n")
+
+
+def _arch(features) -> str:
+    return features.backbone.config.get("architecture", "ResNet")
+
+
+def _backbone_info(args) -> str:
+    return f"{args.backbone}, weights {args.weights}" if args.weights else str(args.backbone)
+
+
+def _data_info(args) -> str:
+    if getattr(args, "images", None):
+        return f"images {args.images} ({args.preprocess} preprocessing) at {args.image_size} px"
+    return f"{args.dataset} {args.root or args.path} ({getattr(args, 'split', 'train')}) at {args.image_size} px"
+
+
+def _args_json(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+# -- fit-projector -------------------------------------------------------------------------------------------
+def _run_fit_projector(args: argparse.Namespace) -> int:
+    from ..cli_evaluate import _setup
+    from ..pipeline import LandmarkModel
+    from ..projector_fitting import fit_projector
+    from ..tps import TPSParams
+
+    _setup(args)
+    try:
+        if not args.output:
+            raise _UserError("--output DIR is required (where the projector bundle is written)")
+        dataset = _unlabelled_dataset(args)
+        train_part, val_part, val = _split(dataset, args.val_fraction, args.split_seed, args.max_val)
+        from torch.utils.data import Subset
+
+        features = _hypercolumn(args, args.size)
+        board = _TensorBoard(Path(args.output) / "tensorboard" if args.tensorboard else None)
+        started = time.time()
+        try:
+            result = fit_projector(
+                features, Subset(dataset, train_part), val, dim=args.dim, mode=args.mode, size=args.train_size,
+                epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                momentum=args.momentum, weight_decay=args.weight_decay, cosine=args.cosine,
+                temperature=args.temperature, distance_power=args.distance_power,
+                warp=TPSParams() if args.warp else False, seed=args.seed, device=args.device,
+                progress=_progress_available(not args.no_progress),
+                callback=lambda row: board.log("projector", row, int(row["epoch"])))
+        finally:
+            board.close()
+    except (_UserError, ValueError, FileNotFoundError, TypeError) as error:
+        return _fail("fit-projector", error)
+    seconds = time.time() - started
+    result.projector.size = features.size or result.projector.size
+    model = LandmarkModel(features, result.projector)
+    info = {"backbone": _backbone_info(args), "data": _data_info(args),
+            "images": f"{len(train_part)} train, {len(val_part)} validation",
+            "recipe": result.recipe, "selected epoch": result.best_epoch,
+            "validation loss": f"{result.best_score:.4f} (untrained projector: {result.initial_score:.4f})",
+            "training time": f"{seconds / 60:.1f} min"}
+    card = _card(f"{_arch(features)} + {args.dim}-d spatial projector",
+                 "Hypercolumn features with a spatial projector trained with the spatially contrastive loss "
+                 "(Eq. 3, Cheng, Su & Maji, ICCV 2021). Load with `LandmarkModel.from_pretrained(DIR)`; "
+                 "`load_backbone(DIR)` reads the backbone alone.", info)
+    out = model.save_pretrained(args.output, card=card)
+    _write_json(out / "fit_projector.json", {"args": _args_json(args), "best_epoch": result.best_epoch,
+                                              "best_score": result.best_score, "initial_score": result.initial_score,
+                                              "history": result.history, "seconds": seconds})
+    print(f"validation loss {result.initial_score:.4f} -> {result.best_score:.4f} (epoch {result.best_epoch}); "
+          f"wrote {out}")
+    return 0
+
+
+def _add_fit_projector(subparsers) -> argparse.ArgumentParser:
+    from ..cli_evaluate import _data_arguments, _model_arguments
+
+    parser = subparsers.add_parser(
+        "fit-projector", help="train the spatial projector (Eq. 3) on a frozen backbone",
+        description="Train a location-wise linear projection of the frozen hypercolumn with the spatially "
+        "contrastive loss (Eq. 3 with x' = x, or TPS-warped pairs with --warp); the epoch with the lowest "
+        "validation loss is kept. Defaults are the authors' recipe (24x24 training grid, SGD lr 1e-3 momentum "
+        "0.9 wd 5e-4, batch 32, 10 epochs, temperature 1/7, distance^0.5 in input pixels). Writes a model "
+        "directory (backbone + projector) that LandmarkModel.from_pretrained and load_backbone read.")
+    _model_arguments(parser)
+    _data_arguments(parser, split_default="train")
+    parser.add_argument("--images", default=None,
+                        help="unlabelled images instead of --dataset: a folder (recursive) or a list file, "
+                        "preprocessed to --image-size as --preprocess says")
+    parser.add_argument("--preprocess", choices=("squash", "celeba", "face"), default="squash",
+                        help="for --images: squash (resize, any aspect), celeba (aligned CelebA: rows 30..208, "
+                        "resize to image size + 40, border crop 20, as the paper) or face (square face crops: "
+                        "resize to image size + 40, border crop 20) (default squash)")
+    parser.add_argument("--output", default=None, help="model directory to write (required)")
+    parser.add_argument("--dim", type=int, default=256, help="projected dimension d (default 256, Table 1)")
+    parser.add_argument("--mode", choices=("linear", "softmax"), default="linear",
+                        help="linear projection (paper) or the authors' spatial-softmax variant (default linear)")
+    parser.add_argument("--size", type=int, default=48, help="hypercolumn grid of the saved model (default 48)")
+    parser.add_argument("--train-size", type=int, default=24,
+                        help="grid the loss is computed on while training (default 24, the authors'; its cost "
+                        "grows as the 4th power)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimiser (default sgd)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
+    parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the epochs")
+    parser.add_argument("--temperature", type=float, default=1 / 7,
+                        help="softmax temperature of Eq. 3 (default 1/7: the authors' multiplier 7)")
+    parser.add_argument("--distance-power", type=float, default=0.5,
+                        help="exponent of the pixel distance in Eq. 3 (default 0.5)")
+    parser.add_argument("--warp", action="store_true",
+                        help="train on TPS-warped pairs (x, g x) with their dense correspondence (Eq. 3 in its "
+                        "general form; features are then recomputed every step)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
+    parser.add_argument("--max-val", type=int, default=2000, help="at most this many validation images (default "
+                        "2000, the authors')")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the init, shuffling and warps (default 0)")
+    parser.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT/tensorboard")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run_fit_projector)
+    return parser
+
+
+# -- fit-regressor -------------------------------------------------------------------------------------------
+def _load_projector(path: str, channels: int):
+    from ..pipeline import LandmarkModel
+
+    projector = LandmarkModel.from_pretrained(path).projector
+    if projector is None:
+        raise _UserError(f"{path} holds no projector (expected a directory written by fit-projector)")
+    if projector.in_channels != channels:
+        raise _UserError(f"the projector in {path} expects {projector.in_channels} channels but the backbone's "
+                         f"hypercolumn has {channels}")
+    return projector
+
+
+def _run_fit_regressor(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import Subset
+
+    from ..cli_evaluate import _setup
+    from ..fitting import fit_regressor
+    from ..pipeline import LandmarkModel
+
+    _setup(args)
+    try:
+        if not args.output:
+            raise _UserError("--output DIR is required (where the model directory is written)")
+        dataset = _labelled_dataset(args)
+        train_part, val_part, val = _split(dataset, args.val_fraction, args.split_seed, args.max_val)
+        if args.num_labelled is not None:
+            if not 0 < args.num_labelled <= len(train_part):
+                raise _UserError(f"--num-labelled {args.num_labelled}: the training part has {len(train_part)} "
+                                 "images")
+            pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(args.seed))
+            train_part = sorted(train_part[i] for i in pick[: args.num_labelled].tolist())
+        eye_indices = args.eye_indices or getattr(dataset, "eye_indices", None)
+        metric = args.metric if args.metric != "auto" else ("iod" if eye_indices is not None else "pixel")
+        if metric == "iod" and eye_indices is None:
+            raise _UserError("--metric iod needs --eye-indices (the dataset defines none)")
+        features = _hypercolumn(args, args.size)
+        projector = _load_projector(args.projector, features.channels) if args.projector else None
+        started = time.time()
+        result = fit_regressor(
+            features, Subset(dataset, train_part), val, heatmaps_per_landmark=args.heatmaps, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, augment=args.tps_aug,
+            samples_per_epoch=args.samples_per_epoch, standardize=args.standardize, metric=metric,
+            eye_indices=tuple(eye_indices) if eye_indices is not None else (0, 1), seed=args.seed,
+            device=args.device, progress=_progress_available(not args.no_progress))
+    except (_UserError, ValueError, FileNotFoundError, TypeError) as error:
+        return _fail("fit-regressor", error)
+    seconds = time.time() - started
+    if args.tensorboard:
+        board = _TensorBoard(Path(args.output) / "tensorboard")
+        for row in result.history:
+            board.log("regressor", row, int(row["epoch"]))
+        board.close()
+    names = args.landmark_names or ()
+    if names and len(names) != result.regressor.num_landmarks:
+        return _fail("fit-regressor", _UserError(f"{len(names)} --landmark-names for "
+                                                 f"{result.regressor.num_landmarks} landmarks"))
+    model = LandmarkModel(features, projector, result.regressor, regressor_input="hypercolumn",
+                          landmark_names=names)
+    score = f"{result.best_score:.4g} ({metric}, epoch {result.best_epoch})" if val is not None else "no validation"
+    info = {"backbone": _backbone_info(args), "data": _data_info(args),
+            "labelled images": f"{len(train_part)} (+ {len(val_part)} validation)",
+            "recipe": f"linear regressor, {args.heatmaps} heatmaps per landmark on the {args.size}x{args.size} "
+                      f"hypercolumn; Adam lr {args.lr} wd {args.weight_decay}, batch {args.batch_size}, "
+                      f"{args.epochs} epochs, cosine, TPS augmentation {'on' if args.tps_aug else 'off'}",
+            "validation error": score, "training time": f"{seconds / 60:.1f} min"}
+    card = _card(f"{_arch(features)} landmark model", "Hypercolumn features and a linear landmark regressor "
+                 "(Cheng, Su & Maji, ICCV 2021). Load with `LandmarkModel.from_pretrained(DIR)`; "
+                 "`model.detect(images)` gives (B, N, 2) pixels.", info)
+    out = model.save_pretrained(args.output, card=card)
+    _write_json(out / "fit_regressor.json", {"args": _args_json(args), "metric": metric,
+                                              "best_epoch": result.best_epoch, "best_score": result.best_score,
+                                              "history": result.history, "seconds": seconds,
+                                              "train_images": len(train_part), "val_images": len(val_part)})
+    print(f"validation error {score}; wrote {out}")
+    return 0
+
+
+def _add_fit_regressor(subparsers) -> argparse.ArgumentParser:
+    from ..cli_evaluate import DATASETS, _model_arguments
+
+    parser = subparsers.add_parser(
+        "fit-regressor", help="fit the linear landmark regressor and save a LandmarkModel directory",
+        description="Fit the paper's linear landmark regressor on frozen hypercolumn features (all labelled "
+        "training images, or a few with --num-labelled), keep the epoch with the lowest validation error, and "
+        "save backbone + regressor (+ projector) as a model directory for LandmarkModel.from_pretrained.")
+    _model_arguments(parser)
+    parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
+    parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
+    parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
+    parser.add_argument("--image-size", type=int, default=96, help="network input size in pixels (default 96)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--face-crop", action="store_true",
+                        help="mtfl: crop training faces around their landmarks to the test framing")
+    parser.add_argument("--output", default=None, help="model directory to write (required)")
+    parser.add_argument("--projector", default=None,
+                        help="a fit-projector output to include in the bundle (for descriptors; the regressor "
+                        "is fitted on the hypercolumn)")
+    parser.add_argument("--num-labelled", type=int, default=None,
+                        help="few-shot: use this many labelled images of the training part (drawn with --seed)")
+    parser.add_argument("--tps-aug", action="store_true",
+                        help="random TPS warp of every training image, every epoch (the few-shot recipe)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
+    parser.add_argument("--max-val", type=int, default=1000, help="at most this many validation images (default 1000)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw, init, shuffling (default 0)")
+    parser.add_argument("--heatmaps", type=int, default=50, help="intermediate heatmaps K per landmark (default 50)")
+    parser.add_argument("--size", type=int, default=48, help="hypercolumn grid (default 48)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="Adam learning rate (default 1e-3; the authors' few-shot setting uses 1e-2)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4,
+                        help="Adam weight decay (default 5e-4; few-shot: 5e-2)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument("--samples-per-epoch", type=int, default=None,
+                        help="few-shot: tile the labelled images to this many samples per epoch (authors: 1000)")
+    parser.add_argument("--standardize", action="store_true",
+                        help="train on standardised feature channels (folded back into the saved regressor)")
+    parser.add_argument("--metric", choices=("auto", "iod", "pixel"), default="auto",
+                        help="validation error: inter-ocular (iod), mean pixel distance, or auto (iod when the "
+                        "dataset defines eye indices)")
+    parser.add_argument("--eye-indices", type=int, nargs=2, default=None, help="override the dataset's eye indices")
+    parser.add_argument("--landmark-names", nargs="+", default=None, help="names of the landmarks, in order")
+    parser.add_argument("--tensorboard", action="store_true", help="also write the history to OUTPUT/tensorboard")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run_fit_regressor)
+    return parser
+
+
+# -- export ----------------------------------------------------------------------------------------------------
+def _measured(path: str) -> dict[str, str]:
+    """Model-card rows from a JSON file: a flat ``{name: value}`` object, or an ``evaluate`` results file."""
+    file = Path(path)
+    if not file.is_file():
+        raise _UserError(f"results file not found: {file}")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise _UserError(f"{file} is not JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise _UserError(f"{file} must hold a JSON object")
+    if isinstance(data.get("test"), dict) and "mean" in data["test"]:
+        config = data.get("config", {})
+        dataset = (config.get("dataset") or {}).get("name", "")
+        shots = config.get("num_labelled")
+        label = " ".join(str(p) for p in (config.get("protocol", "result"), dataset,
+                                          f"{shots}-shot" if shots else None) if p)
+        test = data["test"]
+        return {label: f"{test['mean']:.2f} ± {test.get('std', 0):.2f} {data.get('metric', '')}".strip()}
+    return {str(k): (v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()}
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import load_file
+
+    from ..hub import CARD_NAME, WEIGHTS_NAME, read_config, save_pretrained
+    from .pretrain import CHECKPOINT_NAME, export_backbone
+
+    try:
+        checkpoint = Path(args.checkpoint)
+        if checkpoint.is_dir():
+            checkpoint = checkpoint / CHECKPOINT_NAME
+        info: dict[str, str] = {}
+        for path in args.results or ():
+            info.update(_measured(path))
+        for item in args.card or ():
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise _UserError(f"--card takes KEY=VALUE, got {item!r}")
+            info[key] = value
+        if args.half:
+            info["weights"] = "float16 (loaded back as float32)"
+        out = export_backbone(checkpoint, args.output, info)
+    except (_UserError, ValueError, FileNotFoundError) as error:
+        return _fail("export", error)
+    if args.half:  # rewrite the weights in float16; config and card stay as written
+        save_pretrained(out, load_file(str(out / WEIGHTS_NAME)), read_config(out), card=(out / CARD_NAME).read_text(),
+                        dtype=torch.float16)
+    size = (out / WEIGHTS_NAME).stat().st_size
+    print(f"wrote {out} ({size / 2**20:.1f} MiB of weights); load it with load_backbone({str(out)!r})")
+    return 0
+
+
+def _add_export(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export", help="pretraining checkpoint -> model directory (config.json, model.safetensors, README.md)",
+        description="Write the query encoder's backbone of a MoCo checkpoint in the Hub layout that load_backbone "
+        "and the Hugging Face Hub read, with a model card (data, recipe, epochs, training time, and measured "
+        "numbers from --results).")
+    parser.add_argument("checkpoint", help="checkpoint.pt, or the pretraining output folder holding it")
+    parser.add_argument("output", help="model directory to write")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    parser.add_argument("--results", nargs="+", default=None, metavar="FILE.json",
+                        help="measured numbers for the model card: `evaluate` result files or {name: value} JSON")
+    parser.add_argument("--card", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="extra model-card rows, e.g. license=mit")
+    parser.set_defaults(func=_run_export)
+    return parser
+
+
+# -- push ------------------------------------------------------------------------------------------------------
+def _offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from ..hub import WEIGHTS_NAME, read_config
+
+    folder = Path(args.directory)
+    try:
+        read_config(folder)
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise _UserError(f"{folder} has no {WEIGHTS_NAME}")
+    except (_UserError, FileNotFoundError) as error:
+        return _fail("push", error)
+    if _offline():
+        return _fail("push", _UserError(
+            f"cannot upload {folder} to {args.repo_id}: the Hugging Face Hub is switched off (HF_HUB_OFFLINE is "
+            "set). Unset it on a machine with internet access, or upload later with "
+            f"`huggingface-cli upload {args.repo_id} {folder}`"))
+    from huggingface_hub import HfApi
+
+    api = HfApi()  # token: HF_TOKEN or the saved `huggingface-cli login`
+    try:
+        api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+        commit = api.upload_folder(repo_id=args.repo_id, folder_path=str(folder), commit_message=args.message,
+                                   revision=args.revision)
+    except Exception as error:  # network, authentication, permission: one readable line
+        logger.debug("upload failed", exc_info=True)
+        return _fail("push", _UserError(
+            f"upload of {folder} to {args.repo_id} failed: {type(error).__name__}: {error} (is HF_TOKEN set to a "
+            "token with write access, and is the Hub reachable?)"))
+    url = getattr(commit, "commit_url", None) or commit
+    print(f"uploaded {folder} to {args.repo_id}: {url}")
+    return 0
+
+
+def _add_push(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "push", help="upload a model directory to the Hugging Face Hub",
+        description="Upload a model directory (from export, fit-projector or fit-regressor) to a Hugging Face Hub "
+        "model repository, creating it if needed. The token comes from the environment (HF_TOKEN) or a saved "
+        "`huggingface-cli login`; it is never taken on the command line.")
+    parser.add_argument("directory", help="model directory (config.json + model.safetensors)")
+    parser.add_argument("repo_id", help="Hub repository, e.g. your-name/resnet50-celeba")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", default=None, help="branch to commit to (default main)")
+    parser.add_argument("--message", default="Upload contrastive_landmarks model", help="commit message")
+    parser.set_defaults(func=_run_push)
+    return parser
+
+
+def add_train_parsers(subparsers) -> None:
+    """Register ``pretrain``, ``fit-projector``, ``fit-regressor``, ``export`` and ``push``."""
+    _add_pretrain(subparsers)
+    _add_fit_projector(subparsers)
+    _add_fit_regressor(subparsers)
+    _add_export(subparsers)
+    _add_push(subparsers)
