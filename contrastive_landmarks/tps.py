@@ -43,6 +43,7 @@ __all__ = [
     "TPSParams",
     "TPSWarp",
     "control_grid",
+    "grid_kernel",
     "make_pair",
     "random_tps",
     "sampling_grid",
@@ -164,15 +165,40 @@ class TPSWarp:
                        self.affine.to(*args, **kwargs))
 
     def _sq_dist(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        diff = points.unsqueeze(-2) - self.control_points.to(points.dtype)  # (B, M, P, 2)
+        diff = points.unsqueeze(-2) - self.control_points.to(points.dtype)  # (..., M, P, 2)
         return diff, diff.pow(2).sum(-1)
 
     def __call__(self, points: Tensor) -> Tensor:
-        """Evaluate ``T`` at ``(B, M, 2)`` (or ``(M, 2)``, shared) frame points; returns ``(B, M, 2)``."""
+        """Evaluate ``T`` at ``(B, M, 2)`` (or ``(M, 2)``, shared) frame points; returns ``(B, M, 2)``.
+
+        Shared ``(M, 2)`` points build the ``(M, P)`` radial-basis matrix once for the whole batch
+        (:meth:`apply_kernel`) instead of once per warp.
+        """
+        if points.ndim == 2 and points.shape[-1] == 2:
+            return self.apply_kernel(tps_kernel(self._sq_dist(points)[1]), points)
         points = self._batched(points)
         _, sq = self._sq_dist(points)
         return (tps_kernel(sq) @ self.kernel_weights.to(points.dtype)
                 + self.affine[:, :1].to(points.dtype) + points @ self.affine[:, 1:].to(points.dtype))
+
+    def apply_kernel(self, kernel: Tensor, points: Tensor) -> Tensor:
+        """``T`` at shared points from their precomputed radial basis.
+
+        Args:
+            kernel: ``(M, P)`` ``U(‖p_m - c_i‖²)`` of these warps' control points (e.g. :func:`grid_kernel`).
+            points: ``(M, 2)`` the frame points ``p_m``.
+
+        Returns:
+            ``(B, M, 2)``, in ``kernel``'s dtype. One ``(M, P) × (P, 2B)`` matrix product for all warps.
+        """
+        m, p = kernel.shape[-2], self.control_points.shape[0]
+        if kernel.shape != (m, p) or points.shape != (m, 2):
+            raise ValueError(f"kernel must be (M, {p}) and points (M, 2) with the same M, got "
+                             f"{tuple(kernel.shape)} and {tuple(points.shape)}")
+        dtype = kernel.dtype
+        weights = self.kernel_weights.to(dtype).permute(1, 0, 2).reshape(p, 2 * len(self))  # (P, 2B)
+        radial = (kernel @ weights).view(m, len(self), 2).transpose(0, 1)  # (B, M, 2)
+        return radial + self.affine[:, :1].to(dtype) + points.to(dtype) @ self.affine[:, 1:].to(dtype)
 
     def jacobian(self, points: Tensor) -> Tensor:
         """``dT/dp`` at ``(B, M, 2)`` frame points; returns ``(B, M, 2, 2)`` with ``J[..., k, l] = dT_k/dp_l``."""
@@ -251,23 +277,94 @@ def _from_frame(points: Tensor, size: tuple[int, int]) -> Tensor:
     return (points + 1) * _frame_scale(size, points) / 2
 
 
+def _frame_axes(size: tuple[int, int], device: torch.device | None) -> tuple[Tensor, Tensor]:
+    height, width = size
+    xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float64, device=device)
+    ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float64, device=device)
+    return xs, ys
+
+
+def _frame_points(size: tuple[int, int], device: torch.device | None) -> Tensor:
+    xs, ys = _frame_axes(size, device)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+
+
+def grid_kernel(control_points: Tensor, size: int | Sequence[int]) -> Tensor:
+    """The TPS radial basis of every pixel of an ``(H, W)`` image, in float64.
+
+    The pixel grid is separable, so ``‖g_hw - c_i‖² = (x_w - cx_i)² + (y_h - cy_i)²`` is summed from an
+    ``(W, P)`` and an ``(H, P)`` table (the same floating-point operations as the direct difference, so the
+    squared distances are bitwise those of ``TPSWarp._sq_dist``), then ``U`` is applied once. Shared by every
+    warp with these control points (:meth:`TPSWarp.apply_kernel`).
+
+    Args:
+        control_points: ``(P, 2)`` control points ``c_i`` in the ``align_corners=True`` frame.
+        size: ``(H, W)``.
+
+    Returns:
+        ``(H·W, P)`` float64, rows in row-major pixel order.
+    """
+    height, width = _pair(size)
+    _frame_scale((height, width), control_points)  # size check
+    ctrl = control_points.to(torch.float64)
+    xs, ys = _frame_axes((height, width), ctrl.device)
+    dx2 = (xs.unsqueeze(-1) - ctrl[:, 0]).pow(2)  # (W, P)
+    dy2 = (ys.unsqueeze(-1) - ctrl[:, 1]).pow(2)  # (H, P)
+    return tps_kernel(dx2.unsqueeze(0) + dy2.unsqueeze(1)).reshape(height * width, -1)
+
+
+def _dense_map(warp: TPSWarp, size: tuple[int, int], kernel: Tensor | None = None) -> Tensor:
+    """``(B, H, W, 2)`` float64 ``T`` at every pixel (``kernel`` from :func:`grid_kernel`, built if ``None``)."""
+    height, width = size
+    warp64 = warp.to(torch.float64)
+    if kernel is None:
+        kernel = grid_kernel(warp64.control_points, size)
+    pts = _frame_points(size, kernel.device)
+    return warp64.apply_kernel(kernel, pts).reshape(len(warp), height, width, 2)
+
+
 def sampling_grid(warp: TPSWarp, size: int | Sequence[int], *, dtype: torch.dtype = torch.float32) -> Tensor:
     """The dense backward grid for ``grid_sample(..., align_corners=True)``.
+
+    Computed in float64 with the radial basis built once for the batch (:func:`grid_kernel`): memory and
+    time ``O(H·W·P)``, not ``O(B·H·W·P)``.
 
     Args:
         warp: ``B`` warps.
         size: output ``(H, W)``.
+        dtype: of the returned grid.
 
     Returns:
         ``(B, H, W, 2)``: for each output pixel, the ``(x, y)`` input location it samples, in the
         ``align_corners=True`` frame.
     """
+    return _dense_map(warp, _pair(size)).to(dtype)
+
+
+def _sampling_grid_reference(warp: TPSWarp, size: int | Sequence[int], *,
+                             dtype: torch.dtype = torch.float32) -> Tensor:
+    """The original formula of :func:`sampling_grid` (a ``(B, H·W, P, 2)`` broadcast per warp), kept as the
+    definition the fast path is tested and benchmarked against."""
     height, width = _pair(size)
-    device = warp.affine.device
-    xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float64, device=device)
-    ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float64, device=device)
-    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
-    return warp.to(torch.float64)(pts).to(dtype).reshape(len(warp), height, width, 2)
+    warp64 = warp.to(torch.float64)
+    pts = _frame_points((height, width), warp.affine.device).unsqueeze(0).expand(len(warp), -1, -1)
+    _, sq = warp64._sq_dist(pts)
+    out = (tps_kernel(sq) @ warp64.kernel_weights + warp64.affine[:, :1] + pts @ warp64.affine[:, 1:])
+    return out.to(dtype).reshape(len(warp), height, width, 2)
+
+
+def _check_warp_images(images: Tensor, warp: TPSWarp) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if images.shape[0] != len(warp):
+        raise ValueError(f"{images.shape[0]} images but {len(warp)} warps")
+
+
+def _resample(images: Tensor, grid64: Tensor, padding_mode: str, mode: str) -> Tensor:
+    """``grid_sample`` of ``images`` at a float64 frame grid cast to the images' (float) dtype."""
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    grid = grid64.to(device=images.device, dtype=dtype)
+    return F.grid_sample(images.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
 def warp_images(images: Tensor, warp: TPSWarp, *, padding_mode: str = "zeros", mode: str = "bilinear") -> Tensor:
@@ -275,13 +372,8 @@ def warp_images(images: Tensor, warp: TPSWarp, *, padding_mode: str = "zeros", m
 
     ``padding_mode`` ``"zeros"`` (the reference), ``"border"`` or ``"reflection"``.
     """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    if images.shape[0] != len(warp):
-        raise ValueError(f"{images.shape[0]} images but {len(warp)} warps")
-    dtype = images.dtype if images.is_floating_point() else torch.float32
-    grid = sampling_grid(warp, images.shape[-2:], dtype=dtype).to(images.device)
-    return F.grid_sample(images.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    _check_warp_images(images, warp)
+    return _resample(images, _dense_map(warp, tuple(images.shape[-2:])), padding_mode, mode)
 
 
 def source_points(points: Tensor, warp: TPSWarp, image_size: int | Sequence[int]) -> Tensor:
@@ -454,10 +546,15 @@ def make_pair(
     warp1 = random_tps(batch, params, generator=generator, tps_multiplier=params.im1_multiplier,
                        affine_multiplier=params.im1_multiplier_aff, device=images.device)
     warp2 = random_tps(batch, params, generator=generator, device=images.device)
-    image2 = warp_images(images, warp1, padding_mode=padding_mode)
-    image1 = warp_images(image2, warp2, padding_mode=padding_mode)
+    # one radial-basis matrix for both warps (same control points), and warp2's dense map used twice:
+    # to resample image1 and as the returned correspondence grid
+    kernel = grid_kernel(warp1.control_points, (height, width))
+    same_ctrl = torch.equal(warp1.control_points, warp2.control_points)
+    dense2 = _dense_map(warp2, (height, width), kernel if same_ctrl else None)
+    image2 = _resample(images, _dense_map(warp1, (height, width), kernel), padding_mode, "bilinear")
+    image1 = _resample(image2, dense2, padding_mode, "bilinear")
     out_h, out_w = height - 2 * crop, width - 2 * crop
-    grid_px = _from_frame(sampling_grid(warp2, (height, width), dtype=torch.float64), (height, width))
+    grid_px = _from_frame(dense2, (height, width))
     grid_px = grid_px[:, crop:height - crop, crop:width - crop] - crop
     dtype = image1.dtype
     grid = pixels_to_normalized(grid_px, (out_h, out_w)).to(dtype)
@@ -472,6 +569,44 @@ def make_pair(
         image1 = image1[..., crop:height - crop, crop:width - crop]
         image2 = image2[..., crop:height - crop, crop:width - crop]
     return TPSPair(image1, image2, grid, kp1, kp2, warp1, warp2, vis1, vis2)
+
+
+def _make_pair_reference(
+    images: Tensor,
+    keypoints: Tensor | None = None,
+    params: TPSParams | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    crop: int = 0,
+) -> TPSPair:
+    """:func:`make_pair` as first written: three dense grids, each by :func:`_sampling_grid_reference` (a
+    per-warp ``(B, H·W, P, 2)`` broadcast). The definition the fast path is tested and benchmarked against."""
+    params = params or TPSParams()
+    batch, _, height, width = images.shape
+    warp1 = random_tps(batch, params, generator=generator, tps_multiplier=params.im1_multiplier,
+                       affine_multiplier=params.im1_multiplier_aff, device=images.device)
+    warp2 = random_tps(batch, params, generator=generator, device=images.device)
+
+    def warp_reference(image: Tensor, warp: TPSWarp) -> Tensor:
+        grid = _sampling_grid_reference(warp, image.shape[-2:], dtype=image.dtype)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+    image2 = warp_reference(images, warp1)
+    image1 = warp_reference(image2, warp2)
+    out_h, out_w = height - 2 * crop, width - 2 * crop
+    grid_px = _from_frame(_sampling_grid_reference(warp2, (height, width), dtype=torch.float64), (height, width))
+    grid = pixels_to_normalized(grid_px[:, crop:height - crop, crop:width - crop] - crop, (out_h, out_w))
+    kp1 = kp2 = vis1 = vis2 = None
+    if keypoints is not None:
+        kp2, res2 = warp_keypoints(keypoints, warp1, (height, width), return_residual=True)
+        kp1, res1 = warp_keypoints(kp2, warp2, (height, width), return_residual=True)
+        kp1, kp2 = kp1 - crop, kp2 - crop
+        vis2 = (res2 < 0.5) & _inside(kp2, (out_h, out_w))
+        vis1 = vis2 & (res1 < 0.5) & _inside(kp1, (out_h, out_w))
+    if crop:
+        image1 = image1[..., crop:height - crop, crop:width - crop]
+        image2 = image2[..., crop:height - crop, crop:width - crop]
+    return TPSPair(image1, image2, grid.to(image1.dtype), kp1, kp2, warp1, warp2, vis1, vis2)
 
 
 def tps_augment(

@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from contrastive_landmarks.tps import (
     TPSParams,
     TPSWarp,
+    _make_pair_reference,
+    _sampling_grid_reference,
+    grid_kernel,
     make_pair,
     random_tps,
     sampling_grid,
@@ -197,3 +200,72 @@ def test_pair_is_deterministic_and_checks_inputs():
         warp_keypoints(torch.zeros(1, 3), random_tps(1), 24)
     with pytest.raises(ValueError):
         random_tps(0)
+
+
+# -- fast dense paths against the original formulas -------------------------------------------------------------
+def test_grid_kernel_is_the_direct_radial_basis_bitwise():
+    ctrl = random_tps(1, generator=_gen(20)).control_points
+    size = (17, 23)
+    xs, ys = torch.linspace(-1, 1, 23, dtype=torch.float64), torch.linspace(-1, 1, 17, dtype=torch.float64)
+    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+    direct = tps_kernel(((pts[:, None, :] - ctrl[None]) ** 2).sum(-1))  # naive (M, P, 2) broadcast
+    kernel = grid_kernel(ctrl, size)
+    assert kernel.shape == (17 * 23, 100) and kernel.dtype == torch.float64
+    assert torch.equal(kernel, direct)
+    # pixels that coincide with control points get exactly U(0) = 0
+    assert (kernel == 0).sum() >= 4
+
+
+@pytest.mark.parametrize("preset", ["dve", "matching", "few_shot"])
+@pytest.mark.parametrize("size", [(46, 46), (17, 23), (2, 5)])  # 46: pixels on control points
+def test_sampling_grid_matches_the_per_warp_broadcast(preset, size):
+    w = random_tps(5, getattr(TPSParams, preset)(), generator=_gen(21))
+    ref = _sampling_grid_reference(w, size, dtype=torch.float64)
+    fast = sampling_grid(w, size, dtype=torch.float64)
+    assert fast.shape == ref.shape == (5, *size, 2)
+    px = (fast - ref).abs().amax() * (max(size) - 1) / 2
+    assert px < 1e-12  # pixels; float64 rounding of a different summation order only
+    assert torch.equal(sampling_grid(w, size), fast.float())  # the default float32 grid is the same cast
+
+
+def test_shared_points_build_the_kernel_once_and_agree_with_batched_points():
+    w = random_tps(4, generator=_gen(22))
+    pts = torch.rand(50, 2, generator=_gen(23), dtype=torch.float64) * 2.6 - 1.3
+    shared = w(pts)
+    batched = w(pts.expand(4, -1, -1))
+    assert shared.shape == (4, 50, 2)
+    torch.testing.assert_close(shared, batched, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="kernel"):
+        w.apply_kernel(torch.zeros(50, 99, dtype=torch.float64), pts)
+
+
+def test_apply_kernel_and_grid_kernel_gradcheck():
+    gen = _gen(24)
+    ctrl = torch.rand(6, 2, generator=gen, dtype=torch.float64) * 1.6 - 0.8  # off the pixel grid: U is smooth
+    pts = torch.rand(7, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    weights = (torch.randn(2, 6, 2, generator=gen, dtype=torch.float64) * 0.1).requires_grad_()
+    affine = torch.randn(2, 3, 2, generator=gen, dtype=torch.float64).requires_grad_()
+    kernel = tps_kernel(((pts[:, None] - ctrl[None]) ** 2).sum(-1)).requires_grad_()
+
+    def apply(k, wt, af, p):
+        return TPSWarp(ctrl, wt, af).apply_kernel(k, p)
+
+    assert torch.autograd.gradcheck(apply, (kernel, weights, affine, pts.clone().requires_grad_()))
+    c = ctrl.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda c: grid_kernel(c, (3, 4)), (c,))
+
+
+@pytest.mark.parametrize("crop", [0, 4])
+def test_make_pair_matches_the_original_three_grid_version(crop):
+    images = torch.rand(3, 3, 40, 36, generator=_gen(25))
+    kp = torch.rand(3, 6, 2, generator=_gen(26)) * 24 + 6
+    for params in (TPSParams.matching(), TPSParams.dve()):
+        ref = _make_pair_reference(images, kp, params, generator=_gen(27), crop=crop)
+        fast = make_pair(images, kp, params, generator=_gen(27), crop=crop)
+        assert torch.equal(fast.warp1.kernel_weights, ref.warp1.kernel_weights)
+        for name in ("image1", "image2", "grid", "keypoints1", "keypoints2"):
+            a, b = getattr(fast, name), getattr(ref, name)
+            assert a.shape == b.shape and a.dtype == b.dtype
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+        assert torch.equal(fast.visible1, ref.visible1) and torch.equal(fast.visible2, ref.visible2)
+        assert not torch.equal(fast.image1, fast.image2)  # the warps did something
