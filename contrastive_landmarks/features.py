@@ -10,7 +10,9 @@ on images it has not seen.
 
 Stage maps are stored without the hypercolumn upsampling (the small maps: a ResNet-18 at 96² holds
 69 k floats per image, against 885 k for its 960-channel 48² hypercolumn), so the cache is ~13×
-smaller than caching hypercolumns, and the upsampling stays cheap and exact.
+smaller than caching hypercolumns, and the upsampling stays cheap and exact. In memory each map is
+kept channels-last (the backbone's layout, and the layout :meth:`CachedFeatures.get` returns), so a batch
+is one stack of contiguous blocks; spill files hold plain contiguous ``(C_s, h_s, w_s)`` tensors.
 """
 
 from __future__ import annotations
@@ -30,6 +32,29 @@ __all__ = ["CachedFeatures", "FeatureCache", "stage_maps_of"]
 
 def _nbytes(maps: Sequence[Tensor]) -> int:
     return sum(m.numel() * m.element_size() for m in maps)
+
+
+def _stored(m: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """A CPU copy of ``m`` in ``dtype``; ``(C, h, w)`` maps are laid out channels-last (``(h, w, C)`` in memory).
+
+    One copy (with the dtype conversion folded in), never a view of the batch ``m`` came from. The
+    channels-last layout is what the backbone produces and what :meth:`CachedFeatures.get` returns, so
+    batches are assembled by stacking contiguous ``(h, w, C)`` blocks (no transposing copy per batch).
+    """
+    m = m.detach()
+    if m.ndim != 3:
+        return m.to("cpu", dtype or m.dtype, copy=True).contiguous()
+    hwc = m.permute(1, 2, 0)
+    out = torch.empty(hwc.shape, dtype=dtype or m.dtype, device="cpu")
+    out.copy_(hwc)
+    return out.permute(2, 0, 1)
+
+
+def _stack_maps(maps: Sequence[Tensor]) -> Tensor:
+    """Stack per-image maps into a batch; ``(C, h, w)`` maps give a channels-last ``(B, C, h, w)`` batch."""
+    if maps[0].ndim != 3:
+        return torch.stack(list(maps))
+    return torch.stack([m.permute(1, 2, 0) for m in maps]).permute(0, 3, 1, 2)
 
 
 def _safe_name(key: Hashable) -> str:
@@ -101,8 +126,9 @@ class FeatureCache:
         return path if path.is_file() else None
 
     def put(self, key: Hashable, maps: Sequence[Tensor]) -> None:
-        """Store ``maps`` (e.g. one image's ``[(C_s, h_s, w_s)]``) under ``key``."""
-        stored = [m.detach().to("cpu", self.dtype or m.dtype).contiguous() for m in maps]
+        """Store a copy of ``maps`` (e.g. one image's ``[(C_s, h_s, w_s)]``) under ``key`` (3-D maps are kept
+        channels-last in memory; values and shapes are unchanged)."""
+        stored = [_stored(m, self.dtype) for m in maps]
         if key in self._memory:
             self._used -= _nbytes(self._memory.pop(key))
         size = _nbytes(stored)
@@ -138,7 +164,7 @@ class FeatureCache:
 
         path = self._path(key)
         if not path.is_file():
-            save_file({f"m{i}": m for i, m in enumerate(maps)}, str(path))
+            save_file({f"m{i}": m.contiguous() for i, m in enumerate(maps)}, str(path))
             self.spilled += 1
         self._on_disk.add(key)
 
@@ -270,7 +296,7 @@ class CachedFeatures:
         stages = len(found[indices[0]])
         out = []
         for s in range(stages):
-            batch = torch.stack([found[i][s] for i in indices])
+            batch = _stack_maps([found[i][s] for i in indices])
             if self.device is not None:
                 batch = batch.to(self.device)
             out.append(batch.contiguous(memory_format=torch.channels_last) if batch.ndim == 4 else batch)

@@ -84,3 +84,42 @@ def test_lru_order():
     cache.put("d", [torch.zeros(4)])  # evicts b, the least recently used
     assert "b" not in cache and all(k in cache for k in "acd")
     assert cache.get("b") is None and cache.misses == 1
+
+
+def _old_get(per_image: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """The original batch assembly: NCHW-contiguous per-image maps, stacked, then a channels-last copy."""
+    stages = len(per_image[0])
+    return [torch.stack([maps[s].contiguous() for maps in per_image]).contiguous(memory_format=torch.channels_last)
+            for s in range(stages)]
+
+
+def test_get_equals_the_original_stacking_channels_last_without_views():
+    model = Hypercolumn(load_backbone("test_resnet")).eval()
+    data = Images(6)
+    features = CachedFeatures(model, data, batch_size=4)
+    order = [5, 0, 3, 3, 1]
+    maps = features.get(order)  # computes 5, 0, 3, 1 as one batch
+    unique = [5, 0, 3, 1]
+    reference = direct(model, data.images[unique])  # the same batch, so the same floats
+    old = _old_get([[m[unique.index(i)] for m in reference] for i in order])
+    for got, want in zip(maps, old):
+        assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+    # stored entries are standalone copies, laid out (h, w, C), not views into the backbone's batch
+    for stored in features.cache.get(0):
+        assert stored.untyped_storage().nbytes() == stored.numel() * stored.element_size()
+        assert stored.permute(1, 2, 0).is_contiguous()
+    # an extractor returning NCHW-contiguous maps gives the same batches
+    nchw = CachedFeatures(lambda x: [m.contiguous() for m in direct(model, x)], data)
+    for got, want in zip(nchw.get(order), old):
+        assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_half_storage_and_disk_round_trip_keep_values(tmp_path):
+    model = Hypercolumn(load_backbone("test_resnet")).eval()
+    data = Images(3)
+    reference = direct(model, data.images[[2, 0]])
+    cache = FeatureCache(cache_dir=tmp_path, tag="t", dtype=torch.float16, persist=True)
+    half = CachedFeatures(model, data, cache=cache).get([2, 0])
+    from_disk = CachedFeatures(model, data, cache=FeatureCache(0, tmp_path, tag="t")).get([2, 0])
+    for got, disk, want in zip(half, from_disk, reference):
+        assert got.dtype == torch.float16 and torch.equal(got, want.half()) and torch.equal(disk, got)
