@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -232,7 +233,8 @@ def _channel_stats(features: CachedFeatures, indices: list[int], stages: list[in
     sums = sq = None
     count = 0
     for start in range(0, len(indices), batch):
-        maps = [features.get(indices[start : start + batch])[s].float() for s in stages]
+        batch_maps = features.get(indices[start : start + batch])  # once per batch, not once per stage
+        maps = [batch_maps[s].float() for s in stages]
         if sums is None:
             sums = [torch.zeros(m.shape[1], dtype=torch.float64) for m in maps]
             sq = [torch.zeros(m.shape[1], dtype=torch.float64) for m in maps]
@@ -343,19 +345,21 @@ def evaluate_regression(
         raise ValueError(f"the projector expects {projector.in_channels} channels, the stages give {channels}")
 
     started = time.time()
-    both = _Concat(train_set, test_set)
+    # the feature pass reads every sample once; it records their labels on the way (no second read)
+    both = _Concat(train_set, test_set, record=("keypoints", "visible"))
     features = CachedFeatures(model, both, cache=cache, batch_size=feature_batch_size, device=device)
     image_size = tuple(train_set[0]["image"].shape[-2:])
     test_size = tuple(test_set[0]["image"].shape[-2:])
     if test_size != image_size:
         raise ValueError(f"train images are {image_size} but test images are {test_size}")
-    targets = torch.cat([_stack(train_set, "keypoints"), _stack(test_set, "keypoints")]).float()
-    visible = torch.cat([_stack(train_set, "visible"), _stack(test_set, "visible")]).bool()
-    target_norm = pixels_to_normalized(targets, image_size)
     train_part, val_part = split_indices(len(train_set), val_fraction, split_seed, max_val)
     test_part = [len(train_set) + i for i in range(len(test_set))]
     say(f"features: {len(train_set)} train + {len(test_set)} test images")
     features.precompute()
+    _warn_if_cache_too_small(features.cache, len(both), say)
+    labels = _labels(both)
+    targets, visible = labels["keypoints"].float(), labels["visible"].bool()
+    target_norm = pixels_to_normalized(targets, image_size)
     feature_seconds = time.time() - started
     mean = std = None
     if standardize:
@@ -451,23 +455,61 @@ def evaluate_regression(
 
 
 class _Concat:
-    def __init__(self, first, second):
+    """``first`` then ``second`` as one dataset; remembers the ``record`` fields of every sample it serves."""
+
+    def __init__(self, first, second, record: Sequence[str] = ()):
         self.first, self.second = first, second
+        self.record = tuple(record)
+        self.recorded: dict[int, dict[str, Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.first) + len(self.second)
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.first)
-        return self.first[index] if index < n else self.second[index - n]
+        sample = self.first[index] if index < n else self.second[index - n]
+        if self.record:
+            self.recorded[index] = {key: sample[key] for key in self.record}
+        return sample
 
 
-def _stack(dataset, key: str) -> Tensor:
+def _stored_table(dataset, key: str) -> Tensor | None:
     table = getattr(dataset, key, None)
     transform = getattr(dataset, "transform", "none")
     if isinstance(table, Tensor) and transform is None:
         return table.clone()  # stored annotations are final when there is no transform
-    return torch.stack([dataset[i][key] for i in range(len(dataset))])
+    return None
+
+
+def _labels(both: _Concat) -> dict[str, Tensor]:
+    """``{key: (len(both), ...)}`` for ``both.record``: stored tables where final, else the samples' own
+    fields, from what the feature pass recorded (reading only samples it did not serve, once each)."""
+    out: dict[str, list[Tensor]] = {key: [] for key in both.record}
+    for part, offset in ((both.first, 0), (both.second, len(both.first))):
+        tables = {key: _stored_table(part, key) for key in both.record}
+        if any(table is None for table in tables.values()):
+            for index in range(offset, offset + len(part)):
+                if index not in both.recorded:
+                    _ = both[index]  # reading a sample records its fields
+        for key in both.record:
+            table = tables[key]
+            out[key].append(table if table is not None else
+                            torch.stack([both.recorded[offset + i][key] for i in range(len(part))]))
+    return {key: torch.cat(parts) for key, parts in out.items()}
+
+
+def _warn_if_cache_too_small(cache: FeatureCache, count: int, say: Callable[[str], None]) -> None:
+    """Warn when the stage maps of ``count`` images do not all fit in ``cache`` and it has no directory: every
+    epoch then recomputes evicted images through the backbone (LRU evicts what the next pass needs first)."""
+    held = len(cache)
+    if cache.directory is not None or held >= count:
+        return
+    need = f" >= {math.ceil(cache.memory_used / held * count)}" if held else ""
+    message = (f"the feature cache holds {held} of {count} images' stage maps ({cache.memory_used / 2**30:.2f} GiB) "
+               "and has no cache_dir: evicted maps are recomputed on every pass, which multiplies the backbone "
+               f"time; give the FeatureCache memory_bytes{need} (CLI: --cache-memory-gb) or a cache_dir")
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    say(message)
 
 
 # -- reporting ----------------------------------------------------------------------------------------------------

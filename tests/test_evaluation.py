@@ -141,3 +141,87 @@ def test_cli_evaluate_and_plot_parsers_run_on_tiny_data(tmp_path):
     helps = [a.help for p in subparsers.choices.values() for sp in p._subparsers._group_actions[0].choices.values()
              for a in sp._actions if a.dest not in ("help",) and a.option_strings]
     assert all(helps)
+
+
+class CountingBlobs(Blobs):
+    """Blobs that count how often each sample is read (no stored-table shortcut: labels come from samples)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads = [0] * len(self)
+
+    def __getitem__(self, i):
+        self.reads[i] += 1
+        return super().__getitem__(i)
+
+
+def test_regression_reads_each_sample_once_and_records_the_same_labels():
+    from contrastive_landmarks.evaluation import _Concat, _labels
+
+    model = Hypercolumn(load_backbone("test_resnet"))
+    train, test = CountingBlobs(12, seed=1), CountingBlobs(6, seed=2)
+    evaluate_regression(model, train, test, epochs=1, heatmaps_per_landmark=2, size=8, val_fraction=0.25)
+    # one read per sample for features and labels together (+1 for sample 0's image size), not three
+    assert train.reads == [2] + [1] * 11 and test.reads == [2] + [1] * 5
+    both = _Concat(train, test, record=("keypoints", "visible"))
+    for i in (0, 13, 5):  # a partial feature pass; _labels reads only the rest
+        both[i]
+    labels = _labels(both)
+    assert torch.equal(labels["keypoints"], torch.cat([train.keypoints, test.keypoints]))
+    assert labels["visible"].shape == (18, 3) and bool(labels["visible"].all())
+    assert max(train.reads) == 3 and min(train.reads) == 2
+
+
+def test_channel_stats_read_each_batch_once_and_equal_the_per_stage_reads():
+    from contrastive_landmarks.evaluation import _channel_stats
+    from contrastive_landmarks.features import CachedFeatures
+
+    model = Hypercolumn(load_backbone("test_resnet"))
+    features = CachedFeatures(model, Blobs(10))
+    indices, stages = [0, 2, 3, 5, 7, 9], [0, 2, 3]
+    calls = []
+    get = features.get
+    features.get = lambda idx: calls.append(list(idx)) or get(idx)
+    mean, std = _channel_stats(features, indices, stages, batch=4)
+    assert len(calls) == 2  # batches of 4 and 2, one get each
+
+    # the original formula: one get per stage and batch
+    sums = sq = None
+    count = [0] * len(stages)
+    for start in range(0, len(indices), 4):
+        maps = [get(indices[start : start + 4])[s].float() for s in stages]
+        sums = sums or [torch.zeros(m.shape[1], dtype=torch.float64) for m in maps]
+        sq = sq or [torch.zeros(m.shape[1], dtype=torch.float64) for m in maps]
+        for i, m in enumerate(maps):
+            sums[i] += m.sum((0, 2, 3)).double()
+            sq[i] += (m.double() ** 2).sum((0, 2, 3))
+            count[i] += m.shape[0] * m.shape[2] * m.shape[3]
+    for i in range(len(stages)):
+        assert torch.equal(mean[i], (sums[i] / count[i]).float())
+        want = ((sq[i] / count[i] - (sums[i] / count[i]) ** 2).clamp_min(0).sqrt() + 1e-6).float()
+        assert torch.equal(std[i], want)
+
+
+def test_regression_warns_when_the_cache_cannot_hold_every_image():
+    from contrastive_landmarks.features import FeatureCache
+
+    model = Hypercolumn(load_backbone("test_resnet"))
+    train, test = Blobs(8, seed=1), Blobs(4, seed=2)
+    with torch.no_grad():
+        per_image = sum(m[0].numel() * 4 for m in model.stage_maps(train.images[:1]))
+    messages = []
+    with pytest.warns(RuntimeWarning, match="holds 3 of 12 images"):
+        evaluate_regression(model, train, test, epochs=1, heatmaps_per_landmark=2, size=8, val_fraction=0.25,
+                            cache=FeatureCache(memory_bytes=3 * per_image + 10), progress=messages.append)
+    assert any("cache_dir" in m for m in messages)
+
+
+def test_matching_results_equal_those_with_the_original_tps_pairs(monkeypatch):
+    from contrastive_landmarks import tps
+
+    model = Hypercolumn(load_backbone("test_resnet"), size=None)
+    fast = evaluate_matching(model, Blobs(8), seed=3, crop=2, batch_size=4)
+    monkeypatch.setattr(tps, "make_pair", tps._make_pair_reference)
+    original = evaluate_matching(model, Blobs(8), seed=3, crop=2, batch_size=4)
+    assert fast["same"] == original["same"] and fast["different"] == original["different"]
+    assert fast["same"]["count"] > 0 and fast["different"]["error"] > 0
