@@ -1,11 +1,16 @@
-"""Training (the ``[train]`` extra: tqdm and Pillow): MoCo pretraining of the backbone and its export.
+"""Training (the ``[train]`` extra: tqdm and Pillow): MoCo pretraining of the backbone and its export, and
+the frozen-backbone heads (spatial projector, landmark regressor). The same steps as commands:
+``contrastive-landmarks pretrain | export | fit-projector | fit-regressor | push`` (:mod:`.cli`).
 
 >>> from contrastive_landmarks.train import PretrainConfig, pretrain
 >>> pretrain(PretrainConfig(data=["celeba/img_align_celeba"], arch="resnet50"))  # doctest: +SKIP
+>>> result = fit_projector(Hypercolumn(load_backbone("runs/moco/backbone")), images)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from ..fitting import FitResult, fit_regressor
+from ..projector_fitting import ProjectorFitResult, fit_projector, projector_loss
 from .augment import PRESETS, MoCoAugment, Preset, get_preset
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .images import ImageSource, PretrainImages, cache_images, list_images
@@ -15,6 +20,7 @@ from .pretrain import CosineSchedule, PretrainConfig, export_backbone, pretrain
 __all__ = [
     "PRESETS",
     "CosineSchedule",
+    "FitResult",
     "ImageSource",
     "MoCo",
     "MoCoAugment",
@@ -23,14 +29,18 @@ __all__ = [
     "Preset",
     "PretrainConfig",
     "PretrainImages",
+    "ProjectorFitResult",
     "cache_images",
     "export_backbone",
+    "fit_projector",
+    "fit_regressor",
     "get_preset",
     "get_rng_state",
     "list_images",
     "load_checkpoint",
     "moco_loss",
     "pretrain",
+    "projector_loss",
     "save_checkpoint",
     "set_rng_state",
 ]
