@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,6 +173,17 @@ def _mean_loss(projector, features, source: _Source, batch_size: int, size, loss
         total += float(_loss(projector, features, source, idx, generator, size, loss_kwargs)) * len(idx)
     projector.train(was_training)
     return total / len(source)
+
+
+def _warn_if_cache_too_small(cache: FeatureCache, count: int) -> None:
+    """After one pass: warn when not every image's maps stayed cached (later epochs rerun the backbone on them)."""
+    held = len(cache)
+    if cache.directory is not None or held >= count or held == 0:
+        return
+    need = cache.memory_used / held * count / 2**30
+    warnings.warn(f"the feature cache kept {held} of {count} images' stage maps ({cache.memory_used / 2**30:.2f} GiB); "
+                  f"the others are recomputed every epoch. Give FeatureCache(memory_bytes) >= {need:.2f} GiB (CLI: "
+                  "--cache-memory-gb) or a cache_dir (--cache-dir)", RuntimeWarning, stacklevel=3)
 
 
 def _warp_params(warp: bool | TPSParams) -> TPSParams | None:
@@ -362,6 +374,8 @@ def fit_projector(
                     bar.update(len(idx))
                     bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
             seconds = time.perf_counter() - started
+            if epoch == 0 and train_cache is not None:
+                _warn_if_cache_too_small(train_cache, len(data))
             row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": total / count,
                    "seconds": seconds, "images_per_s": count / max(seconds, 1e-9)}
             if scheduler is not None:

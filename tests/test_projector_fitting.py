@@ -104,6 +104,12 @@ def test_backbone_stays_frozen_and_modes_are_restored(hc):
     hc.eval()
 
 
+def test_a_cache_too_small_for_the_data_is_reported(hc):
+    images = _images(8, 3)
+    with pytest.warns(RuntimeWarning, match="kept 2 of 8"):
+        fit_projector(hc, images, dim=8, size=GRID, epochs=1, batch_size=4, cache=FeatureCache(2 * 3680 * 4 + 100))
+
+
 def test_tps_pairs_and_other_feature_modes(hc):
     train, val = _images(8, 4), _images(4, 6)
     warped = fit_projector(hc, train, val, dim=8, size=GRID, epochs=2, batch_size=4, warp=True, seed=0)

@@ -162,7 +162,8 @@ def test_fit_projector_lowers_the_held_out_loss(data, tmp_path):
     torch.manual_seed(0)
     assert main(["--config", str(options), "fit-projector", "--backbone", "test_resnet", "--images",
                  str(data.parent), "--preprocess", "face", "--val-fraction", "0.25", "--output", str(out),
-                 "--no-progress"]) == 0
+                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "cache").glob("*/*.safetensors"))) == 12  # each training image's maps, once
     model = LandmarkModel.from_pretrained(out)
     assert model.projector.dim == 16 and load_backbone(str(out)).channels == model.backbone.channels
     report = json.loads((out / "fit_projector.json").read_text())
