@@ -4,16 +4,27 @@
   ``W · concat(up(F_s)) + b == Σ_s up(W_s · F_s) + b`` (bilinear weights sum to one).
 - :func:`stage_similarity`: similarities of query descriptors with every location of a (per-stage
   normalised) hypercolumn, without writing the hypercolumn.
+- :func:`softmax_expected_distance`: ``Σ_v softmax_v(s·<q_u, k_v>) ||src_u - v||^γ`` (the Eq. 3 loss per
+  query) without materialising the ``N × M`` matrices (streaming PyTorch; Triton kernels on CUDA), and
+  :func:`softmax_expected_coordinates` (soft-argmax, through SDPA).
 
 Every op keeps its reference implementation (``*_reference``) as the definition it is tested against.
 """
 
+from .softmax_matching import (
+    softmax_expected_coordinates,
+    softmax_expected_distance,
+    softmax_expected_distance_reference,
+)
 from .stage_similarity import stage_similarity, stage_similarity_reference
 from .upsample_sum import project_stages, project_stages_reference, upsample_sum, upsample_sum_reference
 
 __all__ = [
     "project_stages",
     "project_stages_reference",
+    "softmax_expected_coordinates",
+    "softmax_expected_distance",
+    "softmax_expected_distance_reference",
     "stage_similarity",
     "stage_similarity_reference",
     "upsample_sum",

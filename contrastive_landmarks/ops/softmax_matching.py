@@ -21,6 +21,9 @@ Implementations (same values, same gradients for ``q`` and ``k``):
   ``O(B·(N + M)·d)`` plus one tile.
 - ``"triton"``: the same algorithm as fused Triton kernels (CUDA; the CPU interpreter in tests).
 
+Soft-argmax matching (:func:`softmax_expected_coordinates`, ``E_p[xy(v)]``) is attention with the key
+coordinates as values, so it reuses ``F.scaled_dot_product_attention`` rather than a kernel of its own.
+
 ``src_xy`` is treated as data (no gradient flows to it): it is the warp ``g``, not a parameter.
 """
 
@@ -33,12 +36,16 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SoftmaxExpectedDistanceFunction",
     "key_coordinates",
+    "softmax_expected_coordinates",
     "softmax_expected_distance",
     "softmax_expected_distance_reference",
+    "triton_available",
 ]
 
 Implementation = Literal["auto", "naive", "streaming", "triton"]
+CoordinatesImplementation = Literal["auto", "naive", "sdpa"]
 
 
 def _pair_float(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -69,8 +76,9 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_inputs(q: Tensor, k: Tensor, src_xy: Tensor, key_size: tuple[int, int]) -> None:
-    for name, t in (("q", q), ("k", k), ("src_xy", src_xy)):
+def _check_inputs(q: Tensor, k: Tensor, src_xy: Tensor | None, key_size: tuple[int, int]) -> None:
+    named = [("q", q), ("k", k)] + ([] if src_xy is None else [("src_xy", src_xy)])
+    for name, t in named:
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
         if not t.is_floating_point():
@@ -82,18 +90,23 @@ def _check_inputs(q: Tensor, k: Tensor, src_xy: Tensor, key_size: tuple[int, int
                          f"{tuple(k.shape)}")
     if q.dtype != k.dtype:
         raise TypeError(f"q and k must have the same dtype, got {q.dtype} and {k.dtype}")
+    if q.shape[1] == 0 or k.shape[1] == 0 or q.shape[0] == 0 or q.shape[2] == 0:
+        raise ValueError(f"empty inputs: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if (len(key_size) != 2 or any(int(s) < 1 for s in key_size)
+            or int(key_size[0]) * int(key_size[1]) != k.shape[1]):
+        raise ValueError(f"key_size (h, w) must multiply to the {k.shape[1]} keys, got {tuple(key_size)}")
+    if q.device != k.device:
+        raise ValueError(f"q and k must be on one device, got {q.device} and {k.device}")
+    if src_xy is None:
+        return
     if src_xy.ndim != 3 or src_xy.shape[-1] != 2 or src_xy.shape[1] != q.shape[1] or src_xy.shape[0] not in (
         1,
         q.shape[0],
     ):
         raise ValueError(f"src_xy must be ({q.shape[0]} or 1, {q.shape[1]}, 2) (one (x, y) per query), "
                          f"got {tuple(src_xy.shape)}")
-    if len(key_size) != 2 or any(int(s) < 1 for s in key_size) or key_size[0] * key_size[1] != k.shape[1]:
-        raise ValueError(f"key_size (h, w) must multiply to the {k.shape[1]} keys, got {tuple(key_size)}")
-    if not (q.device == k.device == src_xy.device):
-        raise ValueError(f"q, k and src_xy must be on one device, got {q.device}, {k.device}, {src_xy.device}")
-    if q.shape[1] == 0 or k.shape[1] == 0 or q.shape[0] == 0:
-        raise ValueError(f"empty inputs: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if src_xy.device != q.device:
+        raise ValueError(f"src_xy must be on the device of q ({q.device}), got {src_xy.device}")
 
 
 def _distance_power(sq: Tensor, power: float) -> Tensor:
@@ -145,6 +158,260 @@ def softmax_expected_distance_reference(
     return (p * dist).sum(-1)
 
 
+# --------------------------------------------------------------------------------------------------
+# Streaming (flash-style) form in plain PyTorch
+# --------------------------------------------------------------------------------------------------
+
+#: Bytes of one ``(batch, queries, keys)`` score tile of the streaming form. Each step keeps two or
+#: three such tiles alive; staying well under glibc's 32 MB mmap threshold keeps them on the heap
+#: (fresh mmapped pages are zero-filled at ~4 GB/s on the dev VM, see docs/benchmarks.md).
+STREAMING_TILE_BYTES = 4 << 20
+
+
+def _chunk(total: int, size: int) -> int:
+    """The balanced chunk length for at most ``size``-long chunks of ``total``."""
+    size = max(1, min(total, size))
+    count = -(-total // size)
+    return -(-total // count)
+
+
+def _tile_sizes(batch: int, n: int, m: int, itemsize: int, block_q: int | None, block_k: int | None,
+                tile_bytes: int = STREAMING_TILE_BYTES) -> tuple[int, int, int]:
+    """``(batch chunk, query chunk, key tile)`` with ``bb·bq·bk·itemsize <= tile_bytes`` (at least 1 each).
+
+    Full key rows are preferred (no online-softmax rescaling) while they leave room for 64 queries.
+    """
+    budget = max(1, tile_bytes // itemsize)
+    bk = _chunk(m, block_k if block_k else max(1, budget // 64))
+    bq = _chunk(n, block_q if block_q else max(1, budget // bk))
+    bb = _chunk(batch, max(1, budget // (bq * bk)))
+    return bb, bq, bk
+
+
+def _distance_tile(src: Tensor, kx: Tensor, ky: Tensor, sx: float, sy: float, power: float) -> Tensor:
+    """``||(sx, sy) ∘ (src - (kx, ky))||^power`` for ``src`` ``(b, q, 2)`` and a key tile: ``(b, q, k)``."""
+    dx = (src[..., 0:1] - kx) * sx
+    dy = (src[..., 1:2] - ky) * sy
+    return _distance_power(dx.square_().add_(dy.square_()), power)
+
+
+def _key_axes(m: int, key_w: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    index = torch.arange(m, device=device)
+    return (index % key_w).to(dtype), torch.div(index, key_w, rounding_mode="floor").to(dtype)
+
+
+def _streaming_forward(q: Tensor, k: Tensor, src: Tensor, key_w: int, sx: float, sy: float, scale: float,
+                       power: float, block_q: int | None = None, block_k: int | None = None) -> tuple[Tensor, Tensor]:
+    """Online softmax over key tiles. Returns ``(L, lse)``, both ``(B, N)`` in the accumulation dtype."""
+    acc = _accumulation_dtype(q.dtype)
+    q, k, src = q.to(acc), k.to(acc), src.to(acc)
+    batch, n, _ = q.shape
+    m = k.shape[1]
+    bb, bq, bk = _tile_sizes(batch, n, m, torch.finfo(acc).bits // 8, block_q, block_k)
+    kx, ky = _key_axes(m, key_w, acc, q.device)
+    kt = k.transpose(1, 2)  # (B, d, M) view: BLAS reads it transposed
+    shared_src = src.shape[0] == 1
+    out = torch.empty(batch, n, dtype=acc, device=q.device)
+    lse = torch.empty(batch, n, dtype=acc, device=q.device)
+    for n0 in range(0, n, bq):
+        n1 = min(n, n0 + bq)
+        run_max = torch.full((batch, n1 - n0), -torch.inf, dtype=acc, device=q.device)
+        run_sum = torch.zeros(batch, n1 - n0, dtype=acc, device=q.device)
+        run_dist = torch.zeros(batch, n1 - n0, dtype=acc, device=q.device)
+        for m0 in range(0, m, bk):
+            m1 = min(m, m0 + bk)
+            dist = _distance_tile(src[:, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy, power) if shared_src else None
+            for b0 in range(0, batch, bb):
+                b1 = min(batch, b0 + bb)
+                tile = torch.bmm(q[b0:b1, n0:n1], kt[b0:b1, :, m0:m1])
+                if scale != 1.0:
+                    tile.mul_(scale)
+                d_tile = dist if shared_src else _distance_tile(src[b0:b1, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy,
+                                                                 power)
+                new_max = torch.maximum(run_max[b0:b1], tile.amax(-1))
+                alpha = (run_max[b0:b1] - new_max).exp_()
+                tile.sub_(new_max[..., None]).exp_()
+                run_sum[b0:b1].mul_(alpha).add_(tile.sum(-1))
+                run_dist[b0:b1].mul_(alpha).add_(tile.mul_(d_tile).sum(-1))
+                run_max[b0:b1] = new_max
+        out[:, n0:n1] = run_dist / run_sum
+        lse[:, n0:n1] = run_max + run_sum.log()
+    return out, lse
+
+
+def _streaming_backward(grad: Tensor, q: Tensor, k: Tensor, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
+                        sx: float, sy: float, scale: float, power: float, block_q: int | None = None,
+                        block_k: int | None = None) -> tuple[Tensor, Tensor]:
+    """Recompute the tiles: ``dS = P ∘ (D - L_u) · scale · dL_u``, ``dq = dS k``, ``dk = dSᵀ q``."""
+    acc = _accumulation_dtype(q.dtype)
+    in_dtype = q.dtype
+    q, k, src = q.to(acc), k.to(acc), src.to(acc)
+    grad, out, lse = grad.to(acc), out.to(acc), lse.to(acc)
+    batch, n, dim = q.shape
+    m = k.shape[1]
+    bb, bq, bk = _tile_sizes(batch, n, m, torch.finfo(acc).bits // 8, block_q, block_k)
+    kx, ky = _key_axes(m, key_w, acc, q.device)
+    kt = k.transpose(1, 2)
+    shared_src = src.shape[0] == 1
+    dq = torch.empty(batch, n, dim, dtype=acc, device=q.device)
+    dk = torch.zeros(batch, m, dim, dtype=acc, device=q.device)
+    row_scale = grad * scale  # (B, N): dS rows are scaled by it, applied to q / dq rows instead of tiles
+    for n0 in range(0, n, bq):
+        n1 = min(n, n0 + bq)
+        dq_chunk = torch.zeros(batch, n1 - n0, dim, dtype=acc, device=q.device)
+        q_scaled = q[:, n0:n1] * row_scale[:, n0:n1, None]
+        for m0 in range(0, m, bk):
+            m1 = min(m, m0 + bk)
+            dist = _distance_tile(src[:, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy, power) if shared_src else None
+            for b0 in range(0, batch, bb):
+                b1 = min(batch, b0 + bb)
+                tile = torch.bmm(q[b0:b1, n0:n1], kt[b0:b1, :, m0:m1])
+                if scale != 1.0:
+                    tile.mul_(scale)
+                p = tile.sub_(lse[b0:b1, n0:n1, None]).exp_()
+                d_tile = dist if shared_src else _distance_tile(src[b0:b1, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy,
+                                                                 power)
+                w = p.mul_(d_tile - out[b0:b1, n0:n1, None])  # P ∘ (D - L), rows not yet scaled
+                dq_chunk[b0:b1].baddbmm_(w, k[b0:b1, m0:m1])
+                dk[b0:b1, m0:m1].baddbmm_(w.transpose(1, 2), q_scaled[b0:b1])
+        dq[:, n0:n1] = dq_chunk.mul_(row_scale[:, n0:n1, None])
+    return dq.to(in_dtype), dk.to(in_dtype)
+
+
+class SoftmaxExpectedDistanceFunction(torch.autograd.Function):
+    """The streaming form as a plain ``torch.autograd.Function`` (saves ``q``, ``k``, ``src``, ``L``, ``lse``).
+
+    ``apply(q, k, src_xy, key_w, sx, sy, scale, power, block_q, block_k) -> L (B, N)``; arguments as
+    :func:`softmax_expected_distance` (``key_w`` the key grid width, ``block_*`` ``None`` for automatic
+    tiles). :func:`softmax_expected_distance` uses the equivalent registered custom op, which also
+    works under ``torch.compile``.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, src_xy, key_w, sx, sy, scale, power, block_q=None, block_k=None):
+        out, lse = _streaming_forward(q, k, src_xy, key_w, sx, sy, scale, power, block_q, block_k)
+        ctx.save_for_backward(q, k, src_xy, out, lse)
+        ctx.args = (key_w, sx, sy, scale, power, block_q, block_k)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, src_xy, out, lse = ctx.saved_tensors
+        key_w, sx, sy, scale, power, block_q, block_k = ctx.args
+        dq, dk = _streaming_backward(grad.contiguous(), q, k, src_xy, out, lse, key_w, sx, sy, scale, power,
+                                     block_q, block_k)
+        return dq, dk, None, None, None, None, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------------
+# Registered custom op (streaming on any device, Triton kernels on CUDA)
+# --------------------------------------------------------------------------------------------------
+
+_BACKENDS = ("streaming", "triton")
+
+
+def _triton_module():
+    from . import _triton_softmax_matching  # lazy: triton is optional
+
+    return _triton_softmax_matching
+
+
+@torch.library.custom_op("contrastive_landmarks::softmax_expected_distance", mutates_args=())
+def _sed_op(q: Tensor, k: Tensor, src: Tensor, key_w: int, sx: float, sy: float, scale: float, power: float,
+            backend: str, block_q: int, block_k: int, allow_tf32: bool) -> tuple[Tensor, Tensor]:
+    """``(L, lse)``, each ``(B, N)``; ``block_* = 0`` picks tiles automatically."""
+    q, k, src = q.contiguous(), k.contiguous(), src.contiguous()
+    if backend == "triton":
+        return _triton_module().forward(q, k, src, key_w, sx, sy, scale, power, block_q, block_k, allow_tf32)
+    return _streaming_forward(q, k, src, key_w, sx, sy, scale, power, block_q or None, block_k or None)
+
+
+@_sed_op.register_fake
+def _(q, k, src, key_w, sx, sy, scale, power, backend, block_q, block_k, allow_tf32):
+    acc = _accumulation_dtype(q.dtype)
+    return q.new_empty(q.shape[:2], dtype=acc), q.new_empty(q.shape[:2], dtype=acc)
+
+
+@torch.library.custom_op("contrastive_landmarks::softmax_expected_distance_backward", mutates_args=())
+def _sed_backward_op(grad: Tensor, q: Tensor, k: Tensor, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
+                     sx: float, sy: float, scale: float, power: float, backend: str, block_q: int, block_k: int,
+                     allow_tf32: bool) -> tuple[Tensor, Tensor]:
+    """``(dq, dk)`` in the dtypes of ``q`` and ``k``."""
+    grad, q, k, src = grad.contiguous(), q.contiguous(), k.contiguous(), src.contiguous()
+    out, lse = out.contiguous(), lse.contiguous()
+    if backend == "triton":
+        return _triton_module().backward(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, block_q, block_k,
+                                         allow_tf32)
+    return _streaming_backward(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, block_q or None,
+                               block_k or None)
+
+
+@_sed_backward_op.register_fake
+def _(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, backend, block_q, block_k, allow_tf32):
+    return torch.empty_like(q, memory_format=torch.contiguous_format), torch.empty_like(
+        k, memory_format=torch.contiguous_format)
+
+
+def _sed_setup_context(ctx, inputs, output):
+    q, k, src, *args = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, src, out, lse)
+    ctx.args = args
+
+
+def _sed_backward(ctx, grad_out, grad_lse):
+    q, k, src, out, lse = ctx.saved_tensors
+    dq, dk = _sed_backward_op(grad_out, q, k, src, out, lse, *ctx.args)
+    return dq, dk, None, None, None, None, None, None, None, None, None, None
+
+
+_sed_op.register_autograd(_sed_backward, setup_context=_sed_setup_context)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------------------------------
+
+#: ``B·N·M`` at or below which ``"auto"`` uses the naive form off CUDA. Measured on the dev CPU
+#: (1 thread, fwd+bwd, d=64-256): streaming/naive time 1.2-1.8x up to 2.1e6 elements, 0.95x at 2.7e6,
+#: 0.45-0.5x from 8.4e6 (docs/benchmarks.md); the naive form's S, P, D are 16 MB each at this size.
+NAIVE_MAX_ELEMENTS = 1 << 22
+
+#: Largest descriptor dimension the Triton kernels take (one ``d`` block per tile); larger ``d`` uses
+#: the streaming form on CUDA too.
+TRITON_MAX_DIM = 256
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the Triton kernels can run on ``device`` (CUDA, or any device under ``TRITON_INTERPRET=1``)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("triton") is None:
+        return False
+    if device.type == "cuda":
+        return True
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _pick(implementation: str, q: Tensor, k: Tensor) -> str:
+    if implementation != "auto":
+        if implementation == "triton":
+            if not triton_available(q.device):
+                raise RuntimeError(
+                    "implementation='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
+                    f"set before import for the CPU interpreter); got a {q.device.type} tensor")
+            if q.shape[-1] > TRITON_MAX_DIM:
+                raise ValueError(f"the Triton kernels take d <= {TRITON_MAX_DIM}, got d={q.shape[-1]}; "
+                                 "use implementation='streaming'")
+        return implementation
+    if q.device.type == "cuda" and q.shape[-1] <= TRITON_MAX_DIM and triton_available(q.device):
+        return "triton"
+    if q.shape[0] * q.shape[1] * k.shape[1] <= NAIVE_MAX_ELEMENTS:
+        return "naive"
+    return "streaming"
+
+
 def softmax_expected_distance(
     q: Tensor,
     k: Tensor,
@@ -155,13 +422,87 @@ def softmax_expected_distance(
     power: float = 0.5,
     spacing: float | Sequence[float] = 1.0,
     implementation: Implementation = "auto",
+    allow_tf32: bool = False,
 ) -> Tensor:
-    """``L_u = Σ_v softmax_v(scale·<q_u, k_v>) · ||src_u - xy(v)||^power`` for every query ``u``.
+    """``L_u = Σ_v softmax_v(scale·<q_u, k_v>) · ||spacing ∘ (src_u - xy(v))||^power`` for every query.
 
-    Arguments and result as :func:`softmax_expected_distance_reference`; ``implementation`` picks
-    ``"naive"``, ``"streaming"`` (plain PyTorch, flash-style), ``"triton"`` (CUDA) or ``"auto"``.
+    Arguments and result as :func:`softmax_expected_distance_reference` (``src_xy`` in key-grid cells,
+    no gradient to it), plus:
+
+    Args:
+        implementation: ``"naive"`` (materialise S, P, D), ``"streaming"`` (plain PyTorch, flash-style,
+            any device), ``"triton"`` (fused kernels, CUDA; ``d <= 256``) or ``"auto"``: Triton on
+            CUDA when available, otherwise naive up to ``B·N·M = NAIVE_MAX_ELEMENTS`` and streaming above.
+        allow_tf32: let the Triton kernels run float32 dot products in TF32 (about 1e-3 relative error
+            in the logits; default IEEE float32).
+
+    Returns:
+        ``(B, N)``, float32 for 16-bit inputs (float64 for float64). Gradients flow to ``q`` and ``k``
+        in their dtypes; all forms accumulate in float32 (or float64).
     """
     if implementation not in ("auto", "naive", "streaming", "triton"):
         raise ValueError(f"implementation must be 'auto', 'naive', 'streaming' or 'triton', got {implementation!r}")
-    return softmax_expected_distance_reference(q, k, src_xy, key_size, scale=scale, power=power,
-                                               spacing=spacing)
+    _check_inputs(q, k, src_xy, key_size)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if not power >= 0:
+        raise ValueError(f"power must be non-negative, got {power}")
+    backend = _pick(implementation, q, k)
+    if backend == "naive":
+        return softmax_expected_distance_reference(q, k, src_xy, key_size, scale=scale, power=power, spacing=spacing)
+    sx, sy = _pair_float(spacing, "spacing")
+    acc = _accumulation_dtype(q.dtype)
+    out, _ = _sed_op(q, k, src_xy.detach().to(acc), int(key_size[1]), sx, sy, float(scale), float(power), backend,
+                     0, 0, bool(allow_tf32))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Soft-argmax matching: expected key coordinates, through SDPA
+# --------------------------------------------------------------------------------------------------
+
+
+def softmax_expected_coordinates(
+    q: Tensor,
+    k: Tensor,
+    key_size: tuple[int, int],
+    *,
+    scale: float = 1.0,
+    implementation: CoordinatesImplementation = "auto",
+) -> Tensor:
+    """Soft-argmax matching: ``E_{p(v|u)}[xy(v)] = Σ_v softmax_v(scale·<q_u, k_v>) · (j_v, i_v)``.
+
+    ``"sdpa"`` is ``F.scaled_dot_product_attention`` with the key coordinates as values, zero-padded to
+    ``d`` columns (the CPU FLASH kernel, and CUDA's, need ``E_v = E``; with ``E_v = 2`` CPU falls back to
+    the MATH path, which materialises the scores). Measured on the dev CPU (1 thread, d=256, 48x48 keys,
+    docs/benchmarks.md) it is never faster than ``"naive"`` (1.0-1.9x its time) but does not store the
+    ``B·N·M`` scores, so ``"auto"`` is naive off CUDA and SDPA on CUDA (fused flash / memory-efficient
+    kernels; not measured here, no GPU was available).
+
+    Args:
+        q: ``(B, N, d)`` queries; ``k``: ``(B, M, d)`` keys, ``M = h·w`` row-major over ``key_size``.
+        scale: logit multiplier (``1/τ``).
+        implementation: ``"auto"``, ``"naive"`` or ``"sdpa"``.
+
+    Returns:
+        ``(B, N, 2)`` expected ``(x, y)`` in key-grid cells (the cell ``(i, j)`` is at ``(j, i)``), in the
+        dtype of ``q``; differentiable in ``q`` and ``k``.
+    """
+    if implementation not in ("auto", "naive", "sdpa"):
+        raise ValueError(f"implementation must be 'auto', 'naive' or 'sdpa', got {implementation!r}")
+    _check_inputs(q, k, None, key_size)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if implementation == "auto":
+        implementation = "sdpa" if q.device.type == "cuda" else "naive"
+    coords = key_coordinates(key_size, dtype=q.dtype, device=q.device)  # (M, 2)
+    if implementation == "naive":
+        weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * scale, dim=-1)
+        return weights @ coords
+    import torch.nn.functional as F
+
+    dim = q.shape[-1]
+    values = coords if dim <= 2 else F.pad(coords, (0, dim - 2))
+    values = values.expand(q.shape[0], -1, -1)
+    out = F.scaled_dot_product_attention(q[:, None], k[:, None], values[:, None], scale=float(scale))
+    return out[:, 0, :, :2]
