@@ -17,11 +17,12 @@ from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
-# (module, function names, extra that provides its dependencies)
-_SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("contrastive_landmarks.demo", ("add_demo_parser",), "viz"),
-    ("contrastive_landmarks.train.cli", ("add_train_parsers",), "train"),
-    ("contrastive_landmarks.cli_evaluate", ("add_evaluate_parser", "add_plot_parser"), "viz"),
+# (module, function names, the subcommands they register, extra that provides their dependencies)
+_SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
+    ("contrastive_landmarks.demo", ("add_demo_parser",), ("demo",), "viz"),
+    ("contrastive_landmarks.train.cli", ("add_train_parsers",),
+     ("pretrain", "fit-projector", "fit-regressor", "export", "push"), "train"),
+    ("contrastive_landmarks.cli_evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
 )
 
 
@@ -56,15 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read option defaults from a JSON file; options on the command line win")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name, functions, extra in _SUBCOMMANDS:
+    for module_name, functions, names, extra in _SUBCOMMANDS:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
             if (getattr(error, "name", None) or "").startswith("contrastive_landmarks"):
                 continue  # part of this package that is not there: nothing to register
-            short = module_name.rsplit(".", 1)[-1]
-            sub = subparsers.add_parser(short, help=f"(needs the [{extra}] extra)")
-            sub.set_defaults(func=_unavailable(short, extra, error))
+            for name in names:  # still listed, each saying which extra it needs
+                sub = subparsers.add_parser(name, help=f"(needs the [{extra}] extra)", add_help=False)
+                sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+                sub.set_defaults(func=_unavailable(name, extra, error))
             continue
         for function in functions:
             getattr(module, function)(subparsers)
