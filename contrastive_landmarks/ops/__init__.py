@@ -9,6 +9,8 @@
   :func:`softmax_expected_coordinates` (soft-argmax, through SDPA).
 
 Every op keeps its reference implementation (``*_reference``) as the definition it is tested against.
+Fused Triton kernels (``_triton_upsample``, imported lazily) run for CUDA tensors when triton is
+installed; :func:`select_backend` says which implementation a call uses.
 """
 
 from .softmax_matching import (
@@ -17,11 +19,18 @@ from .softmax_matching import (
     softmax_expected_distance_reference,
 )
 from .stage_similarity import stage_similarity, stage_similarity_reference
-from .upsample_sum import project_stages, project_stages_reference, upsample_sum, upsample_sum_reference
+from .upsample_sum import (
+    project_stages,
+    project_stages_reference,
+    select_backend,
+    upsample_sum,
+    upsample_sum_reference,
+)
 
 __all__ = [
     "project_stages",
     "project_stages_reference",
+    "select_backend",
     "softmax_expected_coordinates",
     "softmax_expected_distance",
     "softmax_expected_distance_reference",
