@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
             if (getattr(error, "name", None) or "").startswith("contrastive_landmarks"):
                 continue  # part of this package that is not there: nothing to register
             for name in names:  # still listed, each saying which extra it needs
-                sub = subparsers.add_parser(name, help=f"(needs the [{extra}] extra)", add_help=False)
-                sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+                # no option prefix: whatever options follow are swallowed, and the handler explains
+                sub = subparsers.add_parser(name, help=f"(needs the [{extra}] extra)", add_help=False,
+                                            prefix_chars="\0")
+                sub.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
                 sub.set_defaults(func=_unavailable(name, extra, error))
             continue
         for function in functions:
