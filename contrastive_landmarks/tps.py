@@ -305,7 +305,6 @@ def grid_kernel(control_points: Tensor, size: int | Sequence[int]) -> Tensor:
         ``(H·W, P)`` float64, rows in row-major pixel order.
     """
     height, width = _pair(size)
-    _frame_scale((height, width), control_points)  # size check
     ctrl = control_points.to(torch.float64)
     xs, ys = _frame_axes((height, width), ctrl.device)
     dx2 = (xs.unsqueeze(-1) - ctrl[:, 0]).pow(2)  # (W, P)
