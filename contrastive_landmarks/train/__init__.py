@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..fitting import FitResult, fit_regressor
 from ..projector_fitting import ProjectorFitResult, fit_projector, projector_loss
 from .augment import PRESETS, MoCoAugment, Preset, get_preset
+from .batchnorm import recalibrate_batchnorm
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .images import ImageSource, PretrainImages, cache_images, list_images
 from .moco import MoCo, MoCoEncoder, MoCoHead, moco_loss
@@ -41,6 +42,7 @@ __all__ = [
     "moco_loss",
     "pretrain",
     "projector_loss",
+    "recalibrate_batchnorm",
     "save_checkpoint",
     "set_rng_state",
 ]
