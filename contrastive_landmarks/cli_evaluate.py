@@ -30,21 +30,20 @@ def build_dataset(name: str, root: str | None, split: str, *, image_size: int = 
     from .data import transforms as T
 
     def face(_unused=None):
-        # square face crops: the paper's resize to image_size + 40 and border crop 20 (136 -> 96)
-        return T.Resize(resize) if resize is not None else T.aflw_transform(image_size, image_size + 40)
+        # square face crops: the paper's resize and border crop (136 -> 96; the border scales with the size)
+        return T.Resize(resize) if resize is not None else T.aflw_transform(image_size)
 
     if name == "mtfl":
         dataset = data.MTFL(root, split, transform=face(None), face_crop=face_crop and split == "train")
     elif name == "mafl":
-        transform = T.Compose([T.Crop(30, 0, 178, 178), T.Resize(resize)]) if resize else T.celeba_transform(
-            image_size, image_size + 40)
+        transform = T.Compose([T.Crop(30, 0, 178, 178), T.Resize(resize)]) if resize else T.celeba_transform(image_size)
         dataset = data.MAFL(root, split, transform=transform)
     elif name == "aflw_m":
         dataset = data.AFLWM(root, split, transform=face(None))
     elif name == "aflw_r":
         dataset = data.AFLWR(root, split, transform=face(None))
     elif name == "300w":
-        dataset = data.ThreeHundredW(root, split, transform=T.threehundredw_transform(image_size, image_size + 40))
+        dataset = data.ThreeHundredW(root, split, transform=T.threehundredw_transform(image_size))
     elif name == "cub":
         split_file = Path(root) / "splits" / f"{split}.txt" if path is None else Path(path)
         dataset = data.CUB(root, split_file, transform=T.squash_transform(resize or image_size))
@@ -143,8 +142,11 @@ def _run_regression(args) -> int:
 
 def _run_matching(args) -> int:
     _setup(args)
+    from .data.transforms import paper_resize
     from .evaluation import evaluate_matching
 
+    if args.crop is None:
+        args.crop = (paper_resize(args.image_size) - args.image_size) // 2
     resize = args.image_size + 2 * args.crop
     dataset = build_dataset(args.dataset, args.root, args.split, image_size=args.image_size, resize=resize,
                             path=args.path, limit=args.limit)
@@ -207,7 +209,9 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                          "the next image (different identity); mean error in the 70-pixel frame.")
     _model_arguments(mat)
     _data_arguments(mat)
-    mat.add_argument("--crop", type=int, default=20, help="border cropped after warping (default 20: 136 -> 96)")
+    mat.add_argument("--crop", type=int, default=None,
+                     help="border cropped after warping (default the paper's 20 at 96 px, 136 -> 96, scaled with "
+                     "--image-size)")
     mat.add_argument("--seed", type=int, default=1, help="seed of the warps (default 1)")
     mat.add_argument("--similarity", choices=("stage_cosine", "cosine", "dot"), default=None,
                      help="descriptor similarity (default stage_cosine for hypercolumns)")

@@ -129,3 +129,19 @@ def test_face_box_crop_jitter_is_seeded_and_bad_input_is_named():
         BoxCrop(32)({"image": torch.zeros(3, 8, 8)})
     with pytest.raises(ValueError, match="border"):
         BorderCrop(5)({"image": torch.zeros(3, 8, 8)})
+
+
+def test_paper_resize_scales_the_border():
+    from contrastive_landmarks.data.transforms import aflw_transform, paper_resize
+    from contrastive_landmarks.train.augment import get_preset
+
+    assert paper_resize(96) == 136 and paper_resize(64) == 90
+    for size in (48, 64, 96, 128):
+        assert paper_resize(size) == get_preset("faces", size).resize  # MoCo sees the same framing
+    sample = {"image": torch.rand(3, 80, 80), "keypoints": torch.tensor([[40.0, 30.0]]),
+              "visible": torch.ones(1, dtype=torch.bool)}
+    out = aflw_transform(64)(sample)
+    assert out["image"].shape == (3, 64, 64)
+    # 80 -> 90 resize then a 13-px border: pixel-centre convention (x + 0.5) * 90 / 80 - 0.5 - 13
+    expected = torch.tensor([[40.5 * 90 / 80 - 0.5 - 13, 30.5 * 90 / 80 - 0.5 - 13]])
+    torch.testing.assert_close(out["keypoints"], expected)

@@ -38,6 +38,7 @@ __all__ = [
     "celeba_transform",
     "crop_image",
     "face_box_crop",
+    "paper_resize",
     "resize_image",
     "resize_points",
     "squash_transform",
@@ -261,27 +262,40 @@ class BoxCrop:
                 f"jitter_shift={self.jitter_shift})")
 
 
-def celeba_transform(image_size: int = 96, resize: int = 136) -> Compose:
+def paper_resize(image_size: int) -> int:
+    """The side the paper resizes face crops to before its border crop: 136 for 96-px inputs (border 20),
+    the border scaled with the input otherwise (90 for 64 px, border 13), as the MoCo faces preset."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    return int(image_size) + 2 * round(20 * image_size / 96)
+
+
+def celeba_transform(image_size: int = 96, resize: int | None = None) -> Compose:
     """The paper's aligned-CelebA/MAFL preprocessing: rows 30..208 of the 178×218 image (a 178² square),
-    resize to ``resize`` (136), then a border crop to ``image_size`` (border 20 -> 96)."""
+    resize to ``resize`` (default :func:`paper_resize`: 136), then a border crop to ``image_size``
+    (border 20 -> 96)."""
+    resize = paper_resize(image_size) if resize is None else resize
     border = (resize - image_size) // 2
     if border < 0 or resize - 2 * border != image_size:
         raise ValueError(f"resize - image_size must be even and >= 0, got {resize} and {image_size}")
     return Compose([Crop(30, 0, 178, 178), Resize(resize), BorderCrop(border)])
 
 
-def aflw_transform(image_size: int = 96, resize: int = 136) -> Compose:
-    """AFLW_M / AFLW_R preprocessing: resize the (square) face crop to ``resize``, border crop to ``image_size``."""
+def aflw_transform(image_size: int = 96, resize: int | None = None) -> Compose:
+    """AFLW_M / AFLW_R preprocessing: resize the (square) face crop to ``resize`` (default
+    :func:`paper_resize`: 136 for 96 px), border crop to ``image_size``."""
+    resize = paper_resize(image_size) if resize is None else resize
     border = (resize - image_size) // 2
     if border < 0 or resize - 2 * border != image_size:
         raise ValueError(f"resize - image_size must be even and >= 0, got {resize} and {image_size}")
     return Compose([Resize(resize), BorderCrop(border)])
 
 
-def threehundredw_transform(image_size: int = 96, resize: int = 136) -> Compose:
+def threehundredw_transform(image_size: int = 96, resize: int | None = None) -> Compose:
     """300W preprocessing from its ground-truth face box (``sample["box"]``): rescale so that the box is
     52 px wide, take the 100×100 square centred on the box shifted up by 2 px (zero padded), resize to
-    ``resize``, border crop to ``image_size``."""
+    ``resize`` (default :func:`paper_resize`), border crop to ``image_size``."""
+    resize = paper_resize(image_size) if resize is None else resize
     border = (resize - image_size) // 2
     return Compose([BoxCrop(resize, scale=100 / 52, shift=(0.0, -2 / 52)), BorderCrop(border)])
 

@@ -204,8 +204,8 @@ def _unlabelled_dataset(args):
     from ..data import transforms as T
 
     size = args.image_size
-    transform = {"squash": lambda: T.Resize(size), "celeba": lambda: T.celeba_transform(size, size + 40),
-                 "face": lambda: T.aflw_transform(size, size + 40)}[args.preprocess]()
+    transform = {"squash": lambda: T.Resize(size), "celeba": lambda: T.celeba_transform(size),
+                 "face": lambda: T.aflw_transform(size)}[args.preprocess]()
     dataset = ImageFolder(args.images, transform=transform)
     return Subset(dataset, range(args.limit)) if args.limit is not None and args.limit < len(dataset) else dataset
 
@@ -331,8 +331,8 @@ def _add_fit_projector(subparsers) -> argparse.ArgumentParser:
                         "preprocessed to --image-size as --preprocess says")
     parser.add_argument("--preprocess", choices=("squash", "celeba", "face"), default="squash",
                         help="for --images: squash (resize, any aspect), celeba (aligned CelebA: rows 30..208, "
-                        "resize to image size + 40, border crop 20, as the paper) or face (square face crops: "
-                        "resize to image size + 40, border crop 20) (default squash)")
+                        "resize to 136, border crop 20 -> 96 as the paper, the border scaled at other sizes) or face "
+                        "(square face crops: the same resize and border crop) (default squash)")
     parser.add_argument("--output", default=None, help="model directory to write (required)")
     parser.add_argument("--dim", type=int, default=256, help="projected dimension d (default 256, Table 1)")
     parser.add_argument("--mode", choices=("linear", "softmax"), default="linear",
