@@ -128,16 +128,25 @@ def test_triton_forward_backward_match_reference(shapes, size):
 
 
 @triton_only
-def test_triton_backward_window_covers_every_tap():
-    """Many (h, S) pairs (up, down, identity, 1) in one call, one channel: the gather window misses no tap."""
+@pytest.mark.parametrize("gpu_blocks", [False, True])
+def test_triton_backward_window_covers_every_tap(monkeypatch, gpu_blocks):
+    """Many (h, S) pairs (up, down, identity) in one call, one channel: the gather window misses no tap.
+
+    ``gpu_blocks`` runs the interpreter with the (smaller) block sizes used on a GPU.
+    """
+    kernels = us_module._kernels()
+    if gpu_blocks:
+        monkeypatch.setattr(kernels, "_interpreted", lambda t: False)
     size = (12, 9)
     shapes = [(2, 3), (5, 4), (12, 9), (25, 17), (3, 30)]
     grad = torch.randn(1, 1, *size, device=DEVICE)
-    got = us_module._kernels().upsample_sum_backward_triton(grad, shapes)
+    got = kernels.upsample_sum_backward_triton(grad, shapes)
     maps = [torch.zeros(1, 1, h, w, device=DEVICE, requires_grad=True) for h, w in shapes]
     want = torch.autograd.grad(_naive(maps, size), maps, grad)
     for (h, w), a, b in zip(shapes, got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"stage {h}x{w} -> {size}")
+    out = kernels.upsample_sum_triton([g.detach() for g in got], size)
+    torch.testing.assert_close(out, _naive([g.detach() for g in got], size), rtol=1e-5, atol=1e-5)
 
 
 @triton_only

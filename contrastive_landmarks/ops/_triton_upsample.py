@@ -40,7 +40,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 @triton.jit
 def _taps(i, n_in, n_out):
     """Bilinear source taps of output indices ``i`` (PyTorch's align_corners=False rule)."""
-    scale = n_in.to(tl.float32) / n_out
+    scale = (n_in * 1.0) / n_out  # not n_in.to(): Triton specialises integer arguments equal to 1 as constexprs
     src = scale * (i.to(tl.float32) + 0.5) - 0.5
     src = tl.maximum(src, 0.0)
     i0 = tl.minimum(src.to(tl.int32), n_in - 1)
@@ -223,6 +223,11 @@ def _block(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
 
 
+def _interpreted(t: Tensor) -> bool:
+    """CPU tensors run under the interpreter, whose cost grows with programs × ops: larger blocks there."""
+    return t.device.type != "cuda"
+
+
 def upsample_sum_triton(maps: Sequence[Tensor], size: tuple[int, int], bias: Tensor | None = None) -> Tensor:
     """``Σ_s up(maps[s]) (+ bias)`` in one fused pass (four stages per launch).
 
@@ -244,7 +249,8 @@ def upsample_sum_triton(maps: Sequence[Tensor], size: tuple[int, int], bias: Ten
     # several launches accumulate in fp32 so low-precision outputs are rounded once
     work = out if len(chunks) == 1 or dtype == torch.float32 else torch.empty_like(out, dtype=torch.float32)
     block_d = _block(d, 16, 64)
-    grid = (triton.cdiv(s_h * s_w, 64), triton.cdiv(d, block_d), batch)
+    block_p = 64 if _interpreted(out) else 32  # 4 taps of (BLOCK_P, BLOCK_D) fp32 live in registers
+    grid = (triton.cdiv(s_h * s_w, block_p), triton.cdiv(d, block_d), batch)
     bias_arg = bias.contiguous() if bias is not None else work
     for n, chunk in enumerate(chunks):
         dims = [v for t in chunk for v in (t.shape[1], t.shape[2])]
@@ -252,7 +258,7 @@ def upsample_sum_triton(maps: Sequence[Tensor], size: tuple[int, int], bias: Ten
             work, bias_arg, *_pad(chunk, chunk[0]), *(dims + [1] * (2 * MAX_STAGES - len(dims))),
             d, s_h, s_w,
             N_STAGES=len(chunk), HAS_BIAS=bias is not None and n == 0, ACCUMULATE=n > 0,
-            BLOCK_P=64, BLOCK_D=block_d,
+            BLOCK_P=block_p, BLOCK_D=block_d, num_warps=4,
         )
     if work is not out:
         out.copy_(work)
@@ -278,14 +284,17 @@ def upsample_sum_backward_triton(grad: Tensor, shapes: Sequence[tuple[int, int]]
     batch, d, s_h, s_w = grad.shape
     g = _nhwc(grad)
     block_d = _block(d, 16, 32)
+    # the (BLOCK_P, BLOCK_W, BLOCK_D) window tile lives in registers on a GPU: 16 x 8 x 32 there
+    big = _interpreted(grad)
     outs = []
     for h, w in shapes:
         out = torch.empty((batch, h, w, d), dtype=grad.dtype, device=grad.device)
-        block_p = _block(h * w, 16, 32)
+        block_p = _block(h * w, 16, 32 if big else 16)
         win_w = _window(w, s_w)
         grid = (triton.cdiv(h * w, block_p), triton.cdiv(d, block_d), batch)
         _upsample_bwd_kernel[grid](g, out, h, w, d, s_h, s_w, _window(h, s_h), win_w,
-                                   BLOCK_P=block_p, BLOCK_W=_block(win_w, 4, 16), BLOCK_D=block_d)
+                                   BLOCK_P=block_p, BLOCK_W=_block(win_w, 4, 16 if big else 8), BLOCK_D=block_d,
+                                   num_warps=4)
         outs.append(out.permute(0, 3, 1, 2))
     return outs
 
@@ -324,6 +333,6 @@ def stage_similarity_triton(
             q, out, *_pad(chunk, chunk[0]), *(args + [1, 1, 1, 0] * (MAX_STAGES - len(chunk))),
             k, c_total, s_h, s_w, eps,
             N_STAGES=len(chunk), NORMALIZE=normalize, ACCUMULATE=start > 0,
-            BLOCK_P=64, BLOCK_K=block_k, BLOCK_C=32,
+            BLOCK_P=64, BLOCK_K=block_k, BLOCK_C=32, num_warps=4,
         )
     return out if queries.dtype == torch.float32 else out.to(queries.dtype)

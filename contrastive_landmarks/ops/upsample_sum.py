@@ -154,15 +154,20 @@ def _upsample_sum_torch(maps: Sequence[Tensor], size: Sequence[int], bias: Tenso
     out = torch.empty((batch, d, s_h, s_w), dtype=dtype, device=maps[0].device, memory_format=torch.channels_last)
     bias_acc = None if bias is None else bias.to(acc_dtype).view(1, -1, 1, 1)
     step = _batch_chunk(out, d * s_h * s_w)
+    direct = acc_dtype == dtype and len(maps) > 1  # the last addition writes straight into the output
     for start in range(0, batch, step):
         rows = slice(start, start + step)
         acc = None
-        for m in maps:
+        for m in maps[:-1] if direct else maps:
             up = F.interpolate(_cl(m[rows], acc_dtype), size=(s_h, s_w), mode="bilinear", align_corners=False)
             acc = up if acc is None else acc.add_(up)
         if bias_acc is not None:
             acc.add_(bias_acc)
-        out[rows].copy_(acc)
+        if direct:
+            last = F.interpolate(_cl(maps[-1][rows], acc_dtype), size=(s_h, s_w), mode="bilinear", align_corners=False)
+            torch.add(acc, last, out=out[rows])
+        else:
+            out[rows].copy_(acc)
     return out
 
 
