@@ -124,6 +124,32 @@ class LandmarkModel(nn.Module):
         return directory
 
     @classmethod
+    def from_config(cls, config: dict) -> LandmarkModel:
+        """The model a ``config.json`` describes, randomly initialised (no weights are read)."""
+        from .projector import SpatialProjector
+        from .regressor import LandmarkRegressor
+
+        backbone = load_backbone(config["architecture"], stages=config.get("stages"))
+        return cls._assemble(backbone, config, SpatialProjector, LandmarkRegressor)
+
+    @classmethod
+    def _assemble(cls, backbone: Backbone, config: dict, projector_cls, regressor_cls) -> LandmarkModel:
+        backbone.mean, backbone.std = tuple(config["mean"]), tuple(config["std"])
+        if config.get("input_size"):
+            backbone.input_size = tuple(config["input_size"])
+        hc_config = config.get("hypercolumn", {})
+        hypercolumn = Hypercolumn(backbone, size=hc_config.get("size", 48), normalize=hc_config.get("normalize", False))
+        projector = projector_cls(**config["projector"]) if "projector" in config else None
+        regressor, regressor_input, names = None, "projector", ()
+        if "regressor" in config:
+            head = dict(config["regressor"])
+            regressor_input = head.pop("input", "projector")
+            names = head.pop("landmark_names", ())
+            regressor = regressor_cls(**head)
+        model = cls(hypercolumn, projector, regressor, regressor_input=regressor_input, landmark_names=names)
+        return model.float().eval()
+
+    @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **hub_kwargs) -> LandmarkModel:
         """Load a bundle from a registry name, a local directory or a Hub repo id (strictly)."""
         from .projector import SpatialProjector
@@ -133,24 +159,10 @@ class LandmarkModel(nn.Module):
         directory = files.weights.parent
         config = files.config or json.loads((directory / CONFIG_NAME).read_text())
         backbone = load_backbone(config["architecture"], files.weights, stages=config.get("stages"))
-        backbone.mean, backbone.std = tuple(config["mean"]), tuple(config["std"])
-        if config.get("input_size"):
-            backbone.input_size = tuple(config["input_size"])
-        hc_config = config.get("hypercolumn", {})
-        hypercolumn = Hypercolumn(backbone, size=hc_config.get("size", 48), normalize=hc_config.get("normalize", False))
-        projector = regressor = None
-        if "projector" in config:
-            projector = SpatialProjector(**config["projector"])
-            projector.load_state_dict(_read_heads(directory / _PROJECTOR_FILE, hub_kwargs, name_or_path), strict=True)
-        regressor_input = "projector"
-        names: Sequence[str] = ()
-        if "regressor" in config:
-            head = dict(config["regressor"])
-            regressor_input = head.pop("input", "projector")
-            names = head.pop("landmark_names", ())
-            regressor = LandmarkRegressor(**head)
-            regressor.load_state_dict(_read_heads(directory / _REGRESSOR_FILE, hub_kwargs, name_or_path), strict=True)
-        model = cls(hypercolumn, projector, regressor, regressor_input=regressor_input, landmark_names=names)
+        model = cls._assemble(backbone, config, SpatialProjector, LandmarkRegressor)
+        for module, name in ((model.projector, _PROJECTOR_FILE), (model.regressor, _REGRESSOR_FILE)):
+            if module is not None:
+                module.load_state_dict(_read_heads(directory / name, hub_kwargs, name_or_path), strict=True)
         return model.float().eval()
 
 

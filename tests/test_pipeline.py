@@ -56,3 +56,12 @@ def test_round_trip_keeps_input_size(tmp_path):
     model.backbone.input_size = (40, 40)
     loaded = LandmarkModel.from_pretrained(model.save_pretrained(tmp_path / "bundle"))
     assert loaded.backbone.input_size == (40, 40)
+
+
+def test_from_config_builds_the_same_structure_with_fresh_weights(tmp_path):
+    model = _model()
+    loaded = LandmarkModel.from_pretrained(model.save_pretrained(tmp_path / "bundle"))
+    fresh = LandmarkModel.from_config(loaded.config)
+    assert fresh.config == loaded.config
+    assert sorted(fresh.state_dict()) == sorted(loaded.state_dict())
+    assert not torch.equal(fresh.projector.weight, loaded.projector.weight)
