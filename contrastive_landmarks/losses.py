@@ -133,15 +133,14 @@ def spatial_contrastive_loss(
         cells = _grid_at_cells(grid.detach().to(device=feats1.device, dtype=coord_dtype), (h, w))
         src = normalized_to_pixels(cells, (h, w)).reshape(batch, h * w, 2)
 
-    q = feats1.flatten(2).transpose(1, 2)  # (B, N, d)
+    # (B, N, d) views of the (B, d, h, w) maps: the streaming op reads them in place, normalises tiles on
+    # the fly and returns gradients in the maps' layout; the same tensor twice means x' = x.
+    q = feats1.flatten(2).transpose(1, 2)
     k = q if feats2 is None else feats2.flatten(2).transpose(1, 2)
-    if normalize:
-        q = F.normalize(q, dim=-1)
-        k = q if feats2 is None else F.normalize(k, dim=-1)
     height, width = size
     per_query = softmax_expected_distance(
         q, k, src, (h, w), scale=1.0 / temperature, power=distance_power, spacing=(width / w, height / h),
-        implementation=implementation,
+        normalize=normalize, implementation=implementation,
     )
     if reduction == "none":
         return per_query.view(batch, h, w)

@@ -94,6 +94,47 @@ def test_streaming_matches_naive_float64(shared, power, blocks):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("self_keys", [False, True])
+def test_streaming_fused_normalization_matches_naive_float64(self_keys):
+    q, k, src = _inputs(2, 4, 5, 6, shared=self_keys, spread=4.0)
+    q = q.requires_grad_(True)
+    k = q if self_keys else k.requires_grad_(True)
+    leaves = (q,) if self_keys else (q, k)
+    kw = dict(scale=4.0, power=0.5, spacing=(2.0, 1.0), normalize=True)
+    ref = softmax_expected_distance_reference(q, k, src, (4, 5), **kw)
+    grad = torch.randn_like(ref)
+    ref_g = torch.autograd.grad(ref, leaves, grad)
+    # tiny tiles: several query chunks, key tiles and chunked normalisation backward
+    got = SoftmaxExpectedDistanceFunction.apply(q, None if self_keys else k, src, 5, 2.0, 1.0, 4.0, 0.5, 3, 7, True)
+    got_g = torch.autograd.grad(got, leaves, grad)
+    assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(got_g, ref_g):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    op = softmax_expected_distance(q, k, src, (4, 5), implementation="streaming", **kw)
+    op_g = torch.autograd.grad(op, leaves, grad)
+    assert torch.allclose(op, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(op_g, ref_g):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda a: SoftmaxExpectedDistanceFunction.apply(a, None, src, 5, 2.0, 1.0, 4.0, 0.5, 6, 4, True)
+        if self_keys else SoftmaxExpectedDistanceFunction.apply(a, k.detach(), src, 5, 2.0, 1.0, 4.0, 0.5, 6, 4,
+                                                                True), (q,))
+
+
+def test_gradients_come_back_in_the_input_layout():
+    # the loss passes (B, d, h, w).flatten(2).transpose(1, 2) views: gradients keep that layout, no copies
+    feats = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    view = feats.flatten(2).transpose(1, 2)
+    src = key_coordinates((3, 4), dtype=torch.float64)[None]
+    out = sm._sed_op(view, None, src, 4, 1.0, 1.0, 2.0, 0.5, True, "streaming", 0, 0, False)[0]
+    dq, dk = sm._sed_backward_op(torch.ones_like(out), view, None, src, out, out, 4, 1.0, 1.0, 2.0, 0.5, True,
+                                 "streaming", 0, 0, False)
+    assert dq.stride() == view.stride() and dk.numel() == 0
+    softmax_expected_distance(view, view, src, (3, 4), scale=2.0, normalize=True,
+                              implementation="streaming").sum().backward()
+    assert feats.grad.is_contiguous()
+
+
 def test_streaming_more_queries_than_keys_and_op_path():
     q, k, src = _inputs(2, 3, 5, 6, n=40)
     q.requires_grad_(True)
@@ -167,12 +208,13 @@ def test_opcheck_custom_op():
     q, k, src = _inputs(2, 3, 4, 8, dtype=torch.float32, n=12)
     q.requires_grad_(True)
     k.requires_grad_(True)
-    args = (q, k, src.float(), 4, 1.0, 2.0, 3.0, 0.5, "streaming", 0, 0, False)
-    torch.library.opcheck(sm._sed_op, args)
-    out, lse = sm._sed_op(*args)
-    grad = torch.randn_like(out)
-    torch.library.opcheck(sm._sed_backward_op,
-                          (grad, q.detach(), k.detach(), src.float(), out.detach(), lse.detach(), *args[3:]))
+    for keys, normalize in ((k, False), (None, True)):
+        args = (q, keys, src.float(), 4, 1.0, 2.0, 3.0, 0.5, normalize, "streaming", 0, 0, False)
+        torch.library.opcheck(sm._sed_op, args)
+        out, lse = sm._sed_op(*args)
+        grad = torch.randn_like(out)
+        torch.library.opcheck(sm._sed_backward_op, (grad, q.detach(), None if keys is None else keys.detach(),
+                                                    src.float(), out.detach(), lse.detach(), *args[3:]))
 
 
 def test_torch_compile_fullgraph():

@@ -120,6 +120,13 @@ def _distance_power(sq: Tensor, power: float) -> Tensor:
     return sq.pow(power / 2)
 
 
+def _normalize_rows(x: Tensor) -> Tensor:
+    """``F.normalize(x, dim=-1)`` (the definition the fused normalisation is tested against)."""
+    import torch.nn.functional as F
+
+    return F.normalize(x, dim=-1)
+
+
 def softmax_expected_distance_reference(
     q: Tensor,
     k: Tensor,
@@ -129,6 +136,7 @@ def softmax_expected_distance_reference(
     scale: float = 1.0,
     power: float = 0.5,
     spacing: float | Sequence[float] = 1.0,
+    normalize: bool = False,
 ) -> Tensor:
     """Naive :func:`softmax_expected_distance`: materialises S, P and D (``(B, N, M)`` each).
 
@@ -143,13 +151,18 @@ def softmax_expected_distance_reference(
         scale: logit multiplier (``1/τ``).
         power: distance exponent ``γ`` (0.5: the DVE / authors' square root).
         spacing: ``(s_x, s_y)`` distance units per cell (e.g. ``(W/w, H/h)`` for image pixels).
+        normalize: L2-normalise ``q`` and ``k`` along ``d`` first (``F.normalize``), so logits are
+            ``scale · cos``.
 
     Returns:
         ``(B, N)`` expected distances ``L_u``, float32 (float64 for float64 inputs).
     """
     _check_inputs(q, k, src_xy, key_size)
     acc = _accumulation_dtype(q.dtype)
-    logits = torch.bmm(q.to(acc), k.to(acc).transpose(1, 2)) * scale  # (B, N, M)
+    qa, ka = q.to(acc), k.to(acc)
+    if normalize:
+        qa, ka = _normalize_rows(qa), _normalize_rows(ka)
+    logits = torch.bmm(qa, ka.transpose(1, 2)) * scale  # (B, N, M)
     p = torch.softmax(logits, dim=-1)
     keys = key_coordinates(key_size, dtype=acc, device=q.device)  # (M, 2)
     step = torch.tensor(_pair_float(spacing, "spacing"), dtype=acc, device=q.device)
@@ -166,6 +179,8 @@ def softmax_expected_distance_reference(
 #: three such tiles alive; staying well under glibc's 32 MB mmap threshold keeps them on the heap
 #: (fresh mmapped pages are zero-filled at ~4 GB/s on the dev VM, see docs/benchmarks.md).
 STREAMING_TILE_BYTES = 4 << 20
+
+_NORM_EPS = 1e-12  # F.normalize's default
 
 
 def _chunk(total: int, size: int) -> int:
@@ -200,114 +215,165 @@ def _key_axes(m: int, key_w: int, dtype: torch.dtype, device: torch.device) -> t
     return (index % key_w).to(dtype), torch.div(index, key_w, rounding_mode="floor").to(dtype)
 
 
-def _streaming_forward(q: Tensor, k: Tensor, src: Tensor, key_w: int, sx: float, sy: float, scale: float,
-                       power: float, block_q: int | None = None, block_k: int | None = None) -> tuple[Tensor, Tensor]:
-    """Online softmax over key tiles. Returns ``(L, lse)``, both ``(B, N)`` in the accumulation dtype."""
+def _inverse_norms(x: Tensor | None, acc: torch.dtype, normalize: bool) -> Tensor | None:
+    """``1 / max(||x_r||, eps)`` per row ``(B, R)`` (``F.normalize``'s scaling), or ``None``."""
+    if x is None or not normalize:
+        return None
+    return torch.linalg.vector_norm(x, dim=-1, dtype=acc).clamp_min_(_NORM_EPS).reciprocal_()
+
+
+def _rows(x: Tensor, inv: Tensor | None, b: slice, r: slice, acc: torch.dtype) -> Tensor:
+    """Rows ``x[b, r]`` in the accumulation dtype, normalised on the fly when ``inv`` is given."""
+    rows = x[b, r]
+    if inv is not None:
+        return rows * inv[b, r, None]  # promotes 16-bit rows to acc
+    return rows.to(acc)
+
+
+def _normalize_backward_(grad: Tensor, x: Tensor, inv: Tensor, acc: torch.dtype, rows: int) -> Tensor:
+    """In place: the gradient wrt ``x`` of ``y = x / max(||x||, eps)`` from ``grad`` (wrt ``y``), ``(B, R, d)``.
+
+    ``(g - y (y·g)) / ||x||`` (only ``g / eps`` where the norm was clamped), ``rows`` rows at a time.
+    """
+    whole = slice(None)
+    for r0 in range(0, x.shape[1], rows):
+        r = slice(r0, min(x.shape[1], r0 + rows))
+        y = _rows(x, inv, whole, r, acc)
+        g = grad[:, r]
+        dot = (g * y).sum(-1, keepdim=True)
+        dot.mul_(inv[:, r, None] < 1 / _NORM_EPS)  # clamped rows: no projection
+        g.sub_(y.mul_(dot)).mul_(inv[:, r, None])
+    return grad
+
+
+def _streaming_forward(q: Tensor, k: Tensor | None, src: Tensor, key_w: int, sx: float, sy: float, scale: float,
+                       power: float, block_q: int | None = None, block_k: int | None = None,
+                       normalize: bool = False) -> tuple[Tensor, Tensor]:
+    """Online softmax over key tiles. ``k=None``: the keys are the queries. Returns ``(L, lse)`` ``(B, N)``.
+
+    Inputs may be strided and 16-bit: each query chunk and key tile is converted (and normalised) on the
+    fly, so nothing of size ``B·N·d`` is copied.
+    """
     acc = _accumulation_dtype(q.dtype)
-    q, k, src = q.to(acc), k.to(acc), src.to(acc)
+    keys = q if k is None else k
     batch, n, _ = q.shape
-    m = k.shape[1]
+    m = keys.shape[1]
     bb, bq, bk = _tile_sizes(batch, n, m, torch.finfo(acc).bits // 8, block_q, block_k)
+    inv_q = _inverse_norms(q, acc, normalize)
+    inv_k = inv_q if k is None else _inverse_norms(k, acc, normalize)
+    src = src.to(acc)
     kx, ky = _key_axes(m, key_w, acc, q.device)
-    kt = k.transpose(1, 2)  # (B, d, M) view: BLAS reads it transposed
     shared_src = src.shape[0] == 1
+    whole = slice(None)
     out = torch.empty(batch, n, dtype=acc, device=q.device)
     lse = torch.empty(batch, n, dtype=acc, device=q.device)
     for n0 in range(0, n, bq):
-        n1 = min(n, n0 + bq)
-        run_max = torch.full((batch, n1 - n0), -torch.inf, dtype=acc, device=q.device)
-        run_sum = torch.zeros(batch, n1 - n0, dtype=acc, device=q.device)
-        run_dist = torch.zeros(batch, n1 - n0, dtype=acc, device=q.device)
+        rows = slice(n0, min(n, n0 + bq))
+        q_chunk = _rows(q, inv_q, whole, rows, acc)  # (B, bq, d)
+        run_max = torch.full(q_chunk.shape[:2], -torch.inf, dtype=acc, device=q.device)
+        run_sum = torch.zeros(q_chunk.shape[:2], dtype=acc, device=q.device)
+        run_dist = torch.zeros(q_chunk.shape[:2], dtype=acc, device=q.device)
         for m0 in range(0, m, bk):
-            m1 = min(m, m0 + bk)
-            dist = _distance_tile(src[:, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy, power) if shared_src else None
+            cols = slice(m0, min(m, m0 + bk))
+            dist = _distance_tile(src[:, rows], kx[cols], ky[cols], sx, sy, power) if shared_src else None
             for b0 in range(0, batch, bb):
-                b1 = min(batch, b0 + bb)
-                tile = torch.bmm(q[b0:b1, n0:n1], kt[b0:b1, :, m0:m1])
+                bs = slice(b0, min(batch, b0 + bb))
+                k_tile = _rows(keys, inv_k, bs, cols, acc)
+                tile = torch.bmm(q_chunk[bs], k_tile.transpose(1, 2))
                 if scale != 1.0:
                     tile.mul_(scale)
-                d_tile = dist if shared_src else _distance_tile(src[b0:b1, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy,
-                                                                 power)
-                new_max = torch.maximum(run_max[b0:b1], tile.amax(-1))
-                alpha = (run_max[b0:b1] - new_max).exp_()
+                d_tile = dist if shared_src else _distance_tile(src[bs, rows], kx[cols], ky[cols], sx, sy, power)
+                new_max = torch.maximum(run_max[bs], tile.amax(-1))
+                alpha = (run_max[bs] - new_max).exp_()
                 tile.sub_(new_max[..., None]).exp_()
-                run_sum[b0:b1].mul_(alpha).add_(tile.sum(-1))
-                run_dist[b0:b1].mul_(alpha).add_(tile.mul_(d_tile).sum(-1))
-                run_max[b0:b1] = new_max
-        out[:, n0:n1] = run_dist / run_sum
-        lse[:, n0:n1] = run_max + run_sum.log()
+                run_sum[bs].mul_(alpha).add_(tile.sum(-1))
+                run_dist[bs].mul_(alpha).add_(tile.mul_(d_tile).sum(-1))
+                run_max[bs] = new_max
+        out[:, rows] = run_dist / run_sum
+        lse[:, rows] = run_max + run_sum.log()
     return out, lse
 
 
-def _streaming_backward(grad: Tensor, q: Tensor, k: Tensor, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
+def _streaming_backward(grad: Tensor, q: Tensor, k: Tensor | None, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
                         sx: float, sy: float, scale: float, power: float, block_q: int | None = None,
-                        block_k: int | None = None) -> tuple[Tensor, Tensor]:
-    """Recompute the tiles: ``dS = P ∘ (D - L_u) · scale · dL_u``, ``dq = dS k``, ``dk = dSᵀ q``."""
+                        block_k: int | None = None, normalize: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Recompute the tiles: ``dS = P ∘ (D - L_u) · scale · dL_u``, ``dq = dS k``, ``dk = dSᵀ q``.
+
+    Gradients are accumulated in the accumulation dtype, in the memory layout of ``q`` / ``k``; with
+    ``k=None`` both roles go into one buffer (returned as ``dq``, ``dk`` is ``None``). With ``normalize``
+    they are carried through the normalisation in place.
+    """
     acc = _accumulation_dtype(q.dtype)
-    in_dtype = q.dtype
-    q, k, src = q.to(acc), k.to(acc), src.to(acc)
-    grad, out, lse = grad.to(acc), out.to(acc), lse.to(acc)
-    batch, n, dim = q.shape
-    m = k.shape[1]
+    self_keys = k is None
+    keys = q if self_keys else k
+    batch, n, _ = q.shape
+    m = keys.shape[1]
     bb, bq, bk = _tile_sizes(batch, n, m, torch.finfo(acc).bits // 8, block_q, block_k)
+    inv_q = _inverse_norms(q, acc, normalize)
+    inv_k = inv_q if self_keys else _inverse_norms(k, acc, normalize)
+    src, grad, out, lse = src.to(acc), grad.to(acc), out.to(acc), lse.to(acc)
     kx, ky = _key_axes(m, key_w, acc, q.device)
-    kt = k.transpose(1, 2)
     shared_src = src.shape[0] == 1
-    dq = torch.empty(batch, n, dim, dtype=acc, device=q.device)
-    dk = torch.zeros(batch, m, dim, dtype=acc, device=q.device)
+    whole = slice(None)
+    dq = torch.zeros_like(q, dtype=acc)  # keeps q's strides (e.g. a transposed (B, d, N) feature map)
+    dk = dq if self_keys else torch.zeros_like(k, dtype=acc)
     row_scale = grad * scale  # (B, N): dS rows are scaled by it, applied to q / dq rows instead of tiles
     for n0 in range(0, n, bq):
-        n1 = min(n, n0 + bq)
-        dq_chunk = torch.zeros(batch, n1 - n0, dim, dtype=acc, device=q.device)
-        q_scaled = q[:, n0:n1] * row_scale[:, n0:n1, None]
+        rows = slice(n0, min(n, n0 + bq))
+        q_chunk = _rows(q, inv_q, whole, rows, acc)
+        q_scaled = q_chunk * row_scale[:, rows, None]
+        dq_chunk = torch.zeros_like(q_chunk)
         for m0 in range(0, m, bk):
-            m1 = min(m, m0 + bk)
-            dist = _distance_tile(src[:, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy, power) if shared_src else None
+            cols = slice(m0, min(m, m0 + bk))
+            dist = _distance_tile(src[:, rows], kx[cols], ky[cols], sx, sy, power) if shared_src else None
             for b0 in range(0, batch, bb):
-                b1 = min(batch, b0 + bb)
-                tile = torch.bmm(q[b0:b1, n0:n1], kt[b0:b1, :, m0:m1])
+                bs = slice(b0, min(batch, b0 + bb))
+                k_tile = _rows(keys, inv_k, bs, cols, acc)
+                tile = torch.bmm(q_chunk[bs], k_tile.transpose(1, 2))
                 if scale != 1.0:
                     tile.mul_(scale)
-                p = tile.sub_(lse[b0:b1, n0:n1, None]).exp_()
-                d_tile = dist if shared_src else _distance_tile(src[b0:b1, n0:n1], kx[m0:m1], ky[m0:m1], sx, sy,
-                                                                 power)
-                w = p.mul_(d_tile - out[b0:b1, n0:n1, None])  # P ∘ (D - L), rows not yet scaled
-                dq_chunk[b0:b1].baddbmm_(w, k[b0:b1, m0:m1])
-                dk[b0:b1, m0:m1].baddbmm_(w.transpose(1, 2), q_scaled[b0:b1])
-        dq[:, n0:n1] = dq_chunk.mul_(row_scale[:, n0:n1, None])
-    return dq.to(in_dtype), dk.to(in_dtype)
+                p = tile.sub_(lse[bs, rows, None]).exp_()
+                d_tile = dist if shared_src else _distance_tile(src[bs, rows], kx[cols], ky[cols], sx, sy, power)
+                w = p.mul_(d_tile - out[bs, rows, None])  # P ∘ (D - L), rows not yet scaled
+                dq_chunk[bs].baddbmm_(w, k_tile)
+                dk[bs, cols].baddbmm_(w.transpose(1, 2), q_scaled[bs])
+        dq[:, rows].add_(dq_chunk.mul_(row_scale[:, rows, None]))
+    if normalize:
+        _normalize_backward_(dq, q, inv_q, acc, bq)
+        if not self_keys:
+            _normalize_backward_(dk, k, inv_k, acc, bq)
+    return dq, (None if self_keys else dk)
 
 
 class SoftmaxExpectedDistanceFunction(torch.autograd.Function):
     """The streaming form as a plain ``torch.autograd.Function`` (saves ``q``, ``k``, ``src``, ``L``, ``lse``).
 
-    ``apply(q, k, src_xy, key_w, sx, sy, scale, power, block_q, block_k) -> L (B, N)``; arguments as
-    :func:`softmax_expected_distance` (``key_w`` the key grid width, ``block_*`` ``None`` for automatic
-    tiles). :func:`softmax_expected_distance` uses the equivalent registered custom op, which also
-    works under ``torch.compile``.
+    ``apply(q, k, src_xy, key_w, sx, sy, scale, power, block_q=None, block_k=None, normalize=False)
+    -> L (B, N)``; arguments as :func:`softmax_expected_distance` (``k=None``: keys are the queries;
+    ``key_w`` the key grid width; ``block_*`` ``None`` for automatic tiles).
+    :func:`softmax_expected_distance` uses the equivalent registered custom op, which also works under
+    ``torch.compile``.
     """
 
     @staticmethod
-    def forward(ctx, q, k, src_xy, key_w, sx, sy, scale, power, block_q=None, block_k=None):
-        out, lse = _streaming_forward(q, k, src_xy, key_w, sx, sy, scale, power, block_q, block_k)
+    def forward(ctx, q, k, src_xy, key_w, sx, sy, scale, power, block_q=None, block_k=None, normalize=False):
+        out, lse = _streaming_forward(q, k, src_xy, key_w, sx, sy, scale, power, block_q, block_k, normalize)
         ctx.save_for_backward(q, k, src_xy, out, lse)
-        ctx.args = (key_w, sx, sy, scale, power, block_q, block_k)
+        ctx.args = (key_w, sx, sy, scale, power, block_q, block_k, normalize)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         q, k, src_xy, out, lse = ctx.saved_tensors
-        key_w, sx, sy, scale, power, block_q, block_k = ctx.args
-        dq, dk = _streaming_backward(grad.contiguous(), q, k, src_xy, out, lse, key_w, sx, sy, scale, power,
-                                     block_q, block_k)
-        return dq, dk, None, None, None, None, None, None, None, None
+        dq, dk = _streaming_backward(grad, q, k, src_xy, out, lse, *ctx.args)
+        dq = dq.to(q.dtype)
+        dk = None if dk is None else dk.to(k.dtype)
+        return dq, dk, None, None, None, None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------------------------------
 # Registered custom op (streaming on any device, Triton kernels on CUDA)
 # --------------------------------------------------------------------------------------------------
-
-_BACKENDS = ("streaming", "triton")
 
 
 def _triton_module():
@@ -316,40 +382,63 @@ def _triton_module():
     return _triton_softmax_matching
 
 
+def _triton_inputs(q: Tensor, k: Tensor | None, normalize: bool) -> tuple[Tensor, Tensor]:
+    """Contiguous (normalised) ``q``, ``k`` in their dtype for the kernels."""
+    qn = (_normalize_rows(q.float()).to(q.dtype) if normalize else q).contiguous()
+    if k is None:
+        return qn, qn
+    return qn, (_normalize_rows(k.float()).to(k.dtype) if normalize else k).contiguous()
+
+
 @torch.library.custom_op("contrastive_landmarks::softmax_expected_distance", mutates_args=())
-def _sed_op(q: Tensor, k: Tensor, src: Tensor, key_w: int, sx: float, sy: float, scale: float, power: float,
-            backend: str, block_q: int, block_k: int, allow_tf32: bool) -> tuple[Tensor, Tensor]:
-    """``(L, lse)``, each ``(B, N)``; ``block_* = 0`` picks tiles automatically."""
-    q, k, src = q.contiguous(), k.contiguous(), src.contiguous()
+def _sed_op(q: Tensor, k: Tensor | None, src: Tensor, key_w: int, sx: float, sy: float, scale: float, power: float,
+            normalize: bool, backend: str, block_q: int, block_k: int, allow_tf32: bool) -> tuple[Tensor, Tensor]:
+    """``(L, lse)``, each ``(B, N)``; ``k=None``: keys are the queries; ``block_* = 0``: automatic tiles."""
     if backend == "triton":
-        return _triton_module().forward(q, k, src, key_w, sx, sy, scale, power, block_q, block_k, allow_tf32)
-    return _streaming_forward(q, k, src, key_w, sx, sy, scale, power, block_q or None, block_k or None)
+        qn, kn = _triton_inputs(q, k, normalize)
+        return _triton_module().forward(qn, kn, src.contiguous(), key_w, sx, sy, scale, power, block_q, block_k,
+                                        allow_tf32)
+    return _streaming_forward(q, k, src, key_w, sx, sy, scale, power, block_q or None, block_k or None, normalize)
 
 
 @_sed_op.register_fake
-def _(q, k, src, key_w, sx, sy, scale, power, backend, block_q, block_k, allow_tf32):
+def _(q, k, src, key_w, sx, sy, scale, power, normalize, backend, block_q, block_k, allow_tf32):
     acc = _accumulation_dtype(q.dtype)
     return q.new_empty(q.shape[:2], dtype=acc), q.new_empty(q.shape[:2], dtype=acc)
 
 
 @torch.library.custom_op("contrastive_landmarks::softmax_expected_distance_backward", mutates_args=())
-def _sed_backward_op(grad: Tensor, q: Tensor, k: Tensor, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
-                     sx: float, sy: float, scale: float, power: float, backend: str, block_q: int, block_k: int,
-                     allow_tf32: bool) -> tuple[Tensor, Tensor]:
-    """``(dq, dk)`` in the dtypes of ``q`` and ``k``."""
-    grad, q, k, src = grad.contiguous(), q.contiguous(), k.contiguous(), src.contiguous()
-    out, lse = out.contiguous(), lse.contiguous()
+def _sed_backward_op(grad: Tensor, q: Tensor, k: Tensor | None, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
+                     sx: float, sy: float, scale: float, power: float, normalize: bool, backend: str, block_q: int,
+                     block_k: int, allow_tf32: bool) -> tuple[Tensor, Tensor]:
+    """``(dq, dk)`` in the dtypes and layouts of ``q`` and ``k`` (``dk`` empty when ``k`` is ``None``)."""
     if backend == "triton":
-        return _triton_module().backward(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, block_q, block_k,
-                                         allow_tf32)
-    return _streaming_backward(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, block_q or None,
-                               block_k or None)
+        acc = _accumulation_dtype(q.dtype)
+        qn, kn = _triton_inputs(q, k, normalize)
+        dqn, dkn = _triton_module().backward(grad.contiguous(), qn, kn, src.contiguous(), out.contiguous(),
+                                             lse.contiguous(), key_w, sx, sy, scale, power, block_q, block_k,
+                                             allow_tf32)
+        dq = torch.zeros_like(q, dtype=acc).copy_(dqn)
+        dk = None
+        if k is None:
+            dq.add_(dkn)
+        else:
+            dk = torch.zeros_like(k, dtype=acc).copy_(dkn)
+        if normalize:
+            _normalize_backward_(dq, q, _inverse_norms(q, acc, True), acc, 4096)
+            if dk is not None:
+                _normalize_backward_(dk, k, _inverse_norms(k, acc, True), acc, 4096)
+    else:
+        dq, dk = _streaming_backward(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, block_q or None,
+                                     block_k or None, normalize)
+    dq = dq.to(q.dtype)
+    dk = q.new_empty(0) if dk is None else dk.to(k.dtype)
+    return dq, dk
 
 
 @_sed_backward_op.register_fake
-def _(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, backend, block_q, block_k, allow_tf32):
-    return torch.empty_like(q, memory_format=torch.contiguous_format), torch.empty_like(
-        k, memory_format=torch.contiguous_format)
+def _(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, normalize, backend, block_q, block_k, allow_tf32):
+    return torch.empty_like(q), (q.new_empty(0) if k is None else torch.empty_like(k))
 
 
 def _sed_setup_context(ctx, inputs, output):
@@ -362,7 +451,7 @@ def _sed_setup_context(ctx, inputs, output):
 def _sed_backward(ctx, grad_out, grad_lse):
     q, k, src, out, lse = ctx.saved_tensors
     dq, dk = _sed_backward_op(grad_out, q, k, src, out, lse, *ctx.args)
-    return dq, dk, None, None, None, None, None, None, None, None, None, None
+    return dq, (None if k is None else dk), None, None, None, None, None, None, None, None, None, None, None
 
 
 _sed_op.register_autograd(_sed_backward, setup_context=_sed_setup_context)
@@ -404,8 +493,12 @@ def _pick(implementation: str, q: Tensor, k: Tensor) -> str:
             if q.shape[-1] > TRITON_MAX_DIM:
                 raise ValueError(f"the Triton kernels take d <= {TRITON_MAX_DIM}, got d={q.shape[-1]}; "
                                  "use implementation='streaming'")
+            if q.dtype == torch.float64:
+                raise TypeError("the Triton kernels take float32/float16/bfloat16 inputs; use "
+                                "implementation='streaming' for float64")
         return implementation
-    if q.device.type == "cuda" and q.shape[-1] <= TRITON_MAX_DIM and triton_available(q.device):
+    if (q.device.type == "cuda" and q.shape[-1] <= TRITON_MAX_DIM and q.dtype != torch.float64
+            and triton_available(q.device)):
         return "triton"
     if q.shape[0] * q.shape[1] * k.shape[1] <= NAIVE_MAX_ELEMENTS:
         return "naive"
@@ -421,6 +514,7 @@ def softmax_expected_distance(
     scale: float = 1.0,
     power: float = 0.5,
     spacing: float | Sequence[float] = 1.0,
+    normalize: bool = False,
     implementation: Implementation = "auto",
     allow_tf32: bool = False,
 ) -> Tensor:
@@ -436,6 +530,10 @@ def softmax_expected_distance(
         allow_tf32: let the Triton kernels run float32 dot products in TF32 (about 1e-3 relative error
             in the logits; default IEEE float32).
 
+    Passing the same tensor as ``q`` and ``k`` (``x' = x``) is detected: the streaming form then keeps a
+    single gradient buffer. Strided inputs (e.g. ``feats.flatten(2).transpose(1, 2)`` of a ``(B, d, h, w)``
+    map) are read in place, and their gradients come back in the same layout.
+
     Returns:
         ``(B, N)``, float32 for 16-bit inputs (float64 for float64). Gradients flow to ``q`` and ``k``
         in their dtypes; all forms accumulate in float32 (or float64).
@@ -449,11 +547,12 @@ def softmax_expected_distance(
         raise ValueError(f"power must be non-negative, got {power}")
     backend = _pick(implementation, q, k)
     if backend == "naive":
-        return softmax_expected_distance_reference(q, k, src_xy, key_size, scale=scale, power=power, spacing=spacing)
+        return softmax_expected_distance_reference(q, k, src_xy, key_size, scale=scale, power=power, spacing=spacing,
+                                                   normalize=normalize)
     sx, sy = _pair_float(spacing, "spacing")
     acc = _accumulation_dtype(q.dtype)
-    out, _ = _sed_op(q, k, src_xy.detach().to(acc), int(key_size[1]), sx, sy, float(scale), float(power), backend,
-                     0, 0, bool(allow_tf32))
+    out, _ = _sed_op(q, None if k is q else k, src_xy.detach().to(acc), int(key_size[1]), sx, sy, float(scale),
+                     float(power), bool(normalize), backend, 0, 0, bool(allow_tf32))
     return out
 
 
