@@ -12,6 +12,7 @@ Coordinates everywhere are ``(x, y)`` pixels with pixel centres at integers
 from .backbone import DEFAULT_STAGES, STAGE_NAMES, Backbone, CheckpointMismatchError, load_backbone
 from .hub import PretrainedNotAvailableError, list_models, save_pretrained
 from .hypercolumn import Hypercolumn, hypercolumn, sample_stages
+from .losses import spatial_contrastive_loss
 from .matching import Matches, match, match_descriptors
 from .pipeline import LandmarkModel
 from .projector import SpatialProjector
@@ -38,4 +39,5 @@ __all__ = [
     "match_descriptors",
     "sample_stages",
     "save_pretrained",
+    "spatial_contrastive_loss",
 ]
