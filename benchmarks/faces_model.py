@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit-test", type=int, default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=["full", "fewshot", "matching"])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--init-seed", type=int, default=0, help="seed of a random initialisation")
     parser.add_argument("--out", default="runs/eval")
     parser.add_argument("--summary", action="store_true", help="print the markdown tables of --out and exit")
     args = parser.parse_args(argv)
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
 
+    torch.manual_seed(args.init_seed)  # a randomly initialised backbone is then the same every run
     backbone = load_backbone(args.backbone)
     hypercolumn = Hypercolumn(backbone, size=args.size).eval()
     projector = load_projector(args.projector) if args.projector else None
