@@ -199,7 +199,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     reg.add_argument("--cache-dir", default=None,
                      help="keep stage maps here (safetensors) for later runs on the same data and model")
     reg.add_argument("--cache-memory-gb", type=float, default=4.0,
-                     help="in-memory feature cache (default 4 GB: all 12,995 MTFL faces' ResNet-50 maps at 96 px need "
+                     help="in-memory feature cache (default 4 GB: all 12,995 MTFL faces' ResNet-18 maps at 96 px need "
                      "3.4 GB; what does not fit is recomputed, or read from --cache-dir)")
     reg.add_argument("--half-cache", action="store_true", help="store cached stage maps as float16")
     reg.add_argument("--output", default=None, help="write the results JSON here")
