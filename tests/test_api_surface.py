@@ -21,6 +21,7 @@ PUBLIC = {
     "match_descriptors",
     "sample_stages",
     "save_pretrained",
+    "spatial_contrastive_loss",
 }
 
 
