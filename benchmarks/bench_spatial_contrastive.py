@@ -147,6 +147,26 @@ def _time(variants: dict, repeats: int, device: str) -> dict:
     return {n: (statistics.median(wall[n][keep]), statistics.median(cpu[n][keep]), value[n]) for n in variants}
 
 
+def _crossover(device: str) -> None:
+    """x' = x loss fwd+bwd on small problems: where the streaming form starts to beat the naive one."""
+    print("\ncrossover (x' = x, fwd+bwd, CPU time per call)")
+    for batch, size, dim in [(2, 6, 32), (8, 8, 64), (8, 12, 64), (32, 12, 64), (8, 16, 64), (16, 16, 64),
+                             (8, 24, 64), (32, 16, 64), (32, 16, 256), (8, 32, 64), (32, 24, 64)]:
+        tensors = _inputs("self", batch, size, dim, device)
+        calls = max(3, int(2e7 // (batch * size**4)))
+
+        def step(*t, impl, calls=calls, size=size):
+            for _ in range(calls):
+                _loss_step(impl, *t, size)
+            return 0.0
+
+        variants = {impl: (tensors, lambda *t, impl=impl: step(*t, impl=impl)) for impl in ("naive", "streaming")}
+        times = _time(variants, 3, device)
+        naive, streaming = times["naive"][1] / calls, times["streaming"][1] / calls
+        print(f"  B={batch:3d} {size}x{size} d={dim:3d}  B*N*M={batch * size**4:.1e}  naive {naive * 1e3:7.2f} ms  "
+              f"streaming {streaming * 1e3:7.2f} ms  ratio {streaming / naive:.2f}")
+
+
 def _header(args, device: str) -> None:
     cpu = platform.processor() or "?"
     if os.path.exists("/proc/cpuinfo"):
@@ -174,6 +194,8 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["self", "pair"], choices=["self", "pair"])
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--soft-argmax", action="store_true", help="also time soft-argmax naive vs SDPA")
+    parser.add_argument("--crossover", action="store_true",
+                        help="only time naive vs streaming on small problems (the 'auto' threshold)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -183,6 +205,9 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     impls = ["naive", "streaming"] + (["triton"] if device == "cuda" else [])
     _header(args, device)
+    if args.crossover:
+        _crossover(device)
+        return
 
     for case in args.cases:
         tensors = _inputs(case, args.batch, args.size, args.dim, device)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +9,7 @@ import torch.nn.functional as F
 from contrastive_landmarks import tps
 from contrastive_landmarks.coords import cell_centers
 from contrastive_landmarks.losses import spatial_contrastive_loss
+from contrastive_landmarks.ops.softmax_matching import triton_available
 
 
 def _cdist(a, b):
@@ -145,7 +144,7 @@ def test_implementations_agree(warp):
     grid = torch.rand(2, 24, 24, 2, generator=g) * 2 - 1 if warp else None
     inputs = [t for t in (feats1, feats2) if t is not None]
     results = {}
-    impls = ["naive", "streaming"] + (["triton"] if importlib.util.find_spec("triton") else [])
+    impls = ["naive", "streaming"] + (["triton"] if triton_available(feats1.device) else [])
     for impl in impls:
         loss = spatial_contrastive_loss(feats1, feats2, grid, image_size=48, implementation=impl)
         results[impl] = (loss, torch.autograd.grad(loss, inputs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 
 import pytest
 import torch
@@ -17,7 +18,11 @@ from contrastive_landmarks.ops import (
 from contrastive_landmarks.ops.softmax_matching import SoftmaxExpectedDistanceFunction, key_coordinates
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+# Real kernels on CUDA; on the CPU the interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before imports).
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(
+    not (HAS_TRITON and (TRITON_DEVICE == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")),
+    reason="triton is not installed (or neither CUDA nor TRITON_INTERPRET=1)")
 
 
 def _inputs(batch, h, w, dim, *, shared=False, dtype=torch.float64, n=None, spread=3.0, seed=0):
@@ -318,16 +323,18 @@ def _check_triton(batch, h, w, dim, dtype, *, shared, power=0.5, n=None, blocks=
     ref = softmax_expected_distance_reference(ref_q, ref_k, src, (h, w), spacing=(2.0, 3.0), **kw)
     grad = torch.randn_like(ref)
     ref_g = torch.autograd.grad(ref, (ref_q, ref_k), grad)
-    q_t, k_t = q.to(dtype).requires_grad_(True), k.to(dtype).requires_grad_(True)
+    dev = TRITON_DEVICE
+    q_t, k_t = q.to(dev, dtype), k.to(dev, dtype)
     mod = sm._triton_module()
-    out, lse = mod.forward(q_t.detach(), k_t.detach(), src.float(), w, 2.0, 3.0, 3.0, power, *blocks)
-    dq, dk = mod.backward(grad.float(), q_t.detach(), k_t.detach(), src.float(), out, lse, w, 2.0, 3.0, 3.0, power,
+    out, lse = mod.forward(q_t, k_t, src.float().to(dev), w, 2.0, 3.0, 3.0, power, *blocks)
+    dq, dk = mod.backward(grad.float().to(dev), q_t, k_t, src.float().to(dev), out, lse, w, 2.0, 3.0, 3.0, power,
                           *blocks)
+    out, lse, dq, dk, q_t, k_t = (t.cpu() for t in (out, lse, dq, dk, q_t, k_t))
     assert out.dtype == torch.float32 and dq.dtype == dtype and dk.dtype == dtype
     assert _rel(out, ref) < tol[0]
     assert _rel(dq, ref_g[0]) < tol[1] and _rel(dk, ref_g[1]) < tol[1]
     # the natural-log lse the backward relies on
-    logits = 3.0 * q_t.detach().double() @ k_t.detach().double().transpose(1, 2)
+    logits = 3.0 * q_t.double() @ k_t.double().transpose(1, 2)
     assert torch.allclose(lse.double(), torch.logsumexp(logits, -1), atol=1e-4)
 
 
@@ -358,6 +365,7 @@ def test_triton_half_precision(dtype):
 @needs_triton
 def test_triton_through_the_public_op():
     q, k, src = _inputs(2, 6, 6, 16, dtype=torch.float32, shared=True)
+    q, k, src = (t.to(TRITON_DEVICE) for t in (q, k, src))
     q.requires_grad_(True)
     k.requires_grad_(True)
     out = softmax_expected_distance(q, k, src.float(), (6, 6), scale=2.0, implementation="triton")
@@ -367,6 +375,11 @@ def test_triton_through_the_public_op():
     g_ref = torch.autograd.grad(ref.sum(), (q, k))
     for a, b in zip(g_out, g_ref):
         assert _rel(a, b) < 1e-4
+    # the fused normalisation around the kernels, and x' = x (one gradient for both roles)
+    ref_n = softmax_expected_distance(q, q, src.float(), (6, 6), scale=2.0, normalize=True, implementation="naive")
+    out_n = softmax_expected_distance(q, q, src.float(), (6, 6), scale=2.0, normalize=True, implementation="triton")
+    assert torch.allclose(out_n, ref_n, rtol=1e-5)
+    assert _rel(torch.autograd.grad(out_n.sum(), q)[0], torch.autograd.grad(ref_n.sum(), q)[0]) < 1e-4
+    zeros = torch.zeros(1, 4, 300, device=TRITON_DEVICE)
     with pytest.raises(ValueError, match="d <= 256"):
-        softmax_expected_distance(torch.zeros(1, 4, 300), torch.zeros(1, 4, 300), torch.zeros(1, 4, 2), (2, 2),
-                                  implementation="triton")
+        softmax_expected_distance(zeros, zeros, zeros[..., :2], (2, 2), implementation="triton")

@@ -226,7 +226,10 @@ def _config(q: Tensor, block_q: int, block_k: int) -> dict:
 
 
 def _precision(q: Tensor, allow_tf32: bool) -> str:
-    return "tf32" if (allow_tf32 and q.dtype == torch.float32) else "ieee"
+    """IEEE float32 dots unless TF32 is allowed; 16-bit operands keep Triton's default (it only concerns fp32)."""
+    if q.dtype == torch.float32:
+        return "tf32" if allow_tf32 else "ieee"
+    return "tf32"
 
 
 def _common(q: Tensor, src: Tensor, power: float, scale: float) -> tuple[int, dict]:

@@ -17,9 +17,12 @@ Implementations (same values, same gradients for ``q`` and ``k``):
 
 - ``"naive"`` (:func:`softmax_expected_distance_reference`): materialises S, P and D (``B·N·M`` each).
 - ``"streaming"``: plain PyTorch, tiles over queries and keys with an online softmax, saves only
-  ``lse_u`` and ``L_u`` and recomputes the tiles in backward (FlashAttention-2 style); memory
-  ``O(B·(N + M)·d)`` plus one tile.
-- ``"triton"``: the same algorithm as fused Triton kernels (CUDA; the CPU interpreter in tests).
+  ``lse_u`` and ``L_u`` and recomputes the tiles in backward (FlashAttention-2 style). With
+  ``normalize=True`` the L2 normalisation is fused (tiles are normalised on the fly and the gradient
+  is carried through it in place), strided inputs are read in place and ``q is k`` keeps one gradient
+  buffer, so the extra memory is one gradient per input plus a few ``STREAMING_TILE_BYTES`` tiles.
+- ``"triton"``: the same algorithm as fused Triton kernels (CUDA; the CPU interpreter in tests);
+  normalisation and its backward run in PyTorch around the kernels.
 
 Soft-argmax matching (:func:`softmax_expected_coordinates`, ``E_p[xy(v)]``) is attention with the key
 coordinates as values, so it reuses ``F.scaled_dot_product_attention`` rather than a kernel of its own.
@@ -165,9 +168,10 @@ def softmax_expected_distance_reference(
     logits = torch.bmm(qa, ka.transpose(1, 2)) * scale  # (B, N, M)
     p = torch.softmax(logits, dim=-1)
     keys = key_coordinates(key_size, dtype=acc, device=q.device)  # (M, 2)
-    step = torch.tensor(_pair_float(spacing, "spacing"), dtype=acc, device=q.device)
-    diff = (src_xy.detach().to(acc)[:, :, None, :] - keys) * step  # (B|1, N, M, 2)
-    dist = _distance_power(diff.square().sum(-1), power)  # (B|1, N, M)
+    (sx, sy), src = _pair_float(spacing, "spacing"), src_xy.detach().to(acc)
+    dx = (src[:, :, None, 0] - keys[:, 0]) * sx  # (B|1, N, M)
+    dy = (src[:, :, None, 1] - keys[:, 1]) * sy
+    dist = _distance_power(dx * dx + dy * dy, power)  # (B|1, N, M)
     return (p * dist).sum(-1)
 
 
@@ -462,9 +466,9 @@ _sed_op.register_autograd(_sed_backward, setup_context=_sed_setup_context)
 # --------------------------------------------------------------------------------------------------
 
 #: ``B·N·M`` at or below which ``"auto"`` uses the naive form off CUDA. Measured on the dev CPU
-#: (1 thread, fwd+bwd, d=64-256): streaming/naive time 1.2-1.8x up to 2.1e6 elements, 0.95x at 2.7e6,
-#: 0.45-0.5x from 8.4e6 (docs/benchmarks.md); the naive form's S, P, D are 16 MB each at this size.
-NAIVE_MAX_ELEMENTS = 1 << 22
+#: (``bench_spatial_contrastive.py --crossover``: 1 thread, fwd+bwd, x' = x, normalised, d=32-256):
+#: streaming/naive time 1.1-2.0x up to 6.6e5 elements, 1.0x at 1-2e6, 0.8x at 2.7e6, 0.5x from 8.4e6.
+NAIVE_MAX_ELEMENTS = 1 << 21
 
 #: Largest descriptor dimension the Triton kernels take (one ``d`` block per tile); larger ``d`` uses
 #: the streaming form on CUDA too.
