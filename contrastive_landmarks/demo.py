@@ -78,8 +78,8 @@ def example_faces(side: int = _DISPLAY, seed: int = 0) -> tuple[Tensor, list[str
 
     face = _resize(load_image(_hopper_path(), _HOPPER_BOX)[None], side)
     generator = torch.Generator().manual_seed(seed)
-    warped = make_pair(face.expand(2, -1, -1, -1), params=TPSParams.matching().scaled(2.0, 2.0),
-                       generator=generator, padding_mode="border").image1
+    warped = make_pair(face.expand(2, -1, -1, -1), params=TPSParams.matching(), generator=generator,
+                       padding_mode="border").image1
     views = torch.cat([face, face.flip(-1), warped.clamp(0, 1)])
     return views, ["portrait", "mirrored", "TPS-warped 1", "TPS-warped 2"]
 
@@ -143,23 +143,25 @@ def run_demo(
     landmarks_path, matches_path = out / "landmarks.png", out / "matches.png"
     viz.plot_landmarks(display, pred=shown, titles=titles, ncols=len(display), panel=2.5, path=landmarks_path)
 
-    source, target = inputs[:1], inputs[1:2]
     if images is None:
-        # match into a warped copy whose true landmark positions are known exactly
-        pair = make_pair(inputs[:1], points[:1], TPSParams.matching().scaled(2.0, 2.0),
-                         generator=torch.Generator().manual_seed(seed + 1), padding_mode="border")
-        source, source_points = pair.image2.clamp(0, 1), pair.keypoints2
-        target, truth = pair.image1.clamp(0, 1), pair.keypoints1
+        # match into a warped copy whose true landmark positions are known exactly (the warp is drawn
+        # in normalised coordinates, so it is applied at display resolution and the views downsized)
+        pair = make_pair(display[:1], shown[:1], TPSParams.matching(), padding_mode="border",
+                         generator=torch.Generator().manual_seed(seed + 1))
+        shown_source, shown_target = pair.image2.clamp(0, 1)[0], pair.image1.clamp(0, 1)[0]
+        source_points = (pair.keypoints2 + 0.5) / scale - 0.5
+        truth = (pair.keypoints1 + 0.5) / scale - 0.5
     else:
+        shown_source, shown_target = display[0], display[1]
         source_points = points[:1]
+    source, target = _resize(shown_source[None], side), _resize(shown_target[None], side)
     found = match(_Descriptors(bundle), source, source_points.clamp(-0.5, side - 0.5), target,
                   similarity="cosine")
     matched = found.points[0]
     error = None if truth is None else float((matched - truth[0]).norm(dim=-1).mean())
-    viz.plot_matches(
-        _resize(source, _DISPLAY)[0], (source_points[0] + 0.5) * scale - 0.5,
-        _resize(target, _DISPLAY)[0], (matched + 0.5) * scale - 0.5,
-        target_b=None if truth is None else (truth[0] + 0.5) * scale - 0.5, path=matches_path)
+    viz.plot_matches(shown_source, (source_points[0] + 0.5) * scale - 0.5, shown_target,
+                     (matched + 0.5) * scale - 0.5,
+                     target_b=None if truth is None else (truth[0] + 0.5) * scale - 0.5, path=matches_path)
     return {"landmarks": landmarks_path, "matches": matches_path, "points": shown,
             "matched": matched, "error": error}
 
