@@ -1,12 +1,15 @@
 """torch.hub entry points for contrastive_landmarks.
 
     import torch
+    model = torch.hub.load("/path/to/checkout", "resnet18_faces", source="local")   # built in, no network
+    points = model.detect(images)                                      # (B, 5, 2) pixels of 64x64 faces
     hc = torch.hub.load("OWNER/contrastive_landmarks", "resnet50_celeba", pretrained=False, trust_repo=True)
-    hc = torch.hub.load("/path/to/checkout", "resnet50_celeba", source="local", pretrained=False)
 
-Each entry point returns a :class:`contrastive_landmarks.Hypercolumn` (backbone + 48x48 hypercolumn)
-in eval mode. Nothing is downloaded unless ``pretrained=True``; with ``HF_HUB_OFFLINE=1`` only the
-local cache (or the weights shipped inside the package) is used.
+``resnet18_faces`` returns a :class:`contrastive_landmarks.LandmarkModel` (backbone, hypercolumn,
+projector, 5-point regressor) whose weights ship inside the package. The ``*_celeba`` entry points
+return a :class:`contrastive_landmarks.Hypercolumn` (backbone + 48x48 hypercolumn). All are in eval
+mode. Nothing is downloaded unless a ``pretrained=True`` model is not built in; with
+``HF_HUB_OFFLINE=1`` only the local cache (or the weights shipped inside the package) is used.
 """
 
 import os
@@ -30,6 +33,23 @@ def _hypercolumn(name, pretrained, size, **kwargs):
     if not pretrained:
         backbone.mean, backbone.std = info.mean, info.std
     return Hypercolumn(backbone, size=size).eval()
+
+
+def resnet18_faces(*, pretrained=True, **kwargs):
+    """The built-in face model: MoCo ResNet-18 hypercolumn (960 channels at 32x32), a 256-d spatial
+    projector and a 5-point landmark regressor, for 64x64 face crops (CelebA statistics).
+
+    Returns a ``LandmarkModel``: ``.detect(images)`` gives ``(B, 5, 2)`` pixel landmarks (eyes, nose,
+    mouth corners) of ``[0, 1]`` images, ``.descriptors(images)`` the projected ``(B, 256, S, S)`` map
+    for matching. The weights ship inside the package (no network); ``pretrained=False`` gives the same
+    structure randomly initialised. Measured numbers: the model card (``README.md`` beside the weights).
+    """
+    from contrastive_landmarks import LandmarkModel
+    from contrastive_landmarks.hub import builtin_dir, read_config
+
+    if pretrained or builtin_dir("resnet18-faces") is None:  # not built in: from_pretrained says what to do
+        return LandmarkModel.from_pretrained("resnet18-faces", **kwargs)
+    return LandmarkModel.from_config(read_config(builtin_dir("resnet18-faces")))
 
 
 def resnet50_celeba(*, pretrained=True, size=48, **kwargs):

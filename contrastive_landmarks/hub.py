@@ -23,6 +23,7 @@ from torch import Tensor
 __all__ = [
     "ModelInfo",
     "PretrainedNotAvailableError",
+    "builtin_dir",
     "get_model_info",
     "is_registered",
     "list_models",
@@ -80,6 +81,16 @@ _REGISTRY: dict[str, ModelInfo] = {
     info.name: info
     for info in (
         ModelInfo(
+            name="resnet18-faces",
+            arch="resnet18",
+            repo_id="contrastive-landmarks/resnet18-faces",
+            input_size=(64, 64),
+            training_data="MoCo on 16,000 unlabelled faces (CelebA-6k + MTFL train), 20 epochs at 64 px on a "
+            "2-core CPU; 256-d projector (Eq. 3) and 5-point regressor on MTFL train. Built in (inside the package)",
+            builtin="resnet18-faces",
+            sha256="6bde62badd00148ae2354b0cda6f515984b1098e4bcbb60f49166ef2d173db16",
+        ),
+        ModelInfo(
             name="resnet50-celeba",
             arch="resnet50",
             repo_id="contrastive-landmarks/resnet50-celeba",
@@ -102,6 +113,13 @@ def list_models() -> list[str]:
 
 def is_registered(name: object) -> bool:
     return isinstance(name, str) and name in _REGISTRY
+
+
+def builtin_dir(name: str) -> Path | None:
+    """The directory of a registered model's weights shipped inside the package (``None`` if not built in)."""
+    info = get_model_info(name)
+    directory = _BUILTIN_DIR / info.builtin if info.builtin else None
+    return directory if directory is not None and directory.is_dir() else None
 
 
 def get_model_info(name: str) -> ModelInfo:

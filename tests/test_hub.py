@@ -114,3 +114,28 @@ def test_hubconf_entry_points_are_documented():
         assert len((getattr(hubconf, name).__doc__ or "").strip()) > 40, name
     for package in hubconf.dependencies:
         assert importlib.util.find_spec(package) is not None, package
+
+
+def test_builtin_face_model_loads_offline_everywhere():
+    from contrastive_landmarks import LandmarkModel
+    from contrastive_landmarks.hub import builtin_dir
+
+    directory = builtin_dir("resnet18-faces")
+    assert directory is not None, "the built-in face model is missing from contrastive_landmarks/weights"
+    info = get_model_info("resnet18-faces")
+    model = LandmarkModel.from_pretrained("resnet18-faces")
+    assert model.backbone.arch == "resnet18" and model.backbone.input_size == info.input_size
+    assert model.landmark_names == ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
+    images = torch.rand(2, 3, *info.input_size)
+    points = model.detect(images)
+    assert points.shape == (2, 5, 2) and bool(torch.isfinite(points).all())
+    assert model.descriptors(images).shape[:2] == (2, 256)
+    # the same weights through load_backbone and torch.hub, with no network
+    backbone = load_backbone("resnet18-faces")
+    for a, b in zip(backbone.state_dict().values(), model.backbone.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    hub_model = torch.hub.load(str(ROOT), "resnet18_faces", source="local")
+    torch.testing.assert_close(hub_model.detect(images), points)
+    fresh = torch.hub.load(str(ROOT), "resnet18_faces", source="local", pretrained=False)
+    assert fresh.config == model.config
+    assert (directory / "README.md").read_text().count("|") > 20  # a model card with a table
