@@ -330,3 +330,18 @@ def test_config_validation(tmp_path):
     assert "queue" in PretrainConfig.field_help()["queue_size"]
     with pytest.raises(ValueError, match="fewer than one batch"):
         pretrain(_config(_gratings(tmp_path / "few", count=2), tmp_path / "run"))
+
+
+def test_channels_last_training_matches_contiguous(tmp_path):
+    data = _gratings(tmp_path / "images", count=8)
+    runs = {}
+    for memory_format in ("contiguous", "channels-last"):
+        runs[memory_format] = pretrain(_config(data, tmp_path / memory_format, batch_size=8, queue_size=8, epochs=3,
+                                               jpeg=False, checkpoint_every=1000, memory_format=memory_format))
+    a = load_checkpoint(runs["contiguous"]["checkpoint"])["encoder_q"]
+    b = load_checkpoint(runs["channels-last"]["checkpoint"])["encoder_q"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key].contiguous(), b[key].contiguous(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="memory_format"):
+        _config(data, tmp_path / "bad", memory_format="nhwc").validate()

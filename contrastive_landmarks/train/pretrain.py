@@ -98,6 +98,9 @@ class PretrainConfig:
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:1, ..."))
     precision: str = field(default="auto", metadata=_help(
         "auto (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU), fp32, fp16 or bf16"))
+    memory_format: str = field(default="auto", metadata=_help(
+        "auto (channels-last on CUDA, where convolutions run faster in it; contiguous on CPU), channels-last or "
+        "contiguous"))
     sync_bn: bool = field(default=False, metadata=_help("SyncBatchNorm in the encoders when distributed"))
     shuffle_bn: bool = field(default=True, metadata=_help("shuffle-BN for the key encoder when distributed"))
     seed: int = field(default=0, metadata=_help("seed of the data order, augmentations and initialisation"))
@@ -113,7 +116,8 @@ class PretrainConfig:
         if isinstance(self.data, (str, os.PathLike)):
             self.data = [str(self.data)]
         choices = {"schedule": ("cosine-epoch", "cosine-step", "constant"), "cache": ("auto", "yes", "no"),
-                   "precision": ("auto", "fp32", "fp16", "bf16")}
+                   "precision": ("auto", "fp32", "fp16", "bf16"),
+                   "memory_format": ("auto", "channels-last", "contiguous")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -275,6 +279,10 @@ def pretrain(config: PretrainConfig) -> dict:
     model = MoCo(config.arch, dim=config.dim, queue_size=config.queue_size, temperature=config.temperature,
                  momentum=config.key_momentum, mlp=config.mlp_head, shuffle_bn=config.shuffle_bn,
                  mean=preset.mean, std=preset.std, input_size=(preset.image_size, preset.image_size)).to(device)
+    channels_last = config.memory_format == "channels-last" or (config.memory_format == "auto"
+                                                                and device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     augment = MoCoAugment.from_preset(preset, jpeg=config.jpeg, blur=config.blur,
                                       scale=(config.min_scale, 1.0)).to(device)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
@@ -364,6 +372,9 @@ def pretrain(config: PretrainConfig) -> dict:
                 batch = batch.to(device, non_blocking=True)
                 views = augment(torch.cat([batch, batch]), _step_generator(config.seed, global_step, rank))
                 im_q, im_k = views.chunk(2)
+                if channels_last:
+                    im_q = im_q.contiguous(memory_format=torch.channels_last)
+                    im_k = im_k.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                     enabled=autocast_dtype is not None):
                     loss, accuracy = runner(im_q, im_k, generator=_step_generator(config.seed, global_step, -1))
