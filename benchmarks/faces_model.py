@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contrastive_landmarks import Hypercolumn, SpatialProjector, load_backbone  # noqa: E402
+from contrastive_landmarks import Hypercolumn, LandmarkModel, load_backbone  # noqa: E402
 from contrastive_landmarks.data import MTFL  # noqa: E402
 from contrastive_landmarks.data import transforms as T  # noqa: E402
 from contrastive_landmarks.evaluation import (  # noqa: E402
@@ -49,21 +48,6 @@ from contrastive_landmarks.evaluation import (  # noqa: E402
     save_results,
 )
 from contrastive_landmarks.features import FeatureCache  # noqa: E402
-
-
-def load_projector(path: str | os.PathLike) -> SpatialProjector:
-    """A projector saved as ``projector.safetensors`` with its ``config.json`` beside it (or a bundle dir)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    directory = path if path.is_dir() else path.parent
-    config = json.loads((directory / "config.json").read_text())
-    config = config.get("projector", config)
-    projector = SpatialProjector(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()
-                                    if k in ("in_channels", "dim", "mode", "softmax_multiplier", "size")})
-    weights = path if path.is_file() else directory / "projector.safetensors"
-    projector.load_state_dict(load_file(str(weights)), strict=True)
-    return projector.eval()
 
 
 def datasets(root: str, input_size: int, border: int, limit_train: int | None, limit_test: int | None):
@@ -82,7 +66,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", help="name of this model in the tables")
     parser.add_argument("--backbone", default="resnet18", help="timm name (random init) or model directory")
-    parser.add_argument("--projector", default=None, help="projector.safetensors (config.json beside it)")
+    parser.add_argument("--projector", default=None, help="model directory holding a projector (fit-projector, bundle)")
     parser.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "mtfl"))
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--border", type=int, default=13, help="border crop (13 at 64 px, 20 at 96 px)")
@@ -117,7 +101,9 @@ def main(argv=None) -> int:
     torch.manual_seed(args.init_seed)  # a randomly initialised backbone is then the same every run
     backbone = load_backbone(args.backbone)
     hypercolumn = Hypercolumn(backbone, size=args.size).eval()
-    projector = load_projector(args.projector) if args.projector else None
+    projector = LandmarkModel.from_pretrained(args.projector).projector if args.projector else None
+    if args.projector and projector is None:
+        parser.error(f"{args.projector} holds no projector")
     train, test = datasets(args.root, args.input_size, args.border, args.limit_train, args.limit_test)
     # stage maps depend on the backbone and the data only (a projector is applied after the cache)
     tag = (f"{Path(args.backbone).name}-{args.input_size}px-{args.border}-"

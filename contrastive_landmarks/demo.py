@@ -36,21 +36,15 @@ _DISPLAY = 256  # side of the pictures' panels, in pixels
 
 def load_image(path: str | os.PathLike, box: tuple[int, int, int] | None = None) -> Tensor:
     """An RGB image as ``(3, S, S)`` floats in ``[0, 1]``: ``box = (left, top, side)`` or the centre square."""
-    from PIL import Image
+    from .data.base import load_image as decode
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        width, height = image.size
-        if box is None:
-            side = min(width, height)
-            box = ((width - side) // 2, (height - side) // 2, side)
-        left, top, side = box
-        image = image.crop((left, top, left + side, top + side))
-        data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return data.view(side, side, 3).permute(2, 0, 1).float() / 255
+    image = decode(path)
+    height, width = image.shape[-2:]
+    if box is None:
+        side = min(width, height)
+        box = ((width - side) // 2, (height - side) // 2, side)
+    left, top, side = box
+    return image[:, top : top + side, left : left + side]
 
 
 def _hopper_path() -> Path:

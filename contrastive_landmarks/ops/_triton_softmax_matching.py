@@ -43,17 +43,8 @@ def _power_mode(power: float) -> int:
 
 
 @triton.jit
-def _distance(src_x, src_y, offs_key, key_w, sx, sy, half_power, POWER_MODE: tl.constexpr):
-    """``(BLOCK_Q, BLOCK_K)`` distances ``||(sx, sy) ∘ (src - (j, i))||^power`` (keys from their index).
-
-    The general power guards ``log2(0)`` with ``where(sq > 0, sq, 1)``, not ``maximum(sq, 1e-38)``: Triton
-    types a literal below float32's normal range as float64, which would promote the whole tile.
-    """
-    kx = (offs_key % key_w).to(tl.float32)
-    ky = (offs_key // key_w).to(tl.float32)
-    dx = (src_x[:, None] - kx[None, :]) * sx
-    dy = (src_y[:, None] - ky[None, :]) * sy
-    sq = dx * dx + dy * dy
+def _power(sq, half_power, POWER_MODE: tl.constexpr):
+    """``sq ** (power / 2)`` for squared distances, with exact forms for the common powers."""
     if POWER_MODE == 1:
         dist = tl.full(sq.shape, 1.0, tl.float32)
     elif POWER_MODE == 2:
@@ -68,6 +59,21 @@ def _distance(src_x, src_y, offs_key, key_w, sx, sy, half_power, POWER_MODE: tl.
 
 
 @triton.jit
+def _distance(src_x, src_y, offs_key, key_w, sx, sy, half_power, POWER_MODE: tl.constexpr):
+    """``(BLOCK_Q, BLOCK_K)`` distances ``||(sx, sy) ∘ (src - (j, i))||^power`` (keys from their index).
+
+    The general power guards ``log2(0)`` with ``where(sq > 0, sq, 1)``, not ``maximum(sq, 1e-38)``: Triton
+    types a literal below float32's normal range as float64, which would promote the whole tile.
+    """
+    kx = (offs_key % key_w).to(tl.float32)
+    ky = (offs_key // key_w).to(tl.float32)
+    dx = (src_x[:, None] - kx[None, :]) * sx
+    dy = (src_y[:, None] - ky[None, :]) * sy
+    sq = dx * dx + dy * dy
+    return _power(sq, half_power, POWER_MODE)
+
+
+@triton.jit
 def _distance_t(src_x, src_y, offs_key, key_w, sx, sy, half_power, POWER_MODE: tl.constexpr):
     """Transposed :func:`_distance`: ``(BLOCK_K, BLOCK_Q)``."""
     kx = (offs_key % key_w).to(tl.float32)
@@ -75,17 +81,7 @@ def _distance_t(src_x, src_y, offs_key, key_w, sx, sy, half_power, POWER_MODE: t
     dx = (src_x[None, :] - kx[:, None]) * sx
     dy = (src_y[None, :] - ky[:, None]) * sy
     sq = dx * dx + dy * dy
-    if POWER_MODE == 1:
-        dist = tl.full(sq.shape, 1.0, tl.float32)
-    elif POWER_MODE == 2:
-        dist = tl.sqrt(tl.sqrt(sq))
-    elif POWER_MODE == 3:
-        dist = tl.sqrt(sq)
-    elif POWER_MODE == 4:
-        dist = sq
-    else:
-        dist = tl.where(sq > 0, tl.exp2(half_power * tl.log2(tl.where(sq > 0, sq, 1.0))), 0.0)
-    return dist
+    return _power(sq, half_power, POWER_MODE)
 
 
 @triton.jit

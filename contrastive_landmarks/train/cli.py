@@ -526,9 +526,8 @@ def _measured(path: str) -> dict[str, str]:
 
 def _run_export(args: argparse.Namespace) -> int:
     import torch
-    from safetensors.torch import load_file
 
-    from ..hub import CARD_NAME, WEIGHTS_NAME, read_config, save_pretrained
+    from ..hub import WEIGHTS_NAME
     from .pretrain import CHECKPOINT_NAME, export_backbone
 
     try:
@@ -545,12 +544,9 @@ def _run_export(args: argparse.Namespace) -> int:
             info[key] = value
         if args.half:
             info["weights"] = "float16 (loaded back as float32)"
-        out = export_backbone(checkpoint, args.output, info)
+        out = export_backbone(checkpoint, args.output, info, dtype=torch.float16 if args.half else None)
     except (_UserError, ValueError, FileNotFoundError) as error:
         return _fail("export", error)
-    if args.half:  # rewrite the weights in float16; config and card stay as written
-        save_pretrained(out, load_file(str(out / WEIGHTS_NAME)), read_config(out), card=(out / CARD_NAME).read_text(),
-                        dtype=torch.float16)
     size = (out / WEIGHTS_NAME).stat().st_size
     print(f"wrote {out} ({size / 2**20:.1f} MiB of weights); load it with load_backbone({str(out)!r})")
     return 0

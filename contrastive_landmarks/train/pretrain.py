@@ -421,12 +421,13 @@ def pretrain(config: PretrainConfig) -> dict:
 
 # -- export ----------------------------------------------------------------------------------------
 def export_backbone(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike,
-                    card_info: dict | None = None) -> Path:
+                    card_info: dict | None = None, *, dtype: torch.dtype | None = None) -> Path:
     """Write the query encoder's backbone of a pretraining checkpoint as a Hub-layout directory.
 
     ``load_backbone(out_dir)`` reads it back (the paper's default hypercolumn stages, the preset's
     mean/std and input size in ``config.json``). The model card lists the data, recipe, epochs,
-    steps and training time; ``card_info`` adds or overrides entries (e.g. ``{"license": ...}``).
+    steps and training time; ``card_info`` adds or overrides entries (e.g. ``{"license": ...}``);
+    ``dtype`` (e.g. ``torch.float16``) stores the weights in that precision (loading casts back).
 
     Returns:
         ``Path(out_dir)``.
@@ -462,4 +463,4 @@ def export_backbone(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLi
             f"representations (Cheng, Su & Maji, ICCV 2021). Load with "
             f"`contrastive_landmarks.load_backbone(\"{Path(out_dir).name}\")`.\n\n"
             f"| item | value |\n|---|---|\n{rows}\n")
-    return save_pretrained(out_dir, backbone.body.state_dict(), backbone.config, card=card)
+    return save_pretrained(out_dir, backbone.body.state_dict(), backbone.config, card=card, dtype=dtype)
