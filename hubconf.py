@@ -30,8 +30,8 @@ def _hypercolumn(name, pretrained, size, **kwargs):
 
     info = get_model_info(name)
     backbone = load_backbone(name if pretrained else info.arch, **kwargs)
-    if not pretrained:
-        backbone.mean, backbone.std = info.mean, info.std
+    if not pretrained:  # random init: record the statistics and size the registered model is trained with
+        backbone.with_preprocessing(mean=info.mean, std=info.std, input_size=info.input_size)
     return Hypercolumn(backbone, size=size).eval()
 
 

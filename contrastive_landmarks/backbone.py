@@ -4,9 +4,13 @@ A :class:`Backbone` runs a timm ResNet up to the deepest stage asked for and ret
 maps. Stages are named as in the paper (He et al.'s table): ``conv1`` (the stem, stride 2),
 ``conv2_x`` (``layer1``, stride 4), ``conv3_x``, ``conv4_x`` and ``conv5_x`` (``layer4``, stride 32).
 
+Input preprocessing (mean, std, input size) lives in one read-only :class:`Preprocessing` held by the
+backbone; :meth:`Backbone.normalize` computes from it and it travels in ``config.json``.
+
 Checkpoints are read from: this library's own directories (``config.json`` + ``model.safetensors``),
-plain timm / torchvision ResNet state dicts, MoCo checkpoints (``module.encoder_q.`` keys; the query
-encoder is used), and the paper authors' checkpoints (``{'model': ..., 'opt': argparse.Namespace}``
+a :class:`Backbone`'s own ``state_dict()`` (``body.`` keys), plain timm / torchvision ResNet state
+dicts, MoCo checkpoints (``module.encoder_q.`` keys; the query encoder is used), and the paper
+authors' checkpoints (``{'model': ..., 'opt': argparse.Namespace}``
 with ``encoder.module.`` keys). Pickles are read with ``torch.load(weights_only=True)`` and an
 allow-list of exactly one extra class, ``argparse.Namespace``. Loading is strict.
 """
@@ -18,12 +22,14 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import timm
 import torch
 from torch import Tensor, nn
+
+from .check import check_images, looks_like_path, to_float_images
 
 __all__ = [
     "DEFAULT_STAGES",
@@ -32,6 +38,7 @@ __all__ = [
     "STAGE_NAMES",
     "Backbone",
     "CheckpointMismatchError",
+    "Preprocessing",
     "convert_state_dict",
     "load_backbone",
     "read_state_dict",
@@ -49,6 +56,13 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 _STAGE_MODULES = ("act1", "layer1", "layer2", "layer3", "layer4")
 # Prefixes of known checkpoint layouts, most specific first. Stripped with str.removeprefix.
 _KNOWN_PREFIXES = (
+    "module.encoder_q.backbone.body.",  # this library's MoCo (train.moco), DDP
+    "encoder_q.backbone.body.",  # this library's MoCo
+    "hypercolumn.backbone.body.",  # a LandmarkModel's state_dict()
+    "module.backbone.body.",
+    "backbone.body.",  # a Hypercolumn's state_dict()
+    "module.body.",
+    "body.",  # a Backbone's own state_dict()
     "module.encoder_q.",  # MoCo (official, DDP)
     "encoder_q.",  # MoCo saved without DDP
     "encoder.module.",  # the paper authors' InsResNet wrapped in DataParallel
@@ -73,6 +87,59 @@ _RESNET_DEPTHS = {
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the architecture it is loaded into (names the keys and the arch)."""
+
+
+def _triple(values: Sequence[float], name: str) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {values!r}") from None
+    if len(out) != 3:
+        raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {len(out)}: {values!r}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images in ``[0, 1]`` become network input, and at what size the weights were trained (read-only).
+
+    The one source of truth for a :class:`Backbone`'s input statistics (as timm's ``pretrained_cfg``):
+    :meth:`Backbone.normalize` computes from it, :attr:`Backbone.config` writes it to ``config.json``
+    (keys ``mean``, ``std``, ``input_size``) and loading builds it from there.
+
+    Attributes:
+        mean, std: per-channel statistics, ``x_net = (x - mean) / std``.
+        input_size: ``(H, W)`` the weights were trained at; :class:`~contrastive_landmarks.LandmarkModel`
+            resizes its inputs to it. ``None``: not recorded (inputs are used at their own size).
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        mean, std = _triple(self.mean, "mean"), _triple(self.std, "std")
+        if not all(s > 0 for s in std):
+            raise ValueError(f"std must be positive, got {std}")
+        size = self.input_size
+        if size is not None:
+            size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(v) for v in size)
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"input_size must be (H, W) with positive sides or None, got {self.input_size!r}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "input_size", size)
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> Preprocessing:
+        """From ``config.json``'s ``mean`` / ``std`` / ``input_size`` (ImageNet statistics where absent)."""
+        return cls(config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD,
+                   config.get("input_size") or None)
+
+    def to_config(self) -> dict:
+        """The ``config.json`` entries."""
+        return {"mean": list(self.mean), "std": list(self.std),
+                "input_size": list(self.input_size) if self.input_size else None}
 
 
 @dataclass
@@ -109,7 +176,13 @@ class Backbone(nn.Module):
         stages: stage names (``conv1``, ``conv2_x`` .. ``conv5_x``) or indices 0..4, in the order
             the maps are returned (and concatenated by :class:`~contrastive_landmarks.Hypercolumn`).
         mean, std: per-channel input normalisation the weights were trained with.
-        input_size: ``(H, W)`` the weights were trained at (advisory; any size works).
+        input_size: ``(H, W)`` the weights were trained at (the backbone runs at any size;
+            :class:`~contrastive_landmarks.LandmarkModel` resizes its inputs to it).
+        preprocessing: all three at once (a :class:`Preprocessing`; then leave ``mean``, ``std``
+            and ``input_size`` unset).
+
+    ``mean``, ``std``, ``input_size`` and :attr:`preprocessing` are read-only: pass them here, or
+    switch them with :meth:`with_preprocessing`.
 
     The constructor never downloads anything: weights are a separate step (:func:`load_backbone`).
     The network keeps the standard (torchvision) initialisation, i.e. timm's zero-init of each
@@ -126,9 +199,10 @@ class Backbone(nn.Module):
         arch: str = "resnet50",
         stages: Sequence[int | str] = DEFAULT_STAGES,
         *,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         input_size: tuple[int, int] | None = None,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
         super().__init__()
         if arch not in _supported_archs():
@@ -145,18 +219,83 @@ class Backbone(nn.Module):
         info = self.body.feature_info
         self.channels: tuple[int, ...] = tuple(info[i]["num_chs"] for i in indices)
         self.reductions: tuple[int, ...] = tuple(info[i]["reduction"] for i in indices)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.input_size = tuple(input_size) if input_size is not None else None
-        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+        if preprocessing is None:
+            preprocessing = Preprocessing(IMAGENET_MEAN if mean is None else mean,
+                                          IMAGENET_STD if std is None else std, input_size)
+        elif mean is not None or std is not None or input_size is not None:
+            raise ValueError("pass either preprocessing= or mean/std/input_size, not both")
+        self._set_preprocessing(preprocessing)
         self.load_report: LoadReport | None = None
         self.to(memory_format=torch.channels_last)
         self.eval()
 
+    @classmethod
+    def from_config(cls, config: Mapping, stages: Sequence[int | str] | None = None) -> Backbone:
+        """The backbone a ``config.json`` describes (architecture, stages, preprocessing), randomly initialised."""
+        if "architecture" not in config:
+            raise ValueError(f"the config has no 'architecture' entry (keys: {sorted(config)})")
+        return cls(config["architecture"], stages if stages is not None else config.get("stages") or DEFAULT_STAGES,
+                   preprocessing=Preprocessing.from_config(config))
+
+    def _set_preprocessing(self, preprocessing: Preprocessing) -> None:
+        if not isinstance(preprocessing, Preprocessing):
+            raise TypeError(f"preprocessing must be a Preprocessing, got {type(preprocessing).__name__}")
+        object.__setattr__(self, "_preprocessing", preprocessing)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Mean, std and input size (read-only; see :meth:`with_preprocessing`)."""
+        return self._preprocessing
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self._preprocessing.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self._preprocessing.std
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self._preprocessing.input_size
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("mean", "std", "input_size", "preprocessing"):
+            raise AttributeError(
+                f"Backbone.{name} is read-only: pass it at construction (Backbone(..., {name}=...)) or use "
+                f"backbone.with_preprocessing({name}=...), so that normalize() and config.json stay in step"
+            )
+        super().__setattr__(name, value)
+
+    def with_preprocessing(
+        self,
+        preprocessing: Preprocessing | None = None,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        input_size: tuple[int, int] | None = None,
+    ) -> Backbone:
+        """Switch the input preprocessing, in place; returns ``self`` (like :meth:`torch.nn.Module.to`).
+
+        Either a whole :class:`Preprocessing`, or the fields to change (the others are kept).
+        """
+        if preprocessing is None:
+            changes = {k: v for k, v in (("mean", mean), ("std", std), ("input_size", input_size)) if v is not None}
+            preprocessing = replace(self._preprocessing, **changes)
+        elif mean is not None or std is not None or input_size is not None:
+            raise ValueError("pass either a Preprocessing or mean/std/input_size, not both")
+        self._set_preprocessing(preprocessing)
+        return self
+
     @property
     def stages(self) -> tuple[str, ...]:
         return tuple(STAGE_NAMES[i] for i in self.stage_indices)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (inputs are cast to it)."""
+        return self.body.conv1.weight.dtype if isinstance(self.body.conv1, nn.Conv2d) else next(
+            p.dtype for p in self.body.parameters() if p.is_floating_point())
 
     @property
     def config(self) -> dict:
@@ -164,20 +303,37 @@ class Backbone(nn.Module):
         return {
             "architecture": self.arch,
             "stages": list(self.stages),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "input_size": list(self.input_size) if self.input_size else None,
+            **self._preprocessing.to_config(),
             "num_classes": 0,
         }
 
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, stages={self.stages}, preprocessing={self._preprocessing}"
+
     def normalize(self, images: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` images in ``[0, 1]`` -> network input, with this model's mean and std."""
-        _check_images(images)
-        return (images - self._mean.to(images.dtype)) / self._std.to(images.dtype)
+        """Images in ``[0, 1]`` -> network input, with this model's :attr:`preprocessing` mean and std.
+
+        Args:
+            images: ``(B, 3, H, W)`` float images in ``[0, 1]`` (any float dtype; cast to :attr:`dtype`)
+                or ``uint8`` images in ``0..255`` (divided by 255). NaN / infinite values and float
+                images far outside ``[0, 1]`` (e.g. 0..255 floats) raise a :class:`ValueError`
+                (see :mod:`contrastive_landmarks.check`).
+
+        Returns:
+            ``(B, 3, H, W)`` in :attr:`dtype`.
+        """
+        check_images(images, "images")
+        images = to_float_images(images, self.dtype, "images")
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        return (images - mean) / std
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        _check_images(images)
+        check_images(images, "images", allow_uint8=False)
         body = self.body
+        dtype = self.dtype
+        if images.dtype != dtype and not torch.is_autocast_enabled(images.device.type):
+            images = images.to(dtype)  # float16 / bfloat16 / float64 inputs run in the weights' dtype
         x = images.contiguous(memory_format=torch.channels_last)
         wanted = set(self.stage_indices)
         last = max(wanted)
@@ -211,18 +367,40 @@ class Backbone(nn.Module):
             )
 
 
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)} ({images.ndim}-D)")
-    if images.shape[1] != 3:
-        raise ValueError(
-            f"images must have 3 channels (RGB) in dim 1, got {images.shape[1]} in shape "
-            f"{tuple(images.shape)}; convert grayscale with .expand(-1, 3, -1, -1) and drop alpha"
-        )
-    if not images.is_floating_point():
-        raise TypeError(f"images must be floating point (got {images.dtype}); scale uint8 images to [0, 1]")
+    def save_pretrained(self, directory: str | os.PathLike, *, card: str | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write a model directory (``config.json`` with :attr:`config`, ``model.safetensors``, ``README.md``)
+        that :func:`load_backbone` reads back, preprocessing included."""
+        from .hub import save_pretrained
+
+        return save_pretrained(directory, self.body.state_dict(), self.config, card=card, dtype=dtype)
+
+
+def _looks_like_torch_pickle(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file; a damaged or mislabelled file raises a ValueError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        if _looks_like_torch_pickle(path):
+            raise ValueError(
+                f"{path} is not a safetensors file: it is a torch.save pickle with a .safetensors name; "
+                f"rename it to .pth (it is then read with torch.load(weights_only=True)), or convert it with "
+                f"safetensors.torch.save_file"
+            ) from error
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt? {error}); "
+                         f"download or write it again") from error
 
 
 # -- checkpoint reading and conversion ------------------------------------------------------
@@ -237,9 +415,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return read_safetensors(path)
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -347,7 +523,10 @@ def load_backbone(
             or a local directory written by :func:`contrastive_landmarks.hub.save_pretrained`.
         weights: ``None`` for random init; a local checkpoint file (``.safetensors``, ``.pth``,
             ``.pth.tar``: timm, torchvision, MoCo or the authors' layout) or directory; a registry
-            name; a Hugging Face Hub repo id (``org/name``); or an in-memory state dict.
+            name; a Hugging Face Hub repo id (``org/name``); or an in-memory state dict (any known
+            layout, a :class:`Backbone`'s own ``state_dict()`` included). A model directory brings its
+            preprocessing; a bare file or state dict gets ImageNet statistics (change them with
+            :meth:`Backbone.with_preprocessing`).
         stages: stages to return (default :data:`DEFAULT_STAGES`, or the checkpoint's own).
         revision, cache_dir, local_files_only: forwarded to the Hugging Face Hub download.
             ``local_files_only`` defaults to ``True`` when ``HF_HUB_OFFLINE=1``.
@@ -358,6 +537,7 @@ def load_backbone(
     Raises:
         ValueError: unknown architecture or stage.
         FileNotFoundError: a path or Hub file that cannot be found (offline misses included).
+        ValueError: a damaged weights file or ``config.json`` (the message names the file).
         CheckpointMismatchError: weights that do not fit the architecture (names every key).
 
     Example:
@@ -370,12 +550,21 @@ def load_backbone(
     config: dict = {}
     state_dict: Mapping[str, Tensor] | None = None
     source = "<state dict>"
+    name = os.fspath(name) if isinstance(name, os.PathLike) else name
     if hub.is_registered(name):
         if weights is None:
             weights = name
         name = hub.get_model_info(name).arch
-    elif Path(name).is_dir():
-        weights, name = name, hub.read_config(name)["architecture"]
+    elif Path(name).expanduser().is_dir():
+        weights, name = name, hub.read_config(Path(name).expanduser())["architecture"]
+    elif looks_like_path(name) and name not in _supported_archs():
+        path = Path(name).expanduser()
+        if path.is_file():
+            raise ValueError(f"{name} is a weights file, not a model directory or architecture: pass the "
+                             f"architecture and the file, e.g. load_backbone('resnet50', {name!r})")
+        raise FileNotFoundError(f"model directory {name} does not exist (looked for {path.absolute()}); "
+                                "load_backbone's first argument is a timm ResNet name, a registered model name "
+                                "or an existing model directory")
 
     if isinstance(weights, Mapping):
         state_dict = weights
@@ -389,13 +578,7 @@ def load_backbone(
             raise CheckpointMismatchError(
                 f"{source} holds a {config['architecture']!r} backbone but {name!r} was asked for"
             )
-    backbone = Backbone(
-        name,
-        stages if stages is not None else config.get("stages", DEFAULT_STAGES),
-        mean=config.get("mean") or IMAGENET_MEAN,
-        std=config.get("std") or IMAGENET_STD,
-        input_size=config.get("input_size"),
-    )
+    backbone = Backbone.from_config({**config, "architecture": name}, stages)
     if state_dict is not None:
         backbone.load_checkpoint_state(state_dict, source=source)
     return backbone.eval()

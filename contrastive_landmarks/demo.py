@@ -119,7 +119,7 @@ def run_demo(
     bundle = LandmarkModel.from_pretrained(model)
     if bundle.regressor is None:
         raise ValueError(f"{model}: the demo needs a model with a landmark regressor")
-    side = int((bundle.backbone.input_size or (96, 96))[0])
+    side = int((bundle.input_size or (96, 96))[0])
     truth = None
     if images is None:
         display, titles = example_faces(_DISPLAY, seed)
@@ -129,9 +129,8 @@ def run_demo(
         display = torch.stack([_resize(load_image(p)[None], _DISPLAY)[0] for p in images])
         titles = [Path(p).name for p in images]
     scale = _DISPLAY / side
-    inputs = _resize(display, side)
-    points = bundle.detect(inputs)  # (B, N, 2) in model-input pixels
-    shown = (points + 0.5) * scale - 0.5  # the same points in the displayed images
+    shown = bundle.detect(display)  # (B, N, 2) in the displayed images' pixels (detect resizes to the model's)
+    points = (shown + 0.5) / scale - 0.5  # the same points in model-input pixels
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     landmarks_path, matches_path = out / "landmarks.png", out / "matches.png"

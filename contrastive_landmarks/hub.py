@@ -135,15 +135,38 @@ class ResolvedWeights:
     config: dict
 
 
+def _read_json(path: Path) -> dict:
+    """A ``config.json`` as a dict; a damaged file raises a ValueError that names it."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a JSON text file ({error}); the model directory is damaged") from error
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the model directory is damaged: "
+                         f"write it again with save_pretrained or download it again") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object (the model's config), got a {type(config).__name__}")
+    if "architecture" not in config:
+        raise ValueError(f"{path} has no 'architecture' entry; it is not a contrastive_landmarks model config")
+    return config
+
+
 def read_config(directory: str | os.PathLike) -> dict:
-    """The ``config.json`` of a model directory."""
-    path = Path(directory) / CONFIG_NAME
+    """The ``config.json`` of a model directory.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` there.
+        ValueError: a ``config.json`` that is not valid JSON or has no ``architecture`` (names the file).
+    """
+    path = Path(directory).expanduser() / CONFIG_NAME
     if not path.is_file():
+        if not Path(directory).expanduser().exists():
+            raise FileNotFoundError(f"model directory {directory} does not exist")
         raise FileNotFoundError(
             f"{directory} is not a model directory: {CONFIG_NAME} is missing (expected "
             f"{CONFIG_NAME} + {WEIGHTS_NAME}, as written by save_pretrained)"
         )
-    return json.loads(path.read_text())
+    return _read_json(path)
 
 
 def _from_directory(directory: Path) -> ResolvedWeights:
@@ -194,14 +217,18 @@ def resolve_weights(
     """Find the weights file (and config, if any) that ``weights`` names.
 
     Order: an existing file or directory; a registry name (built-in copy, then the Hub); a Hub
-    repo id. Nothing is looked up on the network when a local answer exists.
+    repo id. Nothing is looked up on the network when a local answer exists. A name that can only
+    be a local path (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``x.safetensors``, or ``org/name`` where
+    ``org`` is a local directory) and does not exist is reported as a missing path, not as a Hub miss.
     """
-    path = Path(weights)
+    from .check import looks_like_path
+
+    path = Path(weights).expanduser()
     if path.is_dir():
         return _from_directory(path)
     if path.is_file():
         return ResolvedWeights(path, {})
-    name = str(weights)
+    name = os.fspath(weights)
     hub_kwargs = {"revision": revision, "cache_dir": cache_dir, "local_files_only": _offline(local_files_only)}
     if is_registered(name):
         info = get_model_info(name)
@@ -216,14 +243,18 @@ def resolve_weights(
         else:
             config_path = _download(info.repo_id, CONFIG_NAME, **hub_kwargs)
             resolved = ResolvedWeights(_download(info.repo_id, info.filename, **hub_kwargs),
-                                       json.loads(config_path.read_text()))
+                                       _read_json(config_path))
         if info.sha256 and _sha256(resolved.weights) != info.sha256:
             raise ValueError(f"checksum mismatch for {resolved.weights}: expected sha256 {info.sha256}")
         return resolved
-    if _REPO_ID.match(name) and not name.startswith((".", "/")):
-        config_path = _download(name, CONFIG_NAME, **hub_kwargs)
-        return ResolvedWeights(_download(name, WEIGHTS_NAME, **hub_kwargs),
-                               json.loads(config_path.read_text()))
+    if looks_like_path(weights, repo_ids=True):
+        raise FileNotFoundError(f"weights {name!r} not found: no such local file or directory ({path.absolute()})")
+    if _REPO_ID.match(name):
+        try:
+            config_path = _download(name, CONFIG_NAME, **hub_kwargs)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error} (Nor is there a local directory {name!r} under {Path.cwd()}.)") from error
+        return ResolvedWeights(_download(name, WEIGHTS_NAME, **hub_kwargs), _read_json(config_path))
     raise FileNotFoundError(
         f"weights {name!r} not found: not a local file or directory, not a registered name "
         f"({list_models()}), and not a Hugging Face Hub repo id ('org/name')"

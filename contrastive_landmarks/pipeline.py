@@ -3,27 +3,44 @@
 This is what the built-in models and the ``torch.hub`` entry points return. On disk it is one model
 directory (see :mod:`contrastive_landmarks.hub`)::
 
-    config.json               architecture, stages, mean/std, hypercolumn size, head configs
+    config.json               architecture, stages, mean/std/input_size, hypercolumn size, head configs
     model.safetensors         the backbone, timm key names (``load_backbone(dir)`` reads it alone)
     projector.safetensors     optional
     regressor.safetensors     optional
     README.md                 model card
+
+The hypercolumn grid ``S`` is ``config["hypercolumn"]["size"]``; the heads are built with the same
+grid (their own ``size`` entries are rewritten to it on saving), so the size the file names is the size
+the computation uses.
+
+Inputs: :meth:`LandmarkModel.detect` and :meth:`LandmarkModel.descriptors` take images of any size,
+a ``(B, 3, H, W)`` tensor or a list of ``(3, H_i, W_i)`` tensors, float in ``[0, 1]`` (any float
+dtype) or ``uint8`` (see :mod:`contrastive_landmarks.check`). Each image is resized (bilinear, with
+antialiasing) to the model's recorded input size (``config["input_size"]``, e.g. 64x64 for
+``resnet18-faces``), and landmarks come back in each input's own pixel frame (pixel centres at
+integers, :mod:`contrastive_landmarks.coords`): ``x_in = (x_model + 0.5) W / w_model - 0.5``. Images
+smaller than the input size are upscaled; below half of it a warning says accuracy will suffer.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Backbone, load_backbone
+from .backbone import Backbone, read_safetensors, read_state_dict
+from .check import as_image_list, to_float_images
 from .coords import normalized_to_pixels
-from .hub import CONFIG_NAME, resolve_weights, save_pretrained
+from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn
+
+#: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
+SMALL_INPUT_FRACTION = 0.5
 
 __all__ = ["LandmarkModel"]
 
@@ -42,8 +59,12 @@ class LandmarkModel(nn.Module):
         landmark_names: names of the regressor's landmarks, in order.
 
     Shape:
-        - :meth:`descriptors`: ``(B, 3, H, W)`` images in ``[0, 1]`` -> ``(B, d, S, S)``.
-        - :meth:`forward` / :meth:`detect`: ``(B, 3, H, W)`` images in ``[0, 1]`` -> ``(B, N, 2)`` pixels.
+        - :meth:`descriptors`: ``(B, 3, H, W)`` images in ``[0, 1]`` (or a list of ``(3, H_i, W_i)``)
+          -> ``(B, d, S, S)`` on the model's grid.
+        - :meth:`forward` / :meth:`detect`: ``(B, 3, H, W)`` images in ``[0, 1]`` (or a list of
+          ``(3, H_i, W_i)``) -> ``(B, N, 2)`` ``(x, y)`` pixels, each in its own image's frame.
+
+    Images of any size are resized to :attr:`input_size` first (see the module docs).
     """
 
     def __init__(
@@ -70,43 +91,100 @@ class LandmarkModel(nn.Module):
     def backbone(self) -> Backbone:
         return self.hypercolumn.backbone
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` every input is resized to (the backbone's recorded training size; ``None``: no resizing)."""
+        return self.backbone.input_size
+
     def _size(self, images: Tensor) -> tuple[int, int]:
         return self.hypercolumn.output_size(images)
 
-    def descriptors(self, images: Tensor) -> Tensor:
-        """Dense descriptors of ``[0, 1]`` images: projected if a projector is present, else the hypercolumn."""
-        maps = self.hypercolumn.stage_maps(self.backbone.normalize(images))
+    def _prepare(self, images: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Checked, resized network input and each input's ``(H, W)``.
+
+        Args:
+            images: ``(B, 3, H, W)`` or a list of ``(3, H_i, W_i)`` images, float in ``[0, 1]`` (any
+                float dtype) or ``uint8``.
+
+        Returns:
+            ``(B, 3, h, w)`` normalised images in the backbone's dtype at :attr:`input_size` (or at
+            the inputs' common size when the model records none), and the ``B`` input sizes.
+        """
+        checked = as_image_list(images, "images")
+        dtype, target = self.backbone.dtype, self.input_size
+        if isinstance(checked, Tensor):
+            sizes = [(int(checked.shape[-2]), int(checked.shape[-1]))] * checked.shape[0]
+            parts = [(to_float_images(checked, dtype, "images"), sizes[0], "images")]
+        else:
+            sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in checked]
+            parts = [(to_float_images(image, dtype, f"images[{i}]")[None], sizes[i], f"images[{i}]")
+                     for i, image in enumerate(checked)]
+            if target is None and len(set(sizes)) > 1:
+                raise ValueError(f"images have different sizes {sorted(set(sizes))} and the model records no "
+                                 "input_size to resize them to; resize them to one size first")
+        batch = []
+        for part, size, name in parts:
+            if target is not None and size != tuple(target):
+                if min(size[0] / target[0], size[1] / target[1]) < SMALL_INPUT_FRACTION:
+                    warnings.warn(
+                        f"{name} is {size[1]}x{size[0]} pixels, less than half the model's input size "
+                        f"{target[1]}x{target[0]}: it is upscaled, and the landmarks will be less accurate",
+                        UserWarning, stacklevel=2)
+                part = F.interpolate(part, size=tuple(target), mode="bilinear", align_corners=False, antialias=True)
+            batch.append(part)
+        merged = batch[0] if len(batch) == 1 else torch.cat(batch)
+        return self.backbone.normalize(merged), sizes
+
+    def _features(self, images: Tensor | Sequence[Tensor]) -> tuple[list[Tensor], tuple[int, int], list]:
+        batch, sizes = self._prepare(images)
+        return self.hypercolumn.stage_maps(batch), self._size(batch), sizes
+
+    def descriptors(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        """Dense descriptors: projected if a projector is present, else the hypercolumn.
+
+        Args:
+            images: ``(B, 3, H, W)`` or a list of ``(3, H_i, W_i)`` images in ``[0, 1]`` (or ``uint8``),
+                any size (resized to :attr:`input_size`).
+
+        Returns:
+            ``(B, d, S_h, S_w)`` on the model's grid, which covers each input image whole (cell
+            ``(i, j)`` is centred at ``((j + 0.5) W / S_w - 0.5, (i + 0.5) H / S_h - 0.5)`` of an ``H x W`` input).
+        """
+        maps, size, _ = self._features(images)
         if self.projector is None:
             from .hypercolumn import hypercolumn
 
-            return hypercolumn(maps, self._size(images), normalize=self.hypercolumn.normalize)
-        return self.projector(maps, size=self._size(images))
+            return hypercolumn(maps, size, normalize=self.hypercolumn.normalize)
+        return self.projector(maps, size=size)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Landmarks of ``[0, 1]`` images, ``(B, N, 2)`` ``(x, y)`` pixels."""
+    def forward(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        """Landmarks, ``(B, N, 2)`` ``(x, y)`` pixels of each input image (any size; see the module docs)."""
         if self.regressor is None:
             raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
-        maps = self.hypercolumn.stage_maps(self.backbone.normalize(images))
-        size = self._size(images)
+        maps, size, sizes = self._features(images)
         features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
         normalized = self.regressor(features, size=size) if isinstance(features, list) else self.regressor(features)
-        return normalized_to_pixels(normalized, (images.shape[-2], images.shape[-1]))
+        if len(set(sizes)) == 1:
+            return normalized_to_pixels(normalized, sizes[0])
+        return torch.stack([normalized_to_pixels(points, hw) for points, hw in zip(normalized, sizes)])
 
     @torch.no_grad()
-    def detect(self, images: Tensor) -> Tensor:
-        """:meth:`forward` in eval mode without gradients."""
+    def detect(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        """:meth:`forward` in eval mode without gradients: ``(B, N, 2)`` pixels of each input image."""
         return self.eval()(images)
 
     # -- persistence -----------------------------------------------------------------------
     @property
     def config(self) -> dict:
+        """JSON-serialisable description (``config.json``); the heads' ``size`` is the hypercolumn's grid."""
         config = dict(self.backbone.config)
-        config["hypercolumn"] = {"size": list(self.hypercolumn.size) if self.hypercolumn.size else None,
-                                 "normalize": self.hypercolumn.normalize}
+        grid = list(self.hypercolumn.size) if self.hypercolumn.size else None
+        config["hypercolumn"] = {"size": grid, "normalize": self.hypercolumn.normalize}
+        same_grid = {"size": grid} if grid else {}
         if self.projector is not None:
-            config["projector"] = self.projector.config
+            config["projector"] = {**self.projector.config, **same_grid}
         if self.regressor is not None:
-            config["regressor"] = {**self.regressor.config, "input": self.regressor_input,
+            config["regressor"] = {**self.regressor.config, **same_grid, "input": self.regressor_input,
                                    "landmark_names": list(self.landmark_names)}
         return config
 
@@ -129,20 +207,30 @@ class LandmarkModel(nn.Module):
         from .projector import SpatialProjector
         from .regressor import LandmarkRegressor
 
-        backbone = load_backbone(config["architecture"], stages=config.get("stages"))
-        return cls._assemble(backbone, config, SpatialProjector, LandmarkRegressor)
+        return cls._assemble(Backbone.from_config(config), config, SpatialProjector, LandmarkRegressor)
+
+    @staticmethod
+    def _grid(config: dict) -> tuple[int, int] | None:
+        """The hypercolumn grid a config names: its ``hypercolumn`` section (older files: a head's size, else 48)."""
+        hc_config = config.get("hypercolumn") or {}
+        if "size" in hc_config:
+            size = hc_config["size"]
+        else:
+            size = next((config[k]["size"] for k in ("projector", "regressor") if "size" in config.get(k, {})), 48)
+        if size is None:
+            return None
+        return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
 
     @classmethod
     def _assemble(cls, backbone: Backbone, config: dict, projector_cls, regressor_cls) -> LandmarkModel:
-        backbone.mean, backbone.std = tuple(config["mean"]), tuple(config["std"])
-        if config.get("input_size"):
-            backbone.input_size = tuple(config["input_size"])
-        hc_config = config.get("hypercolumn", {})
-        hypercolumn = Hypercolumn(backbone, size=hc_config.get("size", 48), normalize=hc_config.get("normalize", False))
-        projector = projector_cls(**config["projector"]) if "projector" in config else None
+        grid = cls._grid(config)
+        same_grid = {"size": grid} if grid else {}
+        hc_config = config.get("hypercolumn") or {}
+        hypercolumn = Hypercolumn(backbone, size=grid, normalize=hc_config.get("normalize", False))
+        projector = projector_cls(**{**config["projector"], **same_grid}) if "projector" in config else None
         regressor, regressor_input, names = None, "projector", ()
         if "regressor" in config:
-            head = dict(config["regressor"])
+            head = {**config["regressor"], **same_grid}
             regressor_input = head.pop("input", "projector")
             names = head.pop("landmark_names", ())
             regressor = regressor_cls(**head)
@@ -151,14 +239,22 @@ class LandmarkModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **hub_kwargs) -> LandmarkModel:
-        """Load a bundle from a registry name, a local directory or a Hub repo id (strictly)."""
+        """Load a bundle from a registry name, a local directory or a Hub repo id (strictly).
+
+        The directory's ``config.json`` is read once and gives everything: architecture, stages,
+        preprocessing (mean, std, input size), the hypercolumn grid and the heads.
+        """
         from .projector import SpatialProjector
         from .regressor import LandmarkRegressor
 
         files = resolve_weights(name_or_path, **hub_kwargs)
         directory = files.weights.parent
-        config = files.config or json.loads((directory / CONFIG_NAME).read_text())
-        backbone = load_backbone(config["architecture"], files.weights, stages=config.get("stages"))
+        if not files.config and not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{name_or_path} is a bare weights file; LandmarkModel.from_pretrained needs a "
+                                    f"model directory ({CONFIG_NAME} + weights), as written by save_pretrained")
+        config = files.config or read_config(directory)
+        backbone = Backbone.from_config(config)
+        backbone.load_checkpoint_state(read_state_dict(files.weights), source=str(files.weights))
         model = cls._assemble(backbone, config, SpatialProjector, LandmarkRegressor)
         for module, name in ((model.projector, _PROJECTOR_FILE), (model.regressor, _REGRESSOR_FILE)):
             if module is not None:
@@ -168,8 +264,6 @@ class LandmarkModel(nn.Module):
 
 def _read_heads(path: Path, hub_kwargs: dict, source: str | os.PathLike) -> dict[str, Tensor]:
     """A head file next to ``model.safetensors``; fetched from the Hub repo when the bundle came from one."""
-    from safetensors.torch import load_file
-
     from . import hub
 
     if not path.is_file():
@@ -180,4 +274,4 @@ def _read_heads(path: Path, hub_kwargs: dict, source: str | os.PathLike) -> dict
         kwargs = {k: v for k, v in hub_kwargs.items() if k in ("revision", "cache_dir")}
         path = hub._download(repo_id, path.name, local_files_only=hub._offline(hub_kwargs.get("local_files_only")),
                              **kwargs)
-    return load_file(str(path))
+    return read_safetensors(path)

@@ -14,8 +14,7 @@ from contrastive_landmarks.demo import _DISPLAY, example_faces, load_image, run_
 @pytest.fixture
 def bundle_dir(tmp_path):
     torch.manual_seed(0)
-    backbone = load_backbone("test_resnet")
-    backbone.input_size = (32, 32)
+    backbone = load_backbone("test_resnet").with_preprocessing(input_size=(32, 32))
     hc = Hypercolumn(backbone, size=16)
     model = LandmarkModel(hc, SpatialProjector(hc.channels, 8, size=16), LandmarkRegressor(8, 5, 2, size=16))
     return model.save_pretrained(tmp_path / "bundle")

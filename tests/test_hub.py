@@ -22,8 +22,7 @@ def _trained_backbone():
     for name, tensor in backbone.body.state_dict().items():
         if name.endswith("running_var"):
             tensor.copy_(torch.rand_like(tensor) + 0.5)
-    backbone.mean, backbone.std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
-    return backbone
+    return backbone.with_preprocessing(mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
 
 
 def test_save_and_load_round_trip(tmp_path):

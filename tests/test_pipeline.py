@@ -53,7 +53,7 @@ def test_regressor_needs_projector():
 
 def test_round_trip_keeps_input_size(tmp_path):
     model = _model()
-    model.backbone.input_size = (40, 40)
+    model.backbone.with_preprocessing(input_size=(40, 40))
     loaded = LandmarkModel.from_pretrained(model.save_pretrained(tmp_path / "bundle"))
     assert loaded.backbone.input_size == (40, 40)
 
