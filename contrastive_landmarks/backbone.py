@@ -332,7 +332,7 @@ class Backbone(nn.Module):
         check_images(images, "images", allow_uint8=False)
         body = self.body
         dtype = self.dtype
-        if images.dtype != dtype and not torch.is_autocast_enabled(images.device.type):
+        if images.dtype != dtype and not _autocast_enabled(images.device.type):
             images = images.to(dtype)  # float16 / bfloat16 / float64 inputs run in the weights' dtype
         x = images.contiguous(memory_format=torch.channels_last)
         wanted = set(self.stage_indices)
@@ -374,6 +374,13 @@ class Backbone(nn.Module):
         from .hub import save_pretrained
 
         return save_pretrained(directory, self.body.state_dict(), self.config, card=card, dtype=dtype)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))  # torch >= 2.4
+    except TypeError:  # pragma: no cover - older torch
+        return bool(torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled())
 
 
 def _looks_like_torch_pickle(path: Path) -> bool:

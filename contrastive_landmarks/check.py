@@ -83,7 +83,8 @@ def check_images(images: object, name: str = "images", *, ndim: int = 4, allow_u
 
 
 def _compiling() -> bool:
-    return bool(torch.compiler.is_compiling())
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling()) if is_compiling is not None else False
 
 
 def check_image_values(images: Tensor, name: str = "images") -> None:

@@ -179,3 +179,75 @@ def test_unknown_names():
         load_backbone("test_resnet", stages=("conv6_x",))
     with pytest.raises(FileNotFoundError, match="not found"):
         load_backbone("test_resnet", "no/such/file.pth")
+
+
+# -- a backbone loads its own state dict (and those of the modules that hold one) --------------------------
+@pytest.mark.parametrize("arch", ["test_resnet", "resnet18"])
+def test_own_state_dict_round_trip(tmp_path, arch):
+    torch.manual_seed(0)
+    backbone = load_backbone(arch)
+    for name, tensor in backbone.state_dict().items():
+        if name.endswith("running_var"):
+            tensor.copy_(torch.rand_like(tensor) + 0.5)
+    path = tmp_path / "backbone.pth"
+    torch.save(backbone.state_dict(), path)
+    loaded = load_backbone(arch, path)
+    assert loaded.load_report.prefix == "body."
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(backbone(images), loaded(images)):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("prefix", ["hypercolumn.backbone.", "backbone.", "encoder_q.backbone.", "module."])
+def test_state_dicts_of_modules_holding_a_backbone(trained_like_state, prefix):
+    """LandmarkModel, Hypercolumn, this library's MoCo and a DDP-wrapped Backbone."""
+    state = {f"{prefix}body.{k}": v for k, v in trained_like_state.items() if not k.startswith("fc.")}
+    backbone = load_backbone("test_resnet", state)
+    _check_loaded(backbone, trained_like_state)
+    assert backbone.load_report.prefix == f"{prefix}body."
+
+
+def test_own_state_dict_mismatch_is_still_strict_and_named(tmp_path):
+    state = load_backbone("test_resnet").state_dict()
+    state.pop("body.layer2.0.conv1.weight")
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys: layer2\.0\.conv1\.weight"):
+        load_backbone("test_resnet", state)
+    with pytest.raises(CheckpointMismatchError, match="looks like a resnet18"):
+        load_backbone("resnet34", load_backbone("resnet18").state_dict())
+
+
+def test_save_pretrained_round_trip_gives_the_same_outputs(tmp_path, trained_like_state):
+    backbone = load_backbone("test_resnet", trained_like_state, stages=("conv3_x", "conv2_x"))
+    backbone.with_preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=(40, 40))
+    loaded = load_backbone(backbone.save_pretrained(tmp_path / "model"))
+    assert loaded.preprocessing == backbone.preprocessing and loaded.stages == ("conv3_x", "conv2_x")
+    images = torch.rand(2, 3, 40, 40)
+    with torch.no_grad():
+        for a, b in zip(backbone(backbone.normalize(images)), loaded(loaded.normalize(images))):
+            torch.testing.assert_close(a, b)
+
+
+def test_preprocessing_is_validated():
+    from contrastive_landmarks.backbone import Preprocessing
+
+    assert Preprocessing([0.5] * 3, [0.25] * 3, [64, 48]) == Preprocessing((0.5,) * 3, (0.25,) * 3, (64, 48))
+    with pytest.raises(ValueError, match="3 numbers"):
+        Preprocessing((0.5, 0.5), (0.2, 0.2, 0.2))
+    with pytest.raises(ValueError, match="std must be positive"):
+        Preprocessing((0.5,) * 3, (0.2, 0.0, 0.2))
+    with pytest.raises(ValueError, match="input_size"):
+        Preprocessing(input_size=(0, 64))
+    with pytest.raises(ValueError, match="not both"):
+        Backbone("test_resnet", mean=(0.5,) * 3, preprocessing=Preprocessing())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_forward_casts_other_float_dtypes(dtype):
+    backbone = load_backbone("test_resnet")
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = backbone(images.to(dtype).float())
+        for a, b in zip(backbone(images.to(dtype)), expected):
+            assert a.dtype == torch.float32
+            torch.testing.assert_close(a, b)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -65,3 +68,73 @@ def test_from_config_builds_the_same_structure_with_fresh_weights(tmp_path):
     assert fresh.config == loaded.config
     assert sorted(fresh.state_dict()) == sorted(loaded.state_dict())
     assert not torch.equal(fresh.projector.weight, loaded.projector.weight)
+
+
+# -- round trips compare outputs, with non-ImageNet statistics and a non-default grid ----------------------
+IMAGES = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.mark.parametrize("regressor_input", ["projector", "hypercolumn"])
+def test_save_load_round_trip_gives_the_same_outputs(tmp_path, regressor_input):
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(regressor_input)
+    loaded = LandmarkModel.from_pretrained(model.save_pretrained(tmp_path / "bundle"))
+    torch.testing.assert_close(loaded.detect(IMAGES), model.detect(IMAGES))
+    torch.testing.assert_close(loaded.descriptors(IMAGES), model.descriptors(IMAGES))
+    torch.testing.assert_close(loaded.detect(IMAGES[:1]), model.detect(IMAGES[:1]))
+
+
+def test_round_trip_is_sensitive_to_the_statistics(tmp_path, tiny_model):
+    """The test above would catch a loader that falls back to ImageNet statistics."""
+    loaded = LandmarkModel.from_pretrained(tiny_model.save_pretrained(tmp_path / "bundle"))
+    loaded.backbone.with_preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert not torch.allclose(loaded.descriptors(IMAGES), tiny_model.descriptors(IMAGES))
+
+
+def test_from_pretrained_uses_the_directory_config_for_the_backbone(tmp_path, tiny_model):
+    loaded = LandmarkModel.from_pretrained(tiny_model.save_pretrained(tmp_path / "bundle"))
+    assert loaded.backbone.preprocessing == tiny_model.backbone.preprocessing
+    assert loaded.config == tiny_model.config
+
+
+def test_grid_size_comes_from_the_hypercolumn_section(tmp_path, tiny_model):
+    directory = tiny_model.save_pretrained(tmp_path / "bundle")
+    config = json.loads((directory / "config.json").read_text())
+    assert config["hypercolumn"]["size"] == config["projector"]["size"] == config["regressor"]["size"] == [12, 12]
+    config["hypercolumn"]["size"] = [10, 10]  # the one place: the heads follow
+    (directory / "config.json").write_text(json.dumps(config))
+    loaded = LandmarkModel.from_pretrained(directory)
+    assert loaded.descriptors(IMAGES).shape == (3, 16, 10, 10)
+    assert loaded.projector.size == loaded.regressor.size == loaded.hypercolumn.size == (10, 10)
+    assert loaded.config["projector"]["size"] == loaded.config["regressor"]["size"] == [10, 10]
+
+
+def test_saved_grid_is_the_one_the_computation_used(tmp_path):
+    """A projector built with another default size is saved with the grid the model actually computes on."""
+    hc = Hypercolumn(load_backbone("test_resnet"), size=12)
+    model = LandmarkModel(hc, SpatialProjector(hc.channels, 16, size=48))
+    before = model.descriptors(IMAGES)
+    assert before.shape[-2:] == (12, 12)
+    loaded = LandmarkModel.from_pretrained(model.save_pretrained(tmp_path / "bundle"))
+    assert loaded.config["projector"]["size"] == [12, 12]
+    torch.testing.assert_close(loaded.descriptors(IMAGES), before)
+
+
+def test_preprocessing_is_read_only(tiny_model):
+    backbone = tiny_model.backbone
+    for name, value in (("mean", (0.1, 0.1, 0.1)), ("std", (1.0, 1.0, 1.0)), ("input_size", (8, 8))):
+        with pytest.raises(AttributeError, match=rf"{name} is read-only.*with_preprocessing"):
+            setattr(backbone, name, value)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        backbone.preprocessing.mean = (0.0, 0.0, 0.0)
+    assert backbone.mean == (0.5, 0.5, 0.5) and backbone.input_size == (32, 32)
+
+
+def test_with_preprocessing_changes_what_normalize_computes(tiny_model):
+    backbone = tiny_model.backbone
+    images = torch.full((1, 3, 4, 4), 0.75)
+    torch.testing.assert_close(backbone.normalize(images), torch.full((1, 3, 4, 4), 0.5))
+    assert backbone.with_preprocessing(mean=(0.25, 0.25, 0.25)) is backbone
+    torch.testing.assert_close(backbone.normalize(images), torch.full((1, 3, 4, 4), 1.0))
+    assert backbone.config["mean"] == [0.25, 0.25, 0.25] and backbone.config["std"] == [0.5, 0.5, 0.5]
