@@ -138,3 +138,31 @@ def test_builtin_face_model_loads_offline_everywhere():
     fresh = torch.hub.load(str(ROOT), "resnet18_faces", source="local", pretrained=False)
     assert fresh.config == model.config
     assert (directory / "README.md").read_text().count("|") > 20  # a model card with a table
+
+
+def test_builtin_face_model_normalises_with_its_own_statistics(faces_model):
+    """config.json's CelebA statistics are what normalize() computes with (it used ImageNet's after loading)."""
+    info = get_model_info("resnet18-faces")
+    images = torch.rand(1, 3, 8, 8)
+    mean, std = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(faces_model.backbone.normalize(images), (images - mean) / std)
+    assert faces_model.backbone.preprocessing.input_size == faces_model.input_size == (64, 64)
+    torch.testing.assert_close(load_backbone("resnet18-faces").normalize(images), (images - mean) / std)
+
+
+def test_torch_hub_random_init_records_the_registry_preprocessing():
+    model = torch.hub.load(str(ROOT), "resnet18_celeba", source="local", pretrained=False, size=24)
+    info = get_model_info("resnet18-celeba")
+    assert model.backbone.preprocessing.mean == info.mean and model.backbone.std == info.std
+    assert model.backbone.input_size == info.input_size
+    images = torch.rand(1, 3, 8, 8)
+    expected = (images - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(model.backbone.normalize(images), expected)
+
+
+def test_directory_round_trip_normalises_with_the_saved_statistics(tmp_path):
+    backbone = _trained_backbone()
+    loaded = load_backbone(backbone.save_pretrained(tmp_path / "model"))
+    images = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(loaded.normalize(images), backbone.normalize(images))
+    assert loaded.preprocessing == backbone.preprocessing
