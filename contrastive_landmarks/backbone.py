@@ -190,7 +190,7 @@ class Backbone(nn.Module):
 
     Shape:
         - Input: ``(B, 3, H, W)`` float images, normalised with ``mean``/``std``
-          (see :meth:`normalize`).
+          (see :meth:`normalize`); other float dtypes are cast to the weights' (:attr:`dtype`).
         - Output: list of ``(B, C_s, ceil(H / r_s), ceil(W / r_s))``, one per stage, channels-last.
     """
 
@@ -557,13 +557,15 @@ def load_backbone(
     config: dict = {}
     state_dict: Mapping[str, Tensor] | None = None
     source = "<state dict>"
+    files = None
     name = os.fspath(name) if isinstance(name, os.PathLike) else name
     if hub.is_registered(name):
         if weights is None:
             weights = name
         name = hub.get_model_info(name).arch
-    elif Path(name).expanduser().is_dir():
-        weights, name = name, hub.read_config(Path(name).expanduser())["architecture"]
+    elif Path(name).expanduser().is_dir():  # a model directory: its config.json is read once, here
+        files = hub.resolve_weights(Path(name).expanduser())
+        weights, name = files.weights, files.config["architecture"]
     elif looks_like_path(name) and name not in _supported_archs():
         path = Path(name).expanduser()
         if path.is_file():
@@ -576,9 +578,10 @@ def load_backbone(
     if isinstance(weights, Mapping):
         state_dict = weights
     elif weights is not None:
-        files = hub.resolve_weights(
-            weights, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
-        )
+        if files is None:
+            files = hub.resolve_weights(
+                weights, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+            )
         config, source = files.config, str(files.weights)
         state_dict = read_state_dict(files.weights)
         if config.get("architecture") and config["architecture"] != name:
