@@ -3,11 +3,23 @@
 Per target landmark, ``K`` bias-free ``1×1×C`` filters turn a frozen ``C``-channel representation
 into ``K`` intermediate heatmaps; a spatial soft-argmax turns each heatmap into a point; a bias-free
 linear map combines that landmark's own ``K`` points into its ``(x, y)``. This is the structure of
-the authors' (and DVE's) ``IntermediateKeypointPredictor``, with the same initialisation:
+the authors' (and DVE's) ``IntermediateKeypointPredictor``.
 
-- heatmap filters ``~ N(0, 1)`` (``torch.randn``, not Kaiming),
-- the grouped ``2K -> 2`` combination ``~ U(-1/sqrt(2K), 1/sqrt(2K))`` (``nn.Linear(2K, 2)``'s default),
-- spatial softmax with multiplier 100 (temperature 0.01).
+**Initialisation and temperature.** Two named starts (``init=``):
+
+- ``"soft"`` (default): heatmap filters ``~ N(0, 1/C)`` and softmax multiplier 1, so on features of
+  unit scale (what :func:`~contrastive_landmarks.train.fit_regressor` trains on: per-channel
+  standardised stage maps) every heatmap logit has a spread of about 1 over the grid and the spatial
+  softmax starts *soft* (its mean peak probability at a 32² grid is about 0.01, not 0.99); each
+  landmark starts as the mean of its ``K`` soft-argmax points (``combine = 1/K``). Gradients then
+  reach every location from the first step, whatever ``C``.
+- ``"paper"``: the authors' exact start, filters ``~ N(0, 1)`` (``torch.randn``), the grouped
+  ``2K -> 2`` combination ``~ U(±1/sqrt(2K))`` (``nn.Linear(2K, 2)``'s default) and multiplier 100.
+  On raw ReLU hypercolumns the logits then have a spread of about ``100·sqrt(C)``: the softmax is a
+  hard argmax at initialisation and learns only through the few locations it picked, which the
+  authors' protocol compensates for with hundreds of epochs. Use it to reproduce their numbers.
+
+Whatever the start, :meth:`LandmarkRegressor.peakiness` measures how peaked the softmax is.
 
 **Coordinate frame.** Predictions are ``(B, N, 2)`` ``(x, y)`` in the ``align_corners=False``
 normalised frame of :mod:`contrastive_landmarks.coords` (``-1``/``+1`` are the image's outer edges).
@@ -36,7 +48,17 @@ from torch import Tensor, nn
 from .coords import cell_centers, normalized_to_pixels
 from .ops import project_stages
 
-__all__ = ["LandmarkRegressor", "combine_points", "regression_loss", "spatial_soft_argmax"]
+__all__ = [
+    "INITS",
+    "LandmarkRegressor",
+    "combine_points",
+    "regression_loss",
+    "spatial_soft_argmax",
+    "spatial_softmax",
+]
+
+#: Named initialisations of :class:`LandmarkRegressor` and their default softmax multipliers.
+INITS = {"soft": 1.0, "paper": 100.0}
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -48,7 +70,23 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-def spatial_soft_argmax(heatmaps: Tensor, multiplier: float = 100.0) -> Tensor:
+def spatial_softmax(heatmaps: Tensor, multiplier: float = 1.0) -> Tensor:
+    """``softmax(multiplier · heatmap)`` over all ``h·w`` locations of each map.
+
+    Args:
+        heatmaps: ``(B, M, h, w)`` logits.
+        multiplier: inverse temperature.
+
+    Returns:
+        ``(B, M, h·w)`` probabilities (row-major locations).
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be (B, M, h, w), got {tuple(heatmaps.shape)}")
+    b, m, h, w = heatmaps.shape
+    return torch.softmax(heatmaps.reshape(b, m, h * w) * multiplier, dim=-1)
+
+
+def spatial_soft_argmax(heatmaps: Tensor, multiplier: float = 1.0) -> Tensor:
     """Expected cell-centre location under ``softmax(multiplier · heatmap)`` over all locations.
 
     Args:
@@ -58,11 +96,8 @@ def spatial_soft_argmax(heatmaps: Tensor, multiplier: float = 100.0) -> Tensor:
     Returns:
         ``(B, M, 2)`` expected ``(x, y)`` in the ``align_corners=False`` normalised frame.
     """
-    if heatmaps.ndim != 4:
-        raise ValueError(f"heatmaps must be (B, M, h, w), got {tuple(heatmaps.shape)}")
-    b, m, h, w = heatmaps.shape
-    probs = torch.softmax(heatmaps.reshape(b, m, h * w) * multiplier, dim=-1)
-    grid = cell_centers((h, w), dtype=probs.dtype, device=probs.device)  # (h*w, 2)
+    probs = spatial_softmax(heatmaps, multiplier)
+    grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)  # (h*w, 2)
     return probs @ grid
 
 
@@ -89,7 +124,9 @@ class LandmarkRegressor(nn.Module):
         in_channels: ``C``, channels of the representation (3840 for a ResNet-50 hypercolumn).
         num_landmarks: ``N``, landmarks to predict.
         heatmaps_per_landmark: ``K`` intermediate heatmaps *per landmark* (50 in the paper).
-        softmax_multiplier: inverse temperature of the spatial softmax (100 in the paper).
+        init: ``"soft"`` (default) or ``"paper"``, see the module docstring.
+        softmax_multiplier: inverse temperature of the spatial softmax (default: the init's, 1 for
+            ``"soft"``, 100 for ``"paper"``).
         size: hypercolumn grid ``S`` or ``(S_h, S_w)`` used when :meth:`forward` gets stage maps
             (48, as in the paper).
 
@@ -113,7 +150,8 @@ class LandmarkRegressor(nn.Module):
         num_landmarks: int,
         heatmaps_per_landmark: int = 50,
         *,
-        softmax_multiplier: float = 100.0,
+        init: str = "soft",
+        softmax_multiplier: float | None = None,
         size: int | Sequence[int] = 48,
     ) -> None:
         super().__init__()
@@ -121,11 +159,16 @@ class LandmarkRegressor(nn.Module):
                             ("heatmaps_per_landmark", heatmaps_per_landmark)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}")
+        if softmax_multiplier is None:
+            softmax_multiplier = INITS[init]
         if not softmax_multiplier > 0:
             raise ValueError(f"softmax_multiplier must be positive, got {softmax_multiplier}")
         self.in_channels = in_channels
         self.num_landmarks = num_landmarks
         self.heatmaps_per_landmark = heatmaps_per_landmark
+        self.init = init
         self.softmax_multiplier = float(softmax_multiplier)
         self.size = _pair(size)
         self.weight = nn.Parameter(torch.empty(num_landmarks * heatmaps_per_landmark, in_channels))
@@ -133,15 +176,25 @@ class LandmarkRegressor(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """The authors' init: ``weight ~ N(0, 1)``, ``combine ~ U(±1/sqrt(2K))``.
+        """Initialise as :attr:`init` says (module docstring).
+
+        ``"soft"``: ``weight ~ N(0, 1/C)``, each landmark the mean of its ``K`` points. ``"paper"``:
+        ``weight ~ N(0, 1)``, ``combine ~ U(±1/sqrt(2K))``.
 
         Args:
             generator: optional CPU generator, for a reproducible init.
         """
-        bound = 1.0 / math.sqrt(2 * self.heatmaps_per_landmark)
+        k = self.heatmaps_per_landmark
         with torch.no_grad():
             w = torch.randn(self.weight.shape, generator=generator, dtype=torch.float64)
-            c = torch.rand(self.combine.shape, generator=generator, dtype=torch.float64) * (2 * bound) - bound
+            if self.init == "paper":
+                bound = 1.0 / math.sqrt(2 * k)
+                c = torch.rand(self.combine.shape, generator=generator, dtype=torch.float64) * (2 * bound) - bound
+            else:
+                w = w / math.sqrt(self.in_channels)
+                c = torch.zeros(self.combine.shape, dtype=torch.float64)
+                c[:, 0, 0::2] = 1.0 / k
+                c[:, 1, 1::2] = 1.0 / k
             self.weight.copy_(w)
             self.combine.copy_(c)
 
@@ -152,13 +205,14 @@ class LandmarkRegressor(nn.Module):
             "in_channels": self.in_channels,
             "num_landmarks": self.num_landmarks,
             "heatmaps_per_landmark": self.heatmaps_per_landmark,
+            "init": self.init,
             "softmax_multiplier": self.softmax_multiplier,
             "size": list(self.size),
         }
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, num_landmarks={self.num_landmarks}, "
-                f"heatmaps_per_landmark={self.heatmaps_per_landmark}, "
+                f"heatmaps_per_landmark={self.heatmaps_per_landmark}, init={self.init!r}, "
                 f"softmax_multiplier={self.softmax_multiplier}, size={self.size}")
 
     def heatmaps(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
@@ -195,6 +249,16 @@ class LandmarkRegressor(nn.Module):
         points = spatial_soft_argmax(maps, self.softmax_multiplier)  # (B, N*K, 2)
         points = points.reshape(points.shape[0], self.num_landmarks, self.heatmaps_per_landmark, 2)
         return combine_points(points, self.combine.to(points.dtype))
+
+    def peakiness(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
+        """How peaked each landmark's spatial softmax is: the largest location probability of each
+        heatmap, averaged over the landmark's ``K`` heatmaps, ``(B, N)`` in ``(0, 1]``.
+
+        ``1/(S_h·S_w)`` is a uniform softmax, ``1`` a hard argmax (the authors' start on raw features).
+        """
+        probs = spatial_softmax(self.heatmaps(features, size), self.softmax_multiplier)
+        peak = probs.amax(-1)  # (B, N*K)
+        return peak.reshape(peak.shape[0], self.num_landmarks, self.heatmaps_per_landmark).mean(-1)
 
     @staticmethod
     def to_pixels(pred: Tensor, image_size: int | Sequence[int]) -> Tensor:

@@ -25,6 +25,7 @@ from .csv_table import KeypointCSV, read_keypoint_csv
 from .cub import CUB
 from .folder import ImageFolder
 from .mtfl import MTFL
+from .registry import DATASETS, by_name
 from .threehundredw import PtsFolder, ThreeHundredW, read_pts
 from .transforms import (
     BorderCrop,
@@ -45,6 +46,7 @@ __all__ = [
     "AFLWM",
     "AFLWR",
     "CUB",
+    "DATASETS",
     "MAFL",
     "MTFL",
     "BorderCrop",
@@ -62,6 +64,7 @@ __all__ = [
     "Resize",
     "ThreeHundredW",
     "aflw_transform",
+    "by_name",
     "celeba_transform",
     "face_box_crop",
     "load_image",

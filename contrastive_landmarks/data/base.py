@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["KeypointDataset", "Sample", "Transform", "load_image", "require_dir", "require_file"]
+__all__ = ["KeypointDataset", "KeypointSubset", "Sample", "Transform", "load_image", "require_dir", "require_file"]
 
 Sample = dict
 #: A transform maps a sample dict to a sample dict (see :mod:`contrastive_landmarks.data.transforms`).
@@ -88,6 +88,8 @@ class KeypointDataset(Dataset):
         transform: a sample transform (see :mod:`contrastive_landmarks.data.transforms`), applied last.
         eye_indices: the two keypoints whose distance normalises the inter-ocular error, if defined.
         names: optional keypoint names.
+        flip_pairs: left/right keypoint index pairs that a horizontal flip swaps, if defined (no flip
+            augmentation without them).
 
     A sample is ``{"image": (3, H, W), "keypoints": (N, 2), "visible": (N,), "index": int}``, plus
     ``"box"`` ``(4,)`` when boxes are given (transforms may drop it).
@@ -104,6 +106,7 @@ class KeypointDataset(Dataset):
         transform: Transform | None = None,
         eye_indices: tuple[int, int] | None = None,
         names: Sequence[str] | None = None,
+        flip_pairs: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.images = [str(p) for p in images]
@@ -124,6 +127,7 @@ class KeypointDataset(Dataset):
         self.transform = transform
         self.eye_indices = eye_indices
         self.names = list(names) if names is not None else None
+        self.flip_pairs = tuple((int(a), int(b)) for a, b in flip_pairs) if flip_pairs else None
 
     @property
     def num_keypoints(self) -> int:
@@ -151,3 +155,26 @@ class KeypointDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images, {self.num_keypoints} keypoints, root={str(self.root)!r})"
+
+
+class KeypointSubset(Dataset):
+    """``data[indices[i]]``, keeping the dataset's ``eye_indices``, ``flip_pairs`` and ``names``.
+
+    Args:
+        data: any indexable dataset of samples.
+        indices: positions in ``data``.
+    """
+
+    def __init__(self, data, indices: Sequence[int]) -> None:
+        self.data, self.indices = data, [int(i) for i in indices]
+        for key in ("eye_indices", "flip_pairs", "names"):
+            setattr(self, key, getattr(data, key, None))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.data[self.indices[index]]
+
+    def __repr__(self) -> str:
+        return f"KeypointSubset({len(self)} of {self.data!r})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,7 @@ class KeypointCSV(KeypointDataset):
         root: folder the image paths are relative to (default: the CSV's folder).
         transform: sample transform (e.g. :class:`~contrastive_landmarks.data.transforms.Resize`).
         eye_indices: 0-based indices of the two points normalising the inter-ocular error, if any.
+        flip_pairs: left/right point pairs a horizontal flip swaps, if any.
 
     Images are decoded with Pillow (``train``/``viz`` extras).
     """
@@ -91,8 +93,9 @@ class KeypointCSV(KeypointDataset):
         *,
         transform: Transform | None = None,
         eye_indices: tuple[int, int] | None = None,
+        flip_pairs: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         images, keypoints, visible = read_keypoint_csv(path)
         super().__init__(root if root is not None else Path(path).parent, images, keypoints, visible,
-                         transform=transform, eye_indices=eye_indices)
+                         transform=transform, eye_indices=eye_indices, flip_pairs=flip_pairs)
         self.path = Path(path)

@@ -9,19 +9,19 @@ the frozen-backbone heads (spatial projector, landmark regressor). The same step
 
 from __future__ import annotations
 
-from ..fitting import FitResult, fit_regressor
-from ..projector_fitting import ProjectorFitResult, fit_projector, projector_loss
 from .augment import PRESETS, MoCoAugment, Preset, get_preset
 from .batchnorm import recalibrate_batchnorm
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .images import ImageSource, PretrainImages, cache_images, list_images
 from .moco import MoCo, MoCoEncoder, MoCoHead, moco_loss
 from .pretrain import CosineSchedule, PretrainConfig, export_backbone, pretrain
+from .projector_fitting import ProjectorFitResult, fit_projector, projector_loss
+from .regressor_fitting import Augment, RegressorFit, fit_regressor, mean_shape
 
 __all__ = [
     "PRESETS",
+    "Augment",
     "CosineSchedule",
-    "FitResult",
     "ImageSource",
     "MoCo",
     "MoCoAugment",
@@ -31,6 +31,7 @@ __all__ = [
     "PretrainConfig",
     "PretrainImages",
     "ProjectorFitResult",
+    "RegressorFit",
     "cache_images",
     "export_backbone",
     "fit_projector",
@@ -39,6 +40,7 @@ __all__ = [
     "get_rng_state",
     "list_images",
     "load_checkpoint",
+    "mean_shape",
     "moco_loss",
     "pretrain",
     "projector_loss",

@@ -13,86 +13,21 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["add_evaluate_parser", "add_plot_parser", "build_dataset"]
+from ..data.registry import by_name
+from .common import DATASETS, add_data_arguments, add_model_arguments, setup
+
+__all__ = ["add_evaluate_parser", "add_plot_parser"]
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("mtfl", "mafl", "aflw_m", "aflw_r", "300w", "cub", "csv", "coco")
-
-
-def build_dataset(name: str, root: str | None, split: str, *, image_size: int = 96, resize: int | None = None,
-                  face_crop: bool = False, path: str | None = None, limit: int | None = None):
-    """A dataset by name, with the paper's preprocessing to ``image_size`` (``resize``: stop at that square
-    size instead, e.g. 136 for matching, which crops after warping)."""
-    from torch.utils.data import Subset
-
-    from . import data
-    from .data import transforms as T
-
-    def face(_unused=None):
-        # square face crops: the paper's resize and border crop (136 -> 96; the border scales with the size)
-        return T.Resize(resize) if resize is not None else T.aflw_transform(image_size)
-
-    if name == "mtfl":
-        dataset = data.MTFL(root, split, transform=face(None), face_crop=face_crop and split == "train")
-    elif name == "mafl":
-        transform = T.Compose([T.Crop(30, 0, 178, 178), T.Resize(resize)]) if resize else T.celeba_transform(image_size)
-        dataset = data.MAFL(root, split, transform=transform)
-    elif name == "aflw_m":
-        dataset = data.AFLWM(root, split, transform=face(None))
-    elif name == "aflw_r":
-        dataset = data.AFLWR(root, split, transform=face(None))
-    elif name == "300w":
-        dataset = data.ThreeHundredW(root, split, transform=T.threehundredw_transform(image_size))
-    elif name == "cub":
-        split_file = Path(root) / "splits" / f"{split}.txt" if path is None else Path(path)
-        dataset = data.CUB(root, split_file, transform=T.squash_transform(resize or image_size))
-    elif name == "csv":
-        dataset = data.KeypointCSV(path or root, transform=T.Resize(resize or image_size), eye_indices=(0, 1))
-    elif name == "coco":
-        dataset = data.COCOKeypoints(path or root, transform=T.BoxCrop(resize or image_size, scale=1.25))
-    else:
-        raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
-    if limit is not None and limit < len(dataset):
-        subset = Subset(dataset, range(limit))
-        subset.eye_indices = getattr(dataset, "eye_indices", None)
-        return subset
-    return dataset
-
-
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="resnet50",
-                        help="timm ResNet name, registry name or saved model directory (default resnet50)")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint file/directory or Hub id; omit for a randomly initialised backbone")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default cpu)")
-
-
-def _data_arguments(parser: argparse.ArgumentParser, *, split_default: str = "test") -> None:
-    parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
-    parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
-    parser.add_argument("--split", default=split_default, help=f"split to use (default {split_default})")
-    parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
-    parser.add_argument("--image-size", type=int, default=96, help="network input size in pixels (default 96)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (quick runs)")
-
-
-def _setup(args) -> None:
-    import torch
-
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-
-
 def _hypercolumn(args, size=48):
-    from . import Hypercolumn, load_backbone
+    from .. import Hypercolumn, load_backbone
 
     return Hypercolumn(load_backbone(args.backbone, args.weights), size=size).eval()
 
 
 def _report(results: dict, args, label: str) -> int:
-    from .evaluation import results_table, save_results
+    from ..evaluation import results_table, save_results
 
     print(results_table({label: results}))
     if args.output:
@@ -113,16 +48,16 @@ def _cache_tag(args) -> str:
 
 
 def _run_regression(args) -> int:
-    _setup(args)
+    setup(args)
     import torch
 
-    from .evaluation import evaluate_regression
-    from .features import FeatureCache
+    from ..evaluation import evaluate_regression
+    from ..train.features import FeatureCache
 
     common = {"image_size": args.image_size, "path": args.path}
-    train = build_dataset(args.dataset, args.root, "train", face_crop=args.face_crop, limit=args.limit_train,
+    train = by_name(args.dataset, args.root, "train", face_crop=args.face_crop, limit=args.limit_train,
                           **common)
-    test = build_dataset(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
+    test = by_name(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
     cache = FeatureCache(int(args.cache_memory_gb * (1 << 30)), args.cache_dir,
                          dtype=torch.float16 if args.half_cache else None,
                          tag=_cache_tag(args), persist=args.cache_dir is not None)
@@ -141,14 +76,14 @@ def _run_regression(args) -> int:
 
 
 def _run_matching(args) -> int:
-    _setup(args)
-    from .data.transforms import paper_resize
-    from .evaluation import evaluate_matching
+    setup(args)
+    from ..data.transforms import paper_resize
+    from ..evaluation import evaluate_matching
 
     if args.crop is None:
         args.crop = (paper_resize(args.image_size) - args.image_size) // 2
     resize = args.image_size + 2 * args.crop
-    dataset = build_dataset(args.dataset, args.root, args.split, image_size=args.image_size, resize=resize,
+    dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, resize=resize,
                             path=args.path, limit=args.limit)
     model = _hypercolumn(args, None)
     results = evaluate_matching(model, dataset, num_images=args.limit, seed=args.seed, crop=args.crop,
@@ -167,7 +102,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     reg = sub.add_parser("regression", help="linear landmark regression on frozen features",
                          description="Fit a linear regressor on frozen hypercolumn features of the training set "
                          "(choices made on a validation split), report the test error once per seed.")
-    _model_arguments(reg)
+    add_model_arguments(reg)
     reg.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
     reg.add_argument("--root", help="dataset folder")
     reg.add_argument("--path", default=None, help="annotation file for csv/coco")
@@ -209,8 +144,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     mat = sub.add_parser("matching", help="landmark matching on TPS-warped pairs (Table 1)",
                          description="Match each image's landmarks into a TPS-warped copy (same identity) and into "
                          "the next image (different identity); mean error in the 70-pixel frame.")
-    _model_arguments(mat)
-    _data_arguments(mat)
+    add_model_arguments(mat)
+    add_data_arguments(mat)
     mat.add_argument("--crop", type=int, default=None,
                      help="border cropped after warping (default the paper's 20 at 96 px, 136 -> 96, scaled with "
                      "--image-size)")
@@ -228,13 +163,13 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 def _images(args, count: int):
     import torch
 
-    dataset = build_dataset(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
+    dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
     picks = [dataset[i] for i in range(args.start, min(args.start + count, len(dataset)))]
     return picks, torch.stack([p["image"] for p in picks])
 
 
 def _plot_landmarks(args) -> int:
-    from . import viz
+    from .. import viz
 
     samples, images = _images(args, args.num)
     import torch
@@ -247,11 +182,11 @@ def _plot_landmarks(args) -> int:
 
 
 def _plot_matches(args) -> int:
-    _setup(args)
+    setup(args)
 
-    from . import match, viz
+    from .. import match, viz
 
-    dataset = build_dataset(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
+    dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
     a, b = dataset[args.pair[0]], dataset[args.pair[1]]
     model = _hypercolumn(args, None)
     norm = model.backbone.normalize
@@ -271,8 +206,8 @@ def _features(args, images):
 
 
 def _plot_pca(args) -> int:
-    _setup(args)
-    from . import viz
+    setup(args)
+    from .. import viz
 
     _, images = _images(args, args.num)
     viz.plot_pca(images, _features(args, images), ncols=args.ncols, path=args.output)
@@ -281,8 +216,8 @@ def _plot_pca(args) -> int:
 
 
 def _plot_nmf(args) -> int:
-    _setup(args)
-    from . import viz
+    setup(args)
+    from .. import viz
 
     _, images = _images(args, args.num)
     viz.plot_nmf_parts(images, _features(args, images), args.parts, ncols=args.ncols, path=args.output)
@@ -291,7 +226,7 @@ def _plot_nmf(args) -> int:
 
 
 def _plot_fewshot(args) -> int:
-    from . import viz
+    from .. import viz
 
     curves: dict[str, dict[int, list[float]]] = {}
     metric = None
@@ -315,9 +250,9 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
 
     def image_plot(name: str, help_text: str, handler, *, model: bool = True, count: int = 8):
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _data_arguments(p)
+        add_data_arguments(p)
         if model:
-            _model_arguments(p)
+            add_model_arguments(p)
         p.add_argument("--start", type=int, default=0, help="index of the first image (default 0)")
         p.add_argument("--num", type=int, default=count, help=f"number of images (default {count})")
         p.add_argument("--ncols", type=int, default=4, help="images per row (default 4)")
@@ -327,8 +262,8 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
 
     image_plot("landmarks", "annotated landmarks on a grid of images", _plot_landmarks, model=False)
     matches = sub.add_parser("matches", help="nearest-neighbour matches of one image's landmarks in another")
-    _data_arguments(matches)
-    _model_arguments(matches)
+    add_data_arguments(matches)
+    add_model_arguments(matches)
     matches.add_argument("--pair", type=int, nargs=2, default=[0, 1], help="indices of the two images (default 0 1)")
     matches.add_argument("--output", required=True, help="PNG file to write")
     matches.set_defaults(func=_plot_matches)

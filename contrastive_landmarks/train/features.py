@@ -1,4 +1,12 @@
-"""Compute each image's stage maps once and reuse them (regressor epochs, matching pairs, plots).
+"""Frozen-backbone features computed once and reused: the training code's one place for "images -> stage maps".
+
+- :func:`stage_maps`: ``[0, 1]`` images through a :class:`~contrastive_landmarks.Hypercolumn`'s backbone
+  (its own normalisation) to the list of stage maps every linear head consumes.
+- :class:`StageMapBank`: the stage maps, keypoints and visibility of a labelled set of *views* (each
+  image ``copies`` times, each view augmented), as contiguous in-memory tensors: what
+  :func:`~contrastive_landmarks.train.fit_regressor` trains on.
+- :class:`FeatureCache` / :class:`CachedFeatures`: per-image stage maps under a byte budget, spilling to
+  disk, for unlabelled sets too large for memory (projector fitting, matching).
 
 With a frozen backbone the stage maps of an image never change, so a regressor trained for many
 epochs, or a protocol that uses an image in several pairs, needs the backbone once per image.
@@ -17,17 +25,189 @@ is one stack of contiguous blocks; spill files hold plain contiguous ``(C_s, h_s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CachedFeatures", "FeatureCache", "stage_maps_of"]
+__all__ = [
+    "CachedFeatures",
+    "FeatureCache",
+    "StageMapBank",
+    "check_dataset",
+    "collate",
+    "eval_mode",
+    "index_batches",
+    "module_device",
+    "stage_maps",
+    "stage_maps_of",
+]
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module | None) -> Iterator[None]:
+    """Put ``module`` (and every submodule) in eval mode, restoring each one's own flag afterwards."""
+    if module is None:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in modes:
+            m.training = flag
+
+
+def check_dataset(data: Any, what: str) -> None:
+    """Raise a named error unless ``data`` is a non-empty indexable collection of samples."""
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise TypeError(f"{what} must be a Dataset or a sequence of sample dicts, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{what} is empty")
+
+
+def module_device(module: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """``device`` if given, else where ``module``'s parameters live (the CPU for a module without any)."""
+    if device is not None:
+        return torch.device(device)
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def index_batches(n: int, batch_size: int, order: Tensor | None = None) -> Iterator[Tensor]:
+    """Consecutive ``batch_size`` slices of ``order`` (default ``arange(n)``)."""
+    idx = torch.arange(n) if order is None else order
+    for start in range(0, n, batch_size):
+        yield idx[start : start + batch_size]
+
+
+def collate(data: Any, indices: Sequence[int], *, labels: bool = True) -> dict[str, Tensor]:
+    """Stack samples ``data[i]`` into ``{"image": (B, 3, H, W)[, "keypoints": (B, N, 2), "visible": (B, N)]}``.
+
+    Raises:
+        TypeError: a sample is not a dict with an ``image``.
+        ValueError: labels are asked for and missing, or the images differ in size.
+    """
+    samples = [data[int(i)] for i in indices]
+    for s in samples:
+        if not isinstance(s, Mapping) or "image" not in s:
+            raise TypeError(f"samples must be dicts with an 'image' (and 'keypoints', 'visible'), got {type(s)}")
+        if labels and "keypoints" not in s:
+            raise ValueError("training and validation samples need 'keypoints' ((N, 2) pixels)")
+    shapes = {tuple(s["image"].shape) for s in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"all images must share one size to be batched, got {sorted(shapes)}")
+    out = {"image": torch.stack([torch.as_tensor(s["image"]) for s in samples]).float()}
+    if labels:
+        kp = torch.stack([torch.as_tensor(s["keypoints"], dtype=torch.float32) for s in samples])
+        vis = [s.get("visible") for s in samples]
+        out["keypoints"] = kp
+        out["visible"] = (torch.ones(kp.shape[:2], dtype=torch.bool) if any(v is None for v in vis)
+                          else torch.stack([torch.as_tensor(v, dtype=torch.bool) for v in vis]))
+    return out
+
+
+@torch.no_grad()
+def stage_maps(features: nn.Module, images: Tensor) -> list[Tensor]:
+    """Frozen features of ``(B, 3, H, W)`` images in ``[0, 1]``: a list of ``(B, C_s, h_s, w_s)`` maps.
+
+    ``features`` is a :class:`~contrastive_landmarks.Hypercolumn` or a
+    :class:`~contrastive_landmarks.Backbone`. The backbone's own normalisation is applied. For a
+    hypercolumn with per-stage L2 normalisation (which does not commute with upsampling) the list holds
+    the one materialised hypercolumn. Runs under ``no_grad``; the caller sets eval mode.
+    """
+    backbone = getattr(features, "backbone", features)
+    x = backbone.normalize(images)
+    if getattr(features, "normalize", False) is True:
+        return [features(x)]
+    extract = features.stage_maps if hasattr(features, "stage_maps") else features
+    return list(extract(x))
+
+
+class StageMapBank:
+    """Stage maps with keypoints of a set of labelled views, stacked in memory (float32).
+
+    Attributes:
+        maps: ``[(V, C_s, h_s, w_s)]`` per stage (channels-last), ``keypoints`` ``(V, N, 2)`` pixels,
+        visible ``(V, N)``, image_size ``(H, W)``.
+    """
+
+    def __init__(self, maps: list[Tensor], keypoints: Tensor, visible: Tensor, image_size: tuple[int, int]):
+        self.maps, self.keypoints, self.visible, self.image_size = maps, keypoints, visible, image_size
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, extract: Callable[[Tensor], list[Tensor]], data: Any, *, copies: int = 1, batch_size: int = 64,
+              device: torch.device | str = "cpu",
+              augment: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
+              augment_first: bool = True, bar=None) -> StageMapBank:
+        """Views of every sample of ``data``: ``copies`` passes, each reading the samples again (a random
+        dataset transform draws anew) and applying ``augment`` (all passes but the first unless
+        ``augment_first``) before ``extract``."""
+        if len(data) == 0:
+            raise ValueError("no samples to compute features for")
+        parts: list[list[Tensor]] = []
+        kps, viss = [], []
+        size = None
+        for copy_index in range(copies):
+            for idx in index_batches(len(data), batch_size):
+                batch = collate(data, idx.tolist())
+                images, kp, vis = batch["image"].to(device), batch["keypoints"].to(device), batch["visible"].to(device)
+                if augment is not None and (copy_index > 0 or augment_first):
+                    images, kp, vis = augment(images, kp, vis)
+                if size is not None and tuple(images.shape[-2:]) != size:
+                    raise ValueError(f"all images must share one size, got {size} and {tuple(images.shape[-2:])}")
+                size = tuple(images.shape[-2:])
+                parts.append([m.float() for m in extract(images)])
+                kps.append(kp.float())
+                viss.append(vis.bool() & torch.isfinite(kp).all(-1))
+                if bar is not None:
+                    bar.update(len(idx))
+        maps = [torch.cat(stage).contiguous(memory_format=torch.channels_last) if stage[0].ndim == 4
+                else torch.cat(stage) for stage in zip(*parts)]
+        return cls(maps, torch.nan_to_num(torch.cat(kps)), torch.cat(viss), size)
+
+    def __len__(self) -> int:
+        return self.keypoints.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return sum(m.shape[1] for m in self.maps)
+
+    @property
+    def num_landmarks(self) -> int:
+        return self.keypoints.shape[1]
+
+    def take(self, idx: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """``(maps, keypoints, visible)`` of the views at ``idx``."""
+        idx = idx.to(self.keypoints.device)
+        return [m[idx] for m in self.maps], self.keypoints[idx], self.visible[idx]
+
+    def channel_stats(self, batch_size: int = 512) -> tuple[list[Tensor], list[Tensor]]:
+        """Per-stage, per-channel mean and std over views and positions (accumulated in float64)."""
+        sums = [torch.zeros(m.shape[1], dtype=torch.float64, device=m.device) for m in self.maps]
+        squares = [torch.zeros_like(s) for s in sums]
+        for idx in index_batches(len(self), batch_size):
+            for s, m in enumerate(self.maps):
+                block = m[idx.to(m.device)].double()
+                sums[s] += block.sum((0, 2, 3))
+                squares[s] += block.pow(2).sum((0, 2, 3))
+        means, stds = [], []
+        for s, m in enumerate(self.maps):
+            count = m.shape[0] * m.shape[2] * m.shape[3]
+            mu = sums[s] / count
+            means.append(mu.float())
+            stds.append((squares[s] / count - mu**2).clamp_min(0).sqrt().clamp_min(1e-4).float())
+        return means, stds
+
 
 
 def _nbytes(maps: Sequence[Tensor]) -> int:

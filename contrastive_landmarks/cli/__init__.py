@@ -20,9 +20,9 @@ __all__ = ["build_parser", "main"]
 # (module, function names, the subcommands they register, extra that provides their dependencies)
 _SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("contrastive_landmarks.demo", ("add_demo_parser",), ("demo",), "viz"),
-    ("contrastive_landmarks.train.cli", ("add_train_parsers",),
+    ("contrastive_landmarks.cli.train", ("add_train_parsers",),
      ("pretrain", "fit-projector", "fit-regressor", "export", "push"), "train"),
-    ("contrastive_landmarks.cli_evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
+    ("contrastive_landmarks.cli.evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
 )
 
 

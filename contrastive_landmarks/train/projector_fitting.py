@@ -37,12 +37,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .features import CachedFeatures, FeatureCache
-from .fitting import _batches, _check_dataset, _collate, _device, _modes, _restore
-from .hypercolumn import Hypercolumn, hypercolumn
-from .losses import spatial_contrastive_loss
-from .projector import SpatialProjector
-from .tps import TPSParams, make_pair
+from ..hypercolumn import Hypercolumn, hypercolumn
+from ..losses import spatial_contrastive_loss
+from ..projector import SpatialProjector
+from ..tps import TPSParams, make_pair
+from .features import CachedFeatures, FeatureCache, check_dataset, collate, eval_mode, index_batches, module_device
 
 __all__ = ["ProjectorFitResult", "fit_projector", "projector_loss"]
 
@@ -107,7 +106,7 @@ class _Images:
 def _as_dataset(data: Any, what: str) -> Any:
     if isinstance(data, Tensor):
         data = _Images(data)
-    _check_dataset(data, what)
+    check_dataset(data, what)
     return data
 
 
@@ -126,7 +125,7 @@ class _Source:
     def __init__(self, features: Hypercolumn, data: Any, device: torch.device, batch_size: int,
                  cache: FeatureCache | None, params: TPSParams | None) -> None:
         self.features, self.data, self.device, self.params = features, data, device, params
-        self.image_size = tuple(_collate(data, [0], need_keypoints=False)["image"].shape[-2:])
+        self.image_size = tuple(collate(data, [0], labels=False)["image"].shape[-2:])
         self.cached = (CachedFeatures(features, data, cache=cache, batch_size=batch_size, device=device)
                        if cache is not None else None)
 
@@ -143,7 +142,7 @@ class _Source:
         """``(stage maps of x, stage maps of x' or None, grid or None)`` of the samples at ``idx``."""
         if self.cached is not None:
             return self.cached.get(idx), None, None
-        images = _collate(self.data, idx.tolist(), need_keypoints=False)["image"].to(self.device)
+        images = collate(self.data, idx.tolist(), labels=False)["image"].to(self.device)
         if self.params is None:
             return self._maps(images), None, None
         pair = make_pair(images, params=self.params, generator=generator)
@@ -169,7 +168,7 @@ def _mean_loss(projector, features, source: _Source, batch_size: int, size, loss
     projector.eval()
     generator = torch.Generator().manual_seed(seed)  # the same validation pairs every time
     total = 0.0
-    for idx in _batches(len(source), batch_size):
+    for idx in index_batches(len(source), batch_size):
         total += float(_loss(projector, features, source, idx, generator, size, loss_kwargs)) * len(idx)
     projector.train(was_training)
     return total / len(source)
@@ -230,17 +229,13 @@ def projector_loss(
     """
     data = _as_dataset(data, "data")
     grid = _pair_size(size)
-    device = _device(features, device)
+    device = module_device(features, device)
     features.to(device)
     projector.to(device)
-    modes = _modes(features) + _modes(projector)
-    features.eval()
-    try:
+    with eval_mode(features), eval_mode(projector):
         source = _Source(features, data, device, batch_size, None, _warp_params(warp))
         return _mean_loss(projector, features, source, batch_size, grid,
                           _loss_kwargs(temperature, distance_power, implementation), seed)
-    finally:
-        _restore(modes)
 
 
 def fit_projector(
@@ -319,10 +314,10 @@ def fit_projector(
     use_cache = params is None if cache is None else cache is not False
     train_cache = cache if isinstance(cache, FeatureCache) else (FeatureCache() if use_cache else None)
     loss_kwargs = _loss_kwargs(temperature, distance_power, implementation)
-    device = _device(features, device)
+    device = module_device(features, device)
     features.to(device)
-    modes = _modes(features)
-    features.eval()
+    frozen = eval_mode(features)
+    frozen.__enter__()
     generator = torch.Generator().manual_seed(seed)
 
     projector = SpatialProjector(features.channels, dim, mode=mode, softmax_multiplier=softmax_multiplier, size=grid)
@@ -363,7 +358,7 @@ def fit_projector(
             started = time.perf_counter()
             order = torch.randperm(len(data), generator=generator)
             total, count = 0.0, 0
-            for idx in _batches(len(order), batch_size, order):
+            for idx in index_batches(len(order), batch_size, order):
                 loss = _loss(projector, features, source, idx, generator, grid, loss_kwargs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -394,7 +389,7 @@ def fit_projector(
     finally:
         if bar is not None:
             bar.close()
-        _restore(modes)
+        frozen.__exit__(None, None, None)
 
     if best_state is not None:
         projector.load_state_dict(best_state)

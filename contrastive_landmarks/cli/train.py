@@ -17,25 +17,18 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import textwrap
 import time
 import types
 import typing
 from pathlib import Path
 
+from ..data.registry import by_name
+from .common import DATASETS, UserError, add_data_arguments, add_model_arguments, fail, setup
+
 __all__ = ["add_config_options", "add_train_parsers", "config_from_args"]
 
 logger = logging.getLogger(__name__)
-
-
-class _UserError(Exception):
-    """A problem with the user's input: printed as one line, exit status 2."""
-
-
-def _fail(command: str, error: BaseException | str) -> int:
-    print(f"contrastive-landmarks {command}: error: {error}", file=sys.stderr)
-    return 2
 
 
 def _main_process() -> bool:
@@ -142,16 +135,16 @@ def _paragraphs(*texts: str) -> str:
 
 # -- pretrain ---------------------------------------------------------------------------------------------
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from . import PretrainConfig, pretrain
+    from ..train import PretrainConfig, pretrain
 
     config = config_from_args(PretrainConfig, args)
     config.progress = _progress_available(config.progress)
     try:
         result = pretrain(config)
     except FileExistsError as error:
-        return _fail("pretrain", f"{error} (on the command line: --resume, or another --output-dir)")
+        return fail("pretrain", f"{error} (on the command line: --resume, or another --output-dir)")
     except (ValueError, FileNotFoundError) as error:
-        return _fail("pretrain", error)
+        return fail("pretrain", error)
     if _main_process():
         state = "finished" if result["finished"] else "stopped (resume with --resume)"
         print(f"pretrain {state} at step {result['global_step']} (epoch {result['epoch']}); "
@@ -162,7 +155,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
 
 def _add_pretrain(subparsers) -> argparse.ArgumentParser:
-    from . import PretrainConfig
+    from ..train import PretrainConfig
 
     parser = subparsers.add_parser(
         "pretrain", help="MoCo pretraining of a ResNet backbone on unlabelled images",
@@ -187,11 +180,10 @@ def _hypercolumn(args, size):
 
 
 def _labelled_dataset(args, *, split: str = "train"):
-    from ..cli_evaluate import build_dataset
 
     if args.root is None and args.path is None:
-        raise _UserError("give the data with --root DIR (or --path FILE for csv/coco)")
-    return build_dataset(args.dataset, args.root, split, image_size=args.image_size, path=args.path,
+        raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
+    return by_name(args.dataset, args.root, split, image_size=args.image_size, path=args.path,
                          limit=args.limit, face_crop=getattr(args, "face_crop", False))
 
 
@@ -217,7 +209,7 @@ def _split(dataset, val_fraction: float, seed: int, max_val: int | None):
 
     train_part, val_part = split_indices(len(dataset), val_fraction, seed, max_val)
     if not train_part:
-        raise _UserError(f"no training images left after the validation split of {len(dataset)} images")
+        raise UserError(f"no training images left after the validation split of {len(dataset)} images")
     return train_part, val_part, (Subset(dataset, val_part) if val_part else None)
 
 
@@ -254,7 +246,7 @@ def _feature_cache(args):
     """The stage-map cache of fit-projector; its tag names everything that decides which image has which index."""
     import hashlib
 
-    from ..features import FeatureCache
+    from ..train.features import FeatureCache
 
     parts = [args.backbone, args.weights, args.images, args.preprocess, args.dataset, args.root, args.path, args.split,
              args.image_size, args.limit, args.val_fraction, args.max_val, args.split_seed]
@@ -263,15 +255,14 @@ def _feature_cache(args):
 
 
 def _run_fit_projector(args: argparse.Namespace) -> int:
-    from ..cli_evaluate import _setup
     from ..pipeline import LandmarkModel
-    from ..projector_fitting import fit_projector
     from ..tps import TPSParams
+    from ..train.projector_fitting import fit_projector
 
-    _setup(args)
+    setup(args)
     try:
         if not args.output:
-            raise _UserError("--output DIR is required (where the projector bundle is written)")
+            raise UserError("--output DIR is required (where the projector bundle is written)")
         dataset = _unlabelled_dataset(args)
         train_part, val_part, val = _split(dataset, args.val_fraction, args.split_seed, args.max_val)
         from torch.utils.data import Subset
@@ -291,8 +282,8 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
                 callback=lambda row: board.log("projector", row, int(row["epoch"])))
         finally:
             board.close()
-    except (_UserError, ValueError, FileNotFoundError, TypeError) as error:
-        return _fail("fit-projector", error)
+    except (UserError, ValueError, FileNotFoundError, TypeError) as error:
+        return fail("fit-projector", error)
     seconds = time.time() - started
     result.projector.size = features.size or result.projector.size
     model = LandmarkModel(features, result.projector)
@@ -315,7 +306,6 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
 
 
 def _add_fit_projector(subparsers) -> argparse.ArgumentParser:
-    from ..cli_evaluate import _data_arguments, _model_arguments
 
     parser = subparsers.add_parser(
         "fit-projector", help="train the spatial projector (Eq. 3) on a frozen backbone",
@@ -324,8 +314,8 @@ def _add_fit_projector(subparsers) -> argparse.ArgumentParser:
         "validation loss is kept. Defaults are the authors' recipe (24x24 training grid, SGD lr 1e-3 momentum "
         "0.9 wd 5e-4, batch 32, 10 epochs, temperature 1/7, distance^0.5 in input pixels). Writes a model "
         "directory (backbone + projector) that LandmarkModel.from_pretrained and load_backbone read.")
-    _model_arguments(parser)
-    _data_arguments(parser, split_default="train")
+    add_model_arguments(parser)
+    add_data_arguments(parser, split_default="train")
     parser.add_argument("--images", default=None,
                         help="unlabelled images instead of --dataset: a folder (recursive) or a list file, "
                         "preprocessed to --image-size as --preprocess says")
@@ -377,9 +367,9 @@ def _load_projector(path: str, channels: int):
 
     projector = LandmarkModel.from_pretrained(path).projector
     if projector is None:
-        raise _UserError(f"{path} holds no projector (expected a directory written by fit-projector)")
+        raise UserError(f"{path} holds no projector (expected a directory written by fit-projector)")
     if projector.in_channels != channels:
-        raise _UserError(f"the projector in {path} expects {projector.in_channels} channels but the backbone's "
+        raise UserError(f"the projector in {path} expects {projector.in_channels} channels but the backbone's "
                          f"hypercolumn has {channels}")
     return projector
 
@@ -388,26 +378,25 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import Subset
 
-    from ..cli_evaluate import _setup
-    from ..fitting import fit_regressor
     from ..pipeline import LandmarkModel
+    from ..train import fit_regressor
 
-    _setup(args)
+    setup(args)
     try:
         if not args.output:
-            raise _UserError("--output DIR is required (where the model directory is written)")
+            raise UserError("--output DIR is required (where the model directory is written)")
         dataset = _labelled_dataset(args)
         train_part, val_part, val = _split(dataset, args.val_fraction, args.split_seed, args.max_val)
         if args.num_labelled is not None:
             if not 0 < args.num_labelled <= len(train_part):
-                raise _UserError(f"--num-labelled {args.num_labelled}: the training part has {len(train_part)} "
+                raise UserError(f"--num-labelled {args.num_labelled}: the training part has {len(train_part)} "
                                  "images")
             pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(args.seed))
             train_part = sorted(train_part[i] for i in pick[: args.num_labelled].tolist())
         eye_indices = args.eye_indices or getattr(dataset, "eye_indices", None)
         metric = args.metric if args.metric != "auto" else ("iod" if eye_indices is not None else "pixel")
         if metric == "iod" and eye_indices is None:
-            raise _UserError("--metric iod needs --eye-indices (the dataset defines none)")
+            raise UserError("--metric iod needs --eye-indices (the dataset defines none)")
         features = _hypercolumn(args, args.size)
         projector = _load_projector(args.projector, features.channels) if args.projector else None
         started = time.time()
@@ -417,8 +406,8 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
             samples_per_epoch=args.samples_per_epoch, standardize=args.standardize, metric=metric,
             eye_indices=tuple(eye_indices) if eye_indices is not None else (0, 1), seed=args.seed,
             device=args.device, progress=_progress_available(not args.no_progress))
-    except (_UserError, ValueError, FileNotFoundError, TypeError) as error:
-        return _fail("fit-regressor", error)
+    except (UserError, ValueError, FileNotFoundError, TypeError) as error:
+        return fail("fit-regressor", error)
     seconds = time.time() - started
     if args.tensorboard:
         board = _TensorBoard(Path(args.output) / "tensorboard")
@@ -427,7 +416,7 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
         board.close()
     names = args.landmark_names or ()
     if names and len(names) != result.regressor.num_landmarks:
-        return _fail("fit-regressor", _UserError(f"{len(names)} --landmark-names for "
+        return fail("fit-regressor", UserError(f"{len(names)} --landmark-names for "
                                                  f"{result.regressor.num_landmarks} landmarks"))
     model = LandmarkModel(features, projector, result.regressor, regressor_input="hypercolumn",
                           landmark_names=names)
@@ -451,14 +440,13 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
 
 
 def _add_fit_regressor(subparsers) -> argparse.ArgumentParser:
-    from ..cli_evaluate import DATASETS, _model_arguments
 
     parser = subparsers.add_parser(
         "fit-regressor", help="fit the linear landmark regressor and save a LandmarkModel directory",
         description="Fit the paper's linear landmark regressor on frozen hypercolumn features (all labelled "
         "training images, or a few with --num-labelled), keep the epoch with the lowest validation error, and "
         "save backbone + regressor (+ projector) as a model directory for LandmarkModel.from_pretrained.")
-    _model_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
     parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
     parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
@@ -506,13 +494,13 @@ def _measured(path: str) -> dict[str, str]:
     """Model-card rows from a JSON file: a flat ``{name: value}`` object, or an ``evaluate`` results file."""
     file = Path(path)
     if not file.is_file():
-        raise _UserError(f"results file not found: {file}")
+        raise UserError(f"results file not found: {file}")
     try:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as error:
-        raise _UserError(f"{file} is not JSON ({error})") from error
+        raise UserError(f"{file} is not JSON ({error})") from error
     if not isinstance(data, dict):
-        raise _UserError(f"{file} must hold a JSON object")
+        raise UserError(f"{file} must hold a JSON object")
     if isinstance(data.get("test"), dict) and "mean" in data["test"]:
         config = data.get("config", {})
         dataset = (config.get("dataset") or {}).get("name", "")
@@ -528,7 +516,7 @@ def _run_export(args: argparse.Namespace) -> int:
     import torch
 
     from ..hub import WEIGHTS_NAME
-    from .pretrain import CHECKPOINT_NAME, export_backbone
+    from ..train.pretrain import CHECKPOINT_NAME, export_backbone
 
     try:
         checkpoint = Path(args.checkpoint)
@@ -540,13 +528,13 @@ def _run_export(args: argparse.Namespace) -> int:
         for item in args.card or ():
             key, sep, value = item.partition("=")
             if not sep or not key:
-                raise _UserError(f"--card takes KEY=VALUE, got {item!r}")
+                raise UserError(f"--card takes KEY=VALUE, got {item!r}")
             info[key] = value
         if args.half:
             info["weights"] = "float16 (loaded back as float32)"
         out = export_backbone(checkpoint, args.output, info, dtype=torch.float16 if args.half else None)
-    except (_UserError, ValueError, FileNotFoundError) as error:
-        return _fail("export", error)
+    except (UserError, ValueError, FileNotFoundError) as error:
+        return fail("export", error)
     size = (out / WEIGHTS_NAME).stat().st_size
     print(f"wrote {out} ({size / 2**20:.1f} MiB of weights); load it with load_backbone({str(out)!r})")
     return 0
@@ -585,11 +573,11 @@ def _run_push(args: argparse.Namespace) -> int:
     try:
         read_config(folder)
         if not (folder / WEIGHTS_NAME).is_file():
-            raise _UserError(f"{folder} has no {WEIGHTS_NAME}")
-    except (_UserError, FileNotFoundError) as error:
-        return _fail("push", error)
+            raise UserError(f"{folder} has no {WEIGHTS_NAME}")
+    except (UserError, FileNotFoundError) as error:
+        return fail("push", error)
     if _offline():
-        return _fail("push", _UserError(
+        return fail("push", UserError(
             f"cannot upload {folder} to {args.repo_id}: the Hugging Face Hub is switched off (HF_HUB_OFFLINE is "
             "set). Unset it on a machine with internet access, or upload later with "
             f"`huggingface-cli upload {args.repo_id} {folder}`"))
@@ -602,7 +590,7 @@ def _run_push(args: argparse.Namespace) -> int:
                                    revision=args.revision)
     except Exception as error:  # network, authentication, permission: one readable line
         logger.debug("upload failed", exc_info=True)
-        return _fail("push", _UserError(
+        return fail("push", UserError(
             f"upload of {folder} to {args.repo_id} failed: {type(error).__name__}: {error} (is HF_TOKEN set to a "
             "token with write access, and is the Hub reachable?)"))
     url = getattr(commit, "commit_url", None) or commit

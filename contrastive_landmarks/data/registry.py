@@ -1,0 +1,64 @@
+"""Datasets by name, with the paper's preprocessing: what the command line's ``--dataset`` options build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DATASETS", "by_name"]
+
+DATASETS = ("mtfl", "aflw_in", "mafl", "aflw_m", "aflw_r", "300w", "cub", "csv", "coco")
+
+
+def by_name(name: str, root: str | None, split: str, *, image_size: int = 96, resize: int | None = None,
+            face_crop: bool = False, jitter: bool = False, path: str | None = None, limit: int | None = None):
+    """A dataset by name, with the paper's preprocessing to ``image_size`` (``resize``: stop at that square
+    size instead, e.g. 136 for matching, which crops after warping).
+
+    ``mtfl``: ``face_crop`` cuts the training faces to the test framing (from the source pixels, one resize),
+    ``jitter`` adds the crop jitter that spans the test framing (a new draw at every read). ``aflw_in``: the
+    in-domain AFLW protocol (:func:`~contrastive_landmarks.data.mtfl.aflw_split`; splits train / val / test
+    of MTFL's AFLW faces, ``root`` the MTFL folder).
+    """
+    from . import transforms as T
+    from .aflw import AFLWM, AFLWR
+    from .base import KeypointSubset
+    from .celeba import MAFL
+    from .coco import COCOKeypoints
+    from .csv_table import KeypointCSV
+    from .cub import CUB
+    from .mtfl import MTFL, TEST_FRAMING_JITTER, aflw_split
+    from .threehundredw import ThreeHundredW
+
+    def face(_unused=None):
+        # square face crops: the paper's resize and border crop (136 -> 96; the border scales with the size)
+        return T.Resize(resize) if resize is not None else T.aflw_transform(image_size)
+
+    if name == "mtfl" and face_crop and split == "train" and resize is None:
+        dataset = MTFL(root, split, face_crop=image_size, face_crop_jitter=TEST_FRAMING_JITTER if jitter else (0, 0))
+    elif name == "mtfl":
+        dataset = MTFL(root, split, transform=face(None), face_crop=face_crop and split == "train")
+    elif name == "aflw_in":
+        dataset = KeypointSubset(MTFL(root, "test", transform=face(None)), aflw_split(split))
+    elif name == "mafl":
+        transform = T.Compose([T.Crop(30, 0, 178, 178), T.Resize(resize)]) if resize else T.celeba_transform(image_size)
+        dataset = MAFL(root, split, transform=transform)
+    elif name == "aflw_m":
+        dataset = AFLWM(root, split, transform=face(None))
+    elif name == "aflw_r":
+        dataset = AFLWR(root, split, transform=face(None))
+    elif name == "300w":
+        dataset = ThreeHundredW(root, split, transform=T.threehundredw_transform(image_size))
+    elif name == "cub":
+        split_file = Path(root) / "splits" / f"{split}.txt" if path is None else Path(path)
+        dataset = CUB(root, split_file, transform=T.squash_transform(resize or image_size))
+    elif name == "csv":
+        dataset = KeypointCSV(path or root, transform=T.Resize(resize or image_size))
+    elif name == "coco":
+        dataset = COCOKeypoints(path or root, transform=T.BoxCrop(resize or image_size, scale=1.25))
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    if limit is not None and limit < len(dataset):
+        return KeypointSubset(dataset, range(limit))
+    return dataset
+
+
