@@ -14,6 +14,7 @@ from contrastive_landmarks.data.transforms import (
     Compose,
     Crop,
     LandmarkBox,
+    Letterbox,
     Resize,
     celeba_transform,
     crop_image,
@@ -145,3 +146,62 @@ def test_paper_resize_scales_the_border():
     # 80 -> 90 resize then a 13-px border: pixel-centre convention (x + 0.5) * 90 / 80 - 0.5 - 13
     expected = torch.tensor([[40.5 * 90 / 80 - 0.5 - 13, 30.5 * 90 / 80 - 0.5 - 13]])
     torch.testing.assert_close(out["keypoints"], expected)
+
+
+def test_landmark_box_is_the_box_of_the_visible_points_for_any_layout():
+    points = torch.tensor([[10.0, 20], [30, 25], [float("nan"), float("nan")], [200, 200], [22, 40]])
+    sample = {"image": torch.zeros(3, 60, 60), "keypoints": points,
+              "visible": torch.tensor([True, True, False, False, True])}
+    box = LandmarkBox()(sample)["box"]
+    torch.testing.assert_close(box, torch.tensor([10.0, 20, 30, 40]))  # NaN and the invisible outlier ignored
+    # scale grows the box about its centre (a 10 % margin each side at 1.2)
+    torch.testing.assert_close(LandmarkBox(1.2)(sample)["box"], torch.tensor([8.0, 18, 32, 42]))
+    # 17 animal keypoints: every point inside the crop (the old 5-point face framing used points 0/1/3/4)
+    animal = interior_points(17, 120, 160, margin=30, seed=7)
+    out = Compose([LandmarkBox(1.1), BoxCrop(64)])(ramp_sample(120, 160, animal))
+    assert bool(((out["keypoints"] > -0.5) & (out["keypoints"] < 63.5)).all())
+    torch.testing.assert_close(read_at(out["image"], out["keypoints"]), animal, atol=0.1, rtol=0)
+    with pytest.raises(ValueError, match="no visible keypoint"):
+        LandmarkBox()({"image": torch.zeros(3, 8, 8), "keypoints": torch.zeros(2, 2),
+                       "visible": torch.zeros(2, dtype=torch.bool)})
+
+
+def test_face_framing_only_when_asked_and_bad_indices_are_named():
+    points = torch.tensor([[30.0, 30], [50, 30], [40, 40], [32, 50], [48, 50]])
+    sample = {"image": torch.zeros(3, 80, 80), "keypoints": points, "visible": torch.ones(5, dtype=torch.bool)}
+    face = LandmarkBox(2.0, upper=(0, 1), lower=(3, 4))(sample)["box"]
+    torch.testing.assert_close(face, torch.tensor([20.0, 20, 60, 60]))  # side 2 x eye-to-mouth (20 px)
+    wide = {**sample, "keypoints": torch.rand(3, 2) * 50, "visible": torch.ones(3, dtype=torch.bool)}
+    with pytest.raises(ValueError, match=r"exceed the sample's 3 keypoints"):
+        LandmarkBox(1.0, upper=(0, 1), lower=(3, 4))(wide)
+    # face_box_crop is the 5-point framing: other counts raise instead of framing the wrong points
+    many = ramp_sample(80, 80, interior_points(68, 80, 80, margin=20))
+    with pytest.raises(ValueError, match=r"5-point layout, but the sample has 68"):
+        face_box_crop(64)(many)
+    # 68-point faces: eye corners (36, 45) and mouth corners (48, 54), stated by the caller
+    out = face_box_crop(64, upper=(36, 45), lower=(48, 54), num_keypoints=68)(many)
+    assert out["image"].shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="both upper and lower"):
+        LandmarkBox(1.0, upper=(0, 1))
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(470, 640, 96), (747, 832, 96), (90, 60, 128), (50, 50, 50)])
+def test_letterbox_keeps_the_aspect_and_maps_points_back(height, width, size):
+    points = interior_points(12, height, width, margin=3, seed=height)
+    out = Letterbox(size)(ramp_sample(height, width, points))
+    assert out["image"].shape == (3, size, size)
+    scale, pad_x, pad_y = out["letterbox"]
+    assert scale == pytest.approx(size / max(height, width))
+    # one scale on both axes: the image keeps its shape inside the square, the padding is zero
+    assert pad_x == pytest.approx((max(height, width) - width) // 2 * scale)
+    assert pad_y == pytest.approx((max(height, width) - height) // 2 * scale)
+    torch.testing.assert_close(out["keypoints"], (points + 0.5) * scale - 0.5 + torch.tensor([pad_x, pad_y]).double())
+    # the pixels moved with the points (shrinking: antialias taps, see above), and the points map back
+    atol = 0.1 if size < max(height, width) else 1e-6
+    torch.testing.assert_close(read_at(out["image"], out["keypoints"]), points, atol=atol, rtol=0)
+    back = Letterbox.to_source(out["keypoints"], out["letterbox"])
+    assert float((back - points).abs().max()) < 1e-6
+    # batched (default collate turns the tuple into three (B,) tensors)
+    batched = [torch.tensor([v, v]) for v in out["letterbox"]]
+    back2 = Letterbox.to_source(torch.stack([out["keypoints"], out["keypoints"]]), batched)
+    torch.testing.assert_close(back2, torch.stack([points, points]))

@@ -12,7 +12,8 @@ The paper's preprocessing (reference notes §6, §9) is given as ready-made pipe
 :func:`aflw_transform` (AFLW_M / AFLW_R: resize to 136, border 20), :func:`threehundredw_transform`
 (box-based crop) and :func:`squash_transform` (birds: 96² ignoring aspect). :func:`face_box_crop`
 crops a face around its own landmarks to a fixed framing (used to give MTFL's looser training crops
-the test crops' framing).
+the test crops' framing); :class:`LandmarkBox` without face indices boxes any keypoint layout, and
+:class:`Letterbox` fits frames of any shape into a square without squashing them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "Compose",
     "Crop",
     "LandmarkBox",
+    "Letterbox",
     "Resize",
     "aflw_transform",
     "celeba_transform",
@@ -183,32 +185,115 @@ class CenterCrop:
 
 
 class LandmarkBox:
-    """Set ``sample["box"]`` to a square face box derived from the sample's own landmarks.
+    """Set ``sample["box"]`` from the sample's own keypoints.
 
-    The box is centred on the mean of the visible keypoints; its side is ``scale`` times a face
-    size: the distance between the midpoint of ``upper`` points and the midpoint of ``lower`` points
-    (for the 5-point face layout, eyes ``(0, 1)`` to mouth corners ``(3, 4)``, which, unlike the
-    inter-ocular distance, hardly shrinks on profile faces).
+    By default (no ``upper``/``lower``) the box is the bounding box of the *visible*, finite keypoints,
+    grown about its centre by ``scale`` (``1.2``: a 10 % margin on every side); this works for any
+    keypoint layout. A single visible point gives an empty box (which :class:`BoxCrop` refuses).
+
+    With explicit ``upper`` and ``lower`` indices the box is a square face box instead, centred on the
+    mean of the visible keypoints, with side ``scale`` times the distance between the midpoint of the
+    ``upper`` points and the midpoint of the ``lower`` points (for the 5-point face layout: eyes
+    ``(0, 1)`` to mouth corners ``(3, 4)``, which, unlike the inter-ocular distance, hardly shrinks on
+    profile faces). ``num_keypoints`` states the layout those indices are for: a sample with another
+    count raises instead of silently framing the wrong points.
+
+    Raises (when called):
+        ValueError: no keypoints, no visible keypoint (bounding-box mode), face indices beyond the
+            sample's keypoint count, or a keypoint count other than ``num_keypoints``.
     """
 
-    def __init__(self, scale: float, upper: Sequence[int] = (0, 1), lower: Sequence[int] = (3, 4)) -> None:
+    def __init__(self, scale: float = 1.0, upper: Sequence[int] | None = None, lower: Sequence[int] | None = None,
+                 *, num_keypoints: int | None = None) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
-        self.scale, self.upper, self.lower = float(scale), list(upper), list(lower)
+        if (upper is None) != (lower is None):
+            raise ValueError("give both upper and lower (face box) or neither (bounding box of the keypoints)")
+        if upper is not None and (not len(upper) or not len(lower)):
+            raise ValueError(f"upper and lower must name at least one keypoint each, got {upper} and {lower}")
+        self.scale = float(scale)
+        self.upper = None if upper is None else [int(i) for i in upper]
+        self.lower = None if lower is None else [int(i) for i in lower]
+        self.num_keypoints = None if num_keypoints is None else int(num_keypoints)
 
     def __call__(self, sample: dict) -> dict:
         if "keypoints" not in sample:
             raise ValueError("LandmarkBox needs a sample with keypoints")
         sample = dict(sample)
         points, visible = sample["keypoints"], sample.get("visible")
-        centre = points[visible].mean(0) if visible is not None and bool(visible.any()) else points.mean(0)
+        count = int(points.shape[0])
+        usable = torch.isfinite(points).all(-1)
+        if visible is not None:
+            usable = usable & visible.bool()
+        if self.upper is None:
+            if not bool(usable.any()):
+                raise ValueError("LandmarkBox: the sample has no visible keypoint to put a box around")
+            low, high = points[usable].min(0).values, points[usable].max(0).values
+            centre, half = (low + high) / 2, (high - low) / 2 * self.scale
+            sample["box"] = torch.cat([centre - half, centre + half])
+            return sample
+        if self.num_keypoints is not None and count != self.num_keypoints:
+            raise ValueError(f"LandmarkBox(upper={self.upper}, lower={self.lower}) is for the "
+                             f"{self.num_keypoints}-point layout, but the sample has {count} keypoints; pass the "
+                             "indices of your layout's "
+                             "upper/lower face points, or no indices for the bounding box of the keypoints")
+        highest = max(self.upper + self.lower)
+        if highest >= count or min(self.upper + self.lower) < -count:
+            raise ValueError(f"LandmarkBox face indices upper={self.upper}, lower={self.lower} exceed the sample's "
+                             f"{count} keypoints; leave them unset for the bounding box of the keypoints")
+        centre = points[usable].mean(0) if bool(usable.any()) else points.mean(0)
         size = (points[self.upper].mean(0) - points[self.lower].mean(0)).norm() * self.scale
         half = float(size) / 2
         sample["box"] = torch.stack([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
         return sample
 
     def __repr__(self) -> str:
+        if self.upper is None:
+            return f"LandmarkBox(scale={self.scale})"
         return f"LandmarkBox(scale={self.scale}, upper={self.upper}, lower={self.lower})"
+
+
+class Letterbox:
+    """Fit the whole image into a ``size × size`` square keeping its aspect ratio (zero padding).
+
+    The image is padded to a square of its longer side (the padding split evenly, the odd pixel at the
+    bottom/right, at whole source pixels) and that square resized to ``size``: one uniform scale on
+    both axes, so a point goes ``x -> (x + 0.5) · scale - 0.5 + pad_x`` (likewise ``y``), with
+    ``sample["letterbox"] = (scale, pad_x, pad_y)`` recorded (``pad`` in output pixels) so that
+    predictions can be mapped back to the source image with :meth:`to_source`. Unlike
+    :class:`Resize` (which squashes), frames of different shapes keep their geometry.
+    """
+
+    def __init__(self, size: int) -> None:
+        if int(size) < 1:
+            raise ValueError(f"size must be a positive int, got {size}")
+        self.size = int(size)
+
+    def __call__(self, sample: dict) -> dict:
+        h, w = (int(v) for v in sample["image"].shape[-2:])
+        side = max(h, w)
+        pad_left, pad_top = (side - w) // 2, (side - h) // 2
+        sample = Resize(self.size)(Crop(-pad_top, -pad_left, side, side)(sample))
+        scale = self.size / side
+        sample["letterbox"] = (scale, pad_left * scale, pad_top * scale)
+        return sample
+
+    @staticmethod
+    def to_source(points: Tensor, letterbox) -> Tensor:
+        """Map ``(..., N, 2)`` points from the letterboxed image back to the source image.
+
+        ``letterbox`` is a sample's ``(scale, pad_x, pad_y)``, or the batched form the default collate
+        makes of it (three ``(B,)`` tensors, for ``(B, N, 2)`` points).
+        """
+        scale, pad_x, pad_y = (torch.as_tensor(v, dtype=points.dtype, device=points.device) for v in letterbox)
+        if scale.ndim:  # batched: one (scale, pad) per image
+            scale, pad_x, pad_y = (v.reshape(v.shape + (1,) * (points.ndim - 2)) for v in (scale, pad_x, pad_y))
+        x = (points[..., 0] - pad_x + 0.5) / scale - 0.5
+        y = (points[..., 1] - pad_y + 0.5) / scale - 0.5
+        return torch.stack([x, y], -1)
+
+    def __repr__(self) -> str:
+        return f"Letterbox({self.size})"
 
 
 class BoxCrop:
@@ -309,20 +394,26 @@ def face_box_crop(
     size: int = 80,
     *,
     scale: float = 3.14,
+    upper: Sequence[int] = (0, 1),
+    lower: Sequence[int] = (3, 4),
+    num_keypoints: int | None = 5,
     jitter_scale: float = 0.0,
     jitter_shift: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Compose:
-    """Crop a 5-point-annotated face around its landmarks to a fixed framing, then resize to ``size``.
+    """Crop a face around its landmarks to a fixed framing, then resize to ``size``.
 
-    The square is centred on the mean of the landmarks with side ``scale`` × (eye-midpoint to
-    mouth-midpoint distance). The default ``scale = 3.14`` reproduces the framing of MTFL's 80×80
-    AFLW test faces (their median eye-to-mouth distance is 25.5 px, 80/25.5 = 3.14; a geometric
-    statistic of the test annotations, not a tuned model choice), so training faces, which MTFL
-    stores as looser crops (median 16.5 px), can be shown at the test framing. Jitter (see
-    :class:`BoxCrop`) adds scale/shift augmentation.
+    The square is centred on the mean of the landmarks with side ``scale`` × (distance between the
+    midpoints of the ``upper`` and ``lower`` points: by default the eyes ``(0, 1)`` and mouth corners
+    ``(3, 4)`` of the 5-point face layout, which ``num_keypoints=5`` enforces: a sample with another
+    keypoint count raises; for other face layouts pass their indices and ``num_keypoints``, and for
+    non-face keypoints use ``Compose([LandmarkBox(margin), BoxCrop(size)])``). The default
+    ``scale = 3.14`` reproduces the framing of MTFL's 80×80 AFLW test faces (their median eye-to-mouth
+    distance is 25.5 px, 80/25.5 = 3.14; a geometric statistic of the test annotations, not a tuned
+    model choice), so training faces, which MTFL stores as looser crops (median 16.5 px), can be shown
+    at the test framing. Jitter (see :class:`BoxCrop`) adds scale/shift augmentation.
     """
     return Compose([
-        LandmarkBox(scale=1.0),
+        LandmarkBox(scale=1.0, upper=upper, lower=lower, num_keypoints=num_keypoints),
         BoxCrop(size, scale=scale, jitter_scale=jitter_scale, jitter_shift=jitter_shift, generator=generator),
     ])
