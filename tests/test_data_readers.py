@@ -54,7 +54,10 @@ def test_mtfl_reads_the_shared_csvs(shared_data):
     row = (root / "test.csv").read_text().splitlines()[6].split(",")
     values = np.asarray(row[1:], dtype=np.float32)
     torch.testing.assert_close(sample["keypoints"], torch.tensor(np.stack([values[:5], values[5:]], -1)))
-    assert len(MTFL(root, "train")) == 10000
+    # 7,650 rows since 2026-12-02: the 2,350 misaligned net_7876/_*.jpg rows were removed upstream
+    train = MTFL(root, "train")
+    assert len(train) == 7650 and not any("/_" in name for name in train.images)
+    assert train.flip_pairs == ((0, 1), (3, 4)) and train.names is None
 
 
 def test_mtfl_face_crop_gives_training_faces_the_test_framing(shared_data):
@@ -70,8 +73,11 @@ def test_mtfl_face_crop_gives_training_faces_the_test_framing(shared_data):
     assert abs(cropped - test) < 0.12 * test
 
 
-@pytest.mark.parametrize("name", ["300w", "300wlp", "aflw", "animalpose", "ap10k", "atrw", "cofw", "fld", "fly",
-                                  "horse10", "lapa", "locust", "macaque", "wflw", "zebra"])
+MMPOSE = ["300w", "300wlp", "aflw", "animalpose", "ap10k", "atrw", "cofw", "fld", "fly", "horse10", "lapa", "locust",
+          "macaque", "wflw", "zebra"]
+
+
+@pytest.mark.parametrize("name", MMPOSE)
 def test_coco_reader_on_mmpose_fixtures(shared_data, name):
     folder = shared_data / "fixtures" / "mmpose" / name
     path = next(folder.glob("*.json"))
@@ -83,10 +89,65 @@ def test_coco_reader_on_mmpose_fixtures(shared_data, name):
     kp = np.asarray(first["keypoints"], dtype=np.float32).reshape(-1, 3)
     sample = dataset[0]
     check_sample(sample, len(kp))
-    torch.testing.assert_close(sample["keypoints"], torch.tensor(kp[:, :2]))
-    assert sample["visible"].tolist() == (kp[:, 2] > 0).tolist()
+    labelled = kp[:, 2] > 0
+    torch.testing.assert_close(sample["keypoints"][labelled], torch.tensor(kp[labelled, :2]))
+    assert bool(torch.isnan(sample["keypoints"][~labelled]).all())  # v = 0: no position, not COCO's (0, 0)
+    assert sample["visible"].tolist() == labelled.tolist()
+    assert dataset.visibility[0].tolist() == kp[:, 2].astype(int).tolist()
     x, y, w, h = first["bbox"]
     torch.testing.assert_close(sample["box"], torch.tensor([x, y, x + w, y + h], dtype=torch.float32))
+    category = next(c for c in raw["categories"] if c["id"] == first["category_id"])
+    assert dataset.names == (category["keypoints"] or None)
+    assert dataset.eye_indices is None  # never assumed: it would switch the metric to inter-ocular error
+    if category.get("skeleton"):
+        flat = [i for edge in category["skeleton"] for i in edge]
+        offset = 0 if min(flat) == 0 else 1
+        assert dataset.skeleton == [(a - offset, b - offset) for a, b in category["skeleton"]]
+        assert all(0 <= i < len(kp) for edge in dataset.skeleton for i in edge)
+    else:
+        assert dataset.skeleton is None
+
+
+def test_coco_names_give_flip_pairs_and_visibility_levels(shared_data):
+    fixtures = shared_data / "fixtures" / "mmpose"
+    ap10k = COCOKeypoints(next((fixtures / "ap10k").glob("*.json")))
+    names = ap10k.names
+    assert ap10k.flip_pairs[0] == (names.index("left_eye"), names.index("right_eye"))
+    assert len(ap10k.flip_pairs) == 7
+    assert all(names[a].replace("left", "right") == names[b] for a, b in ap10k.flip_pairs)
+    assert ap10k.skeleton[0] == (0, 1)  # COCO's 1-based [1, 2]: left_eye - right_eye
+    atrw = COCOKeypoints(next((fixtures / "atrw").glob("*.json")))
+    assert atrw.skeleton[0] == (0, 2)  # this file is 0-based ([0, 2]: left_ear - nose)
+    fly = COCOKeypoints(next((fixtures / "fly").glob("*.json")))
+    assert (fly.names.index("eyeL"), fly.names.index("eyeR")) in fly.flip_pairs
+    horse = COCOKeypoints(next((fixtures / "horse10").glob("*.json")))
+    assert (horse.names.index("Nearknee"), horse.names.index("Offknee")) in horse.flip_pairs  # near = left side
+    assert COCOKeypoints(next((fixtures / "wflw").glob("*.json"))).flip_pairs is None  # no names: no guess
+    assert COCOKeypoints(next((fixtures / "ap10k").glob("*.json")), flip_pairs=()).flip_pairs is None
+    # v = 1 (labelled, occluded) is visible by default and not with min_visibility=2; FLD has all three levels
+    fld_path = next((fixtures / "fld").glob("*.json"))
+    every, seen = COCOKeypoints(fld_path), COCOKeypoints(fld_path, min_visibility=2)
+    flags = torch.as_tensor(every.visibility)
+    assert (flags == 1).any() and every.visible.tolist() == (flags >= 1).tolist()
+    assert seen.visible.tolist() == (flags == 2).tolist()
+    assert bool(torch.isfinite(seen.keypoints[flags == 1]).all())  # occluded points keep their position
+
+
+def test_coco_categories_with_different_layouts_need_a_category_id(tmp_path):
+    write_image(tmp_path / "a.png", 20, 10)
+    categories = [{"id": 1, "keypoints": ["left_eye", "right_eye"], "skeleton": [[1, 2]]},
+                  {"id": 2, "keypoints": ["head", "tail"], "skeleton": []}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": [1, 2, 2, 3, 4, 2], "bbox": [0, 0, 5, 5]},
+                   {"id": 2, "image_id": 1, "category_id": 2, "keypoints": [5, 6, 2, 0, 0, 0], "bbox": [0, 0, 5, 5]}]
+    (tmp_path / "c.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                                                 "annotations": annotations, "categories": categories}))
+    with pytest.raises(ValueError, match="category_id"):
+        COCOKeypoints(tmp_path / "c.json")
+    eyes = COCOKeypoints(tmp_path / "c.json", category_id=1)
+    assert eyes.names == ["left_eye", "right_eye"] and eyes.flip_pairs == ((0, 1),) and eyes.skeleton == [(0, 1)]
+    tails = COCOKeypoints(tmp_path / "c.json", category_id=2)
+    assert tails.names == ["head", "tail"] and tails.flip_pairs is None and tails.skeleton is None
+    assert tails.visible.tolist() == [[True, False]]
 
 
 def test_menpo_pts_folder(shared_data):
@@ -122,11 +183,65 @@ def test_keypoint_csv_with_visibility_and_errors(tmp_path):
     check_sample(sample, 2, (10, 20))
     torch.testing.assert_close(sample["keypoints"], torch.tensor([[3.0, 2.0], [4.5, 5.0]]))
     assert sample["visible"].tolist() == [True, False]
+    assert dataset.eye_indices is None and dataset.names is None and dataset.flip_pairs is None
     (tmp_path / "bad.csv").write_text("image,x1,y2\na.png,1,2\n")
     with pytest.raises(ValueError, match=r"x1\.\.xN"):
         KeypointCSV(tmp_path / "bad.csv")
     with pytest.raises(FileNotFoundError, match=r"missing\.csv.*image,x1"):
         KeypointCSV(tmp_path / "missing.csv")
+
+
+def test_keypoint_csv_interleaved_named_columns_keep_names_and_pair_sides(tmp_path):
+    write_image(tmp_path / "a.png", 20, 10)
+    (tmp_path / "n.csv").write_text("image,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,nose_v\n"
+                                    "a.png,1,2,3,4,5,6,1\n"
+                                    "a.png,1,2,,,5,6,0\n")
+    dataset = KeypointCSV(tmp_path / "n.csv")
+    assert dataset.names == ["left_eye", "right_eye", "nose"]
+    assert dataset.flip_pairs == ((0, 1),)
+    assert dataset.eye_indices is None  # named eyes, but the metric stays the caller's choice
+    torch.testing.assert_close(dataset[0]["keypoints"], torch.tensor([[1.0, 2], [3, 4], [5, 6]]))
+    second = dataset[1]
+    assert second["visible"].tolist() == [True, False, False]  # empty cells missing; v = 0 not visible
+    assert bool(torch.isnan(second["keypoints"][1]).all()) and second["keypoints"][2].tolist() == [5.0, 6.0]
+    assert KeypointCSV(tmp_path / "n.csv", flip_pairs=()).flip_pairs is None
+    assert KeypointCSV(tmp_path / "n.csv", eye_indices=(0, 1)).eye_indices == (0, 1)
+    (tmp_path / "half.csv").write_text("image,nose_x,nose_y,tail_x\na.png,1,2,3\n")
+    with pytest.raises(ValueError, match=r"half\.csv: every <name>_x column needs a <name>_y"):
+        KeypointCSV(tmp_path / "half.csv")
+    (tmp_path / "one.csv").write_text("image,nose_x,nose_y\na.png,1,\n")
+    with pytest.raises(ValueError, match=r"one\.csv:2: .*empty but not both"):
+        KeypointCSV(tmp_path / "one.csv")
+
+
+def test_keypoint_csv_zero_based_interleaved_numbers(tmp_path):
+    write_image(tmp_path / "a.png", 20, 10)
+    (tmp_path / "z.csv").write_text("image,x0,y0,x1,y1,x2,y2\na.png,1,2,3,4,,\n")
+    dataset = KeypointCSV(tmp_path / "z.csv")
+    assert dataset.num_keypoints == 3 and dataset.names is None
+    sample = dataset[0]
+    torch.testing.assert_close(sample["keypoints"][:2], torch.tensor([[1.0, 2], [3, 4]]))
+    assert sample["visible"].tolist() == [True, True, False]
+    (tmp_path / "gap.csv").write_text("image,x0,y0,x2,y2\na.png,1,2,3,4\n")
+    with pytest.raises(ValueError, match=r"gap\.csv: need columns x1\.\.xN"):
+        KeypointCSV(tmp_path / "gap.csv")
+    (tmp_path / "mix.csv").write_text("image,x1,y1,nose_x,nose_y\na.png,1,2,3,4\n")
+    with pytest.raises(ValueError, match="mixes numbered"):
+        KeypointCSV(tmp_path / "mix.csv")
+
+
+def test_registry_csv_and_coco_carry_names_and_flip_pairs(tmp_path, shared_data):
+    from contrastive_landmarks.data import by_name
+
+    write_image(tmp_path / "a.png", 20, 10)
+    (tmp_path / "n.csv").write_text("image,eye_l_x,eye_l_y,eye_r_x,eye_r_y\na.png,1,2,3,4\n")
+    table = by_name("csv", None, "train", image_size=32, path=str(tmp_path / "n.csv"))
+    assert table.names == ["eye_l", "eye_r"] and table.flip_pairs == ((0, 1),) and table.eye_indices is None
+    assert table[0]["image"].shape == (3, 32, 32)
+    ap10k = next((shared_data / "fixtures" / "mmpose" / "ap10k").glob("*.json"))
+    coco = by_name("coco", None, "train", image_size=32, path=str(ap10k))
+    assert coco.names[:2] == ["left_eye", "right_eye"] and (0, 1) in coco.flip_pairs
+    assert coco[0]["image"].shape == (3, 32, 32)
 
 
 def test_aflw_m_layout(tmp_path):
