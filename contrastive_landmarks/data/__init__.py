@@ -12,8 +12,9 @@ extras; ``.mat`` files (AFLW_R, 300W boxes) need SciPy. Both are imported only w
 | :class:`ThreeHundredW`, :class:`PtsFolder` | 300W (``.pts`` + box ``.mat``), any folder of ``.pts`` |
 | :class:`CUB` | CUB-200-2011 ``parts/part_locs.txt`` + split lists |
 | :class:`MTFL` | ``train.csv`` / ``test.csv`` 80×80 faces (``shared/data/mtfl``) |
-| :class:`KeypointCSV` | ``image,x1..xN,y1..yN[,v1..vN]`` |
+| :class:`KeypointCSV` | ``image,x1..xN,y1..yN[,v1..vN]`` or ``image,<name>_x,<name>_y,...`` |
 | :class:`COCOKeypoints` | COCO-keypoints JSON (mmpose and most animal datasets) |
+| :class:`DLCProject` | a DeepLabCut project (``config.yaml`` + ``labeled-data/*/CollectedData_*.csv``) |
 | :class:`ImageFolder` | unlabelled folder or list file |
 """
 
@@ -21,8 +22,9 @@ from .aflw import AFLWM, AFLWR
 from .base import KeypointDataset, load_image
 from .celeba import MAFL, CelebA
 from .coco import COCOKeypoints
-from .csv_table import KeypointCSV, read_keypoint_csv
+from .csv_table import KeypointCSV, flip_pairs_from_names, read_keypoint_csv
 from .cub import CUB
+from .dlc import DLCProject, dlc_split, read_dlc_config, read_dlc_labels
 from .folder import ImageFolder
 from .mtfl import MTFL
 from .registry import DATASETS, by_name
@@ -34,6 +36,7 @@ from .transforms import (
     Compose,
     Crop,
     LandmarkBox,
+    Letterbox,
     Resize,
     aflw_transform,
     celeba_transform,
@@ -56,18 +59,24 @@ __all__ = [
     "CenterCrop",
     "Compose",
     "Crop",
+    "DLCProject",
     "ImageFolder",
     "KeypointCSV",
     "KeypointDataset",
     "LandmarkBox",
+    "Letterbox",
     "PtsFolder",
     "Resize",
     "ThreeHundredW",
     "aflw_transform",
     "by_name",
     "celeba_transform",
+    "dlc_split",
     "face_box_crop",
+    "flip_pairs_from_names",
     "load_image",
+    "read_dlc_config",
+    "read_dlc_labels",
     "read_keypoint_csv",
     "read_pts",
     "squash_transform",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 __all__ = ["DATASETS", "by_name"]
 
-DATASETS = ("mtfl", "aflw_in", "mafl", "aflw_m", "aflw_r", "300w", "cub", "csv", "coco")
+DATASETS = ("mtfl", "aflw_in", "mafl", "aflw_m", "aflw_r", "300w", "cub", "csv", "coco", "dlc")
 
 
 def by_name(name: str, root: str | None, split: str, *, image_size: int = 96, resize: int | None = None,
@@ -17,7 +17,10 @@ def by_name(name: str, root: str | None, split: str, *, image_size: int = 96, re
     ``mtfl``: ``face_crop`` cuts the training faces to the test framing (from the source pixels, one resize),
     ``jitter`` adds the crop jitter that spans the test framing (a new draw at every read). ``aflw_in``: the
     in-domain AFLW protocol (:func:`~contrastive_landmarks.data.mtfl.aflw_split`; splits train / val / test
-    of MTFL's AFLW faces, ``root`` the MTFL folder).
+    of MTFL's AFLW faces, ``root`` the MTFL folder). ``dlc``: a DeepLabCut project (``root`` or ``path`` the
+    project folder), split train / test by frame with :func:`~contrastive_landmarks.data.dlc.dlc_split` (seed 0,
+    80/20) and letterboxed to ``image_size`` (aspect kept, ``sample["letterbox"]`` maps points back). ``csv`` and
+    ``coco`` carry their point names and the left/right flip pairs found from them.
     """
     from . import transforms as T
     from .aflw import AFLWM, AFLWR
@@ -26,6 +29,7 @@ def by_name(name: str, root: str | None, split: str, *, image_size: int = 96, re
     from .coco import COCOKeypoints
     from .csv_table import KeypointCSV
     from .cub import CUB
+    from .dlc import DLCProject, dlc_split
     from .mtfl import MTFL, TEST_FRAMING_JITTER, aflw_split
     from .threehundredw import ThreeHundredW
 
@@ -55,6 +59,9 @@ def by_name(name: str, root: str | None, split: str, *, image_size: int = 96, re
         dataset = KeypointCSV(path or root, transform=T.Resize(resize or image_size))
     elif name == "coco":
         dataset = COCOKeypoints(path or root, transform=T.BoxCrop(resize or image_size, scale=1.25))
+    elif name == "dlc":
+        project = DLCProject(root or path, transform=T.Letterbox(resize or image_size))
+        dataset = KeypointSubset(project, dlc_split(project, split))
     else:
         raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
     if limit is not None and limit < len(dataset):
