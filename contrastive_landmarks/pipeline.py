@@ -28,6 +28,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -35,17 +36,74 @@ from torch import Tensor, nn
 
 from .backbone import Backbone, read_safetensors, read_state_dict
 from .check import as_image_list, to_float_images
-from .coords import normalized_to_pixels
+from .coords import cell_centers, normalized_to_pixels
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn
 
 #: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
 SMALL_INPUT_FRACTION = 0.5
 
-__all__ = ["LandmarkModel"]
+__all__ = ["LandmarkModel", "Regression", "landmark_scores"]
 
 _PROJECTOR_FILE = "projector.safetensors"
 _REGRESSOR_FILE = "regressor.safetensors"
+
+
+class Regression(NamedTuple):
+    """The regressor's intermediate results on a batch (:meth:`LandmarkModel.regression`).
+
+    Attributes:
+        points: ``(B, N, 2)`` landmarks, pixels of each input image (what :meth:`LandmarkModel.detect` returns).
+        normalized: ``(B, N, 2)`` the same landmarks in the normalised frame (:mod:`~contrastive_landmarks.coords`).
+        intermediate: ``(B, N, K, 2)`` each heatmap's soft-argmax point, normalised frame.
+        heatmaps: ``(B, N, K, S_h, S_w)`` the heatmap logits (before the softmax multiplier).
+        probs: ``(B, N, K, S_h, S_w)`` each heatmap's spatial softmax (after it).
+    """
+
+    points: Tensor
+    normalized: Tensor
+    intermediate: Tensor
+    heatmaps: Tensor
+    probs: Tensor
+
+
+#: Inverse temperature of the softmax the scores read the heatmaps at (not the regressor's own multiplier,
+#: which for the built-in regressor, 100, is a hard argmax on every image, faces or not).
+SCORE_MULTIPLIER = 0.5
+#: Cells (Chebyshev distance) around a heatmap's peak whose probability counts as "at the peak": a 7x7 window.
+SCORE_RADIUS = 3
+#: Spread of a landmark's ``K`` soft-argmax points (RMS distance from their mean, normalised units: the
+#: image's half width is 1) that divides the agreement term, ``exp(-spread / SCORE_SPREAD)``; 0.75 is 24
+#: pixels of a 64-pixel input.
+SCORE_SPREAD = 0.75
+
+
+def landmark_scores(regression: Regression) -> Tensor:
+    """Per-landmark confidence ``(B, N)`` in ``[0, 1]``, read off the regressor's heatmaps.
+
+    ``score = focus · agreement``:
+
+    - ``focus``: each of the landmark's ``K`` heatmaps, as a softmax at :data:`SCORE_MULTIPLIER`, puts
+      this much probability within :data:`SCORE_RADIUS` cells of its peak; mean over ``K``;
+    - ``agreement``: ``exp(-spread / SCORE_SPREAD)``, ``spread`` the RMS distance of the ``K``
+      soft-argmax points (those :meth:`LandmarkModel.detect` combines) from their mean.
+
+    Chosen by ``benchmarks/bench_scores.py`` among peakiness, point agreement, mass near the predicted
+    point and others (``docs/benchmarks.md``, "Landmark confidence scores"): it separates real faces from
+    noise, blank and patch-shuffled images best. The scale is relative: compare scores of one model
+    (faces score about 1.5x the negatives' level on ``resnet18-faces``), not an absolute probability.
+    """
+    logits = regression.heatmaps.flatten(-2).float()  # (B, N, K, h*w)
+    h, w = regression.heatmaps.shape[-2:]
+    peak = logits.argmax(-1)  # (B, N, K)
+    rows, cols = torch.arange(h, device=logits.device), torch.arange(w, device=logits.device)
+    near_rows = (rows - (peak // w)[..., None]).abs() <= SCORE_RADIUS  # (B, N, K, h)
+    near_cols = (cols - (peak % w)[..., None]).abs() <= SCORE_RADIUS  # (B, N, K, w)
+    window = (near_rows[..., :, None] & near_cols[..., None, :]).flatten(-2)
+    focus = (torch.softmax(logits * SCORE_MULTIPLIER, -1) * window).sum(-1).mean(-1)
+    points = regression.intermediate.float()  # (B, N, K, 2)
+    spread = (points - points.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()
+    return (focus * torch.exp(-spread / SCORE_SPREAD)).clamp(0, 1)
 
 
 class LandmarkModel(nn.Module):
@@ -164,14 +222,64 @@ class LandmarkModel(nn.Module):
         maps, size, sizes = self._features(images)
         features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
         normalized = self.regressor(features, size=size) if isinstance(features, list) else self.regressor(features)
+        return self._to_pixels(normalized, sizes)
+
+    def _to_pixels(self, normalized: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
         if len(set(sizes)) == 1:
             return normalized_to_pixels(normalized, sizes[0])
         return torch.stack([normalized_to_pixels(points, hw) for points, hw in zip(normalized, sizes)])
 
+    def regression(self, images: Tensor | Sequence[Tensor]) -> Regression:
+        """What the regressor computes on the way to the landmarks: probabilities, intermediate points, landmarks.
+
+        The same computation as :meth:`forward` (``points`` are identical), kept apart so that
+        confidences (:func:`landmark_scores`) can be read off the heatmaps. Needs a
+        :class:`~contrastive_landmarks.LandmarkRegressor`.
+
+        Returns:
+            a :class:`Regression`.
+        """
+        from .regressor import combine_points, spatial_softmax
+
+        if self.regressor is None:
+            raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
+        regressor = self.regressor
+        maps, size, sizes = self._features(images)
+        features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
+        heatmaps = regressor.heatmaps(features, size) if isinstance(features, list) else regressor.heatmaps(features)
+        probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
+        grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)
+        b, n, k = probs.shape[0], regressor.num_landmarks, regressor.heatmaps_per_landmark
+        intermediate = (probs @ grid).reshape(b, n, k, 2)
+        normalized = combine_points(intermediate, regressor.combine.to(intermediate.dtype))
+        grid_shape = (b, n, k, *heatmaps.shape[-2:])
+        return Regression(self._to_pixels(normalized, sizes), normalized, intermediate, heatmaps.reshape(grid_shape),
+                          probs.reshape(grid_shape))
+
+    @overload
+    def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[False] = ...) -> Tensor: ...
+
+    @overload
+    def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[True]) -> tuple[Tensor, Tensor]: ...
+
     @torch.no_grad()
-    def detect(self, images: Tensor | Sequence[Tensor]) -> Tensor:
-        """:meth:`forward` in eval mode without gradients: ``(B, N, 2)`` pixels of each input image."""
-        return self.eval()(images)
+    def detect(self, images: Tensor | Sequence[Tensor], *,
+               return_scores: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """:meth:`forward` in eval mode without gradients: ``(B, N, 2)`` pixels of each input image.
+
+        Args:
+            images: see :meth:`forward`.
+            return_scores: also return each landmark's confidence, ``(B, N)`` in ``[0, 1]``
+                (:func:`landmark_scores`: high on faces, low on noise, blank or scrambled images).
+
+        Returns:
+            ``points`` or ``(points, scores)``.
+        """
+        self.eval()
+        if not return_scores:
+            return self(images)
+        result = self.regression(images)
+        return result.points, landmark_scores(result)
 
     # -- persistence -----------------------------------------------------------------------
     @property

@@ -138,3 +138,43 @@ def test_with_preprocessing_changes_what_normalize_computes(tiny_model):
     assert backbone.with_preprocessing(mean=(0.25, 0.25, 0.25)) is backbone
     torch.testing.assert_close(backbone.normalize(images), torch.full((1, 3, 4, 4), 1.0))
     assert backbone.config["mean"] == [0.25, 0.25, 0.25] and backbone.config["std"] == [0.5, 0.5, 0.5]
+
+
+# -- per-landmark confidence (detect(return_scores=True)) ------------------------------------------------
+def test_scores_shape_range_and_points_unchanged(tiny_model):
+    images = torch.rand(3, 3, 40, 48)
+    points, scores = tiny_model.detect(images, return_scores=True)
+    assert scores.shape == (3, 5) and scores.dtype == torch.float32
+    assert bool(((scores >= 0) & (scores <= 1)).all())
+    torch.testing.assert_close(points, tiny_model.detect(images))  # the same computation as detect()
+    listed_points, listed_scores = tiny_model.detect([images[0], images[1, :, :32, :32]], return_scores=True)
+    assert listed_points.shape == (2, 5, 2) and listed_scores.shape == (2, 5)
+    torch.testing.assert_close(listed_scores[0], scores[0])
+
+
+def test_scores_need_a_regressor(tiny_model):
+    tiny_model.regressor = None
+    with pytest.raises(RuntimeError, match="no landmark regressor"):
+        tiny_model.detect(torch.rand(1, 3, 32, 32), return_scores=True)
+
+
+def test_a_face_scores_higher_than_noise_and_blank_images(faces_model, hopper_face):
+    face = torch.nn.functional.interpolate(hopper_face[None], size=(64, 64), mode="bilinear", antialias=True)
+    generator = torch.Generator().manual_seed(0)
+    negatives = torch.cat([torch.rand(2, 3, 64, 64, generator=generator), torch.zeros(1, 3, 64, 64),
+                           torch.full((1, 3, 64, 64), 0.5)])
+    _, face_scores = faces_model.detect(face.clamp(0, 1), return_scores=True)
+    _, other_scores = faces_model.detect(negatives, return_scores=True)
+    # per image (mean over landmarks), the face beats every negative by a clear margin
+    assert float(face_scores.mean()) > 1.2 * float(other_scores.mean(-1).max())
+    _, mirrored = faces_model.detect(face.clamp(0, 1).flip(-1), return_scores=True)
+    assert float(mirrored.mean()) > float(other_scores.mean(-1).max())
+
+
+def test_scores_survive_save_and_load(tmp_path, tiny_model):
+    images = torch.rand(2, 3, 32, 32)
+    points, scores = tiny_model.detect(images, return_scores=True)
+    loaded = LandmarkModel.from_pretrained(tiny_model.save_pretrained(tmp_path / "bundle"))
+    loaded_points, loaded_scores = loaded.detect(images, return_scores=True)
+    torch.testing.assert_close(loaded_points, points, rtol=0, atol=0)
+    torch.testing.assert_close(loaded_scores, scores, rtol=0, atol=0)
