@@ -13,7 +13,7 @@ def test_missing_extra_lists_each_subcommand_with_its_extra(monkeypatch, capsys)
     real_import = importlib.import_module
 
     def fake_import(name, *args, **kwargs):
-        if name == "contrastive_landmarks.train.cli":  # as if it needed a package of the extra
+        if name == "contrastive_landmarks.cli.train":  # as if it needed a package of the extra
             raise ImportError("No module named 'tqdm'", name="tqdm")
         return real_import(name, *args, **kwargs)
 
@@ -35,3 +35,48 @@ def test_no_command_prints_help(capsys):
 def test_config_file_errors(tmp_path):
     with pytest.raises(SystemExit, match="config file not found"):
         cli.main(["--config", str(tmp_path / "missing.json"), "demo"])
+
+
+@pytest.mark.parametrize("error", [
+    FileNotFoundError("data folder not found: /nowhere"),
+    NotADirectoryError("/etc/passwd is not a folder"),
+    IsADirectoryError("/tmp is a folder, not a file"),
+    PermissionError("cannot write /root/x"),
+    ValueError("--limit must be positive,\n got -1"),
+])
+def test_user_errors_of_any_subcommand_are_one_line_and_exit_2(monkeypatch, capsys, error):
+    from contrastive_landmarks import demo
+
+    def handler(args):
+        raise error
+
+    monkeypatch.setattr(demo, "_run", handler)
+    assert cli.main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("contrastive-landmarks demo: error: ")
+    assert " ".join(str(error).split()) in err
+
+
+def test_user_error_class_of_common(monkeypatch, capsys):
+    from contrastive_landmarks import demo
+    from contrastive_landmarks.cli.common import UserError
+
+    def handler(args):
+        raise UserError("--num-labelled 0: give at least one labelled image")
+
+    monkeypatch.setattr(demo, "_run", handler)
+    assert cli.main(["demo"]) == 2
+    assert capsys.readouterr().err == ("contrastive-landmarks demo: error: --num-labelled 0: give at least one "
+                                       "labelled image\n")
+
+
+def test_other_errors_still_raise(monkeypatch):
+    from contrastive_landmarks import demo
+
+    def handler(args):
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(demo, "_run", handler)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["demo"])

@@ -12,10 +12,15 @@ import importlib
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
+
+#: Exceptions a subcommand raises for bad user input (paths, permissions, values): one line on stderr, exit 2.
+_USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                              PermissionError, ValueError)
 
 # (module, function names, the subcommands they register, extra that provides their dependencies)
 _SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
@@ -94,7 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    return int(args.func(args) or 0)
+    from .common import UserError, fail
+
+    try:
+        return int(args.func(args) or 0)
+    except (*_USER_ERRORS, UserError) as error:
+        # a problem with what the user passed: one line, no traceback (-v/--verbose prints it as well)
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(error).split()) or type(error).__name__
+        return fail(args.command, message)
 
 
 if __name__ == "__main__":  # pragma: no cover
