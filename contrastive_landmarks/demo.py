@@ -9,15 +9,20 @@ Without ``--images`` it uses the one public-domain portrait that ships with matp
 Hopper, ``grace_hopper.jpg``), in four views: the face crop, its mirror image and two TPS-warped
 copies (for the warped copies the true position of every matched point is known exactly, so the
 match picture colours each match by whether it landed within 5 % of the image width of the truth).
-With ``--images a.jpg b.jpg ...`` it uses your photos: each is centre-cropped to a square and
-resized; the model expects a face framed as its training faces: the eyes at about 27 % of the
-height, about 40 % of the width apart (as the AFLW test faces after the paper's border crop).
+With ``--images a.jpg b.jpg ...`` (or a folder: its images, sorted by name) it uses your photos: each
+is centre-cropped to a square and resized; the model expects a face framed as its training faces: the
+eyes at about 27 % of the height, about 40 % of the width apart (as the AFLW test faces after the paper's border crop).
+
+Each detected landmark is labelled with its confidence (``detect(..., return_scores=True)``, see
+:func:`contrastive_landmarks.pipeline.landmark_scores`); fainter markers are less confident. The
+output folder and the images are checked before the model is loaded, so a wrong path fails at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_MODEL", "add_demo_parser", "example_faces", "load_image", "run_demo"]
+__all__ = ["DEFAULT_MODEL", "add_demo_parser", "check_images", "check_out_dir", "example_faces", "load_image",
+           "run_demo"]
 
 DEFAULT_MODEL = "resnet18-faces"
 # Face box of grace_hopper.jpg (512 x 600), (left, top, side), framed as the model's inputs are: an
@@ -45,6 +51,63 @@ def load_image(path: str | os.PathLike, box: tuple[int, int, int] | None = None)
         box = ((width - side) // 2, (height - side) // 2, side)
     left, top, side = box
     return image[:, top : top + side, left : left + side]
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` (and its parents) and make sure a file can be written in it.
+
+    Raises:
+        NotADirectoryError: ``out_dir`` or one of its parents is a file.
+        PermissionError: the folder cannot be created or written to.
+    """
+    out = Path(out_dir)
+    blocker = next((parent for parent in (out, *out.parents) if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        what = "is a file" if blocker == out else f"is below {blocker}, which is a file"
+        raise NotADirectoryError(f"output folder {out} {what}, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise PermissionError(f"cannot write to the output folder {out} ({error.strerror or error}); "
+                              "choose another --out") from error
+    return out
+
+
+def check_images(images: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files ``images`` names, each checked to be a readable image; a folder gives its images, sorted.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: a file is not an image Pillow can read, or a folder holds no images.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from .data.folder import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    for name in images:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ValueError(f"folder {path} has no images in it ({', '.join(IMAGE_EXTENSIONS)}); pass image "
+                                 "files or a folder with images")
+            files.extend(found)
+        elif not path.exists():
+            raise FileNotFoundError(f"image not found: {path}")
+        else:
+            files.append(path)
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except PermissionError as error:
+            raise PermissionError(f"cannot read image {path}: {error.strerror or error}") from error
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{path} is not a readable image ({type(error).__name__}: {error})") from error
+    return files
 
 
 def _hopper_path() -> Path:
@@ -108,35 +171,45 @@ def run_demo(
 
     Returns:
         ``{"landmarks": Path, "matches": Path, "points": (B, N, 2) detected pixels in the
-        displayed images, "matched": (N, 2) matches in image 2, "error": mean match error in pixels
-        or None}``.
+        displayed images, "scores": (B, N) their confidences, "matched": (N, 2) matches in image 2,
+        "error": mean match error in pixels or None}``.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError, PermissionError, ValueError: a missing or unreadable
+            image, too few images, an output folder that cannot be written; all checked before the
+            model is loaded.
     """
     from . import viz
     from .matching import match
     from .pipeline import LandmarkModel
     from .tps import TPSParams, make_pair
 
+    files = None if images is None else check_images(images)
+    if files is not None and len(files) < 2:
+        raise ValueError(f"give at least two images to match between, got {len(files)}"
+                         + (f" ({files[0]})" if files else ""))
+    out = check_out_dir(out_dir)
     bundle = LandmarkModel.from_pretrained(model)
     if bundle.regressor is None:
         raise ValueError(f"{model}: the demo needs a model with a landmark regressor")
     side = int((bundle.input_size or (96, 96))[0])
     truth = None
-    if images is None:
+    if files is None:
         display, titles = example_faces(_DISPLAY, seed)
     else:
-        if len(images) < 2:
-            raise ValueError(f"give at least two images to match between, got {len(images)}")
-        display = torch.stack([_resize(load_image(p)[None], _DISPLAY)[0] for p in images])
-        titles = [Path(p).name for p in images]
+        display = torch.stack([_resize(load_image(p)[None], _DISPLAY)[0] for p in files])
+        titles = [p.name for p in files]
     scale = _DISPLAY / side
-    shown = bundle.detect(display)  # (B, N, 2) in the displayed images' pixels (detect resizes to the model's)
+    # (B, N, 2) in the displayed images' pixels (detect resizes to the model's), (B, N) confidences
+    shown, scores = bundle.detect(display, return_scores=True)
     points = (shown + 0.5) / scale - 0.5  # the same points in model-input pixels
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     landmarks_path, matches_path = out / "landmarks.png", out / "matches.png"
-    viz.plot_landmarks(display, pred=shown, titles=titles, ncols=len(display), panel=2.5, path=landmarks_path)
+    titles = [f"{title} (confidence {float(s.mean()):.2f})" for title, s in zip(titles, scores)]
+    figure = viz.plot_landmarks(display, pred=shown, titles=titles, ncols=len(display), panel=2.5)
+    _label_scores(figure, shown, scores)
+    figure.savefig(landmarks_path, dpi=figure.dpi, format="png")
 
-    if images is None:
+    if files is None:
         # match into a warped copy whose true landmark positions are known exactly (the warp is drawn
         # in normalised coordinates, so it is applied at display resolution and the views downsized)
         pair = make_pair(display[:1], shown[:1], TPSParams.matching(), padding_mode="border",
@@ -155,8 +228,20 @@ def run_demo(
     viz.plot_matches(shown_source, (source_points[0] + 0.5) * scale - 0.5, shown_target,
                      (matched + 0.5) * scale - 0.5,
                      target_b=None if truth is None else (truth[0] + 0.5) * scale - 0.5, path=matches_path)
-    return {"landmarks": landmarks_path, "matches": matches_path, "points": shown,
+    return {"landmarks": landmarks_path, "matches": matches_path, "points": shown, "scores": scores,
             "matched": matched, "error": error}
+
+
+def _label_scores(figure, points: Tensor, scores: Tensor) -> None:
+    """Each landmark's confidence next to it; markers fade with the score (relative to the best landmark shown)."""
+    best = float(scores.max()) or 1.0
+    for ax, image_points, image_scores in zip(figure.axes, points, scores):
+        for (x, y), score in zip(image_points.tolist(), image_scores.tolist()):
+            strength = 0.25 + 0.75 * max(0.0, min(1.0, score / best))
+            ax.scatter([x], [y], s=60, facecolors="none", edgecolors="#ff7f0e", linewidths=1.5, alpha=strength)
+            ax.annotate(f"{score:.2f}", (x, y), xytext=(4, -4), textcoords="offset points", fontsize=6,
+                        color="white", alpha=strength,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "black", "ec": "none", "alpha": 0.5 * strength})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -179,8 +264,8 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"registry name, model directory or Hub repo id (default: {DEFAULT_MODEL}, built in)")
     parser.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
-                        help="your face photos (two or more; each is centre-cropped to a square); default: the "
-                        "built-in example (matplotlib's public-domain portrait in four views)")
+                        help="your face photos, or folders of them (two or more images; each is centre-cropped to "
+                        "a square); default: the built-in example (matplotlib's public-domain portrait in four views)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the example's warps (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(func=_run)
