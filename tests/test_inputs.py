@@ -77,6 +77,15 @@ def test_uint8_images_are_divided_by_255(tiny_model):
                                tiny_model.backbone.normalize(as_uint8.float() / 255))
 
 
+def test_scores_take_the_same_inputs_as_detect(tiny_model):
+    as_uint8 = (IMAGES * 255).round().to(torch.uint8)
+    _, from_uint8 = tiny_model.detect(as_uint8, return_scores=True)
+    _, from_float = tiny_model.detect(as_uint8.float() / 255, return_scores=True)
+    torch.testing.assert_close(from_uint8, from_float)
+    with pytest.raises(ValueError, match="NaN"):
+        tiny_model.detect(torch.full_like(IMAGES, float("nan")), return_scores=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_other_float_dtypes_run_in_the_model_dtype(tiny_model, dtype):
     images = IMAGES.to(dtype)
