@@ -74,27 +74,52 @@ def test_matching_without_warp_is_exact_and_pairs_consecutive_images():
     assert "| same identity" in results_table({"hc": warped})
 
 
-def test_regression_protocol_is_deterministic_and_records_its_choices(tmp_path):
-    model = Hypercolumn(load_backbone("test_resnet"))
+def test_regression_protocol_selects_on_validation_and_reports_the_mean_shape(tmp_path):
+    model = Hypercolumn(load_backbone("test_resnet"), size=16)
     train, test = Blobs(40, seed=1), Blobs(10, seed=2)
-    kwargs = {"seeds": (0, 1), "epochs": 3, "heatmaps_per_landmark": 4, "size": 16, "lrs": (1e-2, 1e-3),
-              "val_fraction": 0.25, "batch_size": 8}
+    kwargs = {"seeds": (0, 1), "steps": 40, "heatmaps_per_landmark": 4, "lrs": (1e-2, 1e-3), "val_fraction": 0.25,
+              "batch_size": 8, "copies": 2}
     result = evaluate_regression(model, train, test, **kwargs)
     repeat = evaluate_regression(model, train, test, **kwargs)
     assert repeat["test"] == result["test"] and repeat["selected"] == result["selected"]
     assert len(result["test"]["per_seed"]) == 2 and np.isfinite(result["test"]["mean"])
     assert result["config"]["val_images"] == 10 and result["config"]["train_images"] == 30
     for chosen in result["selected"]:
-        assert chosen["lr"] in (1e-2, 1e-3) and 1 <= chosen["epoch"] <= 3 and chosen["labelled"] == 30
-    few = evaluate_regression(model, train, test, num_labelled=5, stages=["conv4_x"], samples_per_epoch=16, **kwargs)
-    assert few["config"]["channels"] == model.backbone.channels[1] and few["selected"][0]["labelled"] == 5
-    assert few["config"]["samples_per_epoch"] == 16
+        assert chosen["lr"] in (1e-2, 1e-3) and 1 <= chosen["step"] <= 40 and chosen["labelled"] == 30
+    # the mean shape of the training labels, scored on the test images, by hand
+    _, val_part = split_indices(40, 0.25, 0)
+    train_part = sorted(set(range(40)) - set(val_part))
+    shape = train.keypoints[train_part].mean(0)
+    eyes = (test.keypoints[:, 0] - test.keypoints[:, 1]).norm(dim=-1)
+    by_hand = ((shape - test.keypoints).norm(dim=-1).mean(1) / eyes).mean() * 100
+    assert result["test_baseline"]["mean"] == pytest.approx(float(by_hand), rel=1e-3)
+    few = evaluate_regression(model, train, test, num_labelled=5, stages=["conv4_x"], **kwargs)
+    assert few["config"]["fit"]["train_images"] == 5 and few["selected"][0]["labelled"] == 5
+    assert few["config"]["stages"] == ["conv4_x"]
     table = results_table({"hypercolumn": result, "conv4_x, 5 labelled": few})
-    assert table.count("\n") == 3 and "± " in table
+    assert table.count("\n") == 3 and "± " in table and "mean shape" in table
     saved = json.loads(save_results(result, tmp_path / "r.json").read_text())
     assert saved["config"]["lrs"] == [1e-2, 1e-3] and "torch" in saved["environment"]
     with pytest.raises(ValueError, match="stages"):
         evaluate_regression(model, train, test, stages=["conv1"], **kwargs)
+
+
+def test_protocol_is_fit_regressor_then_one_test_pass():
+    """The protocol has no loop of its own: its test error is fit_regressor's model scored once on the test set."""
+    from contrastive_landmarks.train import fit_regressor
+    from contrastive_landmarks.train.regressor_fitting import predict
+
+    model = Hypercolumn(load_backbone("test_resnet"), size=16)
+    train, test = Blobs(24, seed=3), Blobs(8, seed=4)
+    val = [train[i] for i in range(18, 24)]
+    options = {"steps": 30, "heatmaps_per_landmark": 3, "batch_size": 6, "copies": 2}
+    result = evaluate_regression(model, [train[i] for i in range(18)], test, val_set=val, seeds=(5,), **options)
+    fit = fit_regressor(model, [train[i] for i in range(18)], val, seed=5, warn=False, **options)
+    pred = predict(model, fit.regressor, test)
+    direct = (pred - test.keypoints).norm(dim=-1).mean()  # lists name no eyes: mean pixel error
+    assert result["metric"] == "mean pixel error"
+    assert result["test"]["mean"] == pytest.approx(float(direct), rel=1e-4)
+    assert result["val"]["mean"] == pytest.approx(fit.score) and result["val_baseline"]["mean"] == fit.baseline
 
 
 def write_csv_dataset(folder, n=16, size=40):
@@ -112,7 +137,7 @@ def write_csv_dataset(folder, n=16, size=40):
 
 def test_cli_evaluate_and_plot_parsers_run_on_tiny_data(tmp_path):
     pytest.importorskip("matplotlib")
-    from contrastive_landmarks.cli_evaluate import add_evaluate_parser, add_plot_parser
+    from contrastive_landmarks.cli.evaluate import add_evaluate_parser, add_plot_parser
 
     csv_file = write_csv_dataset(tmp_path)
     parser = argparse.ArgumentParser()
@@ -122,7 +147,7 @@ def test_cli_evaluate_and_plot_parsers_run_on_tiny_data(tmp_path):
     data_args = ["--dataset", "csv", "--path", str(csv_file), "--image-size", "32"]
     common = [*data_args, "--backbone", "test_resnet"]
     for n, name in ((4, "a"), (8, "b")):
-        args = parser.parse_args(["evaluate", "regression", *common, "--epochs", "1", "--heatmaps", "2", "--size",
+        args = parser.parse_args(["evaluate", "regression", *common, "--steps", "5", "--heatmaps", "2", "--size",
                                   "8", "--num-labelled", str(n), "--val-fraction", "0.25",
                                   "--output", str(tmp_path / f"{name}.json")])
         assert args.func(args) == 0
@@ -141,79 +166,6 @@ def test_cli_evaluate_and_plot_parsers_run_on_tiny_data(tmp_path):
     helps = [a.help for p in subparsers.choices.values() for sp in p._subparsers._group_actions[0].choices.values()
              for a in sp._actions if a.dest not in ("help",) and a.option_strings]
     assert all(helps)
-
-
-class CountingBlobs(Blobs):
-    """Blobs that count how often each sample is read (no stored-table shortcut: labels come from samples)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.reads = [0] * len(self)
-
-    def __getitem__(self, i):
-        self.reads[i] += 1
-        return super().__getitem__(i)
-
-
-def test_regression_reads_each_sample_once_and_records_the_same_labels():
-    from contrastive_landmarks.evaluation import _Concat, _labels
-
-    model = Hypercolumn(load_backbone("test_resnet"))
-    train, test = CountingBlobs(12, seed=1), CountingBlobs(6, seed=2)
-    evaluate_regression(model, train, test, epochs=1, heatmaps_per_landmark=2, size=8, val_fraction=0.25)
-    # one read per sample for features and labels together (+1 for sample 0's image size), not three
-    assert train.reads == [2] + [1] * 11 and test.reads == [2] + [1] * 5
-    both = _Concat(train, test, record=("keypoints", "visible"))
-    for i in (0, 13, 5):  # a partial feature pass; _labels reads only the rest
-        both[i]
-    labels = _labels(both)
-    assert torch.equal(labels["keypoints"], torch.cat([train.keypoints, test.keypoints]))
-    assert labels["visible"].shape == (18, 3) and bool(labels["visible"].all())
-    assert max(train.reads) == 3 and min(train.reads) == 2
-
-
-def test_channel_stats_read_each_batch_once_and_equal_the_per_stage_reads():
-    from contrastive_landmarks.evaluation import _channel_stats
-    from contrastive_landmarks.features import CachedFeatures
-
-    model = Hypercolumn(load_backbone("test_resnet"))
-    features = CachedFeatures(model, Blobs(10))
-    indices, stages = [0, 2, 3, 5, 7, 9], [0, 2, 3]
-    calls = []
-    get = features.get
-    features.get = lambda idx: calls.append(list(idx)) or get(idx)
-    mean, std = _channel_stats(features, indices, stages, batch=4)
-    assert len(calls) == 2  # batches of 4 and 2, one get each
-
-    # the original formula: one get per stage and batch
-    sums = sq = None
-    count = [0] * len(stages)
-    for start in range(0, len(indices), 4):
-        maps = [get(indices[start : start + 4])[s].float() for s in stages]
-        sums = sums or [torch.zeros(m.shape[1], dtype=torch.float64) for m in maps]
-        sq = sq or [torch.zeros(m.shape[1], dtype=torch.float64) for m in maps]
-        for i, m in enumerate(maps):
-            sums[i] += m.sum((0, 2, 3)).double()
-            sq[i] += (m.double() ** 2).sum((0, 2, 3))
-            count[i] += m.shape[0] * m.shape[2] * m.shape[3]
-    for i in range(len(stages)):
-        assert torch.equal(mean[i], (sums[i] / count[i]).float())
-        want = ((sq[i] / count[i] - (sums[i] / count[i]) ** 2).clamp_min(0).sqrt() + 1e-6).float()
-        assert torch.equal(std[i], want)
-
-
-def test_regression_warns_when_the_cache_cannot_hold_every_image():
-    from contrastive_landmarks.features import FeatureCache
-
-    model = Hypercolumn(load_backbone("test_resnet"))
-    train, test = Blobs(8, seed=1), Blobs(4, seed=2)
-    with torch.no_grad():
-        per_image = sum(m[0].numel() * 4 for m in model.stage_maps(train.images[:1]))
-    messages = []
-    with pytest.warns(RuntimeWarning, match="holds 3 of 12 images"):
-        evaluate_regression(model, train, test, epochs=1, heatmaps_per_landmark=2, size=8, val_fraction=0.25,
-                            cache=FeatureCache(memory_bytes=3 * per_image + 10), progress=messages.append)
-    assert any("cache_dir" in m for m in messages)
 
 
 def test_matching_results_equal_those_with_the_original_tps_pairs(monkeypatch):

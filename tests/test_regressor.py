@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from contrastive_landmarks.coords import normalized_to_pixels
-from contrastive_landmarks.regressor import LandmarkRegressor, regression_loss, spatial_soft_argmax
+from contrastive_landmarks.regressor import LandmarkRegressor, combine_points, regression_loss, spatial_soft_argmax
 
 
 @pytest.mark.parametrize(
@@ -26,16 +26,62 @@ def test_parameter_count_matches_table4(channels, k, thousands):
 
 def test_init_statistics():
     torch.manual_seed(1)
-    reg = LandmarkRegressor(256, 5, 50)
-    assert abs(reg.weight.std().item() - 1.0) < 0.05  # randn, not kaiming
+    soft = LandmarkRegressor(256, 5, 50)
+    assert soft.init == "soft" and soft.softmax_multiplier == 1.0
+    assert abs(soft.weight.std().item() * math.sqrt(256) - 1.0) < 0.05  # N(0, 1/C)
+    # each landmark starts as the mean of its K points
+    points = torch.randn(3, 5, 50, 2)
+    assert torch.allclose(combine_points(points, soft.combine), points.mean(2), atol=1e-6)
+    paper = LandmarkRegressor(256, 5, 50, init="paper")
+    assert paper.softmax_multiplier == 100.0
+    assert abs(paper.weight.std().item() - 1.0) < 0.05  # randn, not kaiming
     bound = 1 / math.sqrt(100)
-    assert reg.combine.abs().max() <= bound
-    assert reg.combine.abs().max() > 0.9 * bound
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    a, b = LandmarkRegressor(8, 2, 4), LandmarkRegressor(8, 2, 4)
-    a.reset_parameters(g1)
-    b.reset_parameters(g2)
-    assert torch.equal(a.weight, b.weight) and torch.equal(a.combine, b.combine)
+    assert paper.combine.abs().max() <= bound
+    assert paper.combine.abs().max() > 0.9 * bound
+    for init in ("soft", "paper"):
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        a, b = LandmarkRegressor(8, 2, 4, init=init), LandmarkRegressor(8, 2, 4, init=init)
+        a.reset_parameters(g1)
+        b.reset_parameters(g2)
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.combine, b.combine)
+    with pytest.raises(ValueError, match="init"):
+        LandmarkRegressor(8, 2, init="kaiming")
+
+
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean((0, 2, 3), keepdim=True)
+    return (x - mean) / x.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
+
+
+@pytest.mark.parametrize("channels", [32, 256, 960, 3840])
+@pytest.mark.parametrize("standardise", [True, False])
+def test_soft_start_is_soft_for_any_channel_count(channels, standardise):
+    """Issue #11: the default start spreads each heatmap's softmax over the grid (gradients reach every location),
+    where the authors' N(0, 1) x 100 start is a hard argmax on the same features."""
+    g = torch.Generator().manual_seed(channels)
+    smooth = F.avg_pool2d(torch.randn(4, channels, 36, 36, generator=g), 5, stride=1)  # spatially correlated
+    features = F.relu(smooth * 2.0) if not standardise else _standardised(smooth)
+    torch.manual_seed(0)
+    soft = LandmarkRegressor(channels, 5, 10)
+    uniform = 1 / (32 * 32)
+    peak = soft.peakiness(features).mean().item()
+    assert uniform < peak < 0.05, peak  # about 20x the uniform 0.001, far from a hard argmax
+    paper = LandmarkRegressor(channels, 5, 10, init="paper")
+    assert paper.peakiness(features).mean().item() > 0.9
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "resnet18"])
+def test_soft_start_is_soft_on_real_raw_hypercolumns(arch):
+    from contrastive_landmarks import Hypercolumn, load_backbone
+
+    torch.manual_seed(0)
+    hc = Hypercolumn(load_backbone(arch), size=32).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = hc.stage_maps(hc.backbone.normalize(images))
+        soft = LandmarkRegressor(hc.channels, 5, 10, size=32)
+        assert soft.peakiness(maps).mean().item() < 0.05
+        assert LandmarkRegressor(hc.channels, 5, 10, init="paper", size=32).peakiness(maps).mean().item() > 0.9
 
 
 def _naive(reg: LandmarkRegressor, hyper: torch.Tensor) -> torch.Tensor:
@@ -69,7 +115,7 @@ def test_forward_matches_naive_reference():
 
 
 def test_softmax_is_stable_at_multiplier_100():
-    reg = LandmarkRegressor(16, 3, 5)
+    reg = LandmarkRegressor(16, 3, 5, init="paper")
     out = reg(torch.randn(2, 16, 12, 12) * 10)
     assert torch.isfinite(out).all()
     assert out.abs().max() <= reg.combine.abs().sum(-1).max() + 1e-5

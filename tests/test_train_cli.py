@@ -153,7 +153,7 @@ def test_export_gives_the_query_encoder_and_a_card(run, tmp_path):
 
 # -- fitting ------------------------------------------------------------------------------------------------
 def test_fit_projector_lowers_the_held_out_loss(data, tmp_path):
-    from contrastive_landmarks.projector_fitting import projector_loss
+    from contrastive_landmarks.train.projector_fitting import projector_loss
 
     options = tmp_path / "projector.json"
     options.write_text(json.dumps({"dim": 16, "train_size": 8, "size": 16, "epochs": 3, "batch-size": 4,
@@ -179,40 +179,68 @@ def test_fit_projector_lowers_the_held_out_loss(data, tmp_path):
 
 
 def test_fit_regressor_bundle_loads_back_and_predicts_the_same(data, backbone_dir, tmp_path):
-    from torch.utils.data import Subset
-
-    from contrastive_landmarks.cli_evaluate import build_dataset
+    from contrastive_landmarks.data import KeypointSubset, by_name
     from contrastive_landmarks.evaluation import split_indices
-    from contrastive_landmarks.fitting import fit_regressor, predict
+    from contrastive_landmarks.train import fit_regressor
+    from contrastive_landmarks.train.regressor_fitting import predict
 
     projector_dir = tmp_path / "with_projector"
     hc = Hypercolumn(load_backbone(str(backbone_dir)), size=8)
     LandmarkModel(hc, SpatialProjector(hc.channels, 8)).save_pretrained(projector_dir)
     out = tmp_path / "model"
     assert main(["fit-regressor", "--backbone", str(backbone_dir), "--dataset", "csv", "--path", str(data),
-                 "--image-size", str(SIZE), "--size", "8", "--heatmaps", "2", "--epochs", "3", "--num-labelled", "6",
+                 "--image-size", str(SIZE), "--size", "8", "--heatmaps", "2", "--steps", "30", "--num-labelled", "6",
                  "--val-fraction", "0.25", "--seed", "1", "--projector", str(projector_dir), "--landmark-names",
                  "left", "right", "nose", "--output", str(out), "--no-progress"]) == 0
     report = json.loads((out / "fit_regressor.json").read_text())
-    assert report["train_images"] == 6 and report["val_images"] == 4 and report["metric"] == "iod"
+    # a CSV names no eyes: the metric is pixels, never inter-ocular error
+    assert report["train_images"] == 6 and report["val_images"] == 4 and report["metric"] == "pixel"
+    assert report["baseline"] > 0 and "improvement" in report
     model = LandmarkModel.from_pretrained(out)
     assert model.landmark_names == ("left", "right", "nose") and model.regressor_input == "hypercolumn"
     # the same fit in Python (the documented split and few-shot draw) predicts what the saved bundle detects
-    dataset = build_dataset("csv", None, "train", image_size=SIZE, path=str(data))
+    dataset = by_name("csv", None, "train", image_size=SIZE, path=str(data))
     train_part, val_part = split_indices(len(dataset), 0.25, 0, 1000)
     pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(1))[:6].tolist()
-    result = fit_regressor(hc, Subset(dataset, sorted(train_part[i] for i in pick)), Subset(dataset, val_part),
-                           heatmaps_per_landmark=2, epochs=3, metric="iod", eye_indices=(0, 1), seed=1)
+    result = fit_regressor(hc, KeypointSubset(dataset, sorted(train_part[i] for i in pick)),
+                           KeypointSubset(dataset, val_part), heatmaps_per_landmark=2, steps=30, seed=1, warn=False)
     images, _ = _blobs(4, seed=9)
     expected = predict(hc, result.regressor, images)
     assert torch.allclose(model.detect(images), expected, atol=1e-4)
-    assert report["best_score"] == pytest.approx(result.best_score, rel=1e-5)
+    assert report["score"] == pytest.approx(result.score, rel=1e-5)
     assert model.descriptors(images).shape == (4, 8, 8, 8)  # the bundled projector
     with pytest.raises(SystemExit):  # a config file naming an option the subcommand lacks
         (tmp_path / "bad.json").write_text(json.dumps({"no_such_option": 1}))
         main(["--config", str(tmp_path / "bad.json"), "fit-regressor"])
     assert main(["fit-regressor", "--dataset", "csv", "--path", str(data), "--num-labelled", "99",
                  "--output", str(tmp_path / "x"), "--backbone", "test_resnet"]) == 2
+
+
+def test_cli_and_python_defaults_give_the_same_model(data, tmp_path):
+    """`fit-regressor` with only data, backbone and output named is `fit_regressor` with its defaults (the same
+    split, seed, steps, views, recipe), down to the detections of the saved model."""
+    from contrastive_landmarks.data import KeypointSubset, by_name
+    from contrastive_landmarks.evaluation import split_indices
+    from contrastive_landmarks.train import fit_regressor
+    from contrastive_landmarks.train.regressor_fitting import predict
+
+    out = tmp_path / "defaults"
+    quick = ["--steps", "60"]  # the one option changed, on both sides, to keep the test short
+    assert main(["fit-regressor", "--backbone", "test_resnet", "--dataset", "csv", "--path", str(data),
+                 "--output", str(out), "--no-progress", *quick]) == 0
+    report = json.loads((out / "fit_regressor.json").read_text())
+    assert report["config"]["image_size"] == [96, 96]  # test_resnet records no input size: the paper's 96
+    torch.manual_seed(0)  # the CLI seeds a random-init backbone with --seed (default 0)
+    hc = Hypercolumn(load_backbone("test_resnet"))
+    dataset = by_name("csv", None, "train", image_size=96, path=str(data))
+    train_part, val_part = split_indices(len(dataset), 0.1, 0, 1000)
+    result = fit_regressor(hc, KeypointSubset(dataset, train_part), KeypointSubset(dataset, val_part), steps=60,
+                           warn=False)
+    images, _ = _blobs(3, seed=11)
+    images = torch.nn.functional.interpolate(images, size=(96, 96), mode="bilinear", align_corners=False)
+    assert torch.allclose(LandmarkModel.from_pretrained(out).detect(images), predict(hc, result.regressor, images),
+                          atol=1e-4)
+    assert report["score"] == pytest.approx(result.score, rel=1e-5)
 
 
 # -- push ---------------------------------------------------------------------------------------------------

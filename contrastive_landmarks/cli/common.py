@@ -5,9 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.registry import DATASETS
+from ..data.registry import DATASETS, by_name
 
-__all__ = ["DATASETS", "UserError", "add_data_arguments", "add_model_arguments", "fail", "setup"]
+__all__ = [
+    "DATASETS",
+    "UserError",
+    "add_data_arguments",
+    "add_model_arguments",
+    "describe_backbone",
+    "fail",
+    "labelled_dataset",
+    "load_hypercolumn",
+    "resolve_image_size",
+    "setup",
+    "split_train_val",
+]
 
 
 class UserError(Exception):
@@ -20,8 +32,9 @@ def fail(command: str, error: BaseException | str) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="resnet50",
-                        help="timm ResNet name, registry name or saved model directory (default resnet50)")
+    parser.add_argument("--backbone", default="resnet18",
+                        help="timm ResNet name (random init, seeded by --seed), registry name such as resnet18-faces, "
+                        "or a saved model directory (default resnet18)")
     parser.add_argument("--weights", default=None,
                         help="checkpoint file/directory or Hub id; omit for a randomly initialised backbone")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -33,7 +46,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split_default: str = 
     parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
     parser.add_argument("--split", default=split_default, help=f"split to use (default {split_default})")
     parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
-    parser.add_argument("--image-size", type=int, default=96, help="network input size in pixels (default 96)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="network input size in pixels (default: the model's own, else 96)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (quick runs)")
 
 
@@ -44,3 +58,57 @@ def setup(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+
+
+def _random_init(args) -> bool:
+    from pathlib import Path
+
+    from ..hub import is_registered
+
+    return args.weights is None and not is_registered(args.backbone) and not Path(str(args.backbone)).exists()
+
+
+def describe_backbone(args) -> str:
+    """``resnet18 (random init, seed 0)``, ``resnet18-faces``, or ``NAME (weights PATH)`` for reports."""
+    if _random_init(args):
+        return f"{args.backbone} (random init, seed {getattr(args, 'seed', 0)})"
+    return args.backbone if args.weights is None else f"{args.backbone} (weights {args.weights})"
+
+
+def load_hypercolumn(args, size: int | None = None):
+    """The frozen :class:`~contrastive_landmarks.Hypercolumn` the options describe (a random init is seeded
+    by ``--seed``), in eval mode."""
+    import torch
+
+    from .. import Hypercolumn, load_backbone
+
+    if _random_init(args):
+        torch.manual_seed(getattr(args, "seed", 0))
+    backbone = load_backbone(args.backbone, args.weights)
+    return Hypercolumn(backbone, size=size).eval()
+
+
+def resolve_image_size(args, backbone) -> int:
+    """``--image-size`` if given, else the model's recorded input size, else 96 (the paper's); sets it on ``args``."""
+    if args.image_size is None:
+        recorded = backbone.input_size
+        args.image_size = int(recorded[0]) if recorded else 96
+    return args.image_size
+
+
+def labelled_dataset(args, split: str = "train", *, jitter: bool = False):
+    """``--dataset`` / ``--root`` / ``--path`` as a labelled dataset at ``--image-size``."""
+    if args.root is None and args.path is None:
+        raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
+    return by_name(args.dataset, args.root, split, image_size=args.image_size, path=args.path,
+                   limit=getattr(args, "limit", None), face_crop=getattr(args, "face_crop", False), jitter=jitter)
+
+
+def split_train_val(n: int, val_fraction: float, seed: int, max_val: int | None) -> tuple[list[int], list[int]]:
+    """A fixed ``(train, val)`` split of ``range(n)``, with a user error when nothing is left to train on."""
+    from ..evaluation import split_indices
+
+    train_part, val_part = split_indices(n, val_fraction, seed, max_val)
+    if not train_part:
+        raise UserError(f"no training images left after the validation split of {n} images")
+    return train_part, val_part

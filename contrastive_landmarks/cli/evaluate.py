@@ -14,16 +14,28 @@ import sys
 from pathlib import Path
 
 from ..data.registry import by_name
-from .common import DATASETS, add_data_arguments, add_model_arguments, setup
+from .common import (
+    DATASETS,
+    UserError,
+    add_data_arguments,
+    add_model_arguments,
+    describe_backbone,
+    fail,
+    load_hypercolumn,
+    resolve_image_size,
+    setup,
+    split_train_val,
+)
 
 __all__ = ["add_evaluate_parser", "add_plot_parser"]
 
 logger = logging.getLogger(__name__)
 
-def _hypercolumn(args, size=48):
-    from .. import Hypercolumn, load_backbone
-
-    return Hypercolumn(load_backbone(args.backbone, args.weights), size=size).eval()
+def _hypercolumn(args, size: int | None = None):
+    """The options' hypercolumn; ``--image-size`` defaults to its backbone's input size from then on."""
+    model = load_hypercolumn(args, size)
+    resolve_image_size(args, model.backbone)
+    return model
 
 
 def _report(results: dict, args, label: str) -> int:
@@ -37,42 +49,46 @@ def _report(results: dict, args, label: str) -> int:
 
 
 # -- evaluate --------------------------------------------------------------------------------------------------
-def _cache_tag(args) -> str:
-    """Everything that decides which image sits at which cache index (cached maps are keyed by index)."""
-    import hashlib
-
-    parts = [args.backbone, args.weights, args.dataset, args.root, args.path, args.test_split, args.image_size,
-             args.face_crop, args.limit_train, args.limit_test]
-    digest = hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
-    return f"{Path(str(args.backbone)).name}-{args.dataset}-{args.image_size}px-{digest}"
-
-
 def _run_regression(args) -> int:
-    setup(args)
-    import torch
-
+    from ..data.base import KeypointSubset
     from ..evaluation import evaluate_regression
-    from ..train.features import FeatureCache
 
-    common = {"image_size": args.image_size, "path": args.path}
-    train = by_name(args.dataset, args.root, "train", face_crop=args.face_crop, limit=args.limit_train,
-                          **common)
-    test = by_name(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
-    cache = FeatureCache(int(args.cache_memory_gb * (1 << 30)), args.cache_dir,
-                         dtype=torch.float16 if args.half_cache else None,
-                         tag=_cache_tag(args), persist=args.cache_dir is not None)
-    results = evaluate_regression(
-        _hypercolumn(args, args.size), train, test, num_labelled=args.num_labelled, seeds=args.seeds,
-        val_fraction=args.val_fraction, max_val=args.max_val, split_seed=args.split_seed, stages=args.stages,
-        heatmaps_per_landmark=args.heatmaps, size=args.size, epochs=args.epochs, lrs=args.lrs,
-        weight_decay=args.weight_decay, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
-        standardize=not args.no_standardize,
-        metric=args.metric, eye_indices=args.eye_indices, cache=cache, device=args.device,
-        progress=(lambda m: print(m, file=sys.stderr)) if args.verbose_progress else None)
+    setup(args)
+    try:
+        features = load_hypercolumn(args, args.size)
+        resolve_image_size(args, features.backbone)
+        if args.root is None and args.path is None:
+            raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
+        common = {"image_size": args.image_size, "path": args.path}
+        train = by_name(args.dataset, args.root, "train", face_crop=args.face_crop, jitter=args.face_crop,
+                        limit=args.limit_train, **common)
+        clean = (by_name(args.dataset, args.root, "train", face_crop=args.face_crop, limit=args.limit_train, **common)
+                 if args.face_crop else train)
+        if args.val_split is not None:
+            train_part, val = list(range(len(train))), by_name(args.dataset, args.root, args.val_split, **common)
+        else:
+            train_part, val_part = split_train_val(len(train), args.val_fraction, args.split_seed, args.max_val)
+            val = KeypointSubset(clean, val_part) if val_part else None
+        test = by_name(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
+        if args.test_split == "train" and args.val_split is None:
+            raise UserError("--test-split train would test on the training images; name a held-out split")
+        fit_options = {"steps": args.steps, "heatmaps_per_landmark": args.heatmaps, "init": args.init,
+                       "weight_decay": args.weight_decay, "batch_size": args.batch_size}
+        results = evaluate_regression(
+            features, KeypointSubset(train, train_part), test, val_set=val, num_labelled=args.num_labelled,
+            seeds=args.seeds, stages=args.stages, lrs=args.lrs, metric=args.metric, eye_indices=args.eye_indices,
+            device=args.device, progress=(lambda m: print(m, file=sys.stderr)) if args.verbose_progress else None,
+            **fit_options)
+    except (UserError, ValueError, FileNotFoundError, TypeError) as error:
+        return fail("evaluate regression", error)
     results["config"]["dataset"] = {"name": args.dataset, "root": args.root, "face_crop": args.face_crop,
                                     "limit_train": args.limit_train, "limit_test": args.limit_test,
-                                    "backbone": args.backbone, "weights": args.weights}
-    return _report(results, args, f"{args.backbone}{'' if args.weights else ' (random init)'}")
+                                    "val_split": args.val_split, "test_split": args.test_split,
+                                    "backbone": args.backbone, "weights": args.weights,
+                                    "image_size": args.image_size}
+    for message in results["warnings"]:
+        print(f"contrastive-landmarks evaluate regression: warning: {message}", file=sys.stderr)
+    return _report(results, args, describe_backbone(args))
 
 
 def _run_matching(args) -> int:
@@ -80,17 +96,17 @@ def _run_matching(args) -> int:
     from ..data.transforms import paper_resize
     from ..evaluation import evaluate_matching
 
+    model = _hypercolumn(args, None)
     if args.crop is None:
         args.crop = (paper_resize(args.image_size) - args.image_size) // 2
     resize = args.image_size + 2 * args.crop
     dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, resize=resize,
-                            path=args.path, limit=args.limit)
-    model = _hypercolumn(args, None)
+                      path=args.path, limit=args.limit)
     results = evaluate_matching(model, dataset, num_images=args.limit, seed=args.seed, crop=args.crop,
                                 similarity=args.similarity, frame=args.frame, batch_size=args.batch_size)
     results["config"]["dataset"] = {"name": args.dataset, "root": args.root, "split": args.split,
                                     "backbone": args.backbone, "weights": args.weights, "resize": resize}
-    return _report(results, args, f"{args.backbone}{'' if args.weights else ' (random init)'}")
+    return _report(results, args, describe_backbone(args))
 
 
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
@@ -100,45 +116,43 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
 
     reg = sub.add_parser("regression", help="linear landmark regression on frozen features",
-                         description="Fit a linear regressor on frozen hypercolumn features of the training set "
-                         "(choices made on a validation split), report the test error once per seed.")
+                         description="Fit the linear regressor (the library's recipe, fit-regressor's defaults) on "
+                         "frozen hypercolumn features of the training images, choose on a validation split, report "
+                         "the test error once per seed beside the training set's mean shape on the same images.")
     add_model_arguments(reg)
     reg.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
     reg.add_argument("--root", help="dataset folder")
     reg.add_argument("--path", default=None, help="annotation file for csv/coco")
+    reg.add_argument("--val-split", default=None,
+                     help="a validation split of the dataset (aflw_in: val); default: carved out of train")
     reg.add_argument("--test-split", default="test", help="split evaluated once at the end (default test)")
-    reg.add_argument("--image-size", type=int, default=96, help="network input size (default 96)")
+    reg.add_argument("--image-size", type=int, default=None,
+                     help="network input size (default: the backbone's own, else 96)")
     reg.add_argument("--face-crop", action="store_true",
-                     help="mtfl: crop training faces around their landmarks to the test framing")
+                     help="mtfl: cut training faces at the test framing, with jitter spanning it")
     reg.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
     reg.add_argument("--limit-test", type=int, default=None, help="use only the first N test images")
     reg.add_argument("--num-labelled", type=int, default=None, help="few-shot: labelled training images per seed")
     reg.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (mean ± std over them)")
+    reg.add_argument("--seed", type=int, default=0, help="seed of a random-init backbone (default 0)")
     reg.add_argument("--val-fraction", type=float, default=0.1, help="validation share of train (default 0.1)")
     reg.add_argument("--max-val", type=int, default=1000, help="at most this many validation images")
     reg.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
     reg.add_argument("--stages", nargs="+", default=None,
                      help="stages used (e.g. conv4_x for a single layer); default the whole hypercolumn")
-    reg.add_argument("--heatmaps", type=int, default=50, help="intermediate heatmaps K per landmark (default 50)")
-    reg.add_argument("--size", type=int, default=48, help="hypercolumn grid (default 48)")
-    reg.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    reg.add_argument("--lrs", type=float, nargs="+", default=[1e-3],
-                     help="learning rates tried; the best on validation is kept (default 1e-3)")
-    reg.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 5e-4)")
+    reg.add_argument("--heatmaps", type=int, default=10, help="intermediate heatmaps K per landmark (default 10)")
+    reg.add_argument("--init", choices=("soft", "paper"), default="soft", help="regressor start (default soft)")
+    reg.add_argument("--size", type=int, default=None, help="hypercolumn grid (default: half the input size)")
+    reg.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    reg.add_argument("--lrs", type=float, nargs="+", default=None,
+                     help="learning rates tried; the best on validation is kept (default: fit-regressor's 1e-2)")
+    reg.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (default 1e-4)")
     reg.add_argument("--batch-size", type=int, default=32, help="regressor batch size (default 32)")
-    reg.add_argument("--samples-per-epoch", type=int, default=None,
-                     help="few-shot: tile the labelled images to this many samples per epoch (authors: 1000)")
-    reg.add_argument("--no-standardize", action="store_true", help="do not standardise feature channels")
-    reg.add_argument("--metric", choices=("iod", "pck"), default="iod", help="iod (faces) or pck (birds)")
+    reg.add_argument("--metric", choices=("auto", "iod", "pixel"), default="auto",
+                     help="iod (where the dataset names eyes; auto), or mean pixel error")
     reg.add_argument("--eye-indices", type=int, nargs=2, default=None, help="override the dataset's eye indices")
-    reg.add_argument("--cache-dir", default=None,
-                     help="keep stage maps here (safetensors) for later runs on the same data and model")
-    reg.add_argument("--cache-memory-gb", type=float, default=4.0,
-                     help="in-memory feature cache (default 4 GB: all 12,995 MTFL faces' ResNet-18 maps at 96 px need "
-                     "3.4 GB; what does not fit is recomputed, or read from --cache-dir)")
-    reg.add_argument("--half-cache", action="store_true", help="store cached stage maps as float16")
     reg.add_argument("--output", default=None, help="write the results JSON here")
-    reg.add_argument("--verbose-progress", action="store_true", help="print per-epoch validation scores")
+    reg.add_argument("--verbose-progress", action="store_true", help="print per-seed validation scores")
     reg.set_defaults(func=_run_regression)
 
     mat = sub.add_parser("matching", help="landmark matching on TPS-warped pairs (Table 1)",
@@ -163,7 +177,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 def _images(args, count: int):
     import torch
 
-    dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
+    dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size or 96, path=args.path)
     picks = [dataset[i] for i in range(args.start, min(args.start + count, len(dataset)))]
     return picks, torch.stack([p["image"] for p in picks])
 
@@ -186,9 +200,9 @@ def _plot_matches(args) -> int:
 
     from .. import match, viz
 
+    model = _hypercolumn(args, None)
     dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
     a, b = dataset[args.pair[0]], dataset[args.pair[1]]
-    model = _hypercolumn(args, None)
     norm = model.backbone.normalize
     found = match(model, norm(a["image"][None]), a["keypoints"][None], norm(b["image"][None]))
     viz.plot_matches(a["image"], a["keypoints"], b["image"], found.points[0], target_b=b["keypoints"],
@@ -197,10 +211,9 @@ def _plot_matches(args) -> int:
     return 0
 
 
-def _features(args, images):
+def _features(args, model, images):
     import torch
 
-    model = _hypercolumn(args, args.grid)
     with torch.no_grad():
         return model(model.backbone.normalize(images))
 
@@ -209,8 +222,9 @@ def _plot_pca(args) -> int:
     setup(args)
     from .. import viz
 
+    model = _hypercolumn(args, args.grid)
     _, images = _images(args, args.num)
-    viz.plot_pca(images, _features(args, images), ncols=args.ncols, path=args.output)
+    viz.plot_pca(images, _features(args, model, images), ncols=args.ncols, path=args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -219,8 +233,9 @@ def _plot_nmf(args) -> int:
     setup(args)
     from .. import viz
 
+    model = _hypercolumn(args, args.grid)
     _, images = _images(args, args.num)
-    viz.plot_nmf_parts(images, _features(args, images), args.parts, ncols=args.ncols, path=args.output)
+    viz.plot_nmf_parts(images, _features(args, model, images), args.parts, ncols=args.ncols, path=args.output)
     print(f"wrote {args.output}")
     return 0
 

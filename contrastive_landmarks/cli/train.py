@@ -17,14 +17,26 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import textwrap
 import time
 import types
 import typing
 from pathlib import Path
 
-from ..data.registry import by_name
-from .common import DATASETS, UserError, add_data_arguments, add_model_arguments, fail, setup
+from .common import (
+    DATASETS,
+    UserError,
+    add_data_arguments,
+    add_model_arguments,
+    describe_backbone,
+    fail,
+    labelled_dataset,
+    load_hypercolumn,
+    resolve_image_size,
+    setup,
+    split_train_val,
+)
 
 __all__ = ["add_config_options", "add_train_parsers", "config_from_args"]
 
@@ -171,25 +183,9 @@ def _add_pretrain(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-# -- shared model / data helpers ---------------------------------------------------------------------------
-def _hypercolumn(args, size):
-    from .. import Hypercolumn, load_backbone
-
-    backbone = load_backbone(args.backbone, args.weights)
-    return Hypercolumn(backbone, size=size).eval()
-
-
-def _labelled_dataset(args, *, split: str = "train"):
-
-    if args.root is None and args.path is None:
-        raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
-    return by_name(args.dataset, args.root, split, image_size=args.image_size, path=args.path,
-                         limit=args.limit, face_crop=getattr(args, "face_crop", False))
-
-
 def _unlabelled_dataset(args):
     if not args.images:
-        return _labelled_dataset(args, split=args.split)
+        return labelled_dataset(args, split=args.split)
     from torch.utils.data import Subset
 
     from ..data import ImageFolder
@@ -202,17 +198,6 @@ def _unlabelled_dataset(args):
     return Subset(dataset, range(args.limit)) if args.limit is not None and args.limit < len(dataset) else dataset
 
 
-def _split(dataset, val_fraction: float, seed: int, max_val: int | None):
-    from torch.utils.data import Subset
-
-    from ..evaluation import split_indices
-
-    train_part, val_part = split_indices(len(dataset), val_fraction, seed, max_val)
-    if not train_part:
-        raise UserError(f"no training images left after the validation split of {len(dataset)} images")
-    return train_part, val_part, (Subset(dataset, val_part) if val_part else None)
-
-
 def _card(title: str, summary: str, info: dict) -> str:
     rows = "\n".join(f"| {key} | {value} |" for key, value in info.items())
     return (f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints]\n---\n\n# {title}\n\n{summary}\n\n"
@@ -221,10 +206,6 @@ def _card(title: str, summary: str, info: dict) -> str:
 
 def _arch(features) -> str:
     return features.backbone.config.get("architecture", "ResNet")
-
-
-def _backbone_info(args) -> str:
-    return f"{args.backbone}, weights {args.weights}" if args.weights else str(args.backbone)
 
 
 def _data_info(args) -> str:
@@ -263,11 +244,13 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
     try:
         if not args.output:
             raise UserError("--output DIR is required (where the projector bundle is written)")
-        dataset = _unlabelled_dataset(args)
-        train_part, val_part, val = _split(dataset, args.val_fraction, args.split_seed, args.max_val)
         from torch.utils.data import Subset
 
-        features = _hypercolumn(args, args.size)
+        features = load_hypercolumn(args, args.size)
+        resolve_image_size(args, features.backbone)
+        dataset = _unlabelled_dataset(args)
+        train_part, val_part = split_train_val(len(dataset), args.val_fraction, args.split_seed, args.max_val)
+        val = Subset(dataset, val_part) if val_part else None
         board = _TensorBoard(Path(args.output) / "tensorboard" if args.tensorboard else None)
         started = time.time()
         try:
@@ -287,7 +270,7 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
     seconds = time.time() - started
     result.projector.size = features.size or result.projector.size
     model = LandmarkModel(features, result.projector)
-    info = {"backbone": _backbone_info(args), "data": _data_info(args),
+    info = {"backbone": describe_backbone(args), "data": _data_info(args),
             "images": f"{len(train_part)} train, {len(val_part)} validation",
             "recipe": result.recipe, "selected epoch": result.best_epoch,
             "validation loss": f"{result.best_score:.4f} (untrained projector: {result.initial_score:.4f})",
@@ -376,111 +359,128 @@ def _load_projector(path: str, channels: int):
 
 def _run_fit_regressor(args: argparse.Namespace) -> int:
     import torch
-    from torch.utils.data import Subset
 
+    from ..data.base import KeypointSubset
     from ..pipeline import LandmarkModel
-    from ..train import fit_regressor
+    from ..train import Augment, fit_regressor
 
     setup(args)
     try:
         if not args.output:
             raise UserError("--output DIR is required (where the model directory is written)")
-        dataset = _labelled_dataset(args)
-        train_part, val_part, val = _split(dataset, args.val_fraction, args.split_seed, args.max_val)
+        features = load_hypercolumn(args)
+        resolve_image_size(args, features.backbone)
+        dataset = labelled_dataset(args, jitter=args.face_crop)
+        clean = labelled_dataset(args) if args.face_crop else dataset
+        train_part, val_part = split_train_val(len(dataset), args.val_fraction, args.split_seed, args.max_val)
         if args.num_labelled is not None:
             if not 0 < args.num_labelled <= len(train_part):
                 raise UserError(f"--num-labelled {args.num_labelled}: the training part has {len(train_part)} "
-                                 "images")
+                                "images")
             pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(args.seed))
             train_part = sorted(train_part[i] for i in pick[: args.num_labelled].tolist())
         eye_indices = args.eye_indices or getattr(dataset, "eye_indices", None)
-        metric = args.metric if args.metric != "auto" else ("iod" if eye_indices is not None else "pixel")
-        if metric == "iod" and eye_indices is None:
-            raise UserError("--metric iod needs --eye-indices (the dataset defines none)")
-        features = _hypercolumn(args, args.size)
+        if args.metric == "iod" and eye_indices is None:
+            raise UserError("--metric iod needs --eye-indices (the dataset names no eyes)")
+        if args.size is not None:
+            features.size = (args.size, args.size)
         projector = _load_projector(args.projector, features.channels) if args.projector else None
+        names = args.landmark_names or getattr(dataset, "names", None) or ()
+        if names and len(names) != dataset[0]["keypoints"].shape[0]:
+            raise UserError(f"{len(names)} --landmark-names for {dataset[0]['keypoints'].shape[0]} landmarks")
         started = time.time()
         result = fit_regressor(
-            features, Subset(dataset, train_part), val, heatmaps_per_landmark=args.heatmaps, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, augment=args.tps_aug,
-            samples_per_epoch=args.samples_per_epoch, standardize=args.standardize, metric=metric,
-            eye_indices=tuple(eye_indices) if eye_indices is not None else (0, 1), seed=args.seed,
-            device=args.device, progress=_progress_available(not args.no_progress))
+            features, KeypointSubset(dataset, train_part), KeypointSubset(clean, val_part) if val_part else None,
+            heatmaps_per_landmark=args.heatmaps, init=args.init, steps=args.steps, batch_size=args.batch_size,
+            lr=args.lr, weight_decay=args.weight_decay, augment=Augment.none() if args.no_augment else None,
+            standardize=not args.no_standardize, metric=args.metric, eye_indices=eye_indices, seed=args.seed,
+            patience=args.patience, device=args.device, progress=_progress_available(not args.no_progress),
+            warn=False)
     except (UserError, ValueError, FileNotFoundError, TypeError) as error:
         return fail("fit-regressor", error)
     seconds = time.time() - started
+    for message in result.warnings:
+        print(f"contrastive-landmarks fit-regressor: warning: {message}", file=sys.stderr)
     if args.tensorboard:
         board = _TensorBoard(Path(args.output) / "tensorboard")
         for row in result.history:
-            board.log("regressor", row, int(row["epoch"]))
+            board.log("regressor", row, int(row["step"]))
         board.close()
-    names = args.landmark_names or ()
-    if names and len(names) != result.regressor.num_landmarks:
-        return fail("fit-regressor", UserError(f"{len(names)} --landmark-names for "
-                                                 f"{result.regressor.num_landmarks} landmarks"))
+    features.size = result.regressor.size
     model = LandmarkModel(features, projector, result.regressor, regressor_input="hypercolumn",
                           landmark_names=names)
-    score = f"{result.best_score:.4g} ({metric}, epoch {result.best_epoch})" if val is not None else "no validation"
-    info = {"backbone": _backbone_info(args), "data": _data_info(args),
+    unit = {"iod": " % of the inter-ocular distance", "pixel": " px"}.get(result.metric, "")
+    score = (f"{result.score:.4g}{unit} (mean shape {result.baseline:.4g}{unit}; step {result.best_step} of "
+             f"{result.steps})")
+    info = {"backbone": describe_backbone(args), "data": _data_info(args),
             "labelled images": f"{len(train_part)} (+ {len(val_part)} validation)",
-            "recipe": f"linear regressor, {args.heatmaps} heatmaps per landmark on the {args.size}x{args.size} "
-                      f"hypercolumn; Adam lr {args.lr} wd {args.weight_decay}, batch {args.batch_size}, "
-                      f"{args.epochs} epochs, cosine, TPS augmentation {'on' if args.tps_aug else 'off'}",
+            "recipe": f"linear regressor ({args.init} start), {args.heatmaps} heatmaps per landmark on the "
+                      f"{result.regressor.size[0]}x{result.regressor.size[1]} hypercolumn of {args.image_size}-px "
+                      f"inputs; {result.config['views']} augmented views; Adam lr {args.lr} wd {args.weight_decay}, "
+                      f"batch {args.batch_size}, {args.steps} steps, cosine, early stopping",
             "validation error": score, "training time": f"{seconds / 60:.1f} min"}
+    if result.warnings:
+        info["warnings"] = "; ".join(result.warnings)
     card = _card(f"{_arch(features)} landmark model", "Hypercolumn features and a linear landmark regressor "
                  "(Cheng, Su & Maji, ICCV 2021). Load with `LandmarkModel.from_pretrained(DIR)`; "
                  "`model.detect(images)` gives (B, N, 2) pixels.", info)
     out = model.save_pretrained(args.output, card=card)
-    _write_json(out / "fit_regressor.json", {"args": _args_json(args), "metric": metric,
-                                              "best_epoch": result.best_epoch, "best_score": result.best_score,
-                                              "history": result.history, "seconds": seconds,
-                                              "train_images": len(train_part), "val_images": len(val_part)})
-    print(f"validation error {score}; wrote {out}")
+    _write_json(out / "fit_regressor.json", {
+        "args": _args_json(args), "metric": result.metric, "score": result.score, "baseline": result.baseline,
+        "improvement": result.improvement, "spread": result.spread, "best_step": result.best_step,
+        "steps": result.steps, "peakiness": {"init": result.peakiness_init, "final": result.peakiness_final},
+        "warnings": result.warnings, "history": result.history, "config": result.config, "seconds": seconds,
+        "train_images": len(train_part), "val_images": len(val_part)})
+    print(f"validation {result.metric} {score}; wrote {out}")
     return 0
 
 
 def _add_fit_regressor(subparsers) -> argparse.ArgumentParser:
-
     parser = subparsers.add_parser(
         "fit-regressor", help="fit the linear landmark regressor and save a LandmarkModel directory",
         description="Fit the paper's linear landmark regressor on frozen hypercolumn features (all labelled "
-        "training images, or a few with --num-labelled), keep the epoch with the lowest validation error, and "
-        "save backbone + regressor (+ projector) as a model directory for LandmarkModel.from_pretrained.")
+        "training images, or a few with --num-labelled): augmented views computed once, a fixed number of "
+        "optimiser steps, the state with the lowest validation error kept, the training set's mean shape scored "
+        "beside it, and backbone + regressor (+ projector) saved as a model directory for "
+        "LandmarkModel.from_pretrained. The defaults are the library's validated recipe (docs/benchmarks.md).")
     add_model_arguments(parser)
     parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
     parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
     parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
-    parser.add_argument("--image-size", type=int, default=96, help="network input size in pixels (default 96)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="network input size in pixels (default: the backbone's own, else 96)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--face-crop", action="store_true",
-                        help="mtfl: crop training faces around their landmarks to the test framing")
+                        help="mtfl: cut training faces around their landmarks at the test framing, with jitter that "
+                        "spans it (validation faces without jitter)")
     parser.add_argument("--output", default=None, help="model directory to write (required)")
     parser.add_argument("--projector", default=None,
                         help="a fit-projector output to include in the bundle (for descriptors; the regressor "
                         "is fitted on the hypercolumn)")
     parser.add_argument("--num-labelled", type=int, default=None,
                         help="few-shot: use this many labelled images of the training part (drawn with --seed)")
-    parser.add_argument("--tps-aug", action="store_true",
-                        help="random TPS warp of every training image, every epoch (the few-shot recipe)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
     parser.add_argument("--max-val", type=int, default=1000, help="at most this many validation images (default 1000)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw, init, shuffling (default 0)")
-    parser.add_argument("--heatmaps", type=int, default=50, help="intermediate heatmaps K per landmark (default 50)")
-    parser.add_argument("--size", type=int, default=48, help="hypercolumn grid (default 48)")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    parser.add_argument("--lr", type=float, default=1e-3,
-                        help="Adam learning rate (default 1e-3; the authors' few-shot setting uses 1e-2)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4,
-                        help="Adam weight decay (default 5e-4; few-shot: 5e-2)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of a random-init backbone, the few-shot draw, views, init, batches (default 0)")
+    parser.add_argument("--heatmaps", type=int, default=10, help="intermediate heatmaps K per landmark (default 10)")
+    parser.add_argument("--init", choices=("soft", "paper"), default="soft",
+                        help="regressor start: soft (default; learns from the first step) or paper (the authors' "
+                        "N(0, 1) filters with softmax x100: needs hundreds of epochs)")
+    parser.add_argument("--size", type=int, default=None, help="hypercolumn grid (default: half the input size)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (default 1e-4)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--samples-per-epoch", type=int, default=None,
-                        help="few-shot: tile the labelled images to this many samples per epoch (authors: 1000)")
-    parser.add_argument("--standardize", action="store_true",
-                        help="train on standardised feature channels (folded back into the saved regressor)")
+    parser.add_argument("--patience", type=int, default=8,
+                        help="stop after this many validations without improvement (default 8)")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="no warp / flip augmentation of the training views")
+    parser.add_argument("--no-standardize", action="store_true", help="do not standardise feature channels")
     parser.add_argument("--metric", choices=("auto", "iod", "pixel"), default="auto",
                         help="validation error: inter-ocular (iod), mean pixel distance, or auto (iod when the "
-                        "dataset defines eye indices)")
+                        "dataset names its eyes)")
     parser.add_argument("--eye-indices", type=int, nargs=2, default=None, help="override the dataset's eye indices")
     parser.add_argument("--landmark-names", nargs="+", default=None, help="names of the landmarks, in order")
     parser.add_argument("--tensorboard", action="store_true", help="also write the history to OUTPUT/tensorboard")

@@ -19,7 +19,7 @@ extras; ``.mat`` files (AFLW_R, 300W boxes) need SciPy. Both are imported only w
 """
 
 from .aflw import AFLWM, AFLWR
-from .base import KeypointDataset, load_image
+from .base import KeypointDataset, KeypointSubset, load_image
 from .celeba import MAFL, CelebA
 from .coco import COCOKeypoints
 from .csv_table import KeypointCSV, flip_pairs_from_names, read_keypoint_csv
@@ -63,6 +63,7 @@ __all__ = [
     "ImageFolder",
     "KeypointCSV",
     "KeypointDataset",
+    "KeypointSubset",
     "LandmarkBox",
     "Letterbox",
     "PtsFolder",

@@ -16,7 +16,7 @@ __all__ = ["environment", "results_table", "save_results"]
 
 def environment() -> dict:
     """Versions and machine, recorded with every result."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "contrastive_landmarks": __version__,
@@ -39,14 +39,14 @@ def results_table(rows: Mapping[str, Mapping] | Sequence[tuple[str, Mapping]]) -
             lines.append(f"| {label} | {r['same']['error']:.2f} | {r['different']['error']:.2f} | "
                          f"{r['config']['pairs']} |")
     else:
-        lines += ["| model | labelled | test metric | mean ± std | seeds | selected (lr, epoch) |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| model | labelled | test metric | mean ± std | mean shape | seeds | selected (lr, step) |",
+                  "|---|---|---|---|---|---|---|"]
         for label, r in items:
             cfg = r["config"]
             labelled = cfg["num_labelled"] if cfg["num_labelled"] is not None else cfg["train_images"]
-            chosen = ", ".join(f"({s['lr']:g}, {s['epoch']})" for s in r["selected"])
+            chosen = ", ".join(f"({s['lr']:g}, {s['step']})" for s in r["selected"])
             lines.append(f"| {label} | {labelled} | {r['metric']} | {r['test']['mean']:.2f} ± {r['test']['std']:.2f}"
-                         f" | {len(cfg['seeds'])} | {chosen} |")
+                         f" | {r['test_baseline']['mean']:.2f} | {len(cfg['seeds'])} | {chosen} |")
     return "\n".join(lines)
 
 

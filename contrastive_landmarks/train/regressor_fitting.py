@@ -100,7 +100,7 @@ class RegressorFit:
         metric: the error's name (``"iod"``: inter-ocular error in %, ``"pixel"``: mean pixel distance).
         score: its validation error (training error when there was no validation data).
         baseline: the training set's mean shape scored the same way on the same images.
-        mean_shape: that mean shape, ``(N, 2)`` pixels (over the training views).
+        mean_shape: that mean shape, ``(N, 2)`` pixels (of the training images, without the augmentation).
         best_step: the optimiser step of the selected state; ``steps``: steps run (early stopping may end sooner).
         history: one dict per evaluation: ``step``, ``lr``, ``train_loss``, ``val_error``.
         peakiness_init, peakiness_final: mean peak probability of the spatial softmax on validation
@@ -291,7 +291,7 @@ def fit_regressor(
             error, peak = score_fn(pred, truth, visible), float(torch.cat(peaks).mean())
             return (error, peak, _spread_ratio(pred, truth, visible)) if spread else (error, peak)
 
-        shape = mean_shape(bank.keypoints.cpu(), bank.visible.cpu())
+        shape = mean_shape(bank.keypoints[:n_train].cpu(), bank.visible[:n_train].cpu())  # the unaugmented views
         baseline = score_fn(shape.expand_as(check.keypoints.cpu()).clone(), check.keypoints.cpu(),
                             check.visible.cpu())
         _, peak_init = evaluate(limit=256)
@@ -398,7 +398,7 @@ def _diagnose(metric: str, score: float, baseline: float, history: list[dict], s
     if ran == steps and len(history) >= 4:
         late = [h["val_error"] for h in history[-max(2, len(history) // 4):]]
         earlier = history[-max(2, len(history) // 4) - 1]["val_error"]
-        if min(late) < earlier * 0.98 and late[-1] <= min(late) * 1.001:
+        if late[-1] < earlier * 0.95 and late[-1] <= min(late) * 1.001:
             problems.append(f"the {where} error was still falling at the last of {steps} steps "
                             f"({earlier:.4g} -> {late[-1]:.4g}{unit} over the last quarter): the regressor is "
                             f"probably undertrained; pass more steps (e.g. steps={2 * steps})")
