@@ -101,10 +101,17 @@ def main(argv=None) -> int:
                 if path.exists():
                     continue
                 started = time.time()
+                fits = []
                 result = evaluate_regression(
                     features, train, test, val_set=val, projector=projector,
                     num_labelled=None if labels == "all" else int(labels),
-                    seeds=[0] if labels == "all" else args.seeds, progress=print)
+                    seeds=[0] if labels == "all" else args.seeds, progress=print, fits=fits)
+                if labels == "all":  # the all-labels regressor (seed 0): the built-in bundle's is transfer-moco's
+                    from safetensors.torch import save_file
+
+                    save_file({k: v.contiguous() for k, v in fits[0].regressor.state_dict().items()},
+                              str(path.with_suffix(".regressor.safetensors")))
+                    (path.with_suffix(".regressor.json")).write_text(json.dumps(fits[0].regressor.config) + "\n")
                 result["config"]["bench"] = {"protocol": protocol, "model": name, "image_size": args.image_size,
                                              "seconds": round(time.time() - started, 1)}
                 save_results(result, path)

@@ -140,7 +140,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     reg.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
     reg.add_argument("--stages", nargs="+", default=None,
                      help="stages used (e.g. conv4_x for a single layer); default the whole hypercolumn")
-    reg.add_argument("--heatmaps", type=int, default=10, help="intermediate heatmaps K per landmark (default 10)")
+    reg.add_argument("--heatmaps", type=int, default=None,
+                     help="intermediate heatmaps K per landmark (default 10, fewer for many landmarks: 2 for 68)")
     reg.add_argument("--init", choices=("soft", "paper"), default="soft", help="regressor start (default soft)")
     reg.add_argument("--size", type=int, default=None, help="hypercolumn grid (default: half the input size)")
     reg.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")

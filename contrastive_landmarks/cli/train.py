@@ -414,7 +414,8 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
              f"{result.steps})")
     info = {"backbone": describe_backbone(args), "data": _data_info(args),
             "labelled images": f"{len(train_part)} (+ {len(val_part)} validation)",
-            "recipe": f"linear regressor ({args.init} start), {args.heatmaps} heatmaps per landmark on the "
+            "recipe": f"linear regressor ({args.init} start), {result.config['heatmaps_per_landmark']} heatmaps per "
+                      "landmark on the "
                       f"{result.regressor.size[0]}x{result.regressor.size[1]} hypercolumn of {args.image_size}-px "
                       f"inputs; {result.config['views']} augmented views; Adam lr {args.lr} wd {args.weight_decay}, "
                       f"batch {args.batch_size}, {args.steps} steps, cosine, early stopping",
@@ -464,7 +465,8 @@ def _add_fit_regressor(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of a random-init backbone, the few-shot draw, views, init, batches (default 0)")
-    parser.add_argument("--heatmaps", type=int, default=10, help="intermediate heatmaps K per landmark (default 10)")
+    parser.add_argument("--heatmaps", type=int, default=None,
+                        help="intermediate heatmaps K per landmark (default 10, fewer for many landmarks: 2 for 68)")
     parser.add_argument("--init", choices=("soft", "paper"), default="soft",
                         help="regressor start: soft (default; learns from the first step) or paper (the authors' "
                         "N(0, 1) filters with softmax x100: needs hundreds of epochs)")

@@ -105,6 +105,7 @@ def evaluate_regression(
     eye_indices: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[str], None] | None = None,
+    fits: list[RegressorFit] | None = None,
     **fit_options: Any,
 ) -> dict:
     """Fit on training labels, select on validation, test once per seed; every error beside the mean shape's.
@@ -121,6 +122,8 @@ def evaluate_regression(
         projector: a frozen :class:`~contrastive_landmarks.SpatialProjector` before the regressor.
         lrs: learning rates to choose among on validation (default: :func:`fit_regressor`'s).
         metric: ``"auto"`` (inter-ocular error where the dataset names eyes, else pixels), ``"iod"``, ``"pixel"``.
+        fits: a list that receives each seed's selected :class:`~contrastive_landmarks.train.RegressorFit`
+            (its fitted regressor included), to keep or save the models the protocol chose.
         fit_options: passed to :func:`~contrastive_landmarks.train.fit_regressor` (``steps``, ...).
 
     Returns:
@@ -158,6 +161,8 @@ def evaluate_regression(
             if best is None or fit.score < best.score:
                 best, best_lr = fit, options.get("lr", math.nan)
         assert best is not None
+        if fits is not None:
+            fits.append(best)
         pred, truth, visible = predict_dataset(features, best, test_set, projector=projector, device=device)
         shape = best.mean_shape.expand_as(truth).clone()
         results["test"].append(score_fn(pred, truth, visible))

@@ -11,7 +11,8 @@ bundle. Its defaults were chosen on validation data (``docs/benchmarks.md``, "re
   the regressor trains on them for ``steps`` optimiser steps, never building the hypercolumn.
 - **features**: every channel standardised with training-view statistics (folded into the returned
   filters, so the regressor runs on raw features), the regressor's ``"soft"`` start (a soft spatial
-  softmax from the first step), ``K = 10`` heatmaps per landmark on a grid of half the input size.
+  softmax from the first step), ``K = 10`` heatmaps per landmark (fewer for many landmarks,
+  :func:`default_heatmaps`) on a grid of half the input size.
 - **optimiser**: Adam, lr 1e-2, weight decay 1e-4, cosine over the steps, smooth-L1 on ``10 ×``
   normalised coordinates (the authors' loss).
 - **selection**: the validation error (the dataset's metric: inter-ocular error where it names eyes,
@@ -45,7 +46,15 @@ from ..regressor import LandmarkRegressor, regression_loss
 from ..tps import TPSParams, tps_augment
 from .features import StageMapBank, check_dataset, collate, eval_mode, index_batches, module_device, stage_maps
 
-__all__ = ["Augment", "RegressorFit", "fit_regressor", "mean_shape", "predict", "resolve_metric"]
+__all__ = [
+    "Augment",
+    "RegressorFit",
+    "default_heatmaps",
+    "fit_regressor",
+    "mean_shape",
+    "predict",
+    "resolve_metric",
+]
 
 Metric = Callable[[Tensor, Tensor, Tensor], float]
 
@@ -131,6 +140,16 @@ class RegressorFit:
         return 1.0 - self.score / self.baseline if self.baseline > 0 else float("nan")
 
 
+def default_heatmaps(num_landmarks: int, budget: int = 128) -> int:
+    """``K`` for ``N`` landmarks: about ``budget`` heatmaps in all, between 2 and 10 per landmark.
+
+    A training step costs about linearly in ``N·K`` (``benchmarks/bench_regressor.py``: 28 ms for 5 x 10 and
+    620 ms for 68 x 10 heatmaps on ResNet-18 stage maps at a 32² grid, batch 32, one thread), so 68 points get
+    ``K = 2`` and a fit stays within minutes; 5-point faces keep 10 (as good as the paper's 50 on validation).
+    """
+    return int(min(10, max(2, round(budget / max(1, num_landmarks)))))
+
+
 def mean_shape(keypoints: Tensor, visible: Tensor) -> Tensor:
     """The mean ``(N, 2)`` of ``(M, N, 2)`` keypoints over the samples where each point is visible."""
     mask = visible.unsqueeze(-1).to(keypoints.dtype)
@@ -172,7 +191,7 @@ def fit_regressor(
     val: Any | None = None,
     *,
     projector: torch.nn.Module | None = None,
-    heatmaps_per_landmark: int = 10,
+    heatmaps_per_landmark: int | None = None,
     init: str = "soft",
     softmax_multiplier: float | None = None,
     steps: int = 2000,
@@ -207,6 +226,7 @@ def fit_regressor(
         projector: an optional frozen :class:`~contrastive_landmarks.SpatialProjector`; the regressor then
             learns on its ``d``-dimensional output.
         heatmaps_per_landmark, init, softmax_multiplier: the regressor (``K``; ``"soft"`` or ``"paper"``).
+            ``K`` defaults to :func:`default_heatmaps`: 10 for up to 12 landmarks, fewer for many (2 for 68).
         steps, batch_size, lr, weight_decay, betas: Adam with a cosine schedule to ``lr · 1e-2`` over ``steps``.
         augment: the per-view augmentation (default :class:`Augment`; ``Augment.none()`` for none).
         copies: views per training image (default: enough for ``min(max_views, steps · batch_size)``
@@ -268,6 +288,7 @@ def fit_regressor(
             return [(m - mu.view(1, -1, 1, 1)) / sd.view(1, -1, 1, 1) for m, mu, sd in zip(x, mean, std)]
 
         channels = projector.dim if projector is not None else bank.channels
+        heatmaps_per_landmark = heatmaps_per_landmark or default_heatmaps(bank.num_landmarks)
         regressor = LandmarkRegressor(channels, bank.num_landmarks, heatmaps_per_landmark, init=init,
                                       softmax_multiplier=softmax_multiplier, size=grid)
         regressor.reset_parameters(generator)
@@ -345,7 +366,7 @@ def fit_regressor(
     if warn:
         for message in problems:
             warnings.warn(message, UserWarning, stacklevel=2)
-    config = {"heatmaps_per_landmark": heatmaps_per_landmark, "init": init, "softmax_multiplier":
+    config = {"heatmaps_per_landmark": regressor.heatmaps_per_landmark, "init": init, "softmax_multiplier":
               regressor.softmax_multiplier, "steps": steps, "batch_size": batch_size, "lr": lr,
               "weight_decay": weight_decay, "betas": list(betas), "copies": copies, "views": len(bank),
               "augment": repr(augment), "standardize": standardize, "metric": metric_name, "grid": list(grid),

@@ -8,14 +8,16 @@ Steps (all on unlabelled or training images; the MTFL test faces are never read 
    augmented batches);
 3. fit a 256-d :class:`~contrastive_landmarks.SpatialProjector` with Eq. 3 (x' = x) on unlabelled faces
    (CelebA-6k and MTFL train images), the epoch chosen on held-out images;
-4. fit a 5-point :class:`~contrastive_landmarks.LandmarkRegressor` on the MTFL training labels, the epoch
-   chosen on a validation split;
+4. fit a 5-point :class:`~contrastive_landmarks.LandmarkRegressor` on the MTFL training labels with the
+   library's recipe (:func:`~contrastive_landmarks.train.fit_regressor` defaults; faces cut at the test
+   framing with jitter spanning it), selected on 500 clean held-out training faces (the transfer protocol
+   of ``scripts/regression_benchmarks.py``);
 5. save the bundle as a half-precision model directory with a model card.
 
 Usage::
 
-    python benchmarks/build_faces_model.py runs/moco_r18_64/checkpoint.pt runs/faces
-    python benchmarks/build_faces_model.py ... --install   # also copy into contrastive_landmarks/weights/
+    python scripts/build_faces_model.py runs/moco_r18_64/checkpoint.pt runs/faces
+    python scripts/build_faces_model.py ... --install   # also copy into contrastive_landmarks/weights/
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ from contrastive_landmarks import (  # noqa: E402
     load_backbone,
     save_pretrained,
 )
-from contrastive_landmarks.data import MTFL, ImageFolder  # noqa: E402
+from contrastive_landmarks.data import MTFL, ImageFolder, KeypointSubset  # noqa: E402
 from contrastive_landmarks.data import transforms as T  # noqa: E402
+from contrastive_landmarks.data.mtfl import TEST_FRAMING_JITTER  # noqa: E402
 from contrastive_landmarks.evaluation import split_indices  # noqa: E402
-from contrastive_landmarks.fitting import fit_regressor  # noqa: E402
-from contrastive_landmarks.projector_fitting import fit_projector  # noqa: E402
-from contrastive_landmarks.train import export_backbone, recalibrate_batchnorm  # noqa: E402
+from contrastive_landmarks.train import (  # noqa: E402
+    export_backbone,
+    fit_projector,
+    fit_regressor,
+    recalibrate_batchnorm,
+)
 
 LANDMARKS = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 
@@ -66,9 +72,6 @@ def main(argv=None) -> int:
     parser.add_argument("--projector-images", type=int, default=3000)
     parser.add_argument("--projector-epochs", type=int, default=5)
     parser.add_argument("--projector-lr", type=float, default=1e-3)
-    parser.add_argument("--heatmaps", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--install", action="store_true", help="copy the result to contrastive_landmarks/weights/")
     args = parser.parse_args(argv)
@@ -109,22 +112,24 @@ def main(argv=None) -> int:
     print(f"projector: val loss {fitted.best_score:.4f} (untrained {fitted.initial_score:.4f}), "
           f"epoch {fitted.best_epoch}", flush=True)
 
-    # regressor: MTFL training labels, validation split for the epoch
+    # regressor: MTFL training labels (the library's recipe), selected on clean held-out training faces
     started = time.time()
-    train_part, val_part = split_indices(len(faces), 0.1, 0, 1000)
-    result = fit_regressor(hypercolumn, Subset(faces, train_part), Subset(faces, val_part), num_landmarks=5,
-                           heatmaps_per_landmark=args.heatmaps, epochs=args.epochs, lr=args.lr, standardize=True,
-                           metric="iod", eye_indices=(0, 1), seed=0, progress=False)
+    jittered = MTFL(mtfl_root, "train", face_crop=size, face_crop_jitter=TEST_FRAMING_JITTER,
+                    generator=torch.Generator().manual_seed(0))
+    clean = MTFL(mtfl_root, "train", face_crop=size)
+    train_part, val_part = split_indices(len(clean), 0.1, 0, max_val=500)
+    result = fit_regressor(hypercolumn, KeypointSubset(jittered, train_part), KeypointSubset(clean, val_part), seed=0)
     regressor: LandmarkRegressor = result.regressor
     timings["regressor"] = time.time() - started
-    print(f"regressor: val IOD {result.best_score:.2f} % at epoch {result.best_epoch}", flush=True)
+    print(f"regressor: val IOD {result.score:.2f} % (mean shape {result.baseline:.2f} %) at step {result.best_step}",
+          flush=True)
 
     model = LandmarkModel(hypercolumn, projector, regressor, regressor_input="hypercolumn", landmark_names=LANDMARKS)
     facts = {
         "projector": {"val_loss": fitted.best_score, "untrained_val_loss": fitted.initial_score,
                       "epoch": fitted.best_epoch, "train_images": n, "config": fitted.config},
-        "regressor": {"val_iod": result.best_score, "epoch": result.best_epoch, "train_images": len(train_part),
-                      "val_images": len(val_part), "heatmaps_per_landmark": args.heatmaps, "lr": args.lr},
+        "regressor": {"val_iod": result.score, "val_mean_shape_iod": result.baseline, "step": result.best_step,
+                      "train_images": len(train_part), "val_images": len(val_part), "config": result.config},
         "bn_recalibration_images": seen,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
