@@ -5,24 +5,18 @@ maps. Stages are named as in the paper (He et al.'s table): ``conv1`` (the stem,
 ``conv2_x`` (``layer1``, stride 4), ``conv3_x``, ``conv4_x`` and ``conv5_x`` (``layer4``, stride 32).
 
 Input preprocessing (mean, std, input size) lives in one read-only :class:`Preprocessing` held by the
-backbone; :meth:`Backbone.normalize` computes from it and it travels in ``config.json``.
+backbone (:mod:`.preprocessing`); :meth:`Backbone.normalize` computes from it and it travels in ``config.json``.
 
-Checkpoints are read from: this library's own directories (``config.json`` + ``model.safetensors``),
-a :class:`Backbone`'s own ``state_dict()`` (``body.`` keys), plain timm / torchvision ResNet state
-dicts, MoCo checkpoints (``module.encoder_q.`` keys; the query encoder is used), and the paper
-authors' checkpoints (``{'model': ..., 'opt': argparse.Namespace}``
-with ``encoder.module.`` keys). Pickles are read with ``torch.load(weights_only=True)`` and an
-allow-list of exactly one extra class, ``argparse.Namespace``. Loading is strict.
+:func:`load_backbone` builds a backbone and loads weights from every checkpoint layout in use
+(read and converted by :mod:`.checkpoints`). Loading is strict.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import timm
@@ -30,6 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from .check import check_images, looks_like_path, to_float_images
+from .checkpoints import (
+    CheckpointMismatchError,
+    LoadReport,
+    check_compatible,
+    convert_state_dict,
+    read_state_dict,
+)
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = [
     "DEFAULT_STAGES",
@@ -50,106 +52,8 @@ STAGE_NAMES: tuple[str, ...] = ("conv1", "conv2_x", "conv3_x", "conv4_x", "conv5
 #: The paper's hypercolumn, in the authors' concatenation order (deepest first). The order fixes the
 #: channel layout that projector and regressor weights are trained against.
 DEFAULT_STAGES: tuple[str, ...] = ("conv5_x", "conv4_x", "conv3_x", "conv2_x")
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _STAGE_MODULES = ("act1", "layer1", "layer2", "layer3", "layer4")
-# Prefixes of known checkpoint layouts, most specific first. Stripped with str.removeprefix.
-_KNOWN_PREFIXES = (
-    "module.encoder_q.backbone.body.",  # this library's MoCo (train.moco), DDP
-    "encoder_q.backbone.body.",  # this library's MoCo
-    "hypercolumn.backbone.body.",  # a LandmarkModel's state_dict()
-    "module.backbone.body.",
-    "backbone.body.",  # a Hypercolumn's state_dict()
-    "module.body.",
-    "body.",  # a Backbone's own state_dict()
-    "module.encoder_q.",  # MoCo (official, DDP)
-    "encoder_q.",  # MoCo saved without DDP
-    "encoder.module.",  # the paper authors' InsResNet wrapped in DataParallel
-    "module.encoder.",
-    "encoder.",
-    "module.backbone.",
-    "backbone.",  # lightly / solo-learn
-    "module.",  # DDP / DataParallel
-    "_orig_mod.",  # torch.compile
-    "model.",
-)
-# Heads a stage extractor does not need: classifier / MoCo projection (linear or MLP).
-_HEAD_PATTERN = re.compile(r"^(fc|head|classifier)(\.|$)")
-_RESNET_DEPTHS = {
-    (2, 2, 2, 2, False): "resnet18",
-    (3, 4, 6, 3, False): "resnet34",
-    (3, 4, 6, 3, True): "resnet50",
-    (3, 4, 23, 3, True): "resnet101",
-    (3, 8, 36, 3, True): "resnet152",
-}
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the architecture it is loaded into (names the keys and the arch)."""
-
-
-def _triple(values: Sequence[float], name: str) -> tuple[float, float, float]:
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {values!r}") from None
-    if len(out) != 3:
-        raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {len(out)}: {values!r}")
-    return out  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images in ``[0, 1]`` become network input, and at what size the weights were trained (read-only).
-
-    The one source of truth for a :class:`Backbone`'s input statistics (as timm's ``pretrained_cfg``):
-    :meth:`Backbone.normalize` computes from it, :attr:`Backbone.config` writes it to ``config.json``
-    (keys ``mean``, ``std``, ``input_size``) and loading builds it from there.
-
-    Attributes:
-        mean, std: per-channel statistics, ``x_net = (x - mean) / std``.
-        input_size: ``(H, W)`` the weights were trained at; :class:`~contrastive_landmarks.LandmarkModel`
-            resizes its inputs to it. ``None``: not recorded (inputs are used at their own size).
-    """
-
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    input_size: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        mean, std = _triple(self.mean, "mean"), _triple(self.std, "std")
-        if not all(s > 0 for s in std):
-            raise ValueError(f"std must be positive, got {std}")
-        size = self.input_size
-        if size is not None:
-            size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(v) for v in size)
-            if len(size) != 2 or min(size) < 1:
-                raise ValueError(f"input_size must be (H, W) with positive sides or None, got {self.input_size!r}")
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
-        object.__setattr__(self, "input_size", size)
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> Preprocessing:
-        """From ``config.json``'s ``mean`` / ``std`` / ``input_size`` (ImageNet statistics where absent)."""
-        return cls(config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD,
-                   config.get("input_size") or None)
-
-    def to_config(self) -> dict:
-        """The ``config.json`` entries."""
-        return {"mean": list(self.mean), "std": list(self.std),
-                "input_size": list(self.input_size) if self.input_size else None}
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_backbone` did with a checkpoint."""
-
-    source: str
-    prefix: str = ""
-    dropped_heads: list[str] = field(default_factory=list)
-    dropped_other: list[str] = field(default_factory=list)
 
 
 def stage_index(stage: int | str) -> int:
@@ -355,7 +259,7 @@ class Backbone(nn.Module):
     def load_checkpoint_state(self, state_dict: Mapping[str, Tensor], source: str = "<state dict>") -> None:
         """Strictly load a (possibly foreign) ResNet state dict, converting known layouts first."""
         clean, report = convert_state_dict(state_dict, source=source)
-        _check_compatible(self.body, clean, self.arch, source)
+        check_compatible(self.body, clean, self.arch, source)
         self.body.load_state_dict(clean, strict=True)
         self.load_report = report
         if report.dropped_heads:
@@ -381,135 +285,6 @@ def _autocast_enabled(device_type: str) -> bool:
         return bool(torch.is_autocast_enabled(device_type))  # torch >= 2.4
     except TypeError:  # pragma: no cover - older torch
         return bool(torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled())
-
-
-def _looks_like_torch_pickle(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
-    """The tensors of a ``.safetensors`` file; a damaged or mislabelled file raises a ValueError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        if _looks_like_torch_pickle(path):
-            raise ValueError(
-                f"{path} is not a safetensors file: it is a torch.save pickle with a .safetensors name; "
-                f"rename it to .pth (it is then read with torch.load(weights_only=True)), or convert it with "
-                f"safetensors.torch.save_file"
-            ) from error
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt? {error}); "
-                         f"download or write it again") from error
-
-
-# -- checkpoint reading and conversion ------------------------------------------------------
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read the tensors of a checkpoint file without executing arbitrary pickled code.
-
-    ``.safetensors`` files are read directly. Anything else goes through
-    ``torch.load(weights_only=True)`` with ``argparse.Namespace`` allow-listed (the authors' files
-    pickle their command line under ``'opt'``). Wrapper dicts (``state_dict``, ``model``) are unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # the unpickler's message names the class it refused
-            raise ValueError(
-                f"cannot read {path} safely with torch.load(weights_only=True): {error}"
-            ) from error
-    return _unwrap(obj, str(path))
-
-
-def _unwrap(obj: object, source: str) -> dict[str, Tensor]:
-    for key in ("state_dict", "model", "model_state", "state_dict_ema"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"{source}: no state dict found (expected a dict of tensors, or one under "
-                         "'state_dict' or 'model')")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
-    if not tensors:
-        raise ValueError(f"{source}: the checkpoint holds no tensors")
-    return tensors
-
-
-def convert_state_dict(
-    state_dict: Mapping[str, Tensor], source: str = "<state dict>"
-) -> tuple[dict[str, Tensor], LoadReport]:
-    """Bring a ResNet state dict from any known layout to timm's key names.
-
-    Finds the prefix of the encoder (``module.encoder_q.``, ``encoder.module.``, ``backbone.``, ...),
-    keeps only the keys under it, strips it with ``str.removeprefix`` and drops classifier /
-    projection heads (``fc.*``), which a stage extractor does not use.
-
-    Returns:
-        The converted dict and a :class:`LoadReport` listing what was dropped.
-    """
-    keys = list(state_dict)
-    prefix = ""
-    for candidate in _KNOWN_PREFIXES:
-        if any(k == candidate + "conv1.weight" or k.startswith(candidate + "conv1.") for k in keys):
-            prefix = candidate
-            break
-    report = LoadReport(source=source, prefix=prefix)
-    clean: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if not key.startswith(prefix):
-            report.dropped_other.append(key)
-            continue
-        name = key.removeprefix(prefix)
-        if _HEAD_PATTERN.match(name):
-            report.dropped_heads.append(name)
-            continue
-        clean[name] = value
-    return clean, report
-
-
-def guess_arch(state_dict: Mapping[str, Tensor]) -> str | None:
-    """Name the ResNet depth a converted state dict belongs to, if it is a standard one."""
-    blocks = []
-    for layer in range(1, 5):
-        indices = {int(m.group(1)) for k in state_dict if (m := re.match(rf"layer{layer}\.(\d+)\.", k))}
-        blocks.append(max(indices) + 1 if indices else 0)
-    bottleneck = any(k.endswith("conv3.weight") for k in state_dict)
-    return _RESNET_DEPTHS.get((*blocks, bottleneck))
-
-
-def _check_compatible(model: nn.Module, state_dict: Mapping[str, Tensor], arch: str, source: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state_dict)
-        if state_dict[k].shape != expected[k].shape
-    )
-    if not (missing or unexpected or mismatched):
-        return
-    guess = guess_arch(state_dict)
-    lines = [f"checkpoint {source} does not fit architecture {arch!r}"]
-    if guess and guess != arch:
-        lines[0] += f" (it looks like a {guess})"
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", mismatched)):
-        if items:
-            shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
-            lines.append(f"  {len(items)} {title}: {shown}")
-    raise CheckpointMismatchError("\n".join(lines))
 
 
 # -- the one entry point -------------------------------------------------------------------

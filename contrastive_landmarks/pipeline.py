@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Backbone, read_safetensors, read_state_dict
+from .backbone import Backbone
 from .check import as_image_list, to_float_images
+from .checkpoints import read_safetensors, read_state_dict
 from .coords import cell_centers, normalized_to_pixels
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn

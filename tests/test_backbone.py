@@ -9,7 +9,8 @@ import timm
 import torch
 
 from contrastive_landmarks import CheckpointMismatchError, load_backbone
-from contrastive_landmarks.backbone import Backbone, convert_state_dict, guess_arch, read_state_dict
+from contrastive_landmarks.backbone import Backbone
+from contrastive_landmarks.checkpoints import convert_state_dict, guess_arch, read_state_dict
 
 
 def _timm_reference(arch: str, state_dict: dict, images: torch.Tensor) -> list[torch.Tensor]:
@@ -229,7 +230,7 @@ def test_save_pretrained_round_trip_gives_the_same_outputs(tmp_path, trained_lik
 
 
 def test_preprocessing_is_validated():
-    from contrastive_landmarks.backbone import Preprocessing
+    from contrastive_landmarks.preprocessing import Preprocessing
 
     assert Preprocessing([0.5] * 3, [0.25] * 3, [64, 48]) == Preprocessing((0.5,) * 3, (0.25,) * 3, (64, 48))
     with pytest.raises(ValueError, match="3 numbers"):

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbone import IMAGENET_MEAN, IMAGENET_STD
 from ..hub import CELEBA_MEAN, CELEBA_STD
+from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "PRESETS",

@@ -23,7 +23,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from ..backbone import Backbone
+from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["MoCo", "MoCoEncoder", "MoCoHead", "moco_loss"]
 
