@@ -30,6 +30,7 @@ __all__ = [
     "check_image_values",
     "check_images",
     "looks_like_path",
+    "size_pair",
     "to_float_images",
 ]
 
@@ -155,3 +156,13 @@ def as_image_list(images: Tensor | Sequence[Tensor], name: str = "images") -> li
             check_images(image, f"{name}[{index}]", ndim=3)
         return list(images)
     raise TypeError(f"{name} must be a (B, 3, H, W) tensor or a list of (3, H, W) tensors, got {_shape(images)}")
+
+
+def size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``S`` -> ``(S, S)``; ``(H, W)`` -> ``(H, W)`` as ints; anything else raises a :class:`ValueError`."""
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"size must be an int or (H, W), got {size}")
+    return size

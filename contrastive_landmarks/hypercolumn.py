@@ -14,18 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import Backbone
+from .check import size_pair
 from .coords import pixels_to_normalized
 
 __all__ = ["Hypercolumn", "hypercolumn", "normalize_stages", "sample_stages"]
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"size must be an int or (H, W), got {size}")
-    return size
 
 
 def normalize_stages(features: Tensor, channels: Sequence[int], dim: int = 1, eps: float = 1e-12) -> Tensor:
@@ -53,7 +45,7 @@ def hypercolumn(maps: Sequence[Tensor], size: int | Sequence[int] = 48, *, norma
     Returns:
         ``(B, ΣC_s, S_h, S_w)``.
     """
-    size = _pair(size)
+    size = size_pair(size)
     blocks = []
     for m in maps:
         up = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
@@ -128,7 +120,7 @@ class Hypercolumn(nn.Module):
     def __init__(self, backbone: Backbone, size: int | Sequence[int] | None = 48, *, normalize: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.size = None if size is None else _pair(size)
+        self.size = None if size is None else size_pair(size)
         self.normalize = normalize
 
     @property

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .check import size_pair
 from .coords import cell_centers, pixels_to_normalized
-from .hypercolumn import Hypercolumn, _pair, check_points, normalize_stages, sample_stages
+from .hypercolumn import Hypercolumn, check_points, normalize_stages, sample_stages
 from .ops import stage_similarity
 
 __all__ = ["Matches", "match", "match_descriptors"]
@@ -139,7 +140,7 @@ def match(
     normalized = pixels_to_normalized(ref_points.to(ref_images.dtype), ref_size)
 
     if isinstance(model, Hypercolumn):
-        grid = _pair(size) if size is not None else (model.size or target_size)
+        grid = size_pair(size) if size is not None else (model.size or target_size)
         channels = model.stage_channels
         queries = sample_stages(model.stage_maps(ref_images), normalized)
         target_maps = model.stage_maps(target_images)
@@ -162,6 +163,6 @@ def match(
     queries = sample_stages([ref_map], normalized)
     target_map = model(target_images)
     if size is not None:
-        target_map = F.interpolate(target_map, size=_pair(size), mode="bilinear", align_corners=False)
+        target_map = F.interpolate(target_map, size=size_pair(size), mode="bilinear", align_corners=False)
     return match_descriptors(queries, target_map, target_size, similarity=similarity, method=method,
                              temperature=temperature)

@@ -27,20 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .check import size_pair
 from .ops import project_stages
 
 __all__ = ["PROJECTOR_MODES", "SpatialProjector", "spatial_softmax"]
 
 PROJECTOR_MODES = ("linear", "softmax")
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"size must be an int or (H, W), got {size}")
-    return size
 
 
 def spatial_softmax(maps: Tensor, multiplier: float = 7.0) -> Tensor:
@@ -98,7 +90,7 @@ class SpatialProjector(nn.Module):
         self.dim = dim
         self.mode = mode
         self.softmax_multiplier = float(softmax_multiplier)
-        self.size = _pair(size)
+        self.size = size_pair(size)
         self.weight = nn.Parameter(torch.empty(dim, in_channels))
         self.bias = nn.Parameter(torch.empty(dim))
         self.reset_parameters()
@@ -145,7 +137,7 @@ class SpatialProjector(nn.Module):
                 f"but the projector expects {self.in_channels}"
             )
         dtype = features[0].dtype
-        grid = self.size if size is None else _pair(size)
+        grid = self.size if size is None else size_pair(size)
         return project_stages(list(features), self.weight.to(dtype), self.bias.to(dtype), grid)
 
     def forward(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:

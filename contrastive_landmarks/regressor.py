@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .check import size_pair
 from .coords import cell_centers, normalized_to_pixels
 from .ops import project_stages
 
@@ -59,15 +60,6 @@ __all__ = [
 
 #: Named initialisations of :class:`LandmarkRegressor` and their default softmax multipliers.
 INITS = {"soft": 1.0, "paper": 100.0}
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"size must be an int or (H, W), got {size}")
-    return size
 
 
 def spatial_softmax(heatmaps: Tensor, multiplier: float = 1.0) -> Tensor:
@@ -170,7 +162,7 @@ class LandmarkRegressor(nn.Module):
         self.heatmaps_per_landmark = heatmaps_per_landmark
         self.init = init
         self.softmax_multiplier = float(softmax_multiplier)
-        self.size = _pair(size)
+        self.size = size_pair(size)
         self.weight = nn.Parameter(torch.empty(num_landmarks * heatmaps_per_landmark, in_channels))
         self.combine = nn.Parameter(torch.empty(num_landmarks, 2, 2 * heatmaps_per_landmark))
         self.reset_parameters()
@@ -240,7 +232,7 @@ class LandmarkRegressor(nn.Module):
                 f"stage maps have {channels} channels in all ({[m.shape[1] for m in features]}) "
                 f"but the regressor expects {self.in_channels}"
             )
-        grid = self.size if size is None else _pair(size)
+        grid = self.size if size is None else size_pair(size)
         return project_stages(list(features), self.weight.to(features[0].dtype), None, grid)
 
     def forward(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
@@ -263,7 +255,7 @@ class LandmarkRegressor(nn.Module):
     @staticmethod
     def to_pixels(pred: Tensor, image_size: int | Sequence[int]) -> Tensor:
         """Normalised predictions ``(..., 2)`` to ``(x, y)`` pixels of an image of ``image_size = (H, W)``."""
-        return normalized_to_pixels(pred, _pair(image_size))
+        return normalized_to_pixels(pred, size_pair(image_size))
 
     def predict_pixels(
         self,

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .check import size_pair
 from .coords import pixels_to_normalized
 
 __all__ = [
@@ -253,15 +254,6 @@ def random_tps(
     return warp.to(device=device, dtype=dtype)
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"size must be an int or (H, W), got {size}")
-    return size
-
-
 def _frame_scale(size: tuple[int, int], like: Tensor) -> Tensor:
     height, width = size
     if height < 2 or width < 2:
@@ -304,7 +296,7 @@ def grid_kernel(control_points: Tensor, size: int | Sequence[int]) -> Tensor:
     Returns:
         ``(H·W, P)`` float64, rows in row-major pixel order.
     """
-    height, width = _pair(size)
+    height, width = size_pair(size)
     ctrl = control_points.to(torch.float64)
     xs, ys = _frame_axes((height, width), ctrl.device)
     dx2 = (xs.unsqueeze(-1) - ctrl[:, 0]).pow(2)  # (W, P)
@@ -337,14 +329,14 @@ def sampling_grid(warp: TPSWarp, size: int | Sequence[int], *, dtype: torch.dtyp
         ``(B, H, W, 2)``: for each output pixel, the ``(x, y)`` input location it samples, in the
         ``align_corners=True`` frame.
     """
-    return _dense_map(warp, _pair(size)).to(dtype)
+    return _dense_map(warp, size_pair(size)).to(dtype)
 
 
 def _sampling_grid_reference(warp: TPSWarp, size: int | Sequence[int], *,
                              dtype: torch.dtype = torch.float32) -> Tensor:
     """The original formula of :func:`sampling_grid` (a ``(B, H·W, P, 2)`` broadcast per warp), kept as the
     definition the fast path is tested and benchmarked against."""
-    height, width = _pair(size)
+    height, width = size_pair(size)
     warp64 = warp.to(torch.float64)
     pts = _frame_points((height, width), warp.affine.device).unsqueeze(0).expand(len(warp), -1, -1)
     _, sq = warp64._sq_dist(pts)
@@ -377,7 +369,7 @@ def warp_images(images: Tensor, warp: TPSWarp, *, padding_mode: str = "zeros", m
 
 def source_points(points: Tensor, warp: TPSWarp, image_size: int | Sequence[int]) -> Tensor:
     """Where output pixels ``points`` ``(B, M, 2)`` sample the input from (``T`` in pixels)."""
-    size = _pair(image_size)
+    size = size_pair(image_size)
     pts = points.to(torch.float64)
     out = _from_frame(warp.to(torch.float64)(_to_frame(pts, size)), size)
     return out.to(points.dtype if points.is_floating_point() else torch.float32)
@@ -425,7 +417,7 @@ def warp_keypoints(
         nearest-sample search returns too) and a residual well above zero; use ``return_residual``
         to mark them invisible (e.g. residual > 0.5 px).
     """
-    size = _pair(image_size)
+    size = size_pair(image_size)
     if points.ndim != 3 or points.shape[-1] != 2 or points.shape[0] != len(warp):
         raise ValueError(f"points must be (B={len(warp)}, M, 2) pixels, got {tuple(points.shape)}")
     w = warp.to(device=points.device, dtype=torch.float64)

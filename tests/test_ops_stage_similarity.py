@@ -130,7 +130,7 @@ def test_auto_on_cpu_uses_the_torch_form(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the Triton kernel was called for CPU tensors")
 
-    monkeypatch.setattr(ss_module, "_kernels", fail)
+    monkeypatch.setattr(ss_module, "triton_kernels", fail)
     queries, maps = _inputs([(6, 6), (3, 3), (2, 2)])
     with torch.no_grad():
         out = stage_similarity(queries, maps, (12, 12))

@@ -134,7 +134,7 @@ def test_triton_backward_window_covers_every_tap(monkeypatch, gpu_blocks):
 
     ``gpu_blocks`` runs the interpreter with the (smaller) block sizes used on a GPU.
     """
-    kernels = us_module._kernels()
+    kernels = us_module.triton_kernels()
     if gpu_blocks:
         monkeypatch.setattr(kernels, "_interpreted", lambda t: False)
     size = (12, 9)
@@ -250,7 +250,7 @@ def test_auto_on_cpu_never_runs_triton(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the Triton kernels were called for CPU tensors")
 
-    monkeypatch.setattr(us_module, "_kernels", fail)
+    monkeypatch.setattr(us_module, "triton_kernels", fail)
     maps = _maps([(6, 6), (3, 3)])
     torch.testing.assert_close(upsample_sum(maps, 12), _naive(maps, (12, 12)))
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .upsample_sum import Backend, _check_maps, _kernels, _size2, select_backend
+from .upsample_sum import Backend, check_stage_maps, grid_size, select_backend, triton_kernels
 
 __all__ = ["stage_similarity", "stage_similarity_reference"]
 
@@ -153,7 +153,7 @@ def _stage_similarity_torch(queries: Tensor, maps: Sequence[Tensor], size: tuple
 def _stage_similarity_op(queries: Tensor, maps: list[Tensor], size: list[int], normalize: bool, backend: str) -> Tensor:
     grid = (size[0], size[1])
     if select_backend(queries.device, queries.dtype, backend) == "triton":
-        return _kernels().stage_similarity_triton(queries, maps, grid, normalize, _EPS)
+        return triton_kernels().stage_similarity_triton(queries, maps, grid, normalize, _EPS)
     return _stage_similarity_torch(queries, maps, grid, normalize)
 
 
@@ -190,8 +190,8 @@ def stage_similarity(
     Returns:
         ``(B, K, S_h * S_w)`` scores in the dtype of ``queries`` (fp32 accumulation for fp16/bf16).
     """
-    _check_maps(maps)
-    size = _size2(size)
+    check_stage_maps(maps)
+    size = grid_size(size)
     channels = [m.shape[1] for m in maps]
     if not isinstance(queries, Tensor) or queries.ndim != 3 or queries.shape[-1] != sum(channels):
         shape = tuple(queries.shape) if isinstance(queries, Tensor) else type(queries).__name__

@@ -76,13 +76,15 @@ def select_backend(device: torch.device, dtype: torch.dtype, backend: str = "aut
     return "torch"
 
 
-def _kernels():
+def triton_kernels():
+    """The Triton kernel module (imported on first use: triton is optional)."""
     from . import _triton_upsample
 
     return _triton_upsample
 
 
-def _size2(size: int | Sequence[int]) -> tuple[int, int]:
+def grid_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``S`` or ``(S_h, S_w)`` as a pair of positive ints; anything else raises a :class:`ValueError`."""
     if isinstance(size, int):
         size = (size, size)
     size = tuple(int(s) for s in size)
@@ -91,7 +93,8 @@ def _size2(size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-def _check_maps(maps: Sequence[Tensor]) -> None:
+def check_stage_maps(maps: Sequence[Tensor]) -> None:
+    """Raise a ValueError unless ``maps`` is a non-empty list of ``(B, C, h, w)`` maps on one batch and device."""
     if isinstance(maps, Tensor) or not isinstance(maps, Sequence) or not maps:
         raise ValueError("expected a non-empty list of (B, C, h, w) stage maps")
     for m in maps:
@@ -117,7 +120,7 @@ def upsample_sum_reference(maps: Sequence[Tensor], size: tuple[int, int], bias: 
     Returns:
         ``(B, d, S_h, S_w)`` (channels-last memory format).
     """
-    _check_maps(maps)
+    check_stage_maps(maps)
     out = None
     for m in maps:
         up = F.interpolate(m.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
@@ -192,7 +195,7 @@ def _upsample_sum_backward_torch(grad: Tensor, shapes: Sequence[tuple[int, int]]
 @torch.library.custom_op("contrastive_landmarks::upsample_sum", mutates_args=())
 def _upsample_sum_op(maps: list[Tensor], size: list[int], bias: Tensor | None, backend: str) -> Tensor:
     if select_backend(maps[0].device, maps[0].dtype, backend) == "triton":
-        return _kernels().upsample_sum_triton(maps, (size[0], size[1]), bias)
+        return triton_kernels().upsample_sum_triton(maps, (size[0], size[1]), bias)
     return _upsample_sum_torch(maps, size, bias)
 
 
@@ -207,7 +210,7 @@ def _(maps: list[Tensor], size: list[int], bias: Tensor | None, backend: str) ->
 def _upsample_sum_backward_op(grad: Tensor, heights: list[int], widths: list[int], backend: str) -> list[Tensor]:
     shapes = list(zip(heights, widths))
     if select_backend(grad.device, grad.dtype, backend) == "triton":
-        return _kernels().upsample_sum_backward_triton(grad, shapes)
+        return triton_kernels().upsample_sum_backward_triton(grad, shapes)
     return _upsample_sum_backward_torch(grad, shapes)
 
 
@@ -268,8 +271,8 @@ def upsample_sum(
     Returns:
         ``(B, d, S_h, S_w)`` in channels-last memory format. Differentiable (twice) in ``maps`` and ``bias``.
     """
-    _check_maps(maps)
-    size = _size2(size)
+    check_stage_maps(maps)
+    size = grid_size(size)
     d = maps[0].shape[1]
     if any(m.shape[1] != d for m in maps):
         raise ValueError(f"upsample_sum needs maps with the same channel count, got {[m.shape[1] for m in maps]}")
@@ -318,7 +321,7 @@ def project_stages_reference(
     Returns:
         ``(B, d, S_h, S_w)``.
     """
-    _check_maps(maps)
+    check_stage_maps(maps)
     _split_weight(weight, maps)
     hyper = torch.cat(
         [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps], dim=1
@@ -340,7 +343,7 @@ def project_stages(
     Returns:
         ``(B, d, S_h, S_w)`` in channels-last memory format.
     """
-    _check_maps(maps)
+    check_stage_maps(maps)
     parts = _split_weight(weight, maps)
     projected = [F.conv2d(m, w[:, :, None, None]) for m, w in zip(maps, parts)]
     return upsample_sum(projected, size, bias, backend=backend)
