@@ -4,7 +4,8 @@ Three measurements, each timing the original code path ("old") and the current o
 the same process, and checking that both give the same numbers:
 
 - ``tps``: ``tps.make_pair`` on a batch of 136x136 faces (the matching benchmark's warps, crop 20).
-  Old: ``tps._make_pair_reference`` (three dense grids, each a float64 ``(B, H*W, 100, 2)`` broadcast).
+  Old: ``make_pair_reference`` of ``tests/reference_impls.py`` (three dense grids, each a float64
+  ``(B, H*W, 100, 2)`` broadcast).
 - ``matching``: ``evaluate_matching`` end to end on the first ``--match-images`` test faces (old: with the
   reference ``make_pair`` patched in).
 - ``features``: the feature phase of ``evaluate_regression`` (labels, backbone pass filling the cache,
@@ -30,9 +31,12 @@ import time
 from pathlib import Path
 
 import torch
+from contrastive_landmarks.cli_evaluate import build_dataset
 
 from contrastive_landmarks import Hypercolumn, evaluation, features, load_backbone, tps
-from contrastive_landmarks.cli_evaluate import build_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout root: tests.reference_impls
+from tests.reference_impls import make_pair_reference, sampling_grid_reference
 
 
 # -- the original code paths (as they were before the speed-ups) ----------------------------------------------
@@ -114,7 +118,7 @@ def bench_tps(images: torch.Tensor, keypoints: torch.Tensor, repeats: int) -> No
     params = tps.TPSParams.matching()
     times = {"old": [], "new": []}
     for _ in range(repeats):
-        t_old, old = _timed(lambda: tps._make_pair_reference(images, keypoints, params,
+        t_old, old = _timed(lambda: make_pair_reference(images, keypoints, params,
                                                              generator=torch.Generator().manual_seed(1), crop=20))
         t_new, new = _timed(lambda: tps.make_pair(images, keypoints, params,
                                                   generator=torch.Generator().manual_seed(1), crop=20))
@@ -122,7 +126,7 @@ def bench_tps(images: torch.Tensor, keypoints: torch.Tensor, repeats: int) -> No
         times["new"].append(t_new)
     diff = max((getattr(old, f) - getattr(new, f)).abs().max().item()
                for f in ("image1", "image2", "grid", "keypoints1", "keypoints2"))
-    grid_ref = tps._sampling_grid_reference(new.warp2, images.shape[-2:], dtype=torch.float64)
+    grid_ref = sampling_grid_reference(new.warp2, images.shape[-2:], dtype=torch.float64)
     grid_px = (tps.sampling_grid(new.warp2, images.shape[-2:], dtype=torch.float64) - grid_ref).abs().max()
     grid_px = grid_px.item() * (images.shape[-1] - 1) / 2
     _report(f"tps.make_pair, {images.shape[0]} faces 136x136", times,
@@ -136,7 +140,7 @@ def bench_matching(model, dataset, count: int, repeats: int) -> None:
         for kind in ("old", "new"):
             saved = tps.make_pair
             if kind == "old":
-                tps.make_pair = tps._make_pair_reference
+                tps.make_pair = make_pair_reference
             try:
                 t, results[kind] = _timed(lambda: evaluation.evaluate_matching(model, dataset, num_images=count,
                                                                                seed=1, crop=20))

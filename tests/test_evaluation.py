@@ -170,10 +170,11 @@ def test_cli_evaluate_and_plot_parsers_run_on_tiny_data(tmp_path):
 
 def test_matching_results_equal_those_with_the_original_tps_pairs(monkeypatch):
     from contrastive_landmarks import tps
+    from tests.reference_impls import make_pair_reference
 
     model = Hypercolumn(load_backbone("test_resnet"), size=None)
     fast = evaluate_matching(model, Blobs(8), seed=3, crop=2, batch_size=4)
-    monkeypatch.setattr(tps, "make_pair", tps._make_pair_reference)
+    monkeypatch.setattr(tps, "make_pair", make_pair_reference)
     original = evaluate_matching(model, Blobs(8), seed=3, crop=2, batch_size=4)
     assert fast["same"] == original["same"] and fast["different"] == original["different"]
     assert fast["same"]["count"] > 0 and fast["different"]["error"] > 0

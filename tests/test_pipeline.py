@@ -76,7 +76,7 @@ IMAGES = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
 
 @pytest.mark.parametrize("regressor_input", ["projector", "hypercolumn"])
 def test_save_load_round_trip_gives_the_same_outputs(tmp_path, regressor_input):
-    from conftest import make_tiny_model
+    from tests.conftest import make_tiny_model
 
     model = make_tiny_model(regressor_input)
     loaded = LandmarkModel.from_pretrained(model.save_pretrained(tmp_path / "bundle"))

@@ -11,8 +11,6 @@ import torch.nn.functional as F
 from contrastive_landmarks.tps import (
     TPSParams,
     TPSWarp,
-    _make_pair_reference,
-    _sampling_grid_reference,
     grid_kernel,
     make_pair,
     random_tps,
@@ -23,6 +21,7 @@ from contrastive_landmarks.tps import (
     warp_images,
     warp_keypoints,
 )
+from tests.reference_impls import make_pair_reference, sampling_grid_reference
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -220,7 +219,7 @@ def test_grid_kernel_is_the_direct_radial_basis_bitwise():
 @pytest.mark.parametrize("size", [(46, 46), (17, 23), (2, 5)])  # 46: pixels on control points
 def test_sampling_grid_matches_the_per_warp_broadcast(preset, size):
     w = random_tps(5, getattr(TPSParams, preset)(), generator=_gen(21))
-    ref = _sampling_grid_reference(w, size, dtype=torch.float64)
+    ref = sampling_grid_reference(w, size, dtype=torch.float64)
     fast = sampling_grid(w, size, dtype=torch.float64)
     assert fast.shape == ref.shape == (5, *size, 2)
     px = (fast - ref).abs().amax() * (max(size) - 1) / 2
@@ -260,7 +259,7 @@ def test_make_pair_matches_the_original_three_grid_version(crop):
     images = torch.rand(3, 3, 40, 36, generator=_gen(25))
     kp = torch.rand(3, 6, 2, generator=_gen(26)) * 24 + 6
     for params in (TPSParams.matching(), TPSParams.dve()):
-        ref = _make_pair_reference(images, kp, params, generator=_gen(27), crop=crop)
+        ref = make_pair_reference(images, kp, params, generator=_gen(27), crop=crop)
         fast = make_pair(images, kp, params, generator=_gen(27), crop=crop)
         assert torch.equal(fast.warp1.kernel_weights, ref.warp1.kernel_weights)
         for name in ("image1", "image2", "grid", "keypoints1", "keypoints2"):
