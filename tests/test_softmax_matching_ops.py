@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import contrastive_landmarks.ops.softmax_matching as sm
+import contrastive_landmarks.ops.softmax_matching_streaming as sms
 from contrastive_landmarks.ops import (
     softmax_expected_coordinates,
     softmax_expected_distance,
@@ -131,8 +132,8 @@ def test_gradients_come_back_in_the_input_layout():
     feats = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
     view = feats.flatten(2).transpose(1, 2)
     src = key_coordinates((3, 4), dtype=torch.float64)[None]
-    out = sm._sed_op(view, None, src, 4, 1.0, 1.0, 2.0, 0.5, True, "streaming", 0, 0, False)[0]
-    dq, dk = sm._sed_backward_op(torch.ones_like(out), view, None, src, out, out, 4, 1.0, 1.0, 2.0, 0.5, True,
+    out = sms.sed_op(view, None, src, 4, 1.0, 1.0, 2.0, 0.5, True, "streaming", 0, 0, False)[0]
+    dq, dk = sms.sed_backward_op(torch.ones_like(out), view, None, src, out, out, 4, 1.0, 1.0, 2.0, 0.5, True,
                                  "streaming", 0, 0, False)
     assert dq.stride() == view.stride() and dk.numel() == 0
     softmax_expected_distance(view, view, src, (3, 4), scale=2.0, normalize=True,
@@ -215,10 +216,10 @@ def test_opcheck_custom_op():
     k.requires_grad_(True)
     for keys, normalize in ((k, False), (None, True)):
         args = (q, keys, src.float(), 4, 1.0, 2.0, 3.0, 0.5, normalize, "streaming", 0, 0, False)
-        torch.library.opcheck(sm._sed_op, args)
-        out, lse = sm._sed_op(*args)
+        torch.library.opcheck(sms.sed_op, args)
+        out, lse = sms.sed_op(*args)
         grad = torch.randn_like(out)
-        torch.library.opcheck(sm._sed_backward_op, (grad, q.detach(), None if keys is None else keys.detach(),
+        torch.library.opcheck(sms.sed_backward_op, (grad, q.detach(), None if keys is None else keys.detach(),
                                                     src.float(), out.detach(), lse.detach(), *args[3:]))
 
 
@@ -325,7 +326,7 @@ def _check_triton(batch, h, w, dim, dtype, *, shared, power=0.5, n=None, blocks=
     ref_g = torch.autograd.grad(ref, (ref_q, ref_k), grad)
     dev = TRITON_DEVICE
     q_t, k_t = q.to(dev, dtype), k.to(dev, dtype)
-    mod = sm._triton_module()
+    mod = sms.triton_module()
     out, lse = mod.forward(q_t, k_t, src.float().to(dev), w, 2.0, 3.0, 3.0, power, *blocks)
     dq, dk = mod.backward(grad.float().to(dev), q_t, k_t, src.float().to(dev), out, lse, w, 2.0, 3.0, 3.0, power,
                           *blocks)
