@@ -13,7 +13,7 @@ def test_missing_extra_lists_each_subcommand_with_its_extra(monkeypatch, capsys)
     real_import = importlib.import_module
 
     def fake_import(name, *args, **kwargs):
-        if name == "contrastive_landmarks.cli.train":  # as if it needed a package of the extra
+        if name in ("contrastive_landmarks.cli.pretrain", "contrastive_landmarks.cli.fit"):  # as if needing an extra
             raise ImportError("No module named 'tqdm'", name="tqdm")
         return real_import(name, *args, **kwargs)
 

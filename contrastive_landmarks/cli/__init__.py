@@ -25,8 +25,10 @@ _USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryErr
 # (module, function names, the subcommands they register, extra that provides their dependencies)
 _SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("contrastive_landmarks.demo", ("add_demo_parser",), ("demo",), "viz"),
-    ("contrastive_landmarks.cli.train", ("add_train_parsers",),
-     ("pretrain", "fit-projector", "fit-regressor", "export", "push"), "train"),
+    ("contrastive_landmarks.cli.pretrain", ("add_pretrain_parser",), ("pretrain",), "train"),
+    ("contrastive_landmarks.cli.fit", ("add_fit_projector_parser", "add_fit_regressor_parser"),
+     ("fit-projector", "fit-regressor"), "train"),
+    ("contrastive_landmarks.cli.pretrain", ("add_export_parser", "add_push_parser"), ("export", "push"), "train"),
     ("contrastive_landmarks.cli.evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from ..data.registry import DATASETS, by_name
@@ -16,10 +17,13 @@ __all__ = [
     "fail",
     "labelled_dataset",
     "load_hypercolumn",
+    "progress_available",
     "resolve_image_size",
     "setup",
     "split_train_val",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -58,6 +62,16 @@ def setup(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def progress_available(wanted: bool) -> bool:
+    """``wanted``, unless tqdm is missing (then ``False``, with a warning naming the extra)."""
+    if not wanted:
+        return False
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        logger.warning("progress bars need tqdm (pip install \"contrastive-landmarks[train]\"); continuing without")
+        return False
+    return True
 
 
 def _random_init(args) -> bool:
