@@ -12,7 +12,7 @@ the same process, and checking that both give the same numbers:
   per-channel statistics), then one epoch of cached-batch gathers (``CachedFeatures.get``, batches of 32).
   Old: the original code (two extra dataset passes for the labels, one ``features.get`` per stage in the
   statistics, NCHW-contiguous cache entries restacked into a channels-last copy per batch), reproduced
-  here by swapping the two storage helpers of ``features.py`` for their original formulas.
+  here by swapping the two storage helpers of ``train/feature_cache.py`` for their original formulas.
 
     python benchmarks/bench_evaluation.py [--root ../shared/data/mtfl] [--threads 1] [--repeats 3]
         [--tps-batch 16] [--match-images 32] [--train 500] [--test 100] [--size 96] [--cache-gb 2]
@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 from contrastive_landmarks.cli_evaluate import build_dataset
 
-from contrastive_landmarks import Hypercolumn, evaluation, features, load_backbone, tps
+from contrastive_landmarks import Hypercolumn, evaluation, load_backbone, tps
+from contrastive_landmarks.train import feature_cache as features
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout root: tests.reference_impls
 from tests.reference_impls import make_pair_reference, sampling_grid_reference

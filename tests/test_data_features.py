@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from contrastive_landmarks import Hypercolumn, load_backbone
-from contrastive_landmarks.train.features import CachedFeatures, FeatureCache
+from contrastive_landmarks.train.feature_cache import CachedFeatures, FeatureCache
 
 
 class Images:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from contrastive_landmarks import Hypercolumn, SpatialProjector, hypercolumn, load_backbone
-from contrastive_landmarks.train.features import FeatureCache
+from contrastive_landmarks.train.feature_cache import FeatureCache
 from contrastive_landmarks.train.projector_fitting import ProjectorFitResult, fit_projector, projector_loss
 
 SIZE, GRID, DIM = 32, 8, 16

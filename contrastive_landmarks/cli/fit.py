@@ -105,7 +105,7 @@ def _feature_cache(args):
     """The stage-map cache of fit-projector; its tag names everything that decides which image has which index."""
     import hashlib
 
-    from ..train.features import FeatureCache
+    from ..train.feature_cache import FeatureCache
 
     parts = [args.backbone, args.weights, args.images, args.preprocess, args.dataset, args.root, args.path, args.split,
              args.image_size, args.limit, args.val_fraction, args.max_val, args.split_seed]

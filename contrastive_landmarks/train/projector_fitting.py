@@ -41,7 +41,8 @@ from ..hypercolumn import Hypercolumn, hypercolumn
 from ..losses import spatial_contrastive_loss
 from ..projector import SpatialProjector
 from ..tps import TPSParams, make_pair
-from .features import CachedFeatures, FeatureCache, check_dataset, collate, eval_mode, index_batches, module_device
+from .feature_cache import CachedFeatures, FeatureCache
+from .features import check_dataset, collate, eval_mode, index_batches, module_device
 
 __all__ = ["ProjectorFitResult", "fit_projector", "projector_loss"]
 
