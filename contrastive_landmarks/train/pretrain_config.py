@@ -1,0 +1,134 @@
+"""What a MoCo pretraining run is told: :class:`PretrainConfig` (the authors' recipe as defaults, with the help
+texts the ``pretrain`` command line is generated from) and its learning-rate :class:`CosineSchedule`.
+The loop that runs them is :mod:`.pretrain`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+from .augment import get_preset
+
+__all__ = ["CosineSchedule", "PretrainConfig"]
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a MoCo pretraining run needs; the defaults are the authors' recipe (faces).
+
+    Each field's ``metadata["help"]`` is its command-line help text.
+    """
+
+    data: list[str] = field(default_factory=list, metadata=_help(
+        "image sources: folders (recursive *.jpg/*.png) or list files (.txt, or .csv with paths in the first "
+        "column), each optionally followed by ';crop=TOP,LEFT,HEIGHT,WIDTH' (or crop=celeba|auto|none) and "
+        "';root=DIR'"))
+    output_dir: str = field(default="runs/moco", metadata=_help("folder for checkpoint.pt, log.jsonl, backbone/"))
+    preset: str = field(default="faces", metadata=_help(
+        "faces (CelebA stats, 136 -> border crop -> 96, CelebA 178x218 images cropped to rows 30..208), "
+        "birds (squash to 96, ImageNet stats) or generic (squash to image_size, ImageNet stats)"))
+    image_size: int | None = field(default=None, metadata=_help(
+        "network input side (preset default: 96 faces/birds, 64 generic); the faces border scales with it"))
+    border: int | None = field(default=None, metadata=_help("border crop in pixels (default: the preset's, scaled)"))
+    arch: str = field(default="resnet50", metadata=_help("timm ResNet: resnet18, resnet50, ... (test_resnet: tests)"))
+    dim: int = field(default=128, metadata=_help("embedding size of the MoCo head"))
+    queue_size: int = field(default=4096, metadata=_help("MoCo queue length K (negatives)"))
+    temperature: float = field(default=0.07, metadata=_help("softmax temperature"))
+    key_momentum: float = field(default=0.999, metadata=_help("EMA momentum of the key encoder (over parameters)"))
+    mlp_head: bool = field(default=False, metadata=_help("MoCo v2 MLP head instead of the authors' linear head"))
+    blur: bool = field(default=False, metadata=_help("MoCo v2 Gaussian blur augmentation"))
+    jpeg: bool = field(default=True, metadata=_help("JPEG noise augmentation (authors' recipe)"))
+    min_scale: float = field(default=0.2, metadata=_help("RandomResizedCrop minimum area fraction"))
+    epochs: int = field(default=800, metadata=_help("training epochs"))
+    batch_size: int = field(default=256, metadata=_help("global batch size (split over processes)"))
+    lr: float = field(default=0.03, metadata=_help("SGD learning rate"))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
+    weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay"))
+    schedule: str = field(default="cosine-epoch", metadata=_help(
+        "learning-rate schedule: cosine-epoch (the authors': lr 0.5(1+cos(pi e/E)) set once per epoch, e counted "
+        "from 1), cosine-step (per step, from lr to 0), or constant"))
+    max_steps: int | None = field(default=None, metadata=_help(
+        "stop after this many optimisation steps in total (the run can be resumed later)"))
+    resume: bool = field(default=False, metadata=_help("continue from output_dir/checkpoint.pt if it exists"))
+    checkpoint_every: int = field(default=500, metadata=_help("write the checkpoint every N steps (and at the end)"))
+    cache: str = field(default="auto", metadata=_help(
+        "decode all images once into memory as uint8 (yes), read them every epoch (no), or auto (yes if under "
+        "cache_gb)"))
+    cache_gb: float = field(default=8.0, metadata=_help("memory limit for cache=auto, GiB"))
+    num_workers: int = field(default=4, metadata=_help("DataLoader workers for decoding images"))
+    threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:1, ..."))
+    precision: str = field(default="auto", metadata=_help(
+        "auto (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU), fp32, fp16 or bf16"))
+    memory_format: str = field(default="auto", metadata=_help(
+        "auto (channels-last on CUDA, where convolutions run faster in it; contiguous on CPU), channels-last or "
+        "contiguous"))
+    sync_bn: bool = field(default=False, metadata=_help("SyncBatchNorm in the encoders when distributed"))
+    shuffle_bn: bool = field(default=True, metadata=_help("shuffle-BN for the key encoder when distributed"))
+    seed: int = field(default=0, metadata=_help("seed of the data order, augmentations and initialisation"))
+    log_every: int = field(default=10, metadata=_help("write a log.jsonl record every N steps"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar"))
+    tensorboard: bool = field(default=False, metadata=_help("also log to TensorBoard (needs the tensorboard package)"))
+    export: bool = field(default=True, metadata=_help("export the backbone to output_dir/backbone when training ends"))
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` naming the first bad field."""
+        if not self.data:
+            raise ValueError("data: give at least one image folder or list file")
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = [str(self.data)]
+        choices = {"schedule": ("cosine-epoch", "cosine-step", "constant"), "cache": ("auto", "yes", "no"),
+                   "precision": ("auto", "fp32", "fp16", "bf16"),
+                   "memory_format": ("auto", "channels-last", "contiguous")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "queue_size", "dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0 < self.min_scale <= 1:
+            raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
+        get_preset(self.preset, self.image_size, self.border)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """``{field name: help text}`` (for command-line generators)."""
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+class CosineSchedule:
+    """Learning rate as a pure function of the data position, with a ``state_dict`` for checkpoints.
+
+    ``cosine-epoch`` is the authors' ``adjust_learning_rate``: ``lr 0.5 (1 + cos(pi e / E))`` with the
+    epoch ``e`` counted from 1, set at the start of each epoch (the last epoch runs at lr 0, as theirs).
+    ``cosine-step`` decays per step from ``lr`` to 0; ``constant`` keeps ``lr``.
+    """
+
+    def __init__(self, kind: str, lr: float, epochs: int, steps_per_epoch: int) -> None:
+        self.kind, self.base_lr, self.epochs, self.steps_per_epoch = kind, float(lr), int(epochs), int(steps_per_epoch)
+
+    def __call__(self, epoch: int, step_in_epoch: int) -> float:
+        if self.kind == "constant":
+            return self.base_lr
+        if self.kind == "cosine-epoch":
+            return self.base_lr * 0.5 * (1 + math.cos(math.pi * (epoch + 1) / self.epochs))
+        total = self.epochs * self.steps_per_epoch
+        return self.base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * self.steps_per_epoch + step_in_epoch) / total))
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "base_lr": self.base_lr, "epochs": self.epochs,
+                "steps_per_epoch": self.steps_per_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.kind, self.base_lr = state["kind"], state["base_lr"]
+        self.epochs, self.steps_per_epoch = state["epochs"], state["steps_per_epoch"]
