@@ -237,8 +237,11 @@ class LandmarkRegressor(nn.Module):
 
     def forward(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
         """Predict landmarks, ``(B, N, 2)`` in the normalised frame (see the class docstring)."""
-        maps = self.heatmaps(features, size)
-        points = spatial_soft_argmax(maps, self.softmax_multiplier)  # (B, N*K, 2)
+        return self.decode(self.heatmaps(features, size))
+
+    def decode(self, heatmaps: Tensor) -> Tensor:
+        """Landmarks ``(B, N, 2)`` (normalised frame) from the ``(B, N·K, S_h, S_w)`` heatmap logits."""
+        points = spatial_soft_argmax(heatmaps, self.softmax_multiplier)  # (B, N*K, 2)
         points = points.reshape(points.shape[0], self.num_landmarks, self.heatmaps_per_landmark, 2)
         return combine_points(points, self.combine.to(points.dtype))
 
@@ -248,8 +251,11 @@ class LandmarkRegressor(nn.Module):
 
         ``1/(S_h·S_w)`` is a uniform softmax, ``1`` a hard argmax (the authors' start on raw features).
         """
-        probs = spatial_softmax(self.heatmaps(features, size), self.softmax_multiplier)
-        peak = probs.amax(-1)  # (B, N*K)
+        return self.heatmap_peakiness(self.heatmaps(features, size))
+
+    def heatmap_peakiness(self, heatmaps: Tensor) -> Tensor:
+        """:meth:`peakiness` from the ``(B, N·K, S_h, S_w)`` heatmap logits, ``(B, N)``."""
+        peak = spatial_softmax(heatmaps, self.softmax_multiplier).amax(-1)  # (B, N*K)
         return peak.reshape(peak.shape[0], self.num_landmarks, self.heatmaps_per_landmark).mean(-1)
 
     @staticmethod

@@ -42,6 +42,7 @@ from ..coords import normalized_to_pixels, pixels_to_normalized
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
 from ..metrics import inter_ocular_error
+from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
 from ..tps import TPSParams, tps_augment
 from .features import StageMapBank, check_dataset, collate, eval_mode, index_batches, module_device, stage_maps
@@ -295,17 +296,28 @@ def fit_regressor(
         regressor.to(device)
         if projector is not None:
             projector.requires_grad_(False)
+        composed = projector is not None and getattr(projector, "mode", None) == "linear"
+
+        def heatmaps(maps: list[Tensor]) -> Tensor:
+            # standardising, upsampling and 1x1 filters are linear: fold the scaling into the filters (the mean
+            # shifts each heatmap by a constant, which the spatial softmax ignores) and project the stage maps
+            if projector is None:
+                weight = regressor.weight if std is None else regressor.weight / torch.cat(std).view(1, -1)
+                return project_stages(maps, weight, None, grid)
+            if composed:  # a linear projector, then linear filters: one linear map of the stage maps
+                weight = regressor.weight if std is None else regressor.weight / std[0].view(1, -1)
+                return project_stages(maps, weight @ projector.weight.to(weight), None, grid)
+            return regressor.heatmaps(head_input(maps), grid)
+
         check = val_bank if val_bank is not None else bank
 
         @torch.no_grad()
         def evaluate(limit: int | None = None, spread: bool = False) -> tuple[float, ...]:
             preds, peaks = [], []
             for idx in index_batches(len(check) if limit is None else min(limit, len(check)), 256):
-                maps, _, _ = check.take(idx)
-                x = head_input(maps)
-                preds.append(normalized_to_pixels(regressor(x, grid) if projector is None else regressor(x),
-                                                  image_size).cpu())
-                peaks.append(regressor.peakiness(x, grid if projector is None else None).cpu())
+                heat = heatmaps(check.take(idx)[0])
+                preds.append(normalized_to_pixels(regressor.decode(heat), image_size).cpu())
+                peaks.append(regressor.heatmap_peakiness(heat).cpu())
             pred = torch.cat(preds)
             n = pred.shape[0]
             truth, visible = check.keypoints[:n].cpu(), check.visible[:n].cpu()
@@ -329,8 +341,7 @@ def fit_regressor(
                 order = torch.cat([order, torch.randperm(len(bank), generator=generator)])
             idx, order = order[:batch_size], order[batch_size:]
             maps, kp, vis = bank.take(idx)
-            x = head_input(maps)
-            pred = regressor(x, grid) if projector is None else regressor(x)
+            pred = regressor.decode(heatmaps(maps))
             loss = regression_loss(pred, pixels_to_normalized(kp, image_size), vis)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
