@@ -185,7 +185,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(repo_id: str, filename: str, **kwargs) -> Path:
+def download_file(repo_id: str, filename: str, **kwargs) -> Path:
+    """``hf_hub_download`` of one file; an offline cache miss is a FileNotFoundError saying how to get it."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
@@ -199,7 +200,8 @@ def _download(repo_id: str, filename: str, **kwargs) -> Path:
         ) from error
 
 
-def _offline(local_files_only: bool | None) -> bool:
+def local_only(local_files_only: bool | None) -> bool:
+    """``local_files_only`` if given, else whether the Hub is switched off (``HF_HUB_OFFLINE``)."""
     if local_files_only is not None:
         return local_files_only
     from huggingface_hub import constants
@@ -229,7 +231,7 @@ def resolve_weights(
     if path.is_file():
         return ResolvedWeights(path, {})
     name = os.fspath(weights)
-    hub_kwargs = {"revision": revision, "cache_dir": cache_dir, "local_files_only": _offline(local_files_only)}
+    hub_kwargs = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_only(local_files_only)}
     if is_registered(name):
         info = get_model_info(name)
         if info.builtin and (_BUILTIN_DIR / info.builtin).is_dir():
@@ -241,8 +243,8 @@ def resolve_weights(
                 f"train one with `contrastive-landmarks pretrain`"
             )
         else:
-            config_path = _download(info.repo_id, CONFIG_NAME, **hub_kwargs)
-            resolved = ResolvedWeights(_download(info.repo_id, info.filename, **hub_kwargs),
+            config_path = download_file(info.repo_id, CONFIG_NAME, **hub_kwargs)
+            resolved = ResolvedWeights(download_file(info.repo_id, info.filename, **hub_kwargs),
                                        _read_json(config_path))
         if info.sha256 and _sha256(resolved.weights) != info.sha256:
             raise ValueError(f"checksum mismatch for {resolved.weights}: expected sha256 {info.sha256}")
@@ -251,10 +253,10 @@ def resolve_weights(
         raise FileNotFoundError(f"weights {name!r} not found: no such local file or directory ({path.absolute()})")
     if _REPO_ID.match(name):
         try:
-            config_path = _download(name, CONFIG_NAME, **hub_kwargs)
+            config_path = download_file(name, CONFIG_NAME, **hub_kwargs)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{error} (Nor is there a local directory {name!r} under {Path.cwd()}.)") from error
-        return ResolvedWeights(_download(name, WEIGHTS_NAME, **hub_kwargs), _read_json(config_path))
+        return ResolvedWeights(download_file(name, WEIGHTS_NAME, **hub_kwargs), _read_json(config_path))
     raise FileNotFoundError(
         f"weights {name!r} not found: not a local file or directory, not a registered name "
         f"({list_models()}), and not a Hugging Face Hub repo id ('org/name')"

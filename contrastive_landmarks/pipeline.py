@@ -381,6 +381,6 @@ def _read_heads(path: Path, hub_kwargs: dict, source: str | os.PathLike) -> dict
         if Path(source).exists() or "/" not in repo_id:
             raise FileNotFoundError(f"{source}: {path.name} is missing from the model directory {path.parent}")
         kwargs = {k: v for k, v in hub_kwargs.items() if k in ("revision", "cache_dir")}
-        path = hub._download(repo_id, path.name, local_files_only=hub._offline(hub_kwargs.get("local_files_only")),
-                             **kwargs)
+        local = hub.local_only(hub_kwargs.get("local_files_only"))
+        path = hub.download_file(repo_id, path.name, local_files_only=local, **kwargs)
     return read_safetensors(path)
