@@ -47,13 +47,17 @@ def load_image(path: str | os.PathLike) -> Tensor:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable image (truncated, another format); the message names it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     image_module = _pil()
-    with image_module.open(path) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    try:
+        with image_module.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as error:  # truncated, not an image, unsupported mode
+        raise ValueError(f"cannot read image {path}: {error}") from error
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
