@@ -249,3 +249,19 @@ def test_config_json_without_architecture_names_the_file(saved):
     path.write_text(json.dumps({"stages": ["conv5_x"]}))
     with pytest.raises(ValueError, match=rf"{path} has no 'architecture'"):
         LandmarkModel.from_pretrained(saved)
+
+
+def test_truncated_jpeg_names_the_file(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from contrastive_landmarks.data import load_image
+
+    path = tmp_path / "face.jpg"
+    Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"cannot read image {path}: image file is truncated"):
+        load_image(path)
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(ValueError, match=r"cannot read image .*notes\.jpg"):
+        load_image(tmp_path / "notes.jpg")
