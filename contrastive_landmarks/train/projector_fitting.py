@@ -11,7 +11,7 @@ grows as ``(h w)²``), SGD lr ``1e-3`` momentum 0.9 weight decay ``5e-4``, batch
 ``τ = 1/7``, distances to the power 0.5 in input pixels. Differences, all deliberate:
 
 - Without warps, each image's stage maps are computed **once** and cached
-  (:class:`~contrastive_landmarks.features.CachedFeatures`); the projector trains on them through
+  (:class:`~contrastive_landmarks.train.feature_cache.CachedFeatures`); the projector trains on them through
   :func:`contrastive_landmarks.ops.project_stages`, never building the hypercolumn.
 - Model selection uses the **validation loss** (the same Eq. 3 objective on held-out images; with
   warps, on pairs drawn once from a fixed seed), not the authors' matching error on an unseeded
@@ -284,7 +284,7 @@ def fit_projector(
         warp: ``True`` for TPS pairs with :meth:`TPSParams.dve` (redrawn every step), a
             :class:`~contrastive_landmarks.tps.TPSParams`, or ``False`` for ``x' = x``.
         cache: cache stage maps (default: when not warping) in a
-            :class:`~contrastive_landmarks.features.FeatureCache` (pass one to set its memory budget or a
+            :class:`~contrastive_landmarks.train.feature_cache.FeatureCache` (pass one to set its memory budget or a
             spill folder; the default holds 1 GiB in memory and recomputes what does not fit). Costs
             ``Σ_s C_s h_s w_s`` floats per image (1.1 MB for ResNet-50 at 96 px).
         seed: seeds the init, the shuffling and the warps.
