@@ -11,12 +11,25 @@ averaging), only to compare with numbers computed that way; it overestimates PCK
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["EYE_INDICES", "inter_ocular_error", "matching_error", "pck", "pck_legacy"]
+__all__ = [
+    "EYE_INDICES",
+    "Metric",
+    "inter_ocular_error",
+    "matching_error",
+    "mean_shape",
+    "pck",
+    "pck_legacy",
+    "resolve_metric",
+    "spread_ratio",
+]
+
+#: An error of pixel predictions: ``f(pred (M, N, 2), target (M, N, 2), visible (M, N)) -> float``, lower is better.
+Metric = Callable[[Tensor, Tensor, Tensor], float]
 
 #: Landmark indices of the two points whose distance normalises the error (reference-notes §5b).
 EYE_INDICES: dict[str, tuple[int, int]] = {
@@ -206,3 +219,44 @@ def matching_error(
     if reduction != "mean":
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     return _masked_mean(err, mask)
+
+
+def mean_shape(keypoints: Tensor, visible: Tensor) -> Tensor:
+    """The mean ``(N, 2)`` of ``(M, N, 2)`` keypoints over the samples where each point is visible."""
+    mask = visible.unsqueeze(-1).to(keypoints.dtype)
+    total = torch.where(visible.unsqueeze(-1), keypoints, torch.zeros_like(keypoints)).sum(0)
+    return total / mask.sum(0).clamp_min(1)
+
+
+def resolve_metric(metric: str | Metric, eye_indices: Sequence[int] | None) -> tuple[str, Metric]:
+    """``(name, f(pred_px, target_px, visible) -> error)``; ``"auto"`` is ``"iod"`` where the dataset names
+    its eyes, else ``"pixel"``."""
+    if callable(metric):
+        return getattr(metric, "__name__", "custom"), metric
+    if metric == "auto":
+        metric = "iod" if eye_indices is not None else "pixel"
+    if metric == "pixel":
+        def pixel(p: Tensor, t: Tensor, v: Tensor) -> float:
+            return float((p - t).norm(dim=-1)[v].mean()) if bool(v.any()) else float("nan")
+
+        return "pixel", pixel
+    if metric == "iod":
+        if eye_indices is None:
+            raise ValueError("metric='iod' needs eye indices, and this dataset names no eyes; use metric='pixel'")
+        eyes = (int(eye_indices[0]), int(eye_indices[1]))
+        return "iod", lambda p, t, v: float(inter_ocular_error(p, t, eyes, v))
+    raise ValueError(f"metric must be 'auto', 'pixel', 'iod' or a callable, got {metric!r}")
+
+
+def spread_ratio(pred: Tensor, truth: Tensor, visible: Tensor) -> float:
+    """RMS distance of predictions from their per-landmark mean over the truth's (visible points only)."""
+    mask = visible.unsqueeze(-1).to(pred.dtype)
+    count = mask.sum(0).clamp_min(1)
+
+    def rms(x: Tensor) -> Tensor:
+        centre = (x * mask).sum(0) / count
+        return (((x - centre) ** 2) * mask).sum() / mask.sum().clamp_min(1)
+
+    return float((rms(pred) / rms(truth).clamp_min(1e-12)).sqrt())
+
+

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
+from ..metrics import resolve_metric
 from ..train.features import collate, eval_mode, index_batches, stage_maps
-from ..train.regressor_fitting import RegressorFit, fit_regressor, resolve_metric
+from ..train.regressor_fitting import RegressorFit, fit_regressor
 from .matching import describe
 from .report import environment
 

@@ -32,7 +32,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,64 +41,13 @@ from torch import Tensor
 from ..coords import normalized_to_pixels, pixels_to_normalized
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
-from ..metrics import inter_ocular_error
+from ..metrics import Metric, mean_shape, resolve_metric, spread_ratio
 from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
-from ..tps import TPSParams, tps_augment
 from .features import StageMapBank, check_dataset, collate, eval_mode, index_batches, module_device, stage_maps
+from .view_augment import Augment
 
-__all__ = [
-    "Augment",
-    "RegressorFit",
-    "default_heatmaps",
-    "fit_regressor",
-    "mean_shape",
-    "predict",
-    "resolve_metric",
-]
-
-Metric = Callable[[Tensor, Tensor, Tensor], float]
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Random augmentation of each training view, applied to image batches before the backbone.
-
-    Attributes:
-        warp: a TPS + affine warp (:class:`~contrastive_landmarks.tps.TPSParams`), or ``None``.
-        flip: mirror half the views horizontally, swapping the dataset's ``flip_pairs`` (only where the
-            dataset defines them; a keypoint set without left/right names is never flipped).
-    """
-
-    warp: TPSParams | None = field(default_factory=lambda: TPSParams(
-        warpsd_all=0.0005, warpsd_subset=0.0, transsd=0.05, scalesd=0.05, rotsd=5.0,
-        im1_multiplier=1.0, im1_multiplier_aff=1.0))
-    flip: bool = True
-
-    @classmethod
-    def none(cls) -> Augment:
-        return cls(warp=None, flip=False)
-
-    def __call__(self, images: Tensor, keypoints: Tensor, visible: Tensor, flip_pairs: Sequence[Sequence[int]] | None,
-                 generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """Augment ``(B, 3, H, W)`` images with their ``(B, N, 2)`` pixel keypoints and ``(B, N)`` visibility."""
-        if self.flip and flip_pairs:
-            flip = torch.rand(images.shape[0], generator=generator) < 0.5
-            if bool(flip.any()):
-                order = list(range(keypoints.shape[1]))
-                for a, b in flip_pairs:
-                    order[a], order[b] = order[b], order[a]
-                images, keypoints, visible = images.clone(), keypoints.clone(), visible.clone()
-                images[flip] = images[flip].flip(-1)
-                mirrored = keypoints[flip][:, order]
-                mirrored[..., 0] = images.shape[-1] - 1 - mirrored[..., 0]
-                keypoints[flip] = mirrored
-                visible[flip] = visible[flip][:, order]
-        if self.warp is not None:
-            images, keypoints = tps_augment(images, keypoints, self.warp, generator=generator)
-            visible = visible & torch.isfinite(keypoints).all(-1)
-            keypoints = torch.nan_to_num(keypoints)
-        return images, keypoints, visible
+__all__ = ["Augment", "RegressorFit", "default_heatmaps", "fit_regressor", "mean_shape", "predict", "resolve_metric"]
 
 
 @dataclass
@@ -149,33 +98,6 @@ def default_heatmaps(num_landmarks: int, budget: int = 128) -> int:
     ``K = 2`` and a fit stays within minutes; 5-point faces keep 10 (as good as the paper's 50 on validation).
     """
     return int(min(10, max(2, round(budget / max(1, num_landmarks)))))
-
-
-def mean_shape(keypoints: Tensor, visible: Tensor) -> Tensor:
-    """The mean ``(N, 2)`` of ``(M, N, 2)`` keypoints over the samples where each point is visible."""
-    mask = visible.unsqueeze(-1).to(keypoints.dtype)
-    total = torch.where(visible.unsqueeze(-1), keypoints, torch.zeros_like(keypoints)).sum(0)
-    return total / mask.sum(0).clamp_min(1)
-
-
-def resolve_metric(metric: str | Metric, eye_indices: Sequence[int] | None) -> tuple[str, Metric]:
-    """``(name, f(pred_px, target_px, visible) -> error)``; ``"auto"`` is ``"iod"`` where the dataset names
-    its eyes, else ``"pixel"``."""
-    if callable(metric):
-        return getattr(metric, "__name__", "custom"), metric
-    if metric == "auto":
-        metric = "iod" if eye_indices is not None else "pixel"
-    if metric == "pixel":
-        def pixel(p: Tensor, t: Tensor, v: Tensor) -> float:
-            return float((p - t).norm(dim=-1)[v].mean()) if bool(v.any()) else float("nan")
-
-        return "pixel", pixel
-    if metric == "iod":
-        if eye_indices is None:
-            raise ValueError("metric='iod' needs eye indices, and this dataset names no eyes; use metric='pixel'")
-        eyes = (int(eye_indices[0]), int(eye_indices[1]))
-        return "iod", lambda p, t, v: float(inter_ocular_error(p, t, eyes, v))
-    raise ValueError(f"metric must be 'auto', 'pixel', 'iod' or a callable, got {metric!r}")
 
 
 def _auto_split(n: int, seed: int) -> tuple[list[int], list[int]]:
@@ -236,7 +158,7 @@ def fit_regressor(
         metric: ``"auto"``, ``"iod"``, ``"pixel"`` or ``f(pred_px, target_px, visible) -> error``.
         eye_indices, flip_pairs: default: the dataset's ``eye_indices`` / ``flip_pairs`` attributes.
         eval_every, patience: validation every ``eval_every`` steps (default ``steps // 40``, at least 25);
-            stop after ``patience`` evaluations without a better error.
+            stop after ``patience`` evaluations without a better error, once half the steps have run.
         seed: seeds the split, the views, the init and the batches (same seed, same regressor).
         device: where to train (default: the features' device).
         progress: a tqdm bar (``train`` extra). ``warn``: issue the result's warnings as ``UserWarning``.
@@ -322,7 +244,7 @@ def fit_regressor(
             n = pred.shape[0]
             truth, visible = check.keypoints[:n].cpu(), check.visible[:n].cpu()
             error, peak = score_fn(pred, truth, visible), float(torch.cat(peaks).mean())
-            return (error, peak, _spread_ratio(pred, truth, visible)) if spread else (error, peak)
+            return (error, peak, spread_ratio(pred, truth, visible)) if spread else (error, peak)
 
         shape = mean_shape(bank.keypoints[:n_train].cpu(), bank.visible[:n_train].cpu())  # the unaugmented views
         baseline = score_fn(shape.expand_as(check.keypoints.cpu()).clone(), check.keypoints.cpu(),
@@ -361,8 +283,8 @@ def fit_regressor(
                     since_best += 1
                 if bar is not None:
                     bar.set_postfix(val=f"{error:.4g}", best=f"{best[0]:.4g}", refresh=False)
-                if val_bank is not None and since_best >= patience:
-                    break
+                if val_bank is not None and since_best >= patience and step >= steps // 2:
+                    break  # not before the cosine has reached its second half, where late low-lr steps still help
         if bar is not None:
             bar.close()
         if val_bank is not None:
@@ -387,18 +309,6 @@ def fit_regressor(
               "flip_pairs": None if not flip_pairs else [list(p) for p in flip_pairs]}
     return RegressorFit(regressor, metric_name, score, baseline, shape, best[1] if val_bank is not None else step, step,
                         history, peak_init, peak_final, spread, problems, config)
-
-
-def _spread_ratio(pred: Tensor, truth: Tensor, visible: Tensor) -> float:
-    """RMS distance of predictions from their per-landmark mean over the truth's (visible points only)."""
-    mask = visible.unsqueeze(-1).to(pred.dtype)
-    count = mask.sum(0).clamp_min(1)
-
-    def rms(x: Tensor) -> Tensor:
-        centre = (x * mask).sum(0) / count
-        return (((x - centre) ** 2) * mask).sum() / mask.sum().clamp_min(1)
-
-    return float((rms(pred) / rms(truth).clamp_min(1e-12)).sqrt())
 
 
 @torch.no_grad()
