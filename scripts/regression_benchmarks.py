@@ -62,6 +62,8 @@ def table(out: Path) -> str:
     rows = ["| protocol | model | labelled | test IOD % (mean ± std) | mean shape | val IOD % | seeds |",
             "|---|---|---|---|---|---|---|"]
     for path in sorted(out.glob("*.json")):
+        if path.name.endswith(".regressor.json"):
+            continue
         r = json.loads(path.read_text())
         c = r["config"]
         labelled = c["num_labelled"] if c["num_labelled"] is not None else f"all ({c['train_images']})"
@@ -105,7 +107,8 @@ def main(argv=None) -> int:
                 result = evaluate_regression(
                     features, train, test, val_set=val, projector=projector,
                     num_labelled=None if labels == "all" else int(labels),
-                    seeds=[0] if labels == "all" else args.seeds, progress=print, fits=fits)
+                    seeds=[0] if labels == "all" else args.seeds, fits=fits,
+                    progress=lambda message: print(message, flush=True))
                 if labels == "all":  # the all-labels regressor (seed 0): the built-in bundle's is transfer-moco's
                     from safetensors.torch import save_file
 
