@@ -47,8 +47,11 @@ def _timed(fn):
 def _report(name: str, times: dict[str, list[tuple[float, float]]], note: str = "") -> None:
     med = {k: [statistics.median(t[i] for t in v) for i in (0, 1)] for k, v in times.items()}
     (old_w, old_c), (new_w, new_c) = med["old"], med["new"]
-    print(f"{name}\n    wall old {old_w:8.3f} s  new {new_w:8.3f} s  ratio {old_w / new_w:6.1f}x | "
-          f"CPU old {old_c:8.3f} s  new {new_c:8.3f} s  ratio {old_c / new_c:6.1f}x\n    {note}", flush=True)
+    print(
+        f"{name}\n    wall old {old_w:8.3f} s  new {new_w:8.3f} s  ratio {old_w / new_w:6.1f}x | "
+        f"CPU old {old_c:8.3f} s  new {new_c:8.3f} s  ratio {old_c / new_c:6.1f}x\n    {note}",
+        flush=True,
+    )
 
 
 # -- the measurements ---------------------------------------------------------------------------------------
@@ -56,19 +59,26 @@ def bench_tps(images: torch.Tensor, keypoints: torch.Tensor, repeats: int) -> No
     params = tps.TPSParams.matching()
     times = {"old": [], "new": []}
     for _ in range(repeats):
-        t_old, old = _timed(lambda: make_pair_reference(images, keypoints, params,
-                                                             generator=torch.Generator().manual_seed(1), crop=20))
-        t_new, new = _timed(lambda: tps.make_pair(images, keypoints, params,
-                                                  generator=torch.Generator().manual_seed(1), crop=20))
+        t_old, old = _timed(
+            lambda: make_pair_reference(images, keypoints, params, generator=torch.Generator().manual_seed(1), crop=20)
+        )
+        t_new, new = _timed(
+            lambda: tps.make_pair(images, keypoints, params, generator=torch.Generator().manual_seed(1), crop=20)
+        )
         times["old"].append(t_old)
         times["new"].append(t_new)
-    diff = max((getattr(old, f) - getattr(new, f)).abs().max().item()
-               for f in ("image1", "image2", "grid", "keypoints1", "keypoints2"))
+    diff = max(
+        (getattr(old, f) - getattr(new, f)).abs().max().item()
+        for f in ("image1", "image2", "grid", "keypoints1", "keypoints2")
+    )
     grid_ref = sampling_grid_reference(new.warp2, images.shape[-2:], dtype=torch.float64)
     grid_px = (tps.sampling_grid(new.warp2, images.shape[-2:], dtype=torch.float64) - grid_ref).abs().max()
     grid_px = grid_px.item() * (images.shape[-1] - 1) / 2
-    _report(f"tps.make_pair, {images.shape[0]} faces 136x136", times,
-            f"max|diff| outputs {diff:.1e}, float64 grid {grid_px:.1e} px")
+    _report(
+        f"tps.make_pair, {images.shape[0]} faces 136x136",
+        times,
+        f"max|diff| outputs {diff:.1e}, float64 grid {grid_px:.1e} px",
+    )
 
 
 def bench_matching(model, dataset, count: int, repeats: int) -> None:
@@ -80,8 +90,9 @@ def bench_matching(model, dataset, count: int, repeats: int) -> None:
             if kind == "old":
                 tps.make_pair = make_pair_reference
             try:
-                t, results[kind] = _timed(lambda: evaluation.evaluate_matching(model, dataset, num_images=count,
-                                                                               seed=1, crop=20))
+                t, results[kind] = _timed(
+                    lambda: evaluation.evaluate_matching(model, dataset, num_images=count, seed=1, crop=20)
+                )
             finally:
                 tps.make_pair = saved
             times[kind].append(t)
@@ -103,12 +114,16 @@ def main() -> None:
         sys.exit(f"MTFL not found under {args.root} (expected train.csv, test.csv, images/); pass --root")
     torch.set_num_threads(args.threads)
     wanted = set(args.only or ("tps", "matching"))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS')}, repeats {args.repeats}, cpu", flush=True)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS')}, repeats {args.repeats}, cpu",
+        flush=True,
+    )
     backbone = load_backbone("resnet18", None)  # random init (standard init), ImageNet normalisation
     if wanted & {"tps", "matching"}:
-        faces = by_name("mtfl", args.root, "test", image_size=96, resize=136,
-                              limit=max(args.tps_batch, args.match_images))
+        faces = by_name(
+            "mtfl", args.root, "test", image_size=96, resize=136, limit=max(args.tps_batch, args.match_images)
+        )
         if "tps" in wanted:
             samples = [faces[i] for i in range(args.tps_batch)]
             images = torch.stack([s["image"] for s in samples])

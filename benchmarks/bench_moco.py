@@ -23,8 +23,9 @@ def bench(arch: str, size: int, batch: int, steps: int, device: torch.device, jp
     preset = get_preset("faces", size)
     augment = MoCoAugment.from_preset(preset, jpeg=jpeg).to(device)
     model = MoCo(arch, queue_size=4096, mean=preset.mean, std=preset.std).to(device).train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9,
-                                weight_decay=1e-4)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9, weight_decay=1e-4
+    )
     images = torch.randint(0, 256, (batch, 3, preset.resize, preset.resize), dtype=torch.uint8, device=device)
     aug_times, step_times = [], []
     for step in range(steps + 1):
@@ -45,8 +46,15 @@ def bench(arch: str, size: int, batch: int, steps: int, device: torch.device, jp
             aug_times.append(middle - tick)
             step_times.append(end - middle)
     aug, model_step = statistics.median(aug_times), statistics.median(step_times)
-    return {"arch": arch, "size": size, "batch": batch, "jpeg": jpeg, "augment_img_s": batch / aug,
-            "model_img_s": batch / model_step, "total_img_s": batch / (aug + model_step)}
+    return {
+        "arch": arch,
+        "size": size,
+        "batch": batch,
+        "jpeg": jpeg,
+        "augment_img_s": batch / aug,
+        "model_img_s": batch / model_step,
+        "total_img_s": batch / (aug + model_step),
+    }
 
 
 def main() -> None:
@@ -65,9 +73,11 @@ def main() -> None:
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
     for arch in args.archs:
         r = bench(arch, args.size, args.batch, args.steps, device, not args.no_jpeg)
-        print(f"{r['arch']:>9} {r['size']}px batch {r['batch']} jpeg={r['jpeg']}: augment {r['augment_img_s']:.0f} "
-              f"img/s, model step {r['model_img_s']:.1f} img/s, total {r['total_img_s']:.1f} img/s (median of "
-              f"{args.steps})")
+        print(
+            f"{r['arch']:>9} {r['size']}px batch {r['batch']} jpeg={r['jpeg']}: augment {r['augment_img_s']:.0f} "
+            f"img/s, model step {r['model_img_s']:.1f} img/s, total {r['total_img_s']:.1f} img/s (median of "
+            f"{args.steps})"
+        )
 
 
 if __name__ == "__main__":

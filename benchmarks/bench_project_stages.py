@@ -45,10 +45,7 @@ from contrastive_landmarks.ops import (
 )
 
 STAGES = [(2048, 3), (1024, 6), (512, 12), (256, 24)]  # ResNet-50 conv5_x..conv2_x at a 96-px input
-ALLOCATORS = {
-    "reuse": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"},
-    "default": {},
-}
+ALLOCATORS = {"reuse": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}, "default": {}}
 MEMORY_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 VARIANTS = ("project_stages", "commuted, unfused", "reference")
 
@@ -59,15 +56,19 @@ def _commuted_unfused(maps, weight, bias, size):
     return upsample_sum_reference(projected, size, bias)
 
 
-FUNCTIONS = {"project_stages": project_stages, "commuted, unfused": _commuted_unfused,
-             "reference": project_stages_reference}
+FUNCTIONS = {
+    "project_stages": project_stages,
+    "commuted, unfused": _commuted_unfused,
+    "reference": project_stages_reference,
+}
 
 
 def _setup(args, device):
     gen = torch.Generator().manual_seed(0)
     layout = torch.channels_last if args.layout == "channels_last" else torch.contiguous_format
-    maps = [torch.randn(args.batch, c, s, s, generator=gen).to(device).contiguous(memory_format=layout)
-            for c, s in STAGES]
+    maps = [
+        torch.randn(args.batch, c, s, s, generator=gen).to(device).contiguous(memory_format=layout) for c, s in STAGES
+    ]
     channels = sum(c for c, _ in STAGES)
     weight = (torch.randn(args.dim, channels, generator=gen) / channels**0.5).to(device)
     bias = torch.randn(args.dim, generator=gen).to(device)
@@ -112,9 +113,14 @@ def _time(args, device) -> dict:
             ref = outs[(key, "reference")]
             ref = ref if isinstance(ref, tuple) else (ref,)
             result[key + " rel. error"] = {  # max |x - x_ref| / max |x_ref| over output (and dW, db)
-                name: max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(
-                    outs[(key, name)] if isinstance(outs[(key, name)], tuple) else (outs[(key, name)],), ref))
-                for name in args.variants if name != "reference"
+                name: max(
+                    ((a - b).abs().max() / b.abs().max()).item()
+                    for a, b in zip(
+                        outs[(key, name)] if isinstance(outs[(key, name)], tuple) else (outs[(key, name)],), ref
+                    )
+                )
+                for name in args.variants
+                if name != "reference"
             }
     return result
 
@@ -149,8 +155,10 @@ def _similarity(args, device) -> dict:
     """stage_similarity (exact, hypercolumn-free) vs the materialised reference, forward, no_grad."""
     gen = torch.Generator().manual_seed(0)
     batch, k, grid = args.sim_batch, args.sim_queries, args.sim_grid
-    maps = [torch.randn(batch, c, s, s, generator=gen).relu().to(device).contiguous(memory_format=torch.channels_last)
-            for c, s in STAGES]
+    maps = [
+        torch.randn(batch, c, s, s, generator=gen).relu().to(device).contiguous(memory_format=torch.channels_last)
+        for c, s in STAGES
+    ]
     queries = torch.cat([F.normalize(torch.randn(batch, k, c, generator=gen), dim=-1) for c, _ in STAGES], -1)
     queries = queries.to(device)
     fns = {"stage_similarity": stage_similarity, "reference": stage_similarity_reference}
@@ -165,8 +173,11 @@ def _similarity(args, device) -> dict:
                 fn(queries, maps, grid)
                 _sync(device)
                 samples[name].append(time.perf_counter() - start)
-    return {"time": {n: statistics.median(s[1:]) for n, s in samples.items()}, "error vs fp64": errors,
-            "shape": f"B={batch}, K={k}, grid {grid}x{grid}"}
+    return {
+        "time": {n: statistics.median(s[1:]) for n, s in samples.items()},
+        "error vs fp64": errors,
+        "shape": f"B={batch}, K={k}, grid {grid}x{grid}",
+    }
 
 
 def _child(args, mode: str, env_extra: dict, extra: list[str]) -> dict:
@@ -179,10 +190,28 @@ def _child(args, mode: str, env_extra: dict, extra: list[str]) -> dict:
 
 
 def _forward_args(args) -> list[str]:
-    return ["--batch", str(args.batch), "--grid", str(args.grid), "--dim", str(args.dim), "--repeats",
-            str(args.repeats), "--threads", str(args.threads), "--layout", args.layout,
-            "--sim-batch", str(args.sim_batch), "--sim-queries", str(args.sim_queries),
-            "--sim-grid", str(args.sim_grid), "--variants", *args.variants]
+    return [
+        "--batch",
+        str(args.batch),
+        "--grid",
+        str(args.grid),
+        "--dim",
+        str(args.dim),
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+        "--layout",
+        args.layout,
+        "--sim-batch",
+        str(args.sim_batch),
+        "--sim-queries",
+        str(args.sim_queries),
+        "--sim-grid",
+        str(args.sim_grid),
+        "--variants",
+        *args.variants,
+    ]
 
 
 def _machine() -> str:
@@ -205,8 +234,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--layout", choices=["channels_last", "nchw"], default="channels_last",
-                        help="layout of the stage maps (the library's backbone returns channels_last)")
+    parser.add_argument(
+        "--layout",
+        choices=["channels_last", "nchw"],
+        default="channels_last",
+        help="layout of the stage maps (the library's backbone returns channels_last)",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--allocators", nargs="+", default=list(ALLOCATORS), choices=list(ALLOCATORS))
     parser.add_argument("--no-memory", action="store_true")
@@ -226,10 +259,14 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    print(f"machine: {_machine()}; torch {torch.__version__}; device {device}; threads {args.threads} "
-          f"(OMP_NUM_THREADS={args.threads}); upsample_sum backend: {select_backend(device, torch.float32)}")
-    print(f"stages {[f'{c}@{s}x{s}' for c, s in STAGES]} ({args.layout}), batch {args.batch} -> "
-          f"{args.dim}-d at {args.grid}x{args.grid}; medians of {args.repeats} repeats (first discarded)")
+    print(
+        f"machine: {_machine()}; torch {torch.__version__}; device {device}; threads {args.threads} "
+        f"(OMP_NUM_THREADS={args.threads}); upsample_sum backend: {select_backend(device, torch.float32)}"
+    )
+    print(
+        f"stages {[f'{c}@{s}x{s}' for c, s in STAGES]} ({args.layout}), batch {args.batch} -> "
+        f"{args.dim}-d at {args.grid}x{args.grid}; medians of {args.repeats} repeats (first discarded)"
+    )
     base = "project_stages"
     for alloc in args.allocators:
         env = ALLOCATORS[alloc] if device.type == "cpu" else {}
@@ -244,23 +281,29 @@ def main() -> None:
                 print(f"           max|x - x_ref| / max|x_ref| (output{', dW, db' if key != 'fwd' else ''}): {errors}")
     if not args.no_memory:
         env = MEMORY_ALLOCATOR if device.type == "cpu" else {}
-        label = "torch.cuda.max_memory_allocated growth" if device.type == "cuda" else (
-            "peak RSS growth, " + " ".join(f"{k}={v}" for k, v in env.items()))
+        label = (
+            "torch.cuda.max_memory_allocated growth"
+            if device.type == "cuda"
+            else ("peak RSS growth, " + " ".join(f"{k}={v}" for k, v in env.items()))
+        )
         print(f"\npeak memory ({label}), one process per variant and pass:")
         for pass_ in ("fwd", "fwd+bwd"):
             peaks = {n: _child(args, "memory", env, ["--variant", n, "--pass", pass_]) for n in args.variants}
             row = ", ".join(f"{n} {peaks[n]:.0f} MiB" for n in args.variants)
-            ratios = ", ".join(f"{n}/{base} {peaks[n] / max(peaks[base], 1e-9):.1f}x" for n in args.variants
-                               if n != base)
+            ratios = ", ".join(
+                f"{n}/{base} {peaks[n] / max(peaks[base], 1e-9):.1f}x" for n in args.variants if n != base
+            )
             print(f"  {pass_:8s} {row}  |  {ratios}")
     if args.similarity:
         env = ALLOCATORS["reuse"] if device.type == "cpu" else {}
         res = _child(args, "similarity", env, [])
         t = res["time"]
-        print(f"\nstage_similarity, {res['shape']}, forward no_grad, allocator 'reuse': stage_similarity "
-              f"{t['stage_similarity'] * 1e3:.1f} ms, reference {t['reference'] * 1e3:.1f} ms "
-              f"(reference/stage_similarity {t['reference'] / t['stage_similarity']:.1f}x); max error vs fp64 "
-              f"{res['error vs fp64']}")
+        print(
+            f"\nstage_similarity, {res['shape']}, forward no_grad, allocator 'reuse': stage_similarity "
+            f"{t['stage_similarity'] * 1e3:.1f} ms, reference {t['reference'] * 1e3:.1f} ms "
+            f"(reference/stage_similarity {t['reference'] / t['stage_similarity']:.1f}x); max error vs fp64 "
+            f"{res['error vs fp64']}"
+        )
 
 
 if __name__ == "__main__":

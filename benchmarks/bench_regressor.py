@@ -46,8 +46,10 @@ def run(args, landmarks: int) -> None:
     strides = (32, 16, 8, 4)
     shapes = [(c, args.input // s) for c, s in zip(widths, strides)]
     grid = args.input // 2
-    maps = [torch.randn(args.batch, c, s, s, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
-            for c, s in shapes]
+    maps = [
+        torch.randn(args.batch, c, s, s, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+        for c, s in shapes
+    ]
     reg = LandmarkRegressor(sum(widths), landmarks, args.k, size=grid).to(device)
     target = (torch.rand(args.batch, landmarks, 2, generator=gen) * 2 - 1).to(device)
 
@@ -75,8 +77,10 @@ def run(args, landmarks: int) -> None:
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v[1:] if len(v) > 2 else v) for k, v in times.items()}
-    print(f"{args.arch} at {args.input} px, grid {grid}, {landmarks} landmarks x K={args.k}: device={device} "
-          f"threads={args.threads} batch={args.batch} repeats={args.repeats} max|diff|={diff:.2e}")
+    print(
+        f"{args.arch} at {args.input} px, grid {grid}, {landmarks} landmarks x K={args.k}: device={device} "
+        f"threads={args.threads} batch={args.batch} repeats={args.repeats} max|diff|={diff:.2e}"
+    )
     for name, m in med.items():
         print(f"{name:32s} median {m * 1e3:8.1f} ms")
     ratio = med["materialised hypercolumn"] / med["stage maps (project_stages)"]

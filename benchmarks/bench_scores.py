@@ -180,25 +180,44 @@ def main() -> None:
     side = faces.shape[-1]
     inner = round(0.6 * side)
     offset = (side - inner) // 2
-    zoom_in = F.interpolate(faces[:, :, offset : offset + inner, offset : offset + inner], size=(side, side),
-                            mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    zoom_in = F.interpolate(
+        faces[:, :, offset : offset + inner, offset : offset + inner],
+        size=(side, side),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    ).clamp(0, 1)
     zoom_out = torch.full_like(faces, 0.5)
     half = side // 2
     zoom_out[:, :, half // 2 : half // 2 + half, half // 2 : half // 2 + half] = F.interpolate(
-        faces, size=(half, half), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-    variants = {"flipped": score(model, faces.flip(-1), args.batch),
-                "zoomed out 0.5x": score(model, zoom_out, args.batch),
-                "zoomed in 1.67x": score(model, zoom_in, args.batch)}
+        faces, size=(half, half), mode="bilinear", align_corners=False, antialias=True
+    ).clamp(0, 1)
+    variants = {
+        "flipped": score(model, faces.flip(-1), args.batch),
+        "zoomed out 0.5x": score(model, zoom_out, args.batch),
+        "zoomed in 1.67x": score(model, zoom_in, args.batch),
+    }
 
-    print(f"model {args.model}, regressor.safetensors sha256 {sha256_prefix(regressor_file)}, "
-          f"{model.regressor.num_landmarks} landmarks x K={model.regressor.heatmaps_per_landmark}, "
-          f"multiplier {model.regressor.softmax_multiplier:g}, grid {tuple(model.hypercolumn.size)}")
+    print(
+        f"model {args.model}, regressor.safetensors sha256 {sha256_prefix(regressor_file)}, "
+        f"{model.regressor.num_landmarks} landmarks x K={model.regressor.heatmaps_per_landmark}, "
+        f"multiplier {model.regressor.softmax_multiplier:g}, grid {tuple(model.hypercolumn.size)}"
+    )
     kinds = ", ".join(f"{len(v)} {k}" for k, v in negative_sets.items())
-    print(f"{args.faces} faces (test.csv rows {args.offset}-{args.offset + args.faces - 1}) vs {args.faces} negatives "
-          f"({kinds}); "
-          f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
-    header = ["candidate", "AUC", *(f"AUC {k}" for k in negative_sets), "faces", *negative_sets, *variants,
-              "min landmark AUC"]
+    print(
+        f"{args.faces} faces (test.csv rows {args.offset}-{args.offset + args.faces - 1}) vs {args.faces} negatives "
+        f"({kinds}); "
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads"
+    )
+    header = [
+        "candidate",
+        "AUC",
+        *(f"AUC {k}" for k in negative_sets),
+        "faces",
+        *negative_sets,
+        *variants,
+        "min landmark AUC",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in pos:
@@ -212,10 +231,14 @@ def main() -> None:
         cells += [f"{per_landmark:.3f}"]
         print("| " + " | ".join(cells) + " |")
     chosen_pos, chosen_neg = pos["library"].mean(-1), neg["library"].mean(-1)
-    print("library score, AUC against the same negatives: " + ", ".join(
-        f"{k} {roc_auc(v['library'].mean(-1), chosen_neg):.3f}" for k, v in variants.items()))
-    errors = [(float((chosen_pos < t).double().mean() + (chosen_neg >= t).double().mean()) / 2, float(t))
-              for t in torch.cat([chosen_pos, chosen_neg])]
+    print(
+        "library score, AUC against the same negatives: "
+        + ", ".join(f"{k} {roc_auc(v['library'].mean(-1), chosen_neg):.3f}" for k, v in variants.items())
+    )
+    errors = [
+        (float((chosen_pos < t).double().mean() + (chosen_neg >= t).double().mean()) / 2, float(t))
+        for t in torch.cat([chosen_pos, chosen_neg])
+    ]
     rate, threshold = min(errors)
     print(f"library score: best threshold on the per-image mean {threshold:.3f} (balanced error {rate:.3f})")
     print(f"(mean scores per image set; AUC of the per-image mean; {time.perf_counter() - start:.0f} s)")

@@ -95,6 +95,7 @@ def _child(task: dict) -> None:
 
         def step():
             _soft_argmax_step(task["impl"], *tensors, task["size"])
+
     step()
     for t in tensors:
         if isinstance(t, torch.Tensor):
@@ -122,8 +123,9 @@ def _memory(task: dict, device: str, make, step) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS=str(task["threads"]))
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(task)], env=env, check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
@@ -150,8 +152,19 @@ def _time(variants: dict, repeats: int, device: str) -> dict:
 def _crossover(device: str) -> None:
     """x' = x loss fwd+bwd on small problems: where the streaming form starts to beat the naive one."""
     print("\ncrossover (x' = x, fwd+bwd, CPU time per call)")
-    for batch, size, dim in [(2, 6, 32), (8, 8, 64), (8, 12, 64), (32, 12, 64), (8, 16, 64), (16, 16, 64),
-                             (8, 24, 64), (32, 16, 64), (32, 16, 256), (8, 32, 64), (32, 24, 64)]:
+    for batch, size, dim in [
+        (2, 6, 32),
+        (8, 8, 64),
+        (8, 12, 64),
+        (32, 12, 64),
+        (8, 16, 64),
+        (16, 16, 64),
+        (8, 24, 64),
+        (32, 16, 64),
+        (32, 16, 256),
+        (8, 32, 64),
+        (32, 24, 64),
+    ]:
         tensors = _inputs("self", batch, size, dim, device)
         calls = max(3, int(2e7 // (batch * size**4)))
 
@@ -163,8 +176,10 @@ def _crossover(device: str) -> None:
         variants = {impl: (tensors, lambda *t, impl=impl: step(*t, impl=impl)) for impl in ("naive", "streaming")}
         times = _time(variants, 3, device)
         naive, streaming = times["naive"][1] / calls, times["streaming"][1] / calls
-        print(f"  B={batch:3d} {size}x{size} d={dim:3d}  B*N*M={batch * size**4:.1e}  naive {naive * 1e3:7.2f} ms  "
-              f"streaming {streaming * 1e3:7.2f} ms  ratio {streaming / naive:.2f}")
+        print(
+            f"  B={batch:3d} {size}x{size} d={dim:3d}  B*N*M={batch * size**4:.1e}  naive {naive * 1e3:7.2f} ms  "
+            f"streaming {streaming * 1e3:7.2f} ms  ratio {streaming / naive:.2f}"
+        )
 
 
 def _header(args, device: str) -> None:
@@ -175,13 +190,19 @@ def _header(args, device: str) -> None:
         cpu = found.group(1) if found else cpu
     gpu = torch.cuda.get_device_name() if device == "cuda" else "none"
     alloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")} or "glibc defaults"
-    print(f"machine: {cpu}, {os.cpu_count()} CPUs, GPU {gpu}; torch {torch.__version__}, "
-          f"python {platform.python_version()}")
-    print(f"threads={torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}); allocator for "
-          f"timing: {alloc}; CPU memory children: MALLOC_MMAP_THRESHOLD_=131072")
-    print(f"batch={args.batch} grid={args.size}x{args.size} d={args.dim} image={IMAGE_SCALE * args.size}px "
-          f"repeats={args.repeats} (median of the last {max(1, args.repeats - 1)}), load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {cpu}, {os.cpu_count()} CPUs, GPU {gpu}; torch {torch.__version__}, "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"threads={torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}); allocator for "
+        f"timing: {alloc}; CPU memory children: MALLOC_MMAP_THRESHOLD_=131072"
+    )
+    print(
+        f"batch={args.batch} grid={args.size}x{args.size} d={args.dim} image={IMAGE_SCALE * args.size}px "
+        f"repeats={args.repeats} (median of the last {max(1, args.repeats - 1)}), load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
 
 
 def main() -> None:
@@ -194,8 +215,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["self", "pair"], choices=["self", "pair"])
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--soft-argmax", action="store_true", help="also time soft-argmax naive vs SDPA")
-    parser.add_argument("--crossover", action="store_true",
-                        help="only time naive vs streaming on small problems (the 'auto' threshold)")
+    parser.add_argument(
+        "--crossover", action="store_true", help="only time naive vs streaming on small problems (the 'auto' threshold)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -216,47 +238,73 @@ def main() -> None:
         mem = {}
         if not args.no_memory:
             for impl in impls:
-                task = {"kind": "loss", "case": case, "impl": impl, "batch": args.batch, "size": args.size,
-                        "dim": args.dim, "threads": args.threads}
-                mem[impl] = _memory(task, device,
-                                    lambda case=case: _inputs(case, args.batch, args.size, args.dim, device),
-                                    lambda *t, impl=impl: _loss_step(impl, *t, args.size))
+                task = {
+                    "kind": "loss",
+                    "case": case,
+                    "impl": impl,
+                    "batch": args.batch,
+                    "size": args.size,
+                    "dim": args.dim,
+                    "threads": args.threads,
+                }
+                mem[impl] = _memory(
+                    task,
+                    device,
+                    lambda case=case: _inputs(case, args.batch, args.size, args.dim, device),
+                    lambda *t, impl=impl: _loss_step(impl, *t, args.size),
+                )
         base_wall, base_cpu, base_value = times["naive"]
         print(f"\ncase={case} (loss naive={base_value:.6f})")
         for impl in impls:
             w, c, v = times[impl]
-            line = (f"  {impl:9s} wall {w * 1e3:8.0f} ms ({w / base_wall:4.2f}x naive)  cpu {c * 1e3:8.0f} ms "
-                    f"({c / base_cpu:4.2f}x)  |loss-naive| {abs(v - base_value):.1e}")
+            line = (
+                f"  {impl:9s} wall {w * 1e3:8.0f} ms ({w / base_wall:4.2f}x naive)  cpu {c * 1e3:8.0f} ms "
+                f"({c / base_cpu:4.2f}x)  |loss-naive| {abs(v - base_value):.1e}"
+            )
             if mem:
                 line += f"  peak {mem[impl]:7.0f} MiB (naive/this {mem['naive'] / max(mem[impl], 1e-9):5.1f}x)"
             print(line)
         if mem:
             ok_mem = mem["naive"] / max(mem["streaming"], 1e-9) >= 10
             ok_time = times["streaming"][1] / base_cpu <= 1.2
-            print(f"  bars (streaming): memory >= 10x below naive: {'PASS' if ok_mem else 'FAIL'}; "
-                  f"cpu time <= 1.2x naive: {'PASS' if ok_time else 'FAIL'}")
+            print(
+                f"  bars (streaming): memory >= 10x below naive: {'PASS' if ok_mem else 'FAIL'}; "
+                f"cpu time <= 1.2x naive: {'PASS' if ok_time else 'FAIL'}"
+            )
 
     if args.soft_argmax:
         print("\nsoft-argmax (softmax_expected_coordinates), fwd+bwd")
         for queries in (5, 68, args.size * args.size):
             tensors = _soft_argmax_inputs(args.batch, queries, args.size, args.dim, device)
-            variants = {impl: (tensors, lambda *t, impl=impl: _soft_argmax_step(impl, *t, args.size))
-                        for impl in ("naive", "sdpa")}
+            variants = {
+                impl: (tensors, lambda *t, impl=impl: _soft_argmax_step(impl, *t, args.size))
+                for impl in ("naive", "sdpa")
+            }
             times = _time(variants, args.repeats, device)
             mem = {}
             if not args.no_memory:
                 for impl in ("naive", "sdpa"):
-                    task = {"kind": "soft_argmax", "impl": impl, "batch": args.batch, "queries": queries,
-                            "size": args.size, "dim": args.dim, "threads": args.threads}
-                    mem[impl] = _memory(task, device,
-                                        lambda q=queries: _soft_argmax_inputs(args.batch, q, args.size, args.dim,
-                                                                              device),
-                                        lambda *t, impl=impl: _soft_argmax_step(impl, *t, args.size))
+                    task = {
+                        "kind": "soft_argmax",
+                        "impl": impl,
+                        "batch": args.batch,
+                        "queries": queries,
+                        "size": args.size,
+                        "dim": args.dim,
+                        "threads": args.threads,
+                    }
+                    mem[impl] = _memory(
+                        task,
+                        device,
+                        lambda q=queries: _soft_argmax_inputs(args.batch, q, args.size, args.dim, device),
+                        lambda *t, impl=impl: _soft_argmax_step(impl, *t, args.size),
+                    )
             base = times["naive"][1]
             for impl in ("naive", "sdpa"):
                 w, c, v = times[impl]
-                line = (f"  N={queries:5d} {impl:6s} wall {w * 1e3:8.1f} ms  cpu {c * 1e3:8.1f} ms "
-                        f"({c / base:4.2f}x naive)")
+                line = (
+                    f"  N={queries:5d} {impl:6s} wall {w * 1e3:8.1f} ms  cpu {c * 1e3:8.1f} ms ({c / base:4.2f}x naive)"
+                )
                 if mem:
                     line += f"  peak {mem[impl]:7.1f} MiB"
                 print(line)

@@ -24,13 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .check import check_images, looks_like_path, to_float_images
-from .checkpoints import (
-    CheckpointMismatchError,
-    LoadReport,
-    check_compatible,
-    convert_state_dict,
-    read_state_dict,
-)
+from .checkpoints import CheckpointMismatchError, LoadReport, check_compatible, convert_state_dict, read_state_dict
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = [
@@ -124,8 +118,9 @@ class Backbone(nn.Module):
         self.channels: tuple[int, ...] = tuple(info[i]["num_chs"] for i in indices)
         self.reductions: tuple[int, ...] = tuple(info[i]["reduction"] for i in indices)
         if preprocessing is None:
-            preprocessing = Preprocessing(IMAGENET_MEAN if mean is None else mean,
-                                          IMAGENET_STD if std is None else std, input_size)
+            preprocessing = Preprocessing(
+                IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std, input_size
+            )
         elif mean is not None or std is not None or input_size is not None:
             raise ValueError("pass either preprocessing= or mean/std/input_size, not both")
         self._set_preprocessing(preprocessing)
@@ -138,8 +133,11 @@ class Backbone(nn.Module):
         """The backbone a ``config.json`` describes (architecture, stages, preprocessing), randomly initialised."""
         if "architecture" not in config:
             raise ValueError(f"the config has no 'architecture' entry (keys: {sorted(config)})")
-        return cls(config["architecture"], stages if stages is not None else config.get("stages") or DEFAULT_STAGES,
-                   preprocessing=Preprocessing.from_config(config))
+        return cls(
+            config["architecture"],
+            stages if stages is not None else config.get("stages") or DEFAULT_STAGES,
+            preprocessing=Preprocessing.from_config(config),
+        )
 
     def _set_preprocessing(self, preprocessing: Preprocessing) -> None:
         if not isinstance(preprocessing, Preprocessing):
@@ -198,8 +196,11 @@ class Backbone(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The floating dtype of the weights (inputs are cast to it)."""
-        return self.body.conv1.weight.dtype if isinstance(self.body.conv1, nn.Conv2d) else next(
-            p.dtype for p in self.body.parameters() if p.is_floating_point())
+        return (
+            self.body.conv1.weight.dtype
+            if isinstance(self.body.conv1, nn.Conv2d)
+            else next(p.dtype for p in self.body.parameters() if p.is_floating_point())
+        )
 
     @property
     def config(self) -> dict:
@@ -270,9 +271,9 @@ class Backbone(nn.Module):
                 ", ".join(report.dropped_heads),
             )
 
-
-    def save_pretrained(self, directory: str | os.PathLike, *, card: str | None = None,
-                        dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, card: str | None = None, dtype: torch.dtype | None = None
+    ) -> Path:
         """Write a model directory (``config.json`` with :attr:`config`, ``model.safetensors``, ``README.md``)
         that :func:`load_backbone` reads back, preprocessing included."""
         from .hub import save_pretrained
@@ -344,11 +345,15 @@ def load_backbone(
     elif looks_like_path(name) and name not in _supported_archs():
         path = Path(name).expanduser()
         if path.is_file():
-            raise ValueError(f"{name} is a weights file, not a model directory or architecture: pass the "
-                             f"architecture and the file, e.g. load_backbone('resnet50', {name!r})")
-        raise FileNotFoundError(f"model directory {name} does not exist (looked for {path.absolute()}); "
-                                "load_backbone's first argument is a timm ResNet name, a registered model name "
-                                "or an existing model directory")
+            raise ValueError(
+                f"{name} is a weights file, not a model directory or architecture: pass the "
+                f"architecture and the file, e.g. load_backbone('resnet50', {name!r})"
+            )
+        raise FileNotFoundError(
+            f"model directory {name} does not exist (looked for {path.absolute()}); "
+            "load_backbone's first argument is a timm ResNet name, a registered model name "
+            "or an existing model directory"
+        )
 
     if isinstance(weights, Mapping):
         state_dict = weights

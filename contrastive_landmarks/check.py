@@ -65,14 +65,18 @@ def check_images(images: object, name: str = "images", *, ndim: int = 4, allow_u
     if channels != 3:
         hint = ""
         if images.shape[-1] == 3:
-            hint = f"; it looks channels-last (H, W, 3): use {name}.permute(0, 3, 1, 2)" if ndim == 4 else (
-                f"; it looks channels-last (H, W, 3): use {name}.permute(2, 0, 1)")
+            hint = (
+                f"; it looks channels-last (H, W, 3): use {name}.permute(0, 3, 1, 2)"
+                if ndim == 4
+                else (f"; it looks channels-last (H, W, 3): use {name}.permute(2, 0, 1)")
+            )
         elif channels == 1:
             hint = "; convert grayscale with .expand(-1, 3, -1, -1)" if ndim == 4 else "; use .expand(3, -1, -1)"
         elif channels == 4:
             hint = "; drop the alpha channel"
-        raise ValueError(f"{name} must have 3 channels (RGB) in dim {ndim - 3}, got {channels} in shape "
-                         f"{tuple(images.shape)}{hint}")
+        raise ValueError(
+            f"{name} must have 3 channels (RGB) in dim {ndim - 3}, got {channels} in shape {tuple(images.shape)}{hint}"
+        )
     if images.shape[-1] == 0 or images.shape[-2] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(images.shape)}")
     if images.is_floating_point():
@@ -97,8 +101,10 @@ def check_image_values(images: Tensor, name: str = "images") -> None:
         nan = int(torch.isnan(images).sum())
         inf = int((~finite).sum()) - nan
         first = tuple(int(i) for i in (~finite).nonzero()[0].tolist())
-        raise ValueError(f"{name} contains {nan} NaN and {inf} infinite values (the first at index {first}); "
-                         "check the image decoding / preprocessing or drop those images")
+        raise ValueError(
+            f"{name} contains {nan} NaN and {inf} infinite values (the first at index {first}); "
+            "check the image decoding / preprocessing or drop those images"
+        )
     low, high = (float(v) for v in torch.aminmax(images.detach()))
     if low >= -IMAGE_RANGE_TOLERANCE and high <= 1 + IMAGE_RANGE_TOLERANCE:
         return
@@ -106,8 +112,10 @@ def check_image_values(images: Tensor, name: str = "images") -> None:
     if low >= 0 and high > 1 + IMAGE_RANGE_TOLERANCE:
         message += f": they look like 0..255 pixel values; divide by 255 ({name} / 255) or pass uint8 images"
     else:
-        message += (": if they were normalised with a mean and std already, pass the unnormalised [0, 1] images "
-                    "(the model applies its own mean/std); if they are 0..255 pixel values, divide by 255")
+        message += (
+            ": if they were normalised with a mean and std already, pass the unnormalised [0, 1] images "
+            "(the model applies its own mean/std); if they are 0..255 pixel values, divide by 255"
+        )
     raise ValueError(message)
 
 

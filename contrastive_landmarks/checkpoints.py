@@ -99,9 +99,9 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
                 f"rename it to .pth (it is then read with torch.load(weights_only=True)), or convert it with "
                 f"safetensors.torch.save_file"
             ) from error
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt? {error}); "
-                         f"download or write it again") from error
-
+        raise ValueError(
+            f"{path} is not a readable safetensors file (truncated or corrupt? {error}); download or write it again"
+        ) from error
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -120,9 +120,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # the unpickler's message names the class it refused
-            raise ValueError(
-                f"cannot read {path} safely with torch.load(weights_only=True): {error}"
-            ) from error
+            raise ValueError(f"cannot read {path} safely with torch.load(weights_only=True): {error}") from error
     return _unwrap(obj, str(path))
 
 
@@ -132,8 +130,9 @@ def _unwrap(obj: object, source: str) -> dict[str, Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"{source}: no state dict found (expected a dict of tensors, or one under "
-                         "'state_dict' or 'model')")
+        raise ValueError(
+            f"{source}: no state dict found (expected a dict of tensors, or one under 'state_dict' or 'model')"
+        )
     tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not tensors:
         raise ValueError(f"{source}: the checkpoint holds no tensors")
@@ -199,8 +198,7 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, Tensor], arch: s
     lines = [f"checkpoint {source} does not fit architecture {arch!r}"]
     if guess and guess != arch:
         lines[0] += f" (it looks like a {guess})"
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", mismatched)):
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
         if items:
             shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
             lines.append(f"  {len(items)} {title}: {shown}")

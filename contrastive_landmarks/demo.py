@@ -30,8 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_MODEL", "add_demo_parser", "check_images", "check_out_dir", "example_faces", "load_image",
-           "run_demo"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "add_demo_parser",
+    "check_images",
+    "check_out_dir",
+    "example_faces",
+    "load_image",
+    "run_demo",
+]
 
 DEFAULT_MODEL = "resnet18-faces"
 # Face box of grace_hopper.jpg (512 x 600), (left, top, side), framed as the model's inputs are: an
@@ -70,8 +77,9 @@ def check_out_dir(out_dir: str | os.PathLike) -> Path:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
-        raise PermissionError(f"cannot write to the output folder {out} ({error.strerror or error}); "
-                              "choose another --out") from error
+        raise PermissionError(
+            f"cannot write to the output folder {out} ({error.strerror or error}); choose another --out"
+        ) from error
     return out
 
 
@@ -92,8 +100,10 @@ def check_images(images: Sequence[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise ValueError(f"folder {path} has no images in it ({', '.join(IMAGE_EXTENSIONS)}); pass image "
-                                 "files or a folder with images")
+                raise ValueError(
+                    f"folder {path} has no images in it ({', '.join(IMAGE_EXTENSIONS)}); pass image "
+                    "files or a folder with images"
+                )
             files.extend(found)
         elif not path.exists():
             raise FileNotFoundError(f"image not found: {path}")
@@ -135,8 +145,9 @@ def example_faces(side: int = _DISPLAY, seed: int = 0) -> tuple[Tensor, list[str
 
     face = _resize(load_image(_hopper_path(), _HOPPER_BOX)[None], side)
     generator = torch.Generator().manual_seed(seed)
-    warped = make_pair(face.expand(2, -1, -1, -1), params=TPSParams.matching(), generator=generator,
-                       padding_mode="border").image1
+    warped = make_pair(
+        face.expand(2, -1, -1, -1), params=TPSParams.matching(), generator=generator, padding_mode="border"
+    ).image1
     views = torch.cat([face, face.flip(-1), warped.clamp(0, 1)])
     return views, ["portrait", "mirrored", "TPS-warped 1", "TPS-warped 2"]
 
@@ -186,8 +197,9 @@ def run_demo(
 
     files = None if images is None else check_images(images)
     if files is not None and len(files) < 2:
-        raise ValueError(f"give at least two images to match between, got {len(files)}"
-                         + (f" ({files[0]})" if files else ""))
+        raise ValueError(
+            f"give at least two images to match between, got {len(files)}" + (f" ({files[0]})" if files else "")
+        )
     out = check_out_dir(out_dir)
     bundle = LandmarkModel.from_pretrained(model)
     if bundle.regressor is None:
@@ -212,8 +224,13 @@ def run_demo(
     if files is None:
         # match into a warped copy whose true landmark positions are known exactly (the warp is drawn
         # in normalised coordinates, so it is applied at display resolution and the views downsized)
-        pair = make_pair(display[:1], shown[:1], TPSParams.matching(), padding_mode="border",
-                         generator=torch.Generator().manual_seed(seed + 1))
+        pair = make_pair(
+            display[:1],
+            shown[:1],
+            TPSParams.matching(),
+            padding_mode="border",
+            generator=torch.Generator().manual_seed(seed + 1),
+        )
         shown_source, shown_target = pair.image2.clamp(0, 1)[0], pair.image1.clamp(0, 1)[0]
         source_points = (pair.keypoints2 + 0.5) / scale - 0.5
         truth = (pair.keypoints1 + 0.5) / scale - 0.5
@@ -221,15 +238,25 @@ def run_demo(
         shown_source, shown_target = display[0], display[1]
         source_points = points[:1]
     source, target = _resize(shown_source[None], side), _resize(shown_target[None], side)
-    found = match(_Descriptors(bundle), source, source_points.clamp(-0.5, side - 0.5), target,
-                  similarity="cosine")
+    found = match(_Descriptors(bundle), source, source_points.clamp(-0.5, side - 0.5), target, similarity="cosine")
     matched = found.points[0]
     error = None if truth is None else float((matched - truth[0]).norm(dim=-1).mean())
-    viz.plot_matches(shown_source, (source_points[0] + 0.5) * scale - 0.5, shown_target,
-                     (matched + 0.5) * scale - 0.5,
-                     target_b=None if truth is None else (truth[0] + 0.5) * scale - 0.5, path=matches_path)
-    return {"landmarks": landmarks_path, "matches": matches_path, "points": shown, "scores": scores,
-            "matched": matched, "error": error}
+    viz.plot_matches(
+        shown_source,
+        (source_points[0] + 0.5) * scale - 0.5,
+        shown_target,
+        (matched + 0.5) * scale - 0.5,
+        target_b=None if truth is None else (truth[0] + 0.5) * scale - 0.5,
+        path=matches_path,
+    )
+    return {
+        "landmarks": landmarks_path,
+        "matches": matches_path,
+        "points": shown,
+        "scores": scores,
+        "matched": matched,
+        "error": error,
+    }
 
 
 def _label_scores(figure, points: Tensor, scores: Tensor) -> None:
@@ -239,9 +266,16 @@ def _label_scores(figure, points: Tensor, scores: Tensor) -> None:
         for (x, y), score in zip(image_points.tolist(), image_scores.tolist()):
             strength = 0.25 + 0.75 * max(0.0, min(1.0, score / best))
             ax.scatter([x], [y], s=60, facecolors="none", edgecolors="#ff7f0e", linewidths=1.5, alpha=strength)
-            ax.annotate(f"{score:.2f}", (x, y), xytext=(4, -4), textcoords="offset points", fontsize=6,
-                        color="white", alpha=strength,
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "black", "ec": "none", "alpha": 0.5 * strength})
+            ax.annotate(
+                f"{score:.2f}",
+                (x, y),
+                xytext=(4, -4),
+                textcoords="offset points",
+                fontsize=6,
+                color="white",
+                alpha=strength,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "black", "ec": "none", "alpha": 0.5 * strength},
+            )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -257,15 +291,25 @@ def _run(args: argparse.Namespace) -> int:
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``demo`` subcommand."""
     parser = subparsers.add_parser(
-        "demo", help="detect face landmarks and match them between two faces (writes two pictures)",
+        "demo",
+        help="detect face landmarks and match them between two faces (writes two pictures)",
         description="Load the built-in face model, detect its landmarks on a few faces and match the first "
-        "face's landmarks into the second; writes OUT/landmarks.png and OUT/matches.png. No network needed.")
+        "face's landmarks into the second; writes OUT/landmarks.png and OUT/matches.png. No network needed.",
+    )
     parser.add_argument("--out", default="demo", help="output folder (default: demo)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"registry name, model directory or Hub repo id (default: {DEFAULT_MODEL}, built in)")
-    parser.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
-                        help="your face photos, or folders of them (two or more images; each is centre-cropped to "
-                        "a square); default: the built-in example (matplotlib's public-domain portrait in four views)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"registry name, model directory or Hub repo id (default: {DEFAULT_MODEL}, built in)",
+    )
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        metavar="IMAGE",
+        help="your face photos, or folders of them (two or more images; each is centre-cropped to "
+        "a square); default: the built-in example (matplotlib's public-domain portrait in four views)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the example's warps (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(func=_run)

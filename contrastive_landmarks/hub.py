@@ -142,8 +142,10 @@ def _read_json(path: Path) -> dict:
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not a JSON text file ({error}); the model directory is damaged") from error
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); the model directory is damaged: "
-                         f"write it again with save_pretrained or download it again") from error
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); the model directory is damaged: "
+            f"write it again with save_pretrained or download it again"
+        ) from error
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object (the model's config), got a {type(config).__name__}")
     if "architecture" not in config:
@@ -244,8 +246,9 @@ def resolve_weights(
             )
         else:
             config_path = download_file(info.repo_id, CONFIG_NAME, **hub_kwargs)
-            resolved = ResolvedWeights(download_file(info.repo_id, info.filename, **hub_kwargs),
-                                       _read_json(config_path))
+            resolved = ResolvedWeights(
+                download_file(info.repo_id, info.filename, **hub_kwargs), _read_json(config_path)
+            )
         if info.sha256 and _sha256(resolved.weights) != info.sha256:
             raise ValueError(f"checksum mismatch for {resolved.weights}: expected sha256 {info.sha256}")
         return resolved
@@ -297,8 +300,10 @@ def save_pretrained(
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if card is None:
-        card = (f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints]\n---\n\n"
-                f"# {config.get('architecture', 'model')}\n\n```json\n{json.dumps(config, indent=2)}\n```\n")
+        card = (
+            f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints]\n---\n\n"
+            f"# {config.get('architecture', 'model')}\n\n```json\n{json.dumps(config, indent=2)}\n```\n"
+        )
     (directory / CARD_NAME).write_text(card)
     return directory
 

@@ -105,11 +105,14 @@ def spatial_contrastive_loss(
         raise ValueError(f"feats1 has an empty dimension: {tuple(feats1.shape)}")
     if feats2 is not None:
         if not isinstance(feats2, Tensor) or tuple(feats2.shape) != tuple(feats1.shape):
-            raise ValueError(f"feats2 must have the shape of feats1 {tuple(feats1.shape)}, "
-                             f"got {tuple(getattr(feats2, 'shape', ()))}")
+            raise ValueError(
+                f"feats2 must have the shape of feats1 {tuple(feats1.shape)}, got {tuple(getattr(feats2, 'shape', ()))}"
+            )
         if feats2.dtype != feats1.dtype or feats2.device != feats1.device:
-            raise TypeError(f"feats1 and feats2 must share dtype and device, got {feats1.dtype}/{feats1.device} "
-                            f"and {feats2.dtype}/{feats2.device}")
+            raise TypeError(
+                f"feats1 and feats2 must share dtype and device, got {feats1.dtype}/{feats1.device} "
+                f"and {feats2.dtype}/{feats2.device}"
+            )
     elif grid is not None:
         raise ValueError("grid needs feats2: with feats2=None (x' = x) the correspondence g is the identity")
     if not temperature > 0:
@@ -126,8 +129,10 @@ def spatial_contrastive_loss(
         src = key_coordinates((h, w), dtype=coord_dtype, device=feats1.device)[None]  # (1, N, 2)
     else:
         if not isinstance(grid, Tensor) or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != batch:
-            raise ValueError(f"grid must be ({batch}, h', w', 2) (x, y) normalised positions in x', "
-                             f"got {tuple(getattr(grid, 'shape', ()))}")
+            raise ValueError(
+                f"grid must be ({batch}, h', w', 2) (x, y) normalised positions in x', "
+                f"got {tuple(getattr(grid, 'shape', ()))}"
+            )
         if not grid.is_floating_point():
             raise TypeError(f"grid must be floating point, got {grid.dtype}")
         cells = _grid_at_cells(grid.detach().to(device=feats1.device, dtype=coord_dtype), (h, w))
@@ -139,8 +144,15 @@ def spatial_contrastive_loss(
     k = q if feats2 is None else feats2.flatten(2).transpose(1, 2)
     height, width = size
     per_query = softmax_expected_distance(
-        q, k, src, (h, w), scale=1.0 / temperature, power=distance_power, spacing=(width / w, height / h),
-        normalize=normalize, implementation=implementation,
+        q,
+        k,
+        src,
+        (h, w),
+        scale=1.0 / temperature,
+        power=distance_power,
+        spacing=(width / w, height / h),
+        normalize=normalize,
+        implementation=implementation,
     )
     if reduction == "none":
         return per_query.view(batch, h, w)

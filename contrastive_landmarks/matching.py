@@ -40,8 +40,9 @@ class Matches:
     similarity: Tensor
 
 
-def _locate(scores: Tensor, map_size: tuple[int, int], image_size: tuple[int, int], method: Method,
-            temperature: float) -> Matches:
+def _locate(
+    scores: Tensor, map_size: tuple[int, int], image_size: tuple[int, int], method: Method, temperature: float
+) -> Matches:
     best, index = scores.max(dim=-1)
     centers = cell_centers(map_size, image_size, dtype=scores.dtype, device=scores.device)
     if method == "nn":
@@ -154,8 +155,14 @@ def match(
             return _locate(scores, grid, target_size, method, temperature)
         from .hypercolumn import hypercolumn
 
-        return match_descriptors(queries, hypercolumn(target_maps, grid), target_size,
-                                 similarity=similarity, method=method, temperature=temperature)
+        return match_descriptors(
+            queries,
+            hypercolumn(target_maps, grid),
+            target_size,
+            similarity=similarity,
+            method=method,
+            temperature=temperature,
+        )
 
     if similarity == "stage_cosine":
         raise ValueError("similarity='stage_cosine' needs a Hypercolumn model; use 'cosine' or 'dot'")
@@ -164,5 +171,6 @@ def match(
     target_map = model(target_images)
     if size is not None:
         target_map = F.interpolate(target_map, size=size_pair(size), mode="bilinear", align_corners=False)
-    return match_descriptors(queries, target_map, target_size, similarity=similarity, method=method,
-                             temperature=temperature)
+    return match_descriptors(
+        queries, target_map, target_size, similarity=similarity, method=method, temperature=temperature
+    )

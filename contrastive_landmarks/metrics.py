@@ -180,7 +180,7 @@ def pck_legacy(
     step = batch if batch_size is None else batch_size
     total, weight = 0.0, 0
     for start in range(0, batch, step):
-        d, c = dist[start:start + step], counted[start:start + step]
+        d, c = dist[start : start + step], counted[start : start + step]
         accs = [float((d[:, j][c[:, j]] < threshold).double().mean()) for j in range(d.shape[1]) if bool(c[:, j].any())]
         if accs:
             total += sum(accs) / len(accs) * d.shape[0]
@@ -236,6 +236,7 @@ def resolve_metric(metric: str | Metric, eye_indices: Sequence[int] | None) -> t
     if metric == "auto":
         metric = "iod" if eye_indices is not None else "pixel"
     if metric == "pixel":
+
         def pixel(p: Tensor, t: Tensor, v: Tensor) -> float:
             return float((p - t).norm(dim=-1)[v].mean()) if bool(v.any()) else float("nan")
 
@@ -258,5 +259,3 @@ def spread_ratio(pred: Tensor, truth: Tensor, visible: Tensor) -> float:
         return (((x - centre) ** 2) * mask).sum() / mask.sum().clamp_min(1)
 
     return float((rms(pred) / rms(truth).clamp_min(1e-12)).sqrt())
-
-

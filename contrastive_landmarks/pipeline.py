@@ -176,11 +176,15 @@ class LandmarkModel(nn.Module):
             parts = [(to_float_images(checked, dtype, "images"), sizes[0], "images")]
         else:
             sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in checked]
-            parts = [(to_float_images(image, dtype, f"images[{i}]")[None], sizes[i], f"images[{i}]")
-                     for i, image in enumerate(checked)]
+            parts = [
+                (to_float_images(image, dtype, f"images[{i}]")[None], sizes[i], f"images[{i}]")
+                for i, image in enumerate(checked)
+            ]
             if target is None and len(set(sizes)) > 1:
-                raise ValueError(f"images have different sizes {sorted(set(sizes))} and the model records no "
-                                 "input_size to resize them to; resize them to one size first")
+                raise ValueError(
+                    f"images have different sizes {sorted(set(sizes))} and the model records no "
+                    "input_size to resize them to; resize them to one size first"
+                )
         batch = []
         for part, size, name in parts:
             if target is not None and size != tuple(target):
@@ -188,7 +192,9 @@ class LandmarkModel(nn.Module):
                     warnings.warn(
                         f"{name} is {size[1]}x{size[0]} pixels, less than half the model's input size "
                         f"{target[1]}x{target[0]}: it is upscaled, and the landmarks will be less accurate",
-                        UserWarning, stacklevel=2)
+                        UserWarning,
+                        stacklevel=2,
+                    )
                 part = F.interpolate(part, size=tuple(target), mode="bilinear", align_corners=False, antialias=True)
             batch.append(part)
         merged = batch[0] if len(batch) == 1 else torch.cat(batch)
@@ -254,8 +260,13 @@ class LandmarkModel(nn.Module):
         intermediate = (probs @ grid).reshape(b, n, k, 2)
         normalized = combine_points(intermediate, regressor.combine.to(intermediate.dtype))
         grid_shape = (b, n, k, *heatmaps.shape[-2:])
-        return Regression(self._to_pixels(normalized, sizes), normalized, intermediate, heatmaps.reshape(grid_shape),
-                          probs.reshape(grid_shape))
+        return Regression(
+            self._to_pixels(normalized, sizes),
+            normalized,
+            intermediate,
+            heatmaps.reshape(grid_shape),
+            probs.reshape(grid_shape),
+        )
 
     @overload
     def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[False] = ...) -> Tensor: ...
@@ -264,8 +275,9 @@ class LandmarkModel(nn.Module):
     def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[True]) -> tuple[Tensor, Tensor]: ...
 
     @torch.no_grad()
-    def detect(self, images: Tensor | Sequence[Tensor], *,
-               return_scores: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def detect(
+        self, images: Tensor | Sequence[Tensor], *, return_scores: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """:meth:`forward` in eval mode without gradients: ``(B, N, 2)`` pixels of each input image.
 
         Args:
@@ -293,20 +305,27 @@ class LandmarkModel(nn.Module):
         if self.projector is not None:
             config["projector"] = {**self.projector.config, **same_grid}
         if self.regressor is not None:
-            config["regressor"] = {**self.regressor.config, **same_grid, "input": self.regressor_input,
-                                   "landmark_names": list(self.landmark_names)}
+            config["regressor"] = {
+                **self.regressor.config,
+                **same_grid,
+                "input": self.regressor_input,
+                "landmark_names": list(self.landmark_names),
+            }
         return config
 
-    def save_pretrained(self, directory: str | os.PathLike, *, card: str | None = None,
-                        dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, card: str | None = None, dtype: torch.dtype | None = None
+    ) -> Path:
         """Write the model directory (see the module docstring)."""
         from safetensors.torch import save_file
 
         directory = save_pretrained(directory, self.backbone.body.state_dict(), self.config, card=card, dtype=dtype)
         for module, name in ((self.projector, _PROJECTOR_FILE), (self.regressor, _REGRESSOR_FILE)):
             if module is not None:
-                tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-                           for k, v in module.state_dict().items()}
+                tensors = {
+                    k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                    for k, v in module.state_dict().items()
+                }
                 save_file(tensors, str(directory / name))
         return directory
 
@@ -359,8 +378,10 @@ class LandmarkModel(nn.Module):
         files = resolve_weights(name_or_path, **hub_kwargs)
         directory = files.weights.parent
         if not files.config and not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{name_or_path} is a bare weights file; LandmarkModel.from_pretrained needs a "
-                                    f"model directory ({CONFIG_NAME} + weights), as written by save_pretrained")
+            raise FileNotFoundError(
+                f"{name_or_path} is a bare weights file; LandmarkModel.from_pretrained needs a "
+                f"model directory ({CONFIG_NAME} + weights), as written by save_pretrained"
+            )
         config = files.config or read_config(directory)
         backbone = Backbone.from_config(config)
         backbone.load_checkpoint_state(read_state_dict(files.weights), source=str(files.weights))

@@ -59,10 +59,14 @@ class Preprocessing:
     @classmethod
     def from_config(cls, config: Mapping) -> Preprocessing:
         """From ``config.json``'s ``mean`` / ``std`` / ``input_size`` (ImageNet statistics where absent)."""
-        return cls(config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD,
-                   config.get("input_size") or None)
+        return cls(
+            config.get("mean") or IMAGENET_MEAN, config.get("std") or IMAGENET_STD, config.get("input_size") or None
+        )
 
     def to_config(self) -> dict:
         """The ``config.json`` entries."""
-        return {"mean": list(self.mean), "std": list(self.std),
-                "input_size": list(self.input_size) if self.input_size else None}
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "input_size": list(self.input_size) if self.input_size else None,
+        }

@@ -114,8 +114,10 @@ class SpatialProjector(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, dim={self.dim}, mode={self.mode!r}, "
-                f"softmax_multiplier={self.softmax_multiplier}, size={self.size}")
+        return (
+            f"in_channels={self.in_channels}, dim={self.dim}, mode={self.mode!r}, "
+            f"softmax_multiplier={self.softmax_multiplier}, size={self.size}"
+        )
 
     def project(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
         """The linear projection alone (before any softmax), ``(B, dim, S_h, S_w)``."""

@@ -49,14 +49,7 @@ from .check import size_pair
 from .coords import cell_centers, normalized_to_pixels
 from .ops import project_stages
 
-__all__ = [
-    "INITS",
-    "LandmarkRegressor",
-    "combine_points",
-    "regression_loss",
-    "spatial_soft_argmax",
-    "spatial_softmax",
-]
+__all__ = ["INITS", "LandmarkRegressor", "combine_points", "regression_loss", "spatial_soft_argmax", "spatial_softmax"]
 
 #: Named initialisations of :class:`LandmarkRegressor` and their default softmax multipliers.
 INITS = {"soft": 1.0, "paper": 100.0}
@@ -147,8 +140,11 @@ class LandmarkRegressor(nn.Module):
         size: int | Sequence[int] = 48,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("num_landmarks", num_landmarks),
-                            ("heatmaps_per_landmark", heatmaps_per_landmark)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_landmarks", num_landmarks),
+            ("heatmaps_per_landmark", heatmaps_per_landmark),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if init not in INITS:
@@ -203,9 +199,11 @@ class LandmarkRegressor(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, num_landmarks={self.num_landmarks}, "
-                f"heatmaps_per_landmark={self.heatmaps_per_landmark}, init={self.init!r}, "
-                f"softmax_multiplier={self.softmax_multiplier}, size={self.size}")
+        return (
+            f"in_channels={self.in_channels}, num_landmarks={self.num_landmarks}, "
+            f"heatmaps_per_landmark={self.heatmaps_per_landmark}, init={self.init!r}, "
+            f"softmax_multiplier={self.softmax_multiplier}, size={self.size}"
+        )
 
     def heatmaps(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
         """The ``N·K`` intermediate heatmap logits, ``(B, N·K, S_h, S_w)``.
@@ -291,9 +289,7 @@ def regression_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None,
         Scalar loss (zero, still attached to ``pred``, when no point is visible).
     """
     if pred.shape != target.shape or pred.ndim != 3 or pred.shape[-1] != 2:
-        raise ValueError(
-            f"pred and target must both be (B, N, 2), got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
+        raise ValueError(f"pred and target must both be (B, N, 2), got {tuple(pred.shape)} and {tuple(target.shape)}")
     target = target.to(pred.dtype)
     if visible is None:
         return F.smooth_l1_loss(pred * scale, target * scale)

@@ -17,7 +17,6 @@ Presets (:class:`TPSParams`): :meth:`~TPSParams.dve` (training pairs), :meth:`~T
 the augmentation of few-shot regressor training).
 """
 
-
 from __future__ import annotations
 
 import math
@@ -84,8 +83,15 @@ class TPSParams:
     grid_points: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("warpsd_all", "warpsd_subset", "transsd", "scalesd", "rotsd", "im1_multiplier",
-                     "im1_multiplier_aff"):
+        for name in (
+            "warpsd_all",
+            "warpsd_subset",
+            "transsd",
+            "scalesd",
+            "rotsd",
+            "im1_multiplier",
+            "im1_multiplier_aff",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"TPSParams.{name} must be a finite non-negative number, got {value}")
@@ -100,19 +106,39 @@ class TPSParams:
     @classmethod
     def matching(cls) -> TPSParams:
         """The landmark-matching benchmark's halved warps (both multipliers 1)."""
-        return cls(warpsd_all=0.0005, warpsd_subset=0.005, transsd=0.05, scalesd=0.05, rotsd=2.5,
-                   im1_multiplier=1.0, im1_multiplier_aff=1.0)
+        return cls(
+            warpsd_all=0.0005,
+            warpsd_subset=0.005,
+            transsd=0.05,
+            scalesd=0.05,
+            rotsd=2.5,
+            im1_multiplier=1.0,
+            im1_multiplier_aff=1.0,
+        )
 
     @classmethod
     def few_shot(cls) -> TPSParams:
         """``WarperSingle``'s defaults, the few-shot regressor augmentation (``warpsd_subset = 0``)."""
-        return cls(warpsd_all=0.0005, warpsd_subset=0.0, transsd=0.02, scalesd=0.02, rotsd=2.0,
-                   im1_multiplier=1.0, im1_multiplier_aff=1.0)
+        return cls(
+            warpsd_all=0.0005,
+            warpsd_subset=0.0,
+            transsd=0.02,
+            scalesd=0.02,
+            rotsd=2.0,
+            im1_multiplier=1.0,
+            im1_multiplier_aff=1.0,
+        )
 
     def scaled(self, tps: float = 1.0, affine: float = 1.0) -> TPSParams:
         """These parameters with the kernel-weight stds times ``tps`` and the affine stds times ``affine``."""
-        return replace(self, warpsd_all=self.warpsd_all * tps, warpsd_subset=self.warpsd_subset * tps,
-                       transsd=self.transsd * affine, scalesd=self.scalesd * affine, rotsd=self.rotsd * affine)
+        return replace(
+            self,
+            warpsd_all=self.warpsd_all * tps,
+            warpsd_subset=self.warpsd_subset * tps,
+            transsd=self.transsd * affine,
+            scalesd=self.scalesd * affine,
+            rotsd=self.rotsd * affine,
+        )
 
 
 def random_tps(
@@ -216,8 +242,14 @@ def make_pair(
     batch, _, height, width = images.shape
     if crop < 0 or 2 * crop >= min(height, width):
         raise ValueError(f"crop={crop} leaves nothing of a {width}x{height} image")
-    warp1 = random_tps(batch, params, generator=generator, tps_multiplier=params.im1_multiplier,
-                       affine_multiplier=params.im1_multiplier_aff, device=images.device)
+    warp1 = random_tps(
+        batch,
+        params,
+        generator=generator,
+        tps_multiplier=params.im1_multiplier,
+        affine_multiplier=params.im1_multiplier_aff,
+        device=images.device,
+    )
     warp2 = random_tps(batch, params, generator=generator, device=images.device)
     # one radial-basis matrix for both warps (same control points), and warp2's dense map used twice:
     # to resample image1 and as the returned correspondence grid
@@ -228,7 +260,7 @@ def make_pair(
     image1 = resample(image2, dense2, padding_mode, "bilinear")
     out_h, out_w = height - 2 * crop, width - 2 * crop
     grid_px = frame_to_pixels(dense2, (height, width))
-    grid_px = grid_px[:, crop:height - crop, crop:width - crop] - crop
+    grid_px = grid_px[:, crop : height - crop, crop : width - crop] - crop
     dtype = image1.dtype
     grid = pixels_to_normalized(grid_px, (out_h, out_w)).to(dtype)
     kp1 = kp2 = vis1 = vis2 = None
@@ -239,8 +271,8 @@ def make_pair(
         vis2 = (res2 < 0.5) & inside_image(kp2, (out_h, out_w))
         vis1 = vis2 & (res1 < 0.5) & inside_image(kp1, (out_h, out_w))
     if crop:
-        image1 = image1[..., crop:height - crop, crop:width - crop]
-        image2 = image2[..., crop:height - crop, crop:width - crop]
+        image1 = image1[..., crop : height - crop, crop : width - crop]
+        image2 = image2[..., crop : height - crop, crop : width - crop]
     return TPSPair(image1, image2, grid, kp1, kp2, warp1, warp2, vis1, vis2)
 
 

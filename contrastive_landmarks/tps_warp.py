@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 
-def control_grid(points_per_side: int = 10, *, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str | None = None) -> Tensor:
+def control_grid(
+    points_per_side: int = 10, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> Tensor:
     """``(n², 2)`` control points ``(x, y)`` on a regular grid over ``[-1, 1]²`` (row-major)."""
     t = torch.linspace(-1.0, 1.0, points_per_side, dtype=dtype, device=device)
     return torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2)
@@ -84,18 +85,28 @@ class TPSWarp:
         return self.kernel_weights.shape[0]
 
     @classmethod
-    def identity(cls, batch: int, points_per_side: int = 10, *, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str | None = None) -> TPSWarp:
+    def identity(
+        cls,
+        batch: int,
+        points_per_side: int = 10,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> TPSWarp:
         """``batch`` identity warps."""
         ctrl = control_grid(points_per_side, dtype=dtype, device=device)
         affine = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=dtype, device=device)
-        return cls(ctrl, torch.zeros(batch, ctrl.shape[0], 2, dtype=dtype, device=device),
-                   affine.expand(batch, 3, 2).clone())
+        return cls(
+            ctrl, torch.zeros(batch, ctrl.shape[0], 2, dtype=dtype, device=device), affine.expand(batch, 3, 2).clone()
+        )
 
     def to(self, *args, **kwargs) -> TPSWarp:
         """``Tensor.to`` on every field."""
-        return TPSWarp(self.control_points.to(*args, **kwargs), self.kernel_weights.to(*args, **kwargs),
-                       self.affine.to(*args, **kwargs))
+        return TPSWarp(
+            self.control_points.to(*args, **kwargs),
+            self.kernel_weights.to(*args, **kwargs),
+            self.affine.to(*args, **kwargs),
+        )
 
     def sq_dist(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """``(points - c_i, ‖points - c_i‖²)`` against every control point: ``(..., M, P, 2)`` and ``(..., M, P)``."""
@@ -112,8 +123,11 @@ class TPSWarp:
             return self.apply_kernel(tps_kernel(self.sq_dist(points)[1]), points)
         points = self._batched(points)
         _, sq = self.sq_dist(points)
-        return (tps_kernel(sq) @ self.kernel_weights.to(points.dtype)
-                + self.affine[:, :1].to(points.dtype) + points @ self.affine[:, 1:].to(points.dtype))
+        return (
+            tps_kernel(sq) @ self.kernel_weights.to(points.dtype)
+            + self.affine[:, :1].to(points.dtype)
+            + points @ self.affine[:, 1:].to(points.dtype)
+        )
 
     def apply_kernel(self, kernel: Tensor, points: Tensor) -> Tensor:
         """``T`` at shared points from their precomputed radial basis.
@@ -127,8 +141,10 @@ class TPSWarp:
         """
         m, p = kernel.shape[-2], self.control_points.shape[0]
         if kernel.shape != (m, p) or points.shape != (m, 2):
-            raise ValueError(f"kernel must be (M, {p}) and points (M, 2) with the same M, got "
-                             f"{tuple(kernel.shape)} and {tuple(points.shape)}")
+            raise ValueError(
+                f"kernel must be (M, {p}) and points (M, 2) with the same M, got "
+                f"{tuple(kernel.shape)} and {tuple(points.shape)}"
+            )
         dtype = kernel.dtype
         weights = self.kernel_weights.to(dtype).permute(1, 0, 2).reshape(p, 2 * len(self))  # (P, 2B)
         radial = (kernel @ weights).view(m, len(self), 2).transpose(0, 1)  # (B, M, 2)

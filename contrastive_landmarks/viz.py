@@ -39,7 +39,7 @@ def _plt():
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
-            "plotting needs matplotlib, which is in the [viz] extra: pip install \"contrastive-landmarks[viz]\""
+            'plotting needs matplotlib, which is in the [viz] extra: pip install "contrastive-landmarks[viz]"'
         ) from error
     return Figure
 
@@ -156,8 +156,26 @@ def nmf_parts(features: Tensor, k: int = 8, *, iterations: int = 200, seed: int 
 
 
 # -- plots -------------------------------------------------------------------------------------------------
-_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
-           "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1", "#000075"]
+_COLORS = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+    "#dcbeff",
+    "#9a6324",
+    "#fffac8",
+    "#800000",
+    "#aaffc3",
+    "#808000",
+    "#ffd8b1",
+    "#000075",
+]
 
 
 def plot_landmarks(
@@ -243,9 +261,17 @@ def plot_matches(
         color = _COLORS[k % len(_COLORS)] if good is None else ("#2ca02c" if bool(good[k]) else "#d62728")
         ax_a.scatter([pa[k, 0]], [pa[k, 1]], s=20, c=color)
         ax_b.scatter([pb[k, 0]], [pb[k, 1]], s=20, c=color)
-        fig.add_artist(ConnectionPatch(xyA=(float(pa[k, 0]), float(pa[k, 1])), coordsA=ax_a.transData,
-                                       xyB=(float(pb[k, 0]), float(pb[k, 1])), coordsB=ax_b.transData,
-                                       color=color, linewidth=0.8, alpha=0.8))
+        fig.add_artist(
+            ConnectionPatch(
+                xyA=(float(pa[k, 0]), float(pa[k, 1])),
+                coordsA=ax_a.transData,
+                xyB=(float(pb[k, 0]), float(pb[k, 1])),
+                coordsB=ax_b.transData,
+                color=color,
+                linewidth=0.8,
+                alpha=0.8,
+            )
+        )
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99, wspace=0.04)
     return _save(fig, path, dpi)
 

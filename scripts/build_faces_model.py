@@ -90,8 +90,9 @@ def main(argv=None) -> int:
     # clean, unlabelled training faces at the test framing (labels only locate the crop)
     faces = MTFL(mtfl_root, "train", transform=transform, face_crop=True)
     order = torch.randperm(len(faces), generator=torch.Generator().manual_seed(0)).tolist()
-    seen = recalibrate_batchnorm(backbone, (backbone.normalize(x)
-                                            for x in _images(faces, order[: args.recalibrate_images])))
+    seen = recalibrate_batchnorm(
+        backbone, (backbone.normalize(x) for x in _images(faces, order[: args.recalibrate_images]))
+    )
     save_pretrained(out / "backbone", backbone.body.state_dict(), backbone.config)
     timings["export + BN recalibration"] = time.time() - started
     print(f"BN statistics re-estimated on {seen} faces", flush=True)
@@ -104,32 +105,61 @@ def main(argv=None) -> int:
     n = args.projector_images
     projector_train, projector_val = Subset(pool, pick[:n]), Subset(pool, pick[n : n + max(200, n // 10)])
     hypercolumn = Hypercolumn(backbone, size=args.size).eval()
-    fitted = fit_projector(hypercolumn, projector_train, projector_val, dim=256, epochs=args.projector_epochs,
-                           lr=args.projector_lr, seed=0, progress=False)
+    fitted = fit_projector(
+        hypercolumn,
+        projector_train,
+        projector_val,
+        dim=256,
+        epochs=args.projector_epochs,
+        lr=args.projector_lr,
+        seed=0,
+        progress=False,
+    )
     projector = fitted.projector
     projector.size = (args.size, args.size)
     timings["projector"] = time.time() - started
-    print(f"projector: val loss {fitted.best_score:.4f} (untrained {fitted.initial_score:.4f}), "
-          f"epoch {fitted.best_epoch}", flush=True)
+    print(
+        f"projector: val loss {fitted.best_score:.4f} (untrained {fitted.initial_score:.4f}), "
+        f"epoch {fitted.best_epoch}",
+        flush=True,
+    )
 
     # regressor: MTFL training labels (the library's recipe), selected on clean held-out training faces
     started = time.time()
-    jittered = MTFL(mtfl_root, "train", face_crop=size, face_crop_jitter=TEST_FRAMING_JITTER,
-                    generator=torch.Generator().manual_seed(0))
+    jittered = MTFL(
+        mtfl_root,
+        "train",
+        face_crop=size,
+        face_crop_jitter=TEST_FRAMING_JITTER,
+        generator=torch.Generator().manual_seed(0),
+    )
     clean = MTFL(mtfl_root, "train", face_crop=size)
     train_part, val_part = split_indices(len(clean), 0.1, 0, max_val=500)
     result = fit_regressor(hypercolumn, KeypointSubset(jittered, train_part), KeypointSubset(clean, val_part), seed=0)
     regressor: LandmarkRegressor = result.regressor
     timings["regressor"] = time.time() - started
-    print(f"regressor: val IOD {result.score:.2f} % (mean shape {result.baseline:.2f} %) at step {result.best_step}",
-          flush=True)
+    print(
+        f"regressor: val IOD {result.score:.2f} % (mean shape {result.baseline:.2f} %) at step {result.best_step}",
+        flush=True,
+    )
 
     model = LandmarkModel(hypercolumn, projector, regressor, regressor_input="hypercolumn", landmark_names=LANDMARKS)
     facts = {
-        "projector": {"val_loss": fitted.best_score, "untrained_val_loss": fitted.initial_score,
-                      "epoch": fitted.best_epoch, "train_images": n, "config": fitted.config},
-        "regressor": {"val_iod": result.score, "val_mean_shape_iod": result.baseline, "step": result.best_step,
-                      "train_images": len(train_part), "val_images": len(val_part), "config": result.config},
+        "projector": {
+            "val_loss": fitted.best_score,
+            "untrained_val_loss": fitted.initial_score,
+            "epoch": fitted.best_epoch,
+            "train_images": n,
+            "config": fitted.config,
+        },
+        "regressor": {
+            "val_iod": result.score,
+            "val_mean_shape_iod": result.baseline,
+            "step": result.best_step,
+            "train_images": len(train_part),
+            "val_images": len(val_part),
+            "config": result.config,
+        },
         "bn_recalibration_images": seen,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }

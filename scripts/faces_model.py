@@ -72,12 +72,15 @@ def main(argv=None) -> int:
     match_set = MTFL(args.root, "test", transform=T.Resize(resize))
     full = Hypercolumn(backbone, size=None).eval()  # match at full input resolution, as the authors
     model = full if projector is None else ProjectedDescriptors(full, projector)
-    result = evaluate_matching(model, match_set, num_images=args.match_images, crop=args.border,
-                               normalize=backbone.normalize)
+    result = evaluate_matching(
+        model, match_set, num_images=args.match_images, crop=args.border, normalize=backbone.normalize
+    )
     result["label"] = args.label
     save_results(result, out / f"{args.label}_matching.json")
-    say(f"matching: same {result['same']['error']:.2f}, different {result['different']['error']:.2f} "
-        f"({time.time() - started:.0f} s)")
+    say(
+        f"matching: same {result['same']['error']:.2f}, different {result['different']['error']:.2f} "
+        f"({time.time() - started:.0f} s)"
+    )
     return 0
 
 
@@ -86,8 +89,10 @@ def summary(out: Path) -> str:
     lines = ["| model | same identity (px @70) | different identity (px @70) | pairs |", "|---|---|---|---|"]
     for path in sorted(out.glob("*_matching.json")):
         data = json.loads(path.read_text())
-        lines.append(f"| {data.get('label', path.stem)} | {data['same']['error']:.2f} | "
-                     f"{data['different']['error']:.2f} | {data['config']['pairs']} |")
+        lines.append(
+            f"| {data.get('label', path.stem)} | {data['same']['error']:.2f} | "
+            f"{data['different']['error']:.2f} | {data['config']['pairs']} |"
+        )
     return "\n".join(lines)
 
 

@@ -49,8 +49,13 @@ def model(name: str, size: int):
 
 def data(protocol: str, root: Path, size: int):
     if protocol == "transfer":
-        jittered = MTFL(root, "train", face_crop=size, face_crop_jitter=TEST_FRAMING_JITTER,
-                        generator=torch.Generator().manual_seed(0))
+        jittered = MTFL(
+            root,
+            "train",
+            face_crop=size,
+            face_crop_jitter=TEST_FRAMING_JITTER,
+            generator=torch.Generator().manual_seed(0),
+        )
         clean = MTFL(root, "train", face_crop=size)
         train_idx, val_idx = split_indices(len(clean), 0.1, 0, max_val=500)
         test = MTFL(root, "test", transform=aflw_transform(size))
@@ -59,17 +64,21 @@ def data(protocol: str, root: Path, size: int):
 
 
 def table(out: Path) -> str:
-    rows = ["| protocol | model | labelled | test IOD % (mean ± std) | mean shape | val IOD % | seeds |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| protocol | model | labelled | test IOD % (mean ± std) | mean shape | val IOD % | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for path in sorted(out.glob("*.json")):
         if path.name.endswith(".regressor.json"):
             continue
         r = json.loads(path.read_text())
         c = r["config"]
         labelled = c["num_labelled"] if c["num_labelled"] is not None else f"all ({c['train_images']})"
-        rows.append(f"| {c['bench']['protocol']} | {c['bench']['model']} | {labelled} | "
-                    f"{r['test']['mean']:.2f} ± {r['test']['std']:.2f} | {r['test_baseline']['mean']:.2f} | "
-                    f"{r['val']['mean']:.2f} | {len(c['seeds'])} |")
+        rows.append(
+            f"| {c['bench']['protocol']} | {c['bench']['model']} | {labelled} | "
+            f"{r['test']['mean']:.2f} ± {r['test']['std']:.2f} | {r['test_baseline']['mean']:.2f} | "
+            f"{r['val']['mean']:.2f} | {len(c['seeds'])} |"
+        )
     return "\n".join(rows)
 
 
@@ -105,22 +114,36 @@ def main(argv=None) -> int:
                 started = time.time()
                 fits = []
                 result = evaluate_regression(
-                    features, train, test, val_set=val, projector=projector,
+                    features,
+                    train,
+                    test,
+                    val_set=val,
+                    projector=projector,
                     num_labelled=None if labels == "all" else int(labels),
-                    seeds=[0] if labels == "all" else args.seeds, fits=fits,
-                    progress=lambda message: print(message, flush=True))
+                    seeds=[0] if labels == "all" else args.seeds,
+                    fits=fits,
+                    progress=lambda message: print(message, flush=True),
+                )
                 if labels == "all":  # the all-labels regressor (seed 0): the built-in bundle's is transfer-moco's
                     from safetensors.torch import save_file
 
-                    save_file({k: v.contiguous() for k, v in fits[0].regressor.state_dict().items()},
-                              str(path.with_suffix(".regressor.safetensors")))
+                    save_file(
+                        {k: v.contiguous() for k, v in fits[0].regressor.state_dict().items()},
+                        str(path.with_suffix(".regressor.safetensors")),
+                    )
                     (path.with_suffix(".regressor.json")).write_text(json.dumps(fits[0].regressor.config) + "\n")
-                result["config"]["bench"] = {"protocol": protocol, "model": name, "image_size": args.image_size,
-                                             "seconds": round(time.time() - started, 1)}
+                result["config"]["bench"] = {
+                    "protocol": protocol,
+                    "model": name,
+                    "image_size": args.image_size,
+                    "seconds": round(time.time() - started, 1),
+                }
                 save_results(result, path)
-                print(f"{path.name}: test {result['test']['mean']:.2f} ± {result['test']['std']:.2f} "
-                      f"(mean shape {result['test_baseline']['mean']:.2f}) in {time.time() - started:.0f} s",
-                      flush=True)
+                print(
+                    f"{path.name}: test {result['test']['mean']:.2f} ± {result['test']['std']:.2f} "
+                    f"(mean shape {result['test_baseline']['mean']:.2f}) in {time.time() - started:.0f} s",
+                    flush=True,
+                )
     print(table(out))
     return 0
 

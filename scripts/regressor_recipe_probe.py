@@ -66,11 +66,27 @@ def main(argv=None) -> int:
     features = Hypercolumn(load_backbone("resnet18"), size=None)
     started = time.time()
     fit = fit_regressor(features, train, val, warn=False, **options)
-    print(json.dumps({"data": args.data, "size": size, "options": args.options, "no_augment": args.no_augment,
-                      "no_jitter": args.no_jitter, "metric": fit.metric, "val_error": fit.score,
-                      "mean_shape": fit.baseline, "improvement": fit.improvement, "spread": fit.spread,
-                      "best_step": fit.best_step, "steps": fit.steps, "peakiness": [fit.peakiness_init,
-                      fit.peakiness_final], "views": fit.config["views"], "seconds": round(time.time() - started)}))
+    print(
+        json.dumps(
+            {
+                "data": args.data,
+                "size": size,
+                "options": args.options,
+                "no_augment": args.no_augment,
+                "no_jitter": args.no_jitter,
+                "metric": fit.metric,
+                "val_error": fit.score,
+                "mean_shape": fit.baseline,
+                "improvement": fit.improvement,
+                "spread": fit.spread,
+                "best_step": fit.best_step,
+                "steps": fit.steps,
+                "peakiness": [fit.peakiness_init, fit.peakiness_final],
+                "views": fit.config["views"],
+                "seconds": round(time.time() - started),
+            }
+        )
+    )
     print([round(h["val_error"], 3) for h in fit.history])
     return 0
 

@@ -48,8 +48,7 @@ def make_tiny_model(regressor_input: str = "projector", *, seed: int = 0):
     from contrastive_landmarks import Hypercolumn, LandmarkModel, LandmarkRegressor, SpatialProjector, load_backbone
 
     torch.manual_seed(seed)
-    backbone = load_backbone("test_resnet").with_preprocessing(mean=TINY_MEAN, std=TINY_STD,
-                                                               input_size=TINY_INPUT_SIZE)
+    backbone = load_backbone("test_resnet").with_preprocessing(mean=TINY_MEAN, std=TINY_STD, input_size=TINY_INPUT_SIZE)
     for name, tensor in backbone.body.state_dict().items():  # non-trivial BatchNorm statistics, as if trained
         if name.endswith("running_var"):
             tensor.copy_(torch.rand_like(tensor) + 0.5)
@@ -58,8 +57,13 @@ def make_tiny_model(regressor_input: str = "projector", *, seed: int = 0):
     hc = Hypercolumn(backbone, size=TINY_GRID)
     projector = SpatialProjector(hc.channels, 16, size=TINY_GRID)
     regressor = LandmarkRegressor(16 if regressor_input == "projector" else hc.channels, 5, 4, size=TINY_GRID)
-    return LandmarkModel(hc, projector, regressor, regressor_input=regressor_input,
-                         landmark_names=("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")).eval()
+    return LandmarkModel(
+        hc,
+        projector,
+        regressor,
+        regressor_input=regressor_input,
+        landmark_names=("left_eye", "right_eye", "nose", "left_mouth", "right_mouth"),
+    ).eval()
 
 
 @pytest.fixture

@@ -19,15 +19,14 @@ from contrastive_landmarks.tps_warp import TPSWarp, frame_points, frame_to_pixel
 __all__ = ["make_pair_reference", "sampling_grid_reference"]
 
 
-def sampling_grid_reference(warp: TPSWarp, size: int | Sequence[int], *,
-                             dtype: torch.dtype = torch.float32) -> Tensor:
+def sampling_grid_reference(warp: TPSWarp, size: int | Sequence[int], *, dtype: torch.dtype = torch.float32) -> Tensor:
     """The original formula of :func:`contrastive_landmarks.tps.sampling_grid` (a ``(B, H·W, P, 2)`` broadcast
     per warp), kept as the definition the fast path is tested and benchmarked against."""
     height, width = size_pair(size)
     warp64 = warp.to(torch.float64)
     pts = frame_points((height, width), warp.affine.device).unsqueeze(0).expand(len(warp), -1, -1)
     _, sq = warp64.sq_dist(pts)
-    out = (tps_kernel(sq) @ warp64.kernel_weights + warp64.affine[:, :1] + pts @ warp64.affine[:, 1:])
+    out = tps_kernel(sq) @ warp64.kernel_weights + warp64.affine[:, :1] + pts @ warp64.affine[:, 1:]
     return out.to(dtype).reshape(len(warp), height, width, 2)
 
 
@@ -44,8 +43,14 @@ def make_pair_reference(
     tested and benchmarked against."""
     params = params or TPSParams()
     batch, _, height, width = images.shape
-    warp1 = random_tps(batch, params, generator=generator, tps_multiplier=params.im1_multiplier,
-                       affine_multiplier=params.im1_multiplier_aff, device=images.device)
+    warp1 = random_tps(
+        batch,
+        params,
+        generator=generator,
+        tps_multiplier=params.im1_multiplier,
+        affine_multiplier=params.im1_multiplier_aff,
+        device=images.device,
+    )
     warp2 = random_tps(batch, params, generator=generator, device=images.device)
 
     def warp_reference(image: Tensor, warp: TPSWarp) -> Tensor:
@@ -56,7 +61,7 @@ def make_pair_reference(
     image1 = warp_reference(image2, warp2)
     out_h, out_w = height - 2 * crop, width - 2 * crop
     grid_px = frame_to_pixels(sampling_grid_reference(warp2, (height, width), dtype=torch.float64), (height, width))
-    grid = pixels_to_normalized(grid_px[:, crop:height - crop, crop:width - crop] - crop, (out_h, out_w))
+    grid = pixels_to_normalized(grid_px[:, crop : height - crop, crop : width - crop] - crop, (out_h, out_w))
     kp1 = kp2 = vis1 = vis2 = None
     if keypoints is not None:
         kp2, res2 = warp_keypoints(keypoints, warp1, (height, width), return_residual=True)
@@ -65,6 +70,6 @@ def make_pair_reference(
         vis2 = (res2 < 0.5) & inside_image(kp2, (out_h, out_w))
         vis1 = vis2 & (res1 < 0.5) & inside_image(kp1, (out_h, out_w))
     if crop:
-        image1 = image1[..., crop:height - crop, crop:width - crop]
-        image2 = image2[..., crop:height - crop, crop:width - crop]
+        image1 = image1[..., crop : height - crop, crop : width - crop]
+        image2 = image2[..., crop : height - crop, crop : width - crop]
     return TPSPair(image1, image2, grid.to(image1.dtype), kp1, kp2, warp1, warp2, vis1, vis2)

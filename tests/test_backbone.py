@@ -57,8 +57,9 @@ def test_any_input_size(size):
 def test_stage_maps_equal_timm_features(trained_like_state):
     images = torch.randn(2, 3, 64, 64)
     backbone = load_backbone("test_resnet", trained_like_state, stages=("conv2_x", "conv3_x", "conv4_x", "conv5_x"))
-    reference = _timm_reference("test_resnet", {k: v for k, v in trained_like_state.items()
-                                                if not k.startswith("fc.")}, images)
+    reference = _timm_reference(
+        "test_resnet", {k: v for k, v in trained_like_state.items() if not k.startswith("fc.")}, images
+    )
     for ours, theirs in zip(backbone(images), reference):
         torch.testing.assert_close(ours, theirs)
 

@@ -43,8 +43,9 @@ def test_demo_on_builtin_example(bundle_dir, tmp_path):
     # the plotted points are the model's detections, rescaled to the displayed size
     model = LandmarkModel.from_pretrained(bundle_dir)
     views, _ = example_faces(_DISPLAY)
-    inputs = torch.nn.functional.interpolate(views, size=(32, 32), mode="bilinear", align_corners=False,
-                                             antialias=True).clamp(0, 1)
+    inputs = torch.nn.functional.interpolate(
+        views, size=(32, 32), mode="bilinear", align_corners=False, antialias=True
+    ).clamp(0, 1)
     expected = (model.detect(inputs) + 0.5) * (_DISPLAY / 32) - 0.5
     torch.testing.assert_close(result["points"], expected)
     assert result["matched"].shape == (5, 2) and result["error"] is not None and result["error"] >= 0
@@ -111,16 +112,36 @@ def _one_line_error(capsys, code, *names):
 
 def test_cli_missing_image_file(bundle_dir, tmp_path, capsys):
     missing = tmp_path / "no_such_face.jpg"
-    code = main(["demo", "--out", str(tmp_path / "d"), "--model", str(bundle_dir),
-                 "--images", str(_photos(tmp_path / "p")[0]), str(missing)])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "d"),
+            "--model",
+            str(bundle_dir),
+            "--images",
+            str(_photos(tmp_path / "p")[0]),
+            str(missing),
+        ]
+    )
     assert "not found" in _one_line_error(capsys, code, missing)
 
 
 def test_cli_non_image_file(bundle_dir, tmp_path, capsys):
     text = tmp_path / "notes.jpg"
     text.write_text("not an image\n")
-    code = main(["demo", "--out", str(tmp_path / "d"), "--model", str(bundle_dir),
-                 "--images", str(text), str(_photos(tmp_path / "p")[0])])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "d"),
+            "--model",
+            str(bundle_dir),
+            "--images",
+            str(text),
+            str(_photos(tmp_path / "p")[0]),
+        ]
+    )
     assert "not a readable image" in _one_line_error(capsys, code, text)
 
 
@@ -129,16 +150,20 @@ def test_cli_unwritable_out(bundle_dir, tmp_path, capsys, where):
     import os
 
     (tmp_path / "file").write_text("x")
-    out = {"a file": tmp_path / "file", "below a file": tmp_path / "file" / "sub",
-           "read-only folder": tmp_path / "ro" / "out"}[where]
+    out = {
+        "a file": tmp_path / "file",
+        "below a file": tmp_path / "file" / "sub",
+        "read-only folder": tmp_path / "ro" / "out",
+    }[where]
     if where == "read-only folder":
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             pytest.skip("root can write to read-only folders")
         (tmp_path / "ro").mkdir()
         (tmp_path / "ro").chmod(0o500)
     try:
-        code = main(["demo", "--out", str(out), "--model", str(bundle_dir),
-                     "--images", *map(str, _photos(tmp_path / "p"))])
+        code = main(
+            ["demo", "--out", str(out), "--model", str(bundle_dir), "--images", *map(str, _photos(tmp_path / "p"))]
+        )
     finally:
         if (tmp_path / "ro").exists():
             (tmp_path / "ro").chmod(0o700)
@@ -162,7 +187,21 @@ def test_cli_folder_of_images(bundle_dir, tmp_path, capsys):
 
 def test_cli_verbose_prints_the_traceback_too(bundle_dir, tmp_path, capsys):
     missing = tmp_path / "a.jpg"
-    assert main(["-v", "demo", "--out", str(tmp_path / "d"), "--model", str(bundle_dir),
-                 "--images", str(missing), str(missing)]) == 2
+    assert (
+        main(
+            [
+                "-v",
+                "demo",
+                "--out",
+                str(tmp_path / "d"),
+                "--model",
+                str(bundle_dir),
+                "--images",
+                str(missing),
+                str(missing),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("contrastive-landmarks demo: error:")

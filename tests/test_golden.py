@@ -35,7 +35,8 @@ def test_golden_file_matches_the_builtin_weights(golden):
     expected, regenerate = golden
     assert expected["weights_sha256"] == regenerate.weight_hashes(), (
         f"the built-in resnet18-faces files changed since the golden outputs were written; if that was on "
-        f"purpose, run `{REGENERATE}`")
+        f"purpose, run `{REGENERATE}`"
+    )
 
 
 def test_golden_outputs(golden, faces_model):
@@ -45,14 +46,24 @@ def test_golden_outputs(golden, faces_model):
     for name, want in expected["inputs"].items():
         got = actual["inputs"][name]
         assert got["size"] == want["size"]
-        torch.testing.assert_close(torch.tensor(got["detections"]), torch.tensor(want["detections"]),
-                                   atol=2e-3, rtol=0, msg=lambda m, name=name: f"{name} detections: {m}")
+        torch.testing.assert_close(
+            torch.tensor(got["detections"]),
+            torch.tensor(want["detections"]),
+            atol=2e-3,
+            rtol=0,
+            msg=lambda m, name=name: f"{name} detections: {m}",
+        )
         for key in ("mean", "std", "abs_max"):
             assert got["descriptors"][key] == pytest.approx(want["descriptors"][key], rel=1e-4, abs=1e-6), (name, key)
         assert got["descriptors"]["shape"] == want["descriptors"]["shape"]
         for cell, values in want["descriptors"]["values"].items():
-            torch.testing.assert_close(torch.tensor(got["descriptors"]["values"][cell]), torch.tensor(values),
-                                       atol=1e-4, rtol=1e-4, msg=lambda m, name=name, c=cell: f"{name} @ {c}: {m}")
+            torch.testing.assert_close(
+                torch.tensor(got["descriptors"]["values"][cell]),
+                torch.tensor(values),
+                atol=1e-4,
+                rtol=1e-4,
+                msg=lambda m, name=name, c=cell: f"{name} @ {c}: {m}",
+            )
 
 
 def test_golden_detections_are_on_the_face(golden):

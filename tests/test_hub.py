@@ -27,8 +27,9 @@ def _trained_backbone():
 
 def test_save_and_load_round_trip(tmp_path):
     backbone = _trained_backbone()
-    save_pretrained(tmp_path / "model", backbone.body.state_dict(), backbone.config,
-                    card="# test model\n\nAFLW_M: 9.99 %IOD\n")
+    save_pretrained(
+        tmp_path / "model", backbone.body.state_dict(), backbone.config, card="# test model\n\nAFLW_M: 9.99 %IOD\n"
+    )
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = load_backbone(str(tmp_path / "model"))
     assert loaded.arch == "test_resnet" and loaded.stages == ("conv2_x", "conv4_x")

@@ -73,8 +73,9 @@ def test_backbone_normalize_checks_values_too(tiny_model):
 def test_uint8_images_are_divided_by_255(tiny_model):
     as_uint8 = (IMAGES * 255).round().to(torch.uint8)
     torch.testing.assert_close(tiny_model.detect(as_uint8), tiny_model.detect(as_uint8.float() / 255))
-    torch.testing.assert_close(tiny_model.backbone.normalize(as_uint8),
-                               tiny_model.backbone.normalize(as_uint8.float() / 255))
+    torch.testing.assert_close(
+        tiny_model.backbone.normalize(as_uint8), tiny_model.backbone.normalize(as_uint8.float() / 255)
+    )
 
 
 def test_scores_take_the_same_inputs_as_detect(tiny_model):

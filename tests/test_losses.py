@@ -51,8 +51,9 @@ def test_pair_case_matches_hand_formula_and_grid_resampling():
     image_size = (16, 16)
     src_px = ((grid_cells + 1) * 16 - 1) / 2  # normalised -> image pixels
     want = _hand_loss(feats1, feats2, src_px.reshape(2, 16, 2), image_size, 0.2, 1.0)
-    got = spatial_contrastive_loss(feats1, feats2, grid_cells, temperature=0.2, distance_power=1.0,
-                                   image_size=image_size)
+    got = spatial_contrastive_loss(
+        feats1, feats2, grid_cells, temperature=0.2, distance_power=1.0, image_size=image_size
+    )
     assert torch.allclose(got, want, rtol=1e-12)
     # an image-resolution grid is resampled at the cell centres: an affine g gives the same loss exactly
     theta = torch.tensor([[[0.9, 0.1, 0.05], [-0.08, 1.1, -0.1]]], dtype=torch.float64).expand(2, -1, -1)
@@ -65,8 +66,9 @@ def test_pair_case_matches_hand_formula_and_grid_resampling():
 
 def test_identity_grid_equals_the_x_equals_x_case():
     feats = torch.randn(2, 8, 6, 6, dtype=torch.float64)
-    identity = F.affine_grid(torch.eye(2, 3, dtype=torch.float64).expand(2, -1, -1), (2, 1, 24, 24),
-                             align_corners=False)
+    identity = F.affine_grid(
+        torch.eye(2, 3, dtype=torch.float64).expand(2, -1, -1), (2, 1, 24, 24), align_corners=False
+    )
     a = spatial_contrastive_loss(feats, image_size=24)
     b = spatial_contrastive_loss(feats, feats, identity, image_size=24)
     c = spatial_contrastive_loss(feats, feats, image_size=24)  # grid=None with feats2: g = identity
@@ -77,8 +79,10 @@ def test_distances_are_in_image_pixels_and_reductions():
     feats = torch.randn(2, 8, 5, 5, dtype=torch.float64)
     base = spatial_contrastive_loss(feats, distance_power=1.0)  # unit: feature cells
     assert torch.allclose(spatial_contrastive_loss(feats, distance_power=1.0, image_size=20), 4 * base)
-    assert torch.allclose(spatial_contrastive_loss(feats, distance_power=0.5, image_size=20),
-                          2 * spatial_contrastive_loss(feats, distance_power=0.5))
+    assert torch.allclose(
+        spatial_contrastive_loss(feats, distance_power=0.5, image_size=20),
+        2 * spatial_contrastive_loss(feats, distance_power=0.5),
+    )
     per_location = spatial_contrastive_loss(feats, reduction="none")
     assert per_location.shape == (2, 5, 5) and (per_location >= 0).all()
     assert torch.allclose(per_location.mean(), spatial_contrastive_loss(feats))
@@ -99,8 +103,9 @@ def test_distinct_features_have_lower_loss_than_constant_ones():
 
 def _field(generator):
     """A random descriptor field on a 32x32 image, distinctive at the scale of a 4-px feature cell."""
-    return F.interpolate(torch.randn(2, 32, 8, 8, generator=generator), size=(32, 32), mode="bilinear",
-                         align_corners=False)
+    return F.interpolate(
+        torch.randn(2, 32, 8, 8, generator=generator), size=(32, 32), mode="bilinear", align_corners=False
+    )
 
 
 def test_tps_pair_equivariant_features_beat_shuffled_ones():
@@ -163,8 +168,7 @@ def test_gradients_reach_features_not_grid():
     spatial_contrastive_loss(feats1, feats2, grid).backward()
     assert feats1.grad.abs().sum() > 0 and feats2.grad.abs().sum() > 0
     assert grid.grad is None
-    assert torch.autograd.gradcheck(lambda a, b: spatial_contrastive_loss(a, b, grid.detach()),
-                                    (feats1, feats2))
+    assert torch.autograd.gradcheck(lambda a, b: spatial_contrastive_loss(a, b, grid.detach()), (feats1, feats2))
 
 
 def test_half_precision_input_gives_float32_loss():

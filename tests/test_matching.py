@@ -40,8 +40,9 @@ def test_recovers_affine_warp(texture, shallow_model):
     ref = texture[:, :, 40:104, 40:104]
     zoom, shift = 1.05, torch.tensor([0.05, -0.03])
     theta = torch.tensor([[[1 / zoom, 0, shift[0]], [0, 1 / zoom, shift[1]]]])
-    target = F.grid_sample(ref, F.affine_grid(theta, (1, 3, 64, 64), align_corners=False),
-                           align_corners=False, padding_mode="border")
+    target = F.grid_sample(
+        ref, F.affine_grid(theta, (1, 3, 64, 64), align_corners=False), align_corners=False, padding_mode="border"
+    )
     # target pixel q samples ref at q_n / zoom + shift, so ref point p lands at (p_n - shift) * zoom
     expected = normalized_to_pixels((pixels_to_normalized(POINTS, (64, 64)) - shift) * zoom, (64, 64))
     error = (match(shallow_model, ref, POINTS, target).points - expected).norm(dim=-1)
@@ -51,8 +52,9 @@ def test_recovers_affine_warp(texture, shallow_model):
 
 def _log_bump_field(size: int, centres: torch.Tensor, sigma: float) -> torch.Tensor:
     """(1, K, size, size) map: channel k is the log of a Gaussian bump at centres[k] (pixels)."""
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     d2 = (xs - centres[:, 0, None, None]) ** 2 + (ys - centres[:, 1, None, None]) ** 2
     return (-d2 / (2 * sigma**2))[None]
 

@@ -10,8 +10,7 @@ from contrastive_landmarks.metrics import EYE_INDICES, inter_ocular_error, match
 
 def test_inter_ocular_error_hand_computed():
     # image 0: eyes 10 px apart; image 1: eyes 20 px apart
-    target = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]],
-                           [[0.0, 0.0], [0.0, 20.0], [10.0, 10.0]]])
+    target = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]], [[0.0, 0.0], [0.0, 20.0], [10.0, 10.0]]])
     pred = target.clone()
     pred[0, 2] += torch.tensor([3.0, 4.0])  # 5 px / 10 -> 50 %
     pred[1, 0] += torch.tensor([2.0, 0.0])  # 2 px / 20 -> 10 %
@@ -46,8 +45,12 @@ def test_inter_ocular_error_scale_free_and_errors():
 def test_pck_hand_computed():
     # 100 x 60 image: threshold 5 px (longer side 100)
     target = torch.zeros(2, 3, 2) + 30
-    offsets = torch.tensor([[[4.9, 0.0], [0.0, 5.1], [3.0, 4.0]],     # correct, wrong, exactly 5: not < 5
-                            [[0.0, 0.0], [40.0, 0.0], [1.0, 1.0]]])  # correct, wrong, correct
+    offsets = torch.tensor(
+        [
+            [[4.9, 0.0], [0.0, 5.1], [3.0, 4.0]],  # correct, wrong, exactly 5: not < 5
+            [[0.0, 0.0], [40.0, 0.0], [1.0, 1.0]],
+        ]
+    )  # correct, wrong, correct
     pred = target + offsets
     assert pck(pred, target, image_size=(60, 100)).item() == pytest.approx(100 * 3 / 6)
     visible = torch.tensor([[True, False, True], [True, False, False]])

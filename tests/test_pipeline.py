@@ -17,8 +17,13 @@ def _model(regressor_input: str = "projector") -> LandmarkModel:
     projector = SpatialProjector(hc.channels, 16, size=24)
     channels = 16 if regressor_input == "projector" else hc.channels
     regressor = LandmarkRegressor(channels, 5, 4, size=24)
-    return LandmarkModel(hc, projector, regressor, regressor_input=regressor_input,
-                         landmark_names=("left_eye", "right_eye", "nose", "left_mouth", "right_mouth"))
+    return LandmarkModel(
+        hc,
+        projector,
+        regressor,
+        regressor_input=regressor_input,
+        landmark_names=("left_eye", "right_eye", "nose", "left_mouth", "right_mouth"),
+    )
 
 
 @pytest.mark.parametrize("regressor_input", ["projector", "hypercolumn"])
@@ -161,8 +166,9 @@ def test_scores_need_a_regressor(tiny_model):
 def test_a_face_scores_higher_than_noise_and_blank_images(faces_model, hopper_face):
     face = torch.nn.functional.interpolate(hopper_face[None], size=(64, 64), mode="bilinear", antialias=True)
     generator = torch.Generator().manual_seed(0)
-    negatives = torch.cat([torch.rand(2, 3, 64, 64, generator=generator), torch.zeros(1, 3, 64, 64),
-                           torch.full((1, 3, 64, 64), 0.5)])
+    negatives = torch.cat(
+        [torch.rand(2, 3, 64, 64, generator=generator), torch.zeros(1, 3, 64, 64), torch.full((1, 3, 64, 64), 0.5)]
+    )
     _, face_scores = faces_model.detect(face.clamp(0, 1), return_scores=True)
     _, other_scores = faces_model.detect(negatives, return_scores=True)
     # per image (mean over landmarks), the face beats every negative by a clear margin

@@ -14,8 +14,7 @@ from contrastive_landmarks.regressor import LandmarkRegressor, combine_points, r
 
 
 @pytest.mark.parametrize(
-    ("channels", "k", "thousands"),
-    [(3840, 50, 961), (3840, 10, 192), (256, 50, 65), (256, 10, 13), (64, 50, 17)],
+    ("channels", "k", "thousands"), [(3840, 50, 961), (3840, 10, 192), (256, 50, 65), (256, 10, 13), (64, 50, 17)]
 )
 def test_parameter_count_matches_table4(channels, k, thousands):
     reg = LandmarkRegressor(channels, 5, k)
@@ -136,16 +135,20 @@ def test_stage_maps_path_equals_materialised_hypercolumn():
     hyper = torch.cat([F.interpolate(m, size=(12, 12), mode="bilinear", align_corners=False) for m in maps], 1)
     with torch.no_grad():
         assert torch.allclose(reg(maps), reg(hyper), atol=1e-10)
-        assert torch.allclose(reg(maps, size=(8, 10)), reg(torch.cat(
-            [F.interpolate(m, size=(8, 10), mode="bilinear", align_corners=False) for m in maps], 1)), atol=1e-10)
+        assert torch.allclose(
+            reg(maps, size=(8, 10)),
+            reg(torch.cat([F.interpolate(m, size=(8, 10), mode="bilinear", align_corners=False) for m in maps], 1)),
+            atol=1e-10,
+        )
 
 
 def test_gradcheck_float64():
     reg = LandmarkRegressor(4, 2, 3, softmax_multiplier=3.0).double()
     hyper = torch.randn(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, c: _functional(reg, x, w, c),
-                                    (hyper, reg.weight.detach().clone().requires_grad_(),
-                                     reg.combine.detach().clone().requires_grad_()))
+    assert torch.autograd.gradcheck(
+        lambda x, w, c: _functional(reg, x, w, c),
+        (hyper, reg.weight.detach().clone().requires_grad_(), reg.combine.detach().clone().requires_grad_()),
+    )
 
 
 def _functional(reg, x, w, c):

@@ -30,8 +30,9 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def _dots(points: torch.Tensor, size: int, sigma: float = 1.2) -> torch.Tensor:
     """(B, 1, size, size) images with a Gaussian dot at each (x, y) pixel point of (B, 1, 2)."""
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
     d2 = (xs - points[:, 0, 0, None, None]) ** 2 + (ys - points[:, 0, 1, None, None]) ** 2
     return torch.exp(-d2 / (2 * sigma**2)).unsqueeze(1)
 
@@ -105,8 +106,7 @@ def test_jacobian_matches_autograd():
     jac = w.jacobian(pts)
     for b in range(2):
         for m in range(4):
-            ref = torch.autograd.functional.jacobian(lambda x, b=b: w(x.view(1, 1, 2).expand(2, 1, 2))[b, 0],
-                                                     pts[b, m])
+            ref = torch.autograd.functional.jacobian(lambda x, b=b: w(x.view(1, 1, 2).expand(2, 1, 2))[b, 0], pts[b, m])
             assert torch.allclose(jac[b, m], ref, atol=1e-10)
 
 

@@ -21,8 +21,17 @@ def png_size(path):
 def test_plot_landmarks(tmp_path):
     images = torch.rand(5, 3, 40, 40)
     target = torch.rand(5, 5, 2) * 39
-    fig = viz.plot_landmarks(images, target + 1, target, torch.rand(5, 5) > 0.2, ncols=3, panel=1.5, dpi=80,
-                             titles=[f"{i}" for i in range(5)], path=tmp_path / "lm.png")
+    fig = viz.plot_landmarks(
+        images,
+        target + 1,
+        target,
+        torch.rand(5, 5) > 0.2,
+        ncols=3,
+        panel=1.5,
+        dpi=80,
+        titles=[f"{i}" for i in range(5)],
+        path=tmp_path / "lm.png",
+    )
     assert len(fig.axes) == 5
     assert png_size(tmp_path / "lm.png") == (3 * 1.5 * 80, 2 * 1.5 * 80)
 

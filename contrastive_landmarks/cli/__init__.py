@@ -19,15 +19,20 @@ from pathlib import Path
 __all__ = ["build_parser", "main"]
 
 #: Exceptions a subcommand raises for bad user input (paths, permissions, values): one line on stderr, exit 2.
-_USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                                              PermissionError, ValueError)
+_USER_ERRORS: tuple[type[Exception], ...] = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+)
 
 # (module, function names, the subcommands they register, extra that provides their dependencies)
 _SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("contrastive_landmarks.demo", ("add_demo_parser",), ("demo",), "viz"),
     ("contrastive_landmarks.cli.pretrain", ("add_pretrain_parser",), ("pretrain",), "train"),
-    ("contrastive_landmarks.cli.fit", ("add_fit_projector_parser", "add_fit_regressor_parser"),
-     ("fit-projector", "fit-regressor"), "train"),
+    ("contrastive_landmarks.cli.fit_projector", ("add_fit_projector_parser",), ("fit-projector",), "train"),
+    ("contrastive_landmarks.cli.fit_regressor", ("add_fit_regressor_parser",), ("fit-regressor",), "train"),
     ("contrastive_landmarks.cli.pretrain", ("add_export_parser", "add_push_parser"), ("export", "push"), "train"),
     ("contrastive_landmarks.cli.evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
 )
@@ -35,8 +40,10 @@ _SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
 
 def _unavailable(name: str, extra: str, error: Exception):
     def handler(args: argparse.Namespace) -> int:
-        print(f"`{name}` needs the [{extra}] extra: pip install \"contrastive-landmarks[{extra}]\" ({error})",
-              file=sys.stderr)
+        print(
+            f'`{name}` needs the [{extra}] extra: pip install "contrastive-landmarks[{extra}]" ({error})',
+            file=sys.stderr,
+        )
         return 2
 
     return handler
@@ -49,7 +56,7 @@ def _load_config(path: str) -> dict:
         raise SystemExit(f"config file not found: {file}")
     text = file.read_text()
     if file.suffix in (".yaml", ".yml"):
-        raise SystemExit("config files are JSON (e.g. {\"epochs\": 10}); YAML is not supported")
+        raise SystemExit('config files are JSON (e.g. {"epochs": 10}); YAML is not supported')
     return {k.replace("-", "_"): v for k, v in json.loads(text).items()}
 
 
@@ -60,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learn object-landmark representations without labels (MoCo + hypercolumns + spatial "
         "projector) and turn them into keypoints with a few labels.",
     )
-    parser.add_argument("--config", metavar="FILE.json",
-                        help="read option defaults from a JSON file; options on the command line win")
+    parser.add_argument(
+        "--config", metavar="FILE.json", help="read option defaults from a JSON file; options on the command line win"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name, functions, names, extra in _SUBCOMMANDS:
@@ -72,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # part of this package that is not there: nothing to register
             for name in names:  # still listed, each saying which extra it needs
                 # no option prefix: whatever options follow are swallowed, and the handler explains
-                sub = subparsers.add_parser(name, help=f"(needs the [{extra}] extra)", add_help=False,
-                                            prefix_chars="\0")
+                sub = subparsers.add_parser(
+                    name, help=f"(needs the [{extra}] extra)", add_help=False, prefix_chars="\0"
+                )
                 sub.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
                 sub.set_defaults(func=_unavailable(name, extra, error))
             continue

@@ -36,11 +36,15 @@ def fail(command: str, error: BaseException | str) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="resnet18",
-                        help="timm ResNet name (random init, seeded by --seed), registry name such as resnet18-faces, "
-                        "or a saved model directory (default resnet18)")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint file/directory or Hub id; omit for a randomly initialised backbone")
+    parser.add_argument(
+        "--backbone",
+        default="resnet18",
+        help="timm ResNet name (random init, seeded by --seed), registry name such as resnet18-faces, "
+        "or a saved model directory (default resnet18)",
+    )
+    parser.add_argument(
+        "--weights", default=None, help="checkpoint file/directory or Hub id; omit for a randomly initialised backbone"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default cpu)")
 
@@ -50,8 +54,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split_default: str = 
     parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
     parser.add_argument("--split", default=split_default, help=f"split to use (default {split_default})")
     parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="network input size in pixels (default: the model's own, else 96)")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="network input size in pixels (default: the model's own, else 96)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (quick runs)")
 
 
@@ -69,7 +74,7 @@ def progress_available(wanted: bool) -> bool:
     try:
         import tqdm  # noqa: F401
     except ImportError:
-        logger.warning("progress bars need tqdm (pip install \"contrastive-landmarks[train]\"); continuing without")
+        logger.warning('progress bars need tqdm (pip install "contrastive-landmarks[train]"); continuing without')
         return False
     return True
 
@@ -114,8 +119,16 @@ def labelled_dataset(args, split: str = "train", *, jitter: bool = False):
     """``--dataset`` / ``--root`` / ``--path`` as a labelled dataset at ``--image-size``."""
     if args.root is None and args.path is None:
         raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
-    return by_name(args.dataset, args.root, split, image_size=args.image_size, path=args.path,
-                   limit=getattr(args, "limit", None), face_crop=getattr(args, "face_crop", False), jitter=jitter)
+    return by_name(
+        args.dataset,
+        args.root,
+        split,
+        image_size=args.image_size,
+        path=args.path,
+        limit=getattr(args, "limit", None),
+        face_crop=getattr(args, "face_crop", False),
+        jitter=jitter,
+    )
 
 
 def split_train_val(n: int, val_fraction: float, seed: int, max_val: int | None) -> tuple[list[int], list[int]]:

@@ -31,6 +31,7 @@ __all__ = ["add_evaluate_parser", "add_plot_parser"]
 
 logger = logging.getLogger(__name__)
 
+
 def _hypercolumn(args, size: int | None = None):
     """The options' hypercolumn; ``--image-size`` defaults to its backbone's input size from then on."""
     model = load_hypercolumn(args, size)
@@ -60,10 +61,20 @@ def _run_regression(args) -> int:
         if args.root is None and args.path is None:
             raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
         common = {"image_size": args.image_size, "path": args.path}
-        train = by_name(args.dataset, args.root, "train", face_crop=args.face_crop, jitter=args.face_crop,
-                        limit=args.limit_train, **common)
-        clean = (by_name(args.dataset, args.root, "train", face_crop=args.face_crop, limit=args.limit_train, **common)
-                 if args.face_crop else train)
+        train = by_name(
+            args.dataset,
+            args.root,
+            "train",
+            face_crop=args.face_crop,
+            jitter=args.face_crop,
+            limit=args.limit_train,
+            **common,
+        )
+        clean = (
+            by_name(args.dataset, args.root, "train", face_crop=args.face_crop, limit=args.limit_train, **common)
+            if args.face_crop
+            else train
+        )
         if args.val_split is not None:
             train_part, val = list(range(len(train))), by_name(args.dataset, args.root, args.val_split, **common)
         else:
@@ -72,20 +83,42 @@ def _run_regression(args) -> int:
         test = by_name(args.dataset, args.root, args.test_split, limit=args.limit_test, **common)
         if args.test_split == "train" and args.val_split is None:
             raise UserError("--test-split train would test on the training images; name a held-out split")
-        fit_options = {"steps": args.steps, "heatmaps_per_landmark": args.heatmaps, "init": args.init,
-                       "weight_decay": args.weight_decay, "batch_size": args.batch_size}
+        fit_options = {
+            "steps": args.steps,
+            "heatmaps_per_landmark": args.heatmaps,
+            "init": args.init,
+            "weight_decay": args.weight_decay,
+            "batch_size": args.batch_size,
+        }
         results = evaluate_regression(
-            features, KeypointSubset(train, train_part), test, val_set=val, num_labelled=args.num_labelled,
-            seeds=args.seeds, stages=args.stages, lrs=args.lrs, metric=args.metric, eye_indices=args.eye_indices,
-            device=args.device, progress=(lambda m: print(m, file=sys.stderr)) if args.verbose_progress else None,
-            **fit_options)
+            features,
+            KeypointSubset(train, train_part),
+            test,
+            val_set=val,
+            num_labelled=args.num_labelled,
+            seeds=args.seeds,
+            stages=args.stages,
+            lrs=args.lrs,
+            metric=args.metric,
+            eye_indices=args.eye_indices,
+            device=args.device,
+            progress=(lambda m: print(m, file=sys.stderr)) if args.verbose_progress else None,
+            **fit_options,
+        )
     except (UserError, ValueError, FileNotFoundError, TypeError) as error:
         return fail("evaluate regression", error)
-    results["config"]["dataset"] = {"name": args.dataset, "root": args.root, "face_crop": args.face_crop,
-                                    "limit_train": args.limit_train, "limit_test": args.limit_test,
-                                    "val_split": args.val_split, "test_split": args.test_split,
-                                    "backbone": args.backbone, "weights": args.weights,
-                                    "image_size": args.image_size}
+    results["config"]["dataset"] = {
+        "name": args.dataset,
+        "root": args.root,
+        "face_crop": args.face_crop,
+        "limit_train": args.limit_train,
+        "limit_test": args.limit_test,
+        "val_split": args.val_split,
+        "test_split": args.test_split,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "image_size": args.image_size,
+    }
     for message in results["warnings"]:
         print(f"contrastive-landmarks evaluate regression: warning: {message}", file=sys.stderr)
     return _report(results, args, describe_backbone(args))
@@ -100,36 +133,62 @@ def _run_matching(args) -> int:
     if args.crop is None:
         args.crop = (paper_resize(args.image_size) - args.image_size) // 2
     resize = args.image_size + 2 * args.crop
-    dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, resize=resize,
-                      path=args.path, limit=args.limit)
-    results = evaluate_matching(model, dataset, num_images=args.limit, seed=args.seed, crop=args.crop,
-                                similarity=args.similarity, frame=args.frame, batch_size=args.batch_size)
-    results["config"]["dataset"] = {"name": args.dataset, "root": args.root, "split": args.split,
-                                    "backbone": args.backbone, "weights": args.weights, "resize": resize}
+    dataset = by_name(
+        args.dataset, args.root, args.split, image_size=args.image_size, resize=resize, path=args.path, limit=args.limit
+    )
+    results = evaluate_matching(
+        model,
+        dataset,
+        num_images=args.limit,
+        seed=args.seed,
+        crop=args.crop,
+        similarity=args.similarity,
+        frame=args.frame,
+        batch_size=args.batch_size,
+    )
+    results["config"]["dataset"] = {
+        "name": args.dataset,
+        "root": args.root,
+        "split": args.split,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "resize": resize,
+    }
     return _report(results, args, describe_backbone(args))
 
 
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``evaluate regression`` and ``evaluate matching``."""
-    parser = subparsers.add_parser("evaluate", help="run the paper's evaluation protocols",
-                                   description="Landmark regression (Tables 2-5) and matching (Table 1).")
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="run the paper's evaluation protocols",
+        description="Landmark regression (Tables 2-5) and matching (Table 1).",
+    )
     sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
 
-    reg = sub.add_parser("regression", help="linear landmark regression on frozen features",
-                         description="Fit the linear regressor (the library's recipe, fit-regressor's defaults) on "
-                         "frozen hypercolumn features of the training images, choose on a validation split, report "
-                         "the test error once per seed beside the training set's mean shape on the same images.")
+    reg = sub.add_parser(
+        "regression",
+        help="linear landmark regression on frozen features",
+        description="Fit the linear regressor (the library's recipe, fit-regressor's defaults) on "
+        "frozen hypercolumn features of the training images, choose on a validation split, report "
+        "the test error once per seed beside the training set's mean shape on the same images.",
+    )
     add_model_arguments(reg)
     reg.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
     reg.add_argument("--root", help="dataset folder")
     reg.add_argument("--path", default=None, help="annotation file for csv/coco")
-    reg.add_argument("--val-split", default=None,
-                     help="a validation split of the dataset (aflw_in: val); default: carved out of train")
+    reg.add_argument(
+        "--val-split",
+        default=None,
+        help="a validation split of the dataset (aflw_in: val); default: carved out of train",
+    )
     reg.add_argument("--test-split", default="test", help="split evaluated once at the end (default test)")
-    reg.add_argument("--image-size", type=int, default=None,
-                     help="network input size (default: the backbone's own, else 96)")
-    reg.add_argument("--face-crop", action="store_true",
-                     help="mtfl: cut training faces at the test framing, with jitter spanning it")
+    reg.add_argument(
+        "--image-size", type=int, default=None, help="network input size (default: the backbone's own, else 96)"
+    )
+    reg.add_argument(
+        "--face-crop", action="store_true", help="mtfl: cut training faces at the test framing, with jitter spanning it"
+    )
     reg.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
     reg.add_argument("--limit-test", type=int, default=None, help="use only the first N test images")
     reg.add_argument("--num-labelled", type=int, default=None, help="few-shot: labelled training images per seed")
@@ -138,35 +197,62 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     reg.add_argument("--val-fraction", type=float, default=0.1, help="validation share of train (default 0.1)")
     reg.add_argument("--max-val", type=int, default=1000, help="at most this many validation images")
     reg.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
-    reg.add_argument("--stages", nargs="+", default=None,
-                     help="stages used (e.g. conv4_x for a single layer); default the whole hypercolumn")
-    reg.add_argument("--heatmaps", type=int, default=None,
-                     help="intermediate heatmaps K per landmark (default 10, fewer for many landmarks: 2 for 68)")
+    reg.add_argument(
+        "--stages",
+        nargs="+",
+        default=None,
+        help="stages used (e.g. conv4_x for a single layer); default the whole hypercolumn",
+    )
+    reg.add_argument(
+        "--heatmaps",
+        type=int,
+        default=None,
+        help="intermediate heatmaps K per landmark (default 10, fewer for many landmarks: 2 for 68)",
+    )
     reg.add_argument("--init", choices=("soft", "paper"), default="soft", help="regressor start (default soft)")
     reg.add_argument("--size", type=int, default=None, help="hypercolumn grid (default: half the input size)")
     reg.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
-    reg.add_argument("--lrs", type=float, nargs="+", default=None,
-                     help="learning rates tried; the best on validation is kept (default: fit-regressor's 1e-2)")
+    reg.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        default=None,
+        help="learning rates tried; the best on validation is kept (default: fit-regressor's 1e-2)",
+    )
     reg.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (default 1e-4)")
     reg.add_argument("--batch-size", type=int, default=32, help="regressor batch size (default 32)")
-    reg.add_argument("--metric", choices=("auto", "iod", "pixel"), default="auto",
-                     help="iod (where the dataset names eyes; auto), or mean pixel error")
+    reg.add_argument(
+        "--metric",
+        choices=("auto", "iod", "pixel"),
+        default="auto",
+        help="iod (where the dataset names eyes; auto), or mean pixel error",
+    )
     reg.add_argument("--eye-indices", type=int, nargs=2, default=None, help="override the dataset's eye indices")
     reg.add_argument("--output", default=None, help="write the results JSON here")
     reg.add_argument("--verbose-progress", action="store_true", help="print per-seed validation scores")
     reg.set_defaults(func=_run_regression)
 
-    mat = sub.add_parser("matching", help="landmark matching on TPS-warped pairs (Table 1)",
-                         description="Match each image's landmarks into a TPS-warped copy (same identity) and into "
-                         "the next image (different identity); mean error in the 70-pixel frame.")
+    mat = sub.add_parser(
+        "matching",
+        help="landmark matching on TPS-warped pairs (Table 1)",
+        description="Match each image's landmarks into a TPS-warped copy (same identity) and into "
+        "the next image (different identity); mean error in the 70-pixel frame.",
+    )
     add_model_arguments(mat)
     add_data_arguments(mat)
-    mat.add_argument("--crop", type=int, default=None,
-                     help="border cropped after warping (default the paper's 20 at 96 px, 136 -> 96, scaled with "
-                     "--image-size)")
+    mat.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="border cropped after warping (default the paper's 20 at 96 px, 136 -> 96, scaled with --image-size)",
+    )
     mat.add_argument("--seed", type=int, default=1, help="seed of the warps (default 1)")
-    mat.add_argument("--similarity", choices=("stage_cosine", "cosine", "dot"), default=None,
-                     help="descriptor similarity (default stage_cosine for hypercolumns)")
+    mat.add_argument(
+        "--similarity",
+        choices=("stage_cosine", "cosine", "dot"),
+        default=None,
+        help="descriptor similarity (default stage_cosine for hypercolumns)",
+    )
     mat.add_argument("--frame", type=float, default=70.0, help="errors are reported in this frame (default 70)")
     mat.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
     mat.add_argument("--output", default=None, help="write the results JSON here")
@@ -206,8 +292,7 @@ def _plot_matches(args) -> int:
     a, b = dataset[args.pair[0]], dataset[args.pair[1]]
     norm = model.backbone.normalize
     found = match(model, norm(a["image"][None]), a["keypoints"][None], norm(b["image"][None]))
-    viz.plot_matches(a["image"], a["keypoints"], b["image"], found.points[0], target_b=b["keypoints"],
-                     path=args.output)
+    viz.plot_matches(a["image"], a["keypoints"], b["image"], found.points[0], target_b=b["keypoints"], path=args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -260,8 +345,11 @@ def _plot_fewshot(args) -> int:
 
 def add_plot_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``plot landmarks|matches|pca|nmf|fewshot``."""
-    parser = subparsers.add_parser("plot", help="make figures (needs the [viz] extra)",
-                                   description="Landmarks, matches, PCA and NMF visualisations, few-shot curves.")
+    parser = subparsers.add_parser(
+        "plot",
+        help="make figures (needs the [viz] extra)",
+        description="Landmarks, matches, PCA and NMF visualisations, few-shot curves.",
+    )
     sub = parser.add_subparsers(dest="plot", metavar="PLOT", required=True)
 
     def image_plot(name: str, help_text: str, handler, *, model: bool = True, count: int = 8):

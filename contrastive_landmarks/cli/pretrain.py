@@ -33,7 +33,6 @@ def _main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-
 # -- options generated from a dataclass ------------------------------------------------------------
 def _option_type(annotation) -> tuple[type, bool, bool]:
     """``(scalar type, is a list, may be None)`` of a field annotation such as ``int | None`` or ``list[str]``."""
@@ -73,8 +72,13 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
         text = f.metadata.get("help", "").replace("%", "%%")
         flag = "--" + f.name.replace("_", "-")
         if scalar is bool and not is_list:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                                help=f"{text} (default: {'on' if default else 'off'})")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{text} (default: {'on' if default else 'off'})",
+            )
             continue
         if is_list:
             suffix = f" (default: {' '.join(map(str, default))})" if default else " (required)"
@@ -82,8 +86,15 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
             suffix = "" if "default" in text else " (default: none)"
         else:
             suffix = f" (default: {default})"
-        parser.add_argument(flag, dest=f.name, type=scalar, nargs="+" if is_list else None, default=default,
-                            metavar=f.name.upper(), help=text + suffix)
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=scalar,
+            nargs="+" if is_list else None,
+            default=default,
+            metavar=f.name.upper(),
+            help=text + suffix,
+        )
 
 
 def config_from_args(cls: type, args: argparse.Namespace):
@@ -109,8 +120,10 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         return fail("pretrain", error)
     if _main_process():
         state = "finished" if result["finished"] else "stopped (resume with --resume)"
-        print(f"pretrain {state} at step {result['global_step']} (epoch {result['epoch']}); "
-              f"checkpoint {result['checkpoint']}")
+        print(
+            f"pretrain {state} at step {result['global_step']} (epoch {result['epoch']}); "
+            f"checkpoint {result['checkpoint']}"
+        )
         if result["backbone"] is not None:
             print(f"backbone exported to {result['backbone']}")
     return 0
@@ -121,20 +134,20 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
     from ..train import PretrainConfig
 
     parser = subparsers.add_parser(
-        "pretrain", help="MoCo pretraining of a ResNet backbone on unlabelled images",
+        "pretrain",
+        help="MoCo pretraining of a ResNet backbone on unlabelled images",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_paragraphs(
             "MoCo pretraining (the paper's invariant learning) on unlabelled images; defaults are the authors' "
             "recipe for faces. Writes OUTPUT_DIR/checkpoint.pt (resumable to the batch), log.jsonl, config.json "
             "and, at the end, the exported backbone in OUTPUT_DIR/backbone.",
             "Several GPUs or machines: torchrun --nproc_per_node=G -m contrastive_landmarks.cli pretrain ... "
-            "(--batch-size is the global batch). A run's OUTPUT_DIR/config.json works as --config."))
+            "(--batch-size is the global batch). A run's OUTPUT_DIR/config.json works as --config.",
+        ),
+    )
     add_config_options(parser, PretrainConfig)
     parser.set_defaults(func=_run_pretrain)
     return parser
-
-
-
 
 
 # -- export ----------------------------------------------------------------------------------------------------
@@ -153,8 +166,9 @@ def _measured(path: str) -> dict[str, str]:
         config = data.get("config", {})
         dataset = (config.get("dataset") or {}).get("name", "")
         shots = config.get("num_labelled")
-        label = " ".join(str(p) for p in (config.get("protocol", "result"), dataset,
-                                          f"{shots}-shot" if shots else None) if p)
+        label = " ".join(
+            str(p) for p in (config.get("protocol", "result"), dataset, f"{shots}-shot" if shots else None) if p
+        )
         test = data["test"]
         return {label: f"{test['mean']:.2f} ± {test.get('std', 0):.2f} {data.get('metric', '')}".strip()}
     return {str(k): (v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()}
@@ -191,17 +205,25 @@ def _run_export(args: argparse.Namespace) -> int:
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``export``."""
     parser = subparsers.add_parser(
-        "export", help="pretraining checkpoint -> model directory (config.json, model.safetensors, README.md)",
+        "export",
+        help="pretraining checkpoint -> model directory (config.json, model.safetensors, README.md)",
         description="Write the query encoder's backbone of a MoCo checkpoint in the Hub layout that load_backbone "
         "and the Hugging Face Hub read, with a model card (data, recipe, epochs, training time, and measured "
-        "numbers from --results).")
+        "numbers from --results).",
+    )
     parser.add_argument("checkpoint", help="checkpoint.pt, or the pretraining output folder holding it")
     parser.add_argument("output", help="model directory to write")
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
-    parser.add_argument("--results", nargs="+", default=None, metavar="FILE.json",
-                        help="measured numbers for the model card: `evaluate` result files or {name: value} JSON")
-    parser.add_argument("--card", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="extra model-card rows, e.g. license=mit")
+    parser.add_argument(
+        "--results",
+        nargs="+",
+        default=None,
+        metavar="FILE.json",
+        help="measured numbers for the model card: `evaluate` result files or {name: value} JSON",
+    )
+    parser.add_argument(
+        "--card", nargs="+", default=None, metavar="KEY=VALUE", help="extra model-card rows, e.g. license=mit"
+    )
     parser.set_defaults(func=_run_export)
     return parser
 
@@ -226,22 +248,31 @@ def _run_push(args: argparse.Namespace) -> int:
     except (UserError, FileNotFoundError) as error:
         return fail("push", error)
     if _offline():
-        return fail("push", UserError(
-            f"cannot upload {folder} to {args.repo_id}: the Hugging Face Hub is switched off (HF_HUB_OFFLINE is "
-            "set). Unset it on a machine with internet access, or upload later with "
-            f"`huggingface-cli upload {args.repo_id} {folder}`"))
+        return fail(
+            "push",
+            UserError(
+                f"cannot upload {folder} to {args.repo_id}: the Hugging Face Hub is switched off (HF_HUB_OFFLINE is "
+                "set). Unset it on a machine with internet access, or upload later with "
+                f"`huggingface-cli upload {args.repo_id} {folder}`"
+            ),
+        )
     from huggingface_hub import HfApi
 
     api = HfApi()  # token: HF_TOKEN or the saved `huggingface-cli login`
     try:
         api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-        commit = api.upload_folder(repo_id=args.repo_id, folder_path=str(folder), commit_message=args.message,
-                                   revision=args.revision)
+        commit = api.upload_folder(
+            repo_id=args.repo_id, folder_path=str(folder), commit_message=args.message, revision=args.revision
+        )
     except Exception as error:  # network, authentication, permission: one readable line
         logger.debug("upload failed", exc_info=True)
-        return fail("push", UserError(
-            f"upload of {folder} to {args.repo_id} failed: {type(error).__name__}: {error} (is HF_TOKEN set to a "
-            "token with write access, and is the Hub reachable?)"))
+        return fail(
+            "push",
+            UserError(
+                f"upload of {folder} to {args.repo_id} failed: {type(error).__name__}: {error} (is HF_TOKEN set to a "
+                "token with write access, and is the Hub reachable?)"
+            ),
+        )
     url = getattr(commit, "commit_url", None) or commit
     print(f"uploaded {folder} to {args.repo_id}: {url}")
     return 0
@@ -250,10 +281,12 @@ def _run_push(args: argparse.Namespace) -> int:
 def add_push_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``push``."""
     parser = subparsers.add_parser(
-        "push", help="upload a model directory to the Hugging Face Hub",
+        "push",
+        help="upload a model directory to the Hugging Face Hub",
         description="Upload a model directory (from export, fit-projector or fit-regressor) to a Hugging Face Hub "
         "model repository, creating it if needed. The token comes from the environment (HF_TOKEN) or a saved "
-        "`huggingface-cli login`; it is never taken on the command line.")
+        "`huggingface-cli login`; it is never taken on the command line.",
+    )
     parser.add_argument("directory", help="model directory (config.json + model.safetensors)")
     parser.add_argument("repo_id", help="Hub repository, e.g. your-name/resnet50-celeba")
     parser.add_argument("--private", action="store_true", help="create the repository as private")

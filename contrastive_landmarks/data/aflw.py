@@ -38,8 +38,7 @@ __all__ = ["AFLWM", "AFLWR", "load_mat"]
 
 _DEFAULT = object()
 _M_LAYOUT = (
-    "<root>/aflw_cropped/facedata_cropped.csv (+ the crops it lists) and <root>/MTFL/testing.txt "
-    "(+ the MTFL images)"
+    "<root>/aflw_cropped/facedata_cropped.csv (+ the crops it lists) and <root>/MTFL/testing.txt (+ the MTFL images)"
 )
 _R_LAYOUT = "<root>/aflw_{train,test}_images.txt, <root>/aflw_{train,test}_keypoints.mat ('gt', 'hw'), <root>/output/"
 _NAMES = ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"]
@@ -63,8 +62,9 @@ class AFLWM(KeypointDataset):
         transform: default resize 136 + border 20 (96²); ``None`` for the raw 150² crops.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *,
-                 transform: Transform | None = _DEFAULT) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", *, transform: Transform | None = _DEFAULT
+    ) -> None:  # type: ignore[assignment]
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         root = require_dir(root, "AFLW_M folder", _M_LAYOUT)
@@ -95,9 +95,14 @@ class AFLWM(KeypointDataset):
                 keypoints.append(np.stack([values[:5], values[5:]], axis=-1))
             keypoints = np.asarray(keypoints, dtype=np.float32)
             image_root = root / "MTFL"
-        super().__init__(image_root, images, keypoints - 1.0,
-                         transform=aflw_transform() if transform is _DEFAULT else transform,
-                         eye_indices=(0, 1), names=_NAMES)
+        super().__init__(
+            image_root,
+            images,
+            keypoints - 1.0,
+            transform=aflw_transform() if transform is _DEFAULT else transform,
+            eye_indices=(0, 1),
+            names=_NAMES,
+        )
         self.split = split
 
 
@@ -112,8 +117,14 @@ class AFLWR(KeypointDataset):
             (the authors' ``use_minival``); ``None`` keeps all.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, transform: Transform | None = _DEFAULT,
-                 minival: str | None = None) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        transform: Transform | None = _DEFAULT,
+        minival: str | None = None,
+    ) -> None:  # type: ignore[assignment]
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         root = require_dir(root, "AFLW_R folder", _R_LAYOUT)
@@ -134,8 +145,9 @@ class AFLWR(KeypointDataset):
         hw = np.asarray(mat["hw"], dtype=np.float32).reshape(-1, 2) if "hw" in mat else None
         if minival is not None:
             hw = None if hw is None else hw[keep]
-        super().__init__(root / "output", images, np.ascontiguousarray(gt), transform=None,
-                         eye_indices=(0, 1), names=_NAMES)
+        super().__init__(
+            root / "output", images, np.ascontiguousarray(gt), transform=None, eye_indices=(0, 1), names=_NAMES
+        )
         self.sizes = None if hw is None else torch.as_tensor(hw)
         self.split = split
         self.transform = aflw_transform() if transform is _DEFAULT else transform
@@ -152,5 +164,3 @@ class AFLWR(KeypointDataset):
             if (h, w) != (float(actual[0]), float(actual[1])):
                 sample["keypoints"] = resize_points(sample["keypoints"], (h, w), actual)
         return transform(sample) if transform is not None else sample
-
-

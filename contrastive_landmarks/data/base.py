@@ -37,7 +37,7 @@ def _pil():
     except ImportError as error:  # pragma: no cover - exercised only without Pillow
         raise ImportError(
             "reading images needs Pillow, which is in the [train], [viz] and [dev] extras: "
-            "pip install \"contrastive-landmarks[train]\""
+            'pip install "contrastive-landmarks[train]"'
         ) from error
     return Image
 

@@ -44,8 +44,9 @@ def _image_dir(root: Path) -> Path:
 
 
 def _read_names(path: Path) -> list[str]:
-    return [line.split()[0] for line in require_file(path, "image list", _LAYOUT).read_text().splitlines()
-            if line.strip()]
+    return [
+        line.split()[0] for line in require_file(path, "image list", _LAYOUT).read_text().splitlines() if line.strip()
+    ]
 
 
 def read_celeba_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -71,8 +72,9 @@ class MAFL(KeypointDataset):
         transform: sample transform; default the paper's 96² preprocessing, ``None`` for raw 178×218.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *,
-                 transform: Transform | None = _DEFAULT) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", *, transform: Transform | None = _DEFAULT
+    ) -> None:  # type: ignore[assignment]
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         root = require_dir(root, "CelebA folder", _LAYOUT)
@@ -83,8 +85,14 @@ class MAFL(KeypointDataset):
         if missing:
             raise ValueError(f"{len(missing)} MAFL images have no CelebA landmarks, e.g. {missing[:3]}")
         keypoints = np.stack([table[n] for n in names])
-        super().__init__(images, names, keypoints, transform=celeba_transform() if transform is _DEFAULT else transform,
-                         eye_indices=(0, 1), names=["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"])
+        super().__init__(
+            images,
+            names,
+            keypoints,
+            transform=celeba_transform() if transform is _DEFAULT else transform,
+            eye_indices=(0, 1),
+            names=["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"],
+        )
         self.split = split
 
 
@@ -99,16 +107,20 @@ class CelebA(Dataset):
 
     _PARTITIONS: ClassVar[dict[str, int]] = {"pretrain": 0, "train": 0, "val": 1, "test": 2}
 
-    def __init__(self, root: str | os.PathLike, split: str = "pretrain", *,
-                 transform: Transform | None = _DEFAULT) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, root: str | os.PathLike, split: str = "pretrain", *, transform: Transform | None = _DEFAULT
+    ) -> None:  # type: ignore[assignment]
         if split not in self._PARTITIONS:
             raise ValueError(f"split must be one of {sorted(self._PARTITIONS)}, got {split!r}")
         root = require_dir(root, "CelebA folder", _LAYOUT)
         self.image_dir = _image_dir(root)
         partition = require_file(root / "Eval" / "list_eval_partition.txt", "CelebA partition file", _LAYOUT)
         wanted = self._PARTITIONS[split]
-        names = [f[0] for f in (line.split() for line in partition.read_text().splitlines()) if len(f) == 2
-                 and int(f[1]) == wanted]
+        names = [
+            f[0]
+            for f in (line.split() for line in partition.read_text().splitlines())
+            if len(f) == 2 and int(f[1]) == wanted
+        ]
         if split == "pretrain":
             mafl = set(_read_names(root / "MAFL" / "training.txt")) | set(_read_names(root / "MAFL" / "testing.txt"))
             names = [n for n in names if n not in mafl]
@@ -121,5 +133,3 @@ class CelebA(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = {"image": load_image(self.image_dir / self.images[index]), "index": int(index)}
         return self.transform(sample) if self.transform is not None else sample
-
-

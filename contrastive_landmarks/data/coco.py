@@ -50,10 +50,18 @@ class COCOKeypoints(KeypointDataset):
         annotation_ids, category_ids: per sample.
     """
 
-    def __init__(self, path: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
-                 transform: Transform | None = None, min_keypoints: int = 1, min_visibility: int = 1,
-                 category_id: int | None = None, eye_indices: tuple[int, int] | None = None,
-                 flip_pairs: list[tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        image_root: str | os.PathLike | None = None,
+        *,
+        transform: Transform | None = None,
+        min_keypoints: int = 1,
+        min_visibility: int = 1,
+        category_id: int | None = None,
+        eye_indices: tuple[int, int] | None = None,
+        flip_pairs: list[tuple[int, int]] | None = None,
+    ) -> None:
         if min_visibility not in (1, 2):
             raise ValueError(f"min_visibility must be 1 (labelled) or 2 (labelled and visible), got {min_visibility}")
         path = require_file(path, "COCO keypoint JSON", _LAYOUT)
@@ -70,21 +78,24 @@ class COCOKeypoints(KeypointDataset):
                 continue
             values = annotation.get("keypoints") or []
             if len(values) % 3:
-                raise ValueError(f"{path}: annotation {annotation.get('id')} has {len(values)} keypoint values, "
-                                 "not a multiple of 3 ([x, y, v] per point)")
+                raise ValueError(
+                    f"{path}: annotation {annotation.get('id')} has {len(values)} keypoint values, "
+                    "not a multiple of 3 ([x, y, v] per point)"
+                )
             raw = np.asarray(values, dtype=np.float32).reshape(-1, 3)
             labelled = raw[:, 2] > 0
             if int(labelled.sum()) < min_keypoints or not len(raw):
                 continue
             if annotation["image_id"] not in files:
-                raise ValueError(f"{path}: annotation {annotation.get('id')} refers to unknown image "
-                                 f"{annotation['image_id']}")
+                raise ValueError(
+                    f"{path}: annotation {annotation.get('id')} refers to unknown image {annotation['image_id']}"
+                )
             images.append(files[annotation["image_id"]])
             points = raw[:, :2].copy()
             points[~labelled] = np.nan  # v = 0: COCO stores (0, 0), which is no position
             keypoints.append(points)
             flags.append(raw[:, 2].astype(np.int8))
-            x, y, w, h = (annotation.get("bbox") or self._points_box(raw[labelled, :2]))
+            x, y, w, h = annotation.get("bbox") or self._points_box(raw[labelled, :2])
             boxes.append([x, y, x + w, y + h])
             self.annotation_ids.append(annotation.get("id"))
             self.category_ids.append(annotation.get("category_id"))
@@ -97,9 +108,17 @@ class COCOKeypoints(KeypointDataset):
         self.visibility = np.stack(flags)
         if flip_pairs is None:
             flip_pairs = flip_pairs_from_names(names)
-        super().__init__(image_root if image_root is not None else path.parent, images, np.stack(keypoints),
-                         self.visibility >= min_visibility, boxes=np.asarray(boxes, dtype=np.float32),
-                         transform=transform, eye_indices=eye_indices, names=names, flip_pairs=flip_pairs)
+        super().__init__(
+            image_root if image_root is not None else path.parent,
+            images,
+            np.stack(keypoints),
+            self.visibility >= min_visibility,
+            boxes=np.asarray(boxes, dtype=np.float32),
+            transform=transform,
+            eye_indices=eye_indices,
+            names=names,
+            flip_pairs=flip_pairs,
+        )
         self.skeleton = skeleton
         self.path = Path(path)
 
@@ -113,8 +132,10 @@ class COCOKeypoints(KeypointDataset):
                 edges = tuple(tuple(int(i) for i in edge) for edge in category.get("skeleton") or ())
                 layouts.add((names, edges))
         if len(layouts) > 1:
-            raise ValueError(f"{path}: the categories used ({sorted(used, key=str)}) name their keypoints or "
-                             "skeleton differently; pick one category_id")
+            raise ValueError(
+                f"{path}: the categories used ({sorted(used, key=str)}) name their keypoints or "
+                "skeleton differently; pick one category_id"
+            )
         if not layouts:
             return None, None
         names, edges = layouts.pop()

@@ -32,16 +32,24 @@ from .base import KeypointDataset, Transform, require_file
 
 __all__ = ["KeypointCSV", "flip_pairs_from_names", "read_keypoint_csv"]
 
-_LAYOUT = ("a CSV with header image,x1..xN,y1..yN[,v1..vN] (or x0,y0,x1,y1,..., or <name>_x,<name>_y,...) "
-           "and one row per image")
+_LAYOUT = (
+    "a CSV with header image,x1..xN,y1..yN[,v1..vN] (or x0,y0,x1,y1,..., or <name>_x,<name>_y,...) "
+    "and one row per image"
+)
 _NUMBERED = re.compile(r"^([xyv])(\d+)$", re.IGNORECASE)
 _NAMED = re.compile(r"^(.+?)[_.]([xyv])$", re.IGNORECASE)
 
 # -- left/right pairs from names ---------------------------------------------------------------------------
 _TOKEN = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 #: side words: (side, family); a pair must agree on the family (left/right and L/R, or a horse's near/off)
-_SIDES = {"left": ("L", "lr"), "l": ("L", "lr"), "right": ("R", "lr"), "r": ("R", "lr"),
-          "near": ("L", "no"), "off": ("R", "no")}
+_SIDES = {
+    "left": ("L", "lr"),
+    "l": ("L", "lr"),
+    "right": ("R", "lr"),
+    "r": ("R", "lr"),
+    "near": ("L", "no"),
+    "off": ("R", "no"),
+}
 
 
 def _side_key(name: str) -> tuple[str, str] | None:
@@ -49,15 +57,15 @@ def _side_key(name: str) -> tuple[str, str] | None:
     found = []
     tokens = [t.lower() for t in _TOKEN.findall(name)]
     for position, token in enumerate(tokens):
-        before, after = tokens[:position], tokens[position + 1:]
+        before, after = tokens[:position], tokens[position + 1 :]
         for word, (side, family) in _SIDES.items():
             marker = f"<{family}>"
             if token == word:
                 found.append((side, [*before, marker, *after]))
             elif len(word) > 1 and token.startswith(word):  # "lefteye", "Nearknee"
-                found.append((side, [*before, marker, token[len(word):], *after]))
+                found.append((side, [*before, marker, token[len(word) :], *after]))
             elif len(word) > 1 and token.endswith(word):  # "eyeleft"
-                found.append((side, [*before, token[:-len(word)], marker, *after]))
+                found.append((side, [*before, token[: -len(word)], marker, *after]))
     if len(found) != 1:
         return None
     side, key = found[0]
@@ -108,8 +116,11 @@ def _columns(path: Path, header: list[str]) -> tuple[list[str] | None, list[tupl
     if numbered["x"] or numbered["y"]:
         numbers = sorted(numbered["x"])
         first = numbers[0] if numbers else 1
-        if (first not in (0, 1) or sorted(numbered["y"]) != numbers
-                or numbers != list(range(first, first + len(numbers)))):
+        if (
+            first not in (0, 1)
+            or sorted(numbered["y"]) != numbers
+            or numbers != list(range(first, first + len(numbers)))
+        ):
             raise ValueError(f"{path}: need columns x1..xN and y1..yN numbered from 1 (or from 0), got {header}")
         if numbered["v"] and sorted(numbered["v"]) != numbers:
             raise ValueError(f"{path}: v columns {sorted(numbered['v'])} do not match the points {numbers}")
@@ -117,14 +128,17 @@ def _columns(path: Path, header: list[str]) -> tuple[list[str] | None, list[tupl
     if named["x"] or named["y"]:
         names = sorted(named["x"], key=named["x"].get)
         if sorted(named["y"]) != sorted(names):
-            raise ValueError(f"{path}: every <name>_x column needs a <name>_y column and back; x: {sorted(names)}, "
-                             f"y: {sorted(named['y'])}")
+            raise ValueError(
+                f"{path}: every <name>_x column needs a <name>_y column and back; x: {sorted(names)}, "
+                f"y: {sorted(named['y'])}"
+            )
         extra = sorted(set(named["v"]) - set(names))
         if extra:
             raise ValueError(f"{path}: visibility columns {[f'{n}_v' for n in extra]} have no coordinates")
         return names, [(named["x"][n], named["y"][n], named["v"].get(n)) for n in names]
-    raise ValueError(f"{path}: need columns x1..xN and y1..yN (or <name>_x, <name>_y), got {header}; "
-                     f"expected {_LAYOUT}")
+    raise ValueError(
+        f"{path}: need columns x1..xN and y1..yN (or <name>_x, <name>_y), got {header}; expected {_LAYOUT}"
+    )
 
 
 def _number(text: str) -> float:
@@ -167,8 +181,10 @@ def read_keypoint_csv(path: str | os.PathLike, *, with_names: bool = False):
             except ValueError as error:
                 raise ValueError(f"{path}:{line}: not a number ({error})") from error
             if math.isfinite(x) != math.isfinite(y):
-                raise ValueError(f"{path}:{line}: column {header[x_column]!r} or {header[y_column]!r} is empty but "
-                                 "not both (a missing point leaves both empty)")
+                raise ValueError(
+                    f"{path}:{line}: column {header[x_column]!r} or {header[y_column]!r} is empty but "
+                    "not both (a missing point leaves both empty)"
+                )
             present = math.isfinite(x) and math.isfinite(y)
             xy.append((x, y) if present else (math.nan, math.nan))
             seen.append(present and (math.isnan(v) or v != 0))
@@ -208,6 +224,14 @@ class KeypointCSV(KeypointDataset):
         images, keypoints, visible, names = read_keypoint_csv(path, with_names=True)
         if flip_pairs is None:
             flip_pairs = flip_pairs_from_names(names)
-        super().__init__(root if root is not None else Path(path).parent, images, keypoints, visible,
-                         transform=transform, eye_indices=eye_indices, names=names, flip_pairs=flip_pairs)
+        super().__init__(
+            root if root is not None else Path(path).parent,
+            images,
+            keypoints,
+            visible,
+            transform=transform,
+            eye_indices=eye_indices,
+            names=names,
+            flip_pairs=flip_pairs,
+        )
         self.path = Path(path)

@@ -54,8 +54,9 @@ class CUB(KeypointDataset):
         transform: default squash to 96²; ``None`` for the stored images.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str | os.PathLike | None = None, *,
-                 transform: Transform | None = _DEFAULT) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, root: str | os.PathLike, split: str | os.PathLike | None = None, *, transform: Transform | None = _DEFAULT
+    ) -> None:  # type: ignore[assignment]
         root = require_dir(root, "CUB_200_2011 folder", _LAYOUT)
         ids = {}
         for line in require_file(root / "images.txt", "CUB image list", _LAYOUT).read_text().splitlines():
@@ -87,6 +88,12 @@ class CUB(KeypointDataset):
         if (root / "parts" / "parts.txt").is_file():
             entries = [line.split(maxsplit=1) for line in (root / "parts" / "parts.txt").read_text().splitlines()]
             part_names = [e[1].strip() for e in entries if len(e) == 2][:num_parts] or None
-        super().__init__(root / "images", names, keypoints, visible,
-                         transform=squash_transform() if transform is _DEFAULT else transform, names=part_names)
+        super().__init__(
+            root / "images",
+            names,
+            keypoints,
+            visible,
+            transform=squash_transform() if transform is _DEFAULT else transform,
+            names=part_names,
+        )
         self.split = None if split is None else Path(split).name

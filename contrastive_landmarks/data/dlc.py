@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,168 +38,15 @@ import torch
 
 from .base import KeypointDataset, Transform, require_dir, require_file
 from .csv_table import flip_pairs_from_names
+from .dlc_config import read_dlc_config
 
-__all__ = ["DLCProject", "dlc_split", "read_dlc_config", "read_dlc_labels"]
+__all__ = ["DLCProject", "dlc_split", "read_dlc_config", "read_dlc_labels"]  # read_dlc_config from .dlc_config
 
-_LAYOUT = ("<project>/config.yaml and <project>/labeled-data/<video>/CollectedData_<scorer>.csv "
-           "(DeepLabCut's project layout)")
-_CONFIG_KEYS = ("Task", "scorer", "bodyparts", "skeleton", "multianimalproject", "individuals",
-                "uniquebodyparts", "multianimalbodyparts")
-
-
-# -- config.yaml: the few keys used, without a YAML library ----------------------------------------------------
-def _strip_comment(text: str) -> str:
-    quote = None
-    for position, char in enumerate(text):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char == "#" and (position == 0 or text[position - 1].isspace()):
-            return text[:position].rstrip()
-    return text.rstrip()
+_LAYOUT = (
+    "<project>/config.yaml and <project>/labeled-data/<video>/CollectedData_<scorer>.csv (DeepLabCut's project layout)"
+)
 
 
-def _scalar(text: str):
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        inner = text[1:-1]
-        return inner.replace("''", "'") if text[0] == "'" else inner.replace('\\"', '"')
-    lowered = text.lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if lowered in ("", "~", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _flow(text: str, path: Path):
-    """Parse a YAML flow sequence such as ``[['Hand', 'Finger1'], [a, b]]``."""
-    position = 0
-
-    def value():
-        nonlocal position
-        while position < len(text) and text[position].isspace():
-            position += 1
-        if position < len(text) and text[position] == "[":
-            position += 1
-            items = []
-            while True:
-                while position < len(text) and text[position].isspace():
-                    position += 1
-                if position >= len(text):
-                    raise ValueError(f"{path}: unclosed '[' in {text!r}")
-                if text[position] == "]":
-                    position += 1
-                    return items
-                items.append(value())
-                while position < len(text) and text[position].isspace():
-                    position += 1
-                if position < len(text) and text[position] == ",":
-                    position += 1
-        if position < len(text) and text[position] in "'\"":
-            quote, start = text[position], position
-            position += 1
-            while position < len(text) and not (text[position] == quote and text[position + 1:position + 2] != quote):
-                position += 2 if text[position] == quote else 1
-            position += 1
-            return _scalar(text[start:position])
-        start = position
-        while position < len(text) and text[position] not in ",]":
-            position += 1
-        return _scalar(text[start:position])
-
-    result = value()
-    if text[position:].strip():
-        raise ValueError(f"{path}: cannot read {text!r} (left over: {text[position:]!r})")
-    return result
-
-
-def _block(lines: list[tuple[int, str]], path: Path):
-    """Parse a block sequence (``- item`` lines, nested as ``- - a`` / ``  - b``) from ``(indent, text)`` lines."""
-    expanded: list[tuple[int, str]] = []
-    for indent, text in lines:  # "- - a" is "-" then "- a" two columns further in
-        while text.startswith("- ") and text[2:].lstrip().startswith("-"):
-            rest = text[2:].lstrip()
-            expanded.append((indent, "-"))
-            indent, text = indent + len(text) - len(rest), rest
-        expanded.append((indent, text))
-    position = 0
-
-    def sequence(indent: int) -> list:
-        nonlocal position
-        items = []
-        while position < len(expanded) and expanded[position][0] == indent:
-            text = expanded[position][1]
-            if not (text == "-" or text.startswith("- ")):
-                raise ValueError(f"{path}: expected a '- item' line, got {text!r}")
-            position += 1
-            rest = text[1:].strip()
-            if rest:
-                items.append(_flow(rest, path) if rest.startswith("[") else _scalar(rest))
-            elif position < len(expanded) and expanded[position][0] > indent:
-                items.append(sequence(expanded[position][0]))
-            else:
-                items.append(None)
-        return items
-
-    if not expanded:
-        return None
-    result = sequence(expanded[0][0])
-    if position != len(expanded):
-        raise ValueError(f"{path}: cannot read the lines from {expanded[position][1]!r} on (mappings are not read)")
-    return result
-
-
-def read_dlc_config(path: str | os.PathLike) -> dict:
-    """The keys of a DeepLabCut ``config.yaml`` this reader uses (``scorer``, ``bodyparts``, ``skeleton``,
-    ``multianimalproject``, ``individuals``, ``uniquebodyparts``, ``multianimalbodyparts``, ``Task``),
-    parsed without a YAML library: scalars, flow sequences (``[a, [b, c]]``) and block sequences
-    (``- a``, ``- - a``). Other keys are skipped unread.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: one of those keys cannot be read (names the file).
-    """
-    path = require_file(path, "DeepLabCut config.yaml", _LAYOUT)
-    entries: dict[str, tuple[str, list[tuple[int, str]]]] = {}
-    current = None
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        text = _strip_comment(raw.replace("\t", "    "))
-        if not text.strip():
-            continue
-        indent = len(text) - len(text.lstrip())
-        top = re.match(r"^([A-Za-z_][\w ]*?)\s*:(?:\s+(.*)|$)", text) if indent == 0 else None
-        if top and not text.startswith("-"):
-            current = top.group(1)
-            entries[current] = ((top.group(2) or "").strip(), [])
-        elif current is not None:
-            entries[current][1].append((indent, text.strip()))
-    config = {}
-    for key in _CONFIG_KEYS:
-        if key not in entries:
-            continue
-        inline, lines = entries[key]
-        if inline and lines:
-            raise ValueError(f"{path}: {key} has both an inline value and lines below it")
-        if inline.startswith("["):
-            config[key] = _flow(inline, path)
-        elif inline:
-            config[key] = _scalar(inline)
-        else:
-            config[key] = _block(lines, path)
-    return config
-
-
-# -- CollectedData_<scorer>.csv / .h5 ---------------------------------------------------------------------------
 def _number(text: str, path: Path, line: int, column: str) -> float:
     text = text.strip()
     if not text:
@@ -216,11 +62,14 @@ def _read_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         rows = list(csv.reader(handle))
     first = [row[0].strip() if row else "" for row in rows[:4]]
     if len(first) >= 2 and first[1] == "individuals":
-        raise NotImplementedError(f"{path}: a multi-animal DeepLabCut file (header scorer / individuals / bodyparts "
-                                  "/ coords) is not supported; this reader reads single-animal projects")
+        raise NotImplementedError(
+            f"{path}: a multi-animal DeepLabCut file (header scorer / individuals / bodyparts "
+            "/ coords) is not supported; this reader reads single-animal projects"
+        )
     if first[:3] != ["scorer", "bodyparts", "coords"]:
-        raise ValueError(f"{path}: expected DeepLabCut's 3-row header scorer / bodyparts / coords, got rows "
-                         f"starting {first[:3]}")
+        raise ValueError(
+            f"{path}: expected DeepLabCut's 3-row header scorer / bodyparts / coords, got rows starting {first[:3]}"
+        )
     parts_row, coords_row = rows[1], rows[2]
     width = len(coords_row)
     if len(parts_row) != width:
@@ -269,8 +118,10 @@ def _read_h5(path: Path) -> tuple[list[str], list[str], np.ndarray]:  # pragma: 
         import pandas
         import tables  # noqa: F401  (pandas reads HDF5 through PyTables)
     except ImportError as error:
-        raise ImportError(f"{path}: reading DeepLabCut's .h5 labels needs pandas and PyTables (pip install pandas "
-                          "tables); or save the labels as CSV too (DeepLabCut writes both)") from error
+        raise ImportError(
+            f"{path}: reading DeepLabCut's .h5 labels needs pandas and PyTables (pip install pandas "
+            "tables); or save the labels as CSV too (DeepLabCut writes both)"
+        ) from error
     frame = pandas.read_hdf(path)
     names = list(frame.columns.names)
     if "individuals" in names:
@@ -278,8 +129,19 @@ def _read_h5(path: Path) -> tuple[list[str], list[str], np.ndarray]:  # pragma: 
     if names[-2:] != ["bodyparts", "coords"]:
         raise ValueError(f"{path}: expected columns (scorer, bodyparts, coords), got levels {names}")
     parts = list(dict.fromkeys(frame.columns.get_level_values("bodyparts")))
-    xy = np.stack([np.stack([frame.xs((p, c), level=("bodyparts", "coords"), axis=1).iloc[:, 0].to_numpy(float)
-                             for c in ("x", "y")], -1) for p in parts], 1)
+    xy = np.stack(
+        [
+            np.stack(
+                [
+                    frame.xs((p, c), level=("bodyparts", "coords"), axis=1).iloc[:, 0].to_numpy(float)
+                    for c in ("x", "y")
+                ],
+                -1,
+            )
+            for p in parts
+        ],
+        1,
+    )
     images = ["/".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in frame.index]
     return [i.replace("\\", "/") for i in images], parts, xy.astype(np.float32)
 
@@ -326,14 +188,22 @@ class DLCProject(KeypointDataset):
         ValueError: malformed config or labels (names the file).
     """
 
-    def __init__(self, project_dir: str | os.PathLike, *, transform: Transform | None = None,
-                 scorer: str | None = None, video: str | Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        project_dir: str | os.PathLike,
+        *,
+        transform: Transform | None = None,
+        scorer: str | None = None,
+        video: str | Sequence[str] | None = None,
+    ) -> None:
         project = require_dir(project_dir, "DeepLabCut project", _LAYOUT)
         config_path = require_file(project / "config.yaml", "DeepLabCut config.yaml", _LAYOUT)
         self.config = config = read_dlc_config(config_path)
         if config.get("multianimalproject") is True:
-            raise NotImplementedError(f"{config_path}: multi-animal DeepLabCut projects (multianimalproject: true) "
-                                      "are not supported; this reader reads single-animal projects")
+            raise NotImplementedError(
+                f"{config_path}: multi-animal DeepLabCut projects (multianimalproject: true) "
+                "are not supported; this reader reads single-animal projects"
+            )
         scorer = scorer if scorer is not None else config.get("scorer")
         if not scorer:
             raise ValueError(f"{config_path}: no scorer (pass scorer=...)")
@@ -350,8 +220,9 @@ class DLCProject(KeypointDataset):
             wanted = [video] if isinstance(video, str) else list(video)
             unknown = [v for v in wanted if not (labelled / v).is_dir()]
             if unknown:
-                raise FileNotFoundError(f"no labeled-data folder {unknown} in {labelled} (there are "
-                                        f"{[p.name for p in folders]})")
+                raise FileNotFoundError(
+                    f"no labeled-data folder {unknown} in {labelled} (there are {[p.name for p in folders]})"
+                )
             folders = [labelled / v for v in wanted]
         images, points, self.videos, self.files = [], [], [], []
         for folder in folders:
@@ -365,21 +236,31 @@ class DLCProject(KeypointDataset):
             missing = [n for n in names if n not in parts]
             extra = [p for p in parts if p not in names]
             if missing or extra:
-                raise ValueError(f"{path}: body parts {parts} do not match config.yaml's {names} (missing "
-                                 f"{missing}, not in config.yaml {extra})")
+                raise ValueError(
+                    f"{path}: body parts {parts} do not match config.yaml's {names} (missing "
+                    f"{missing}, not in config.yaml {extra})"
+                )
             images += frames
             points.append(xy[:, [parts.index(n) for n in names]])
             self.videos += [folder.name] * len(frames)
             self.files.append(path)
         if not images:
-            raise FileNotFoundError(f"no labels CollectedData_{self.scorer}.csv in any folder of {labelled}; "
-                                    f"expected {_LAYOUT}")
+            raise FileNotFoundError(
+                f"no labels CollectedData_{self.scorer}.csv in any folder of {labelled}; expected {_LAYOUT}"
+            )
         if len(set(images)) != len(images):
             repeated = sorted({i for i in images if images.count(i) > 1})[:3]
             raise ValueError(f"frames labelled twice in {[str(f) for f in self.files]}: {repeated}")
         keypoints = np.concatenate(points)
-        super().__init__(project, images, keypoints, np.isfinite(keypoints).all(-1), transform=transform,
-                         names=names, flip_pairs=flip_pairs_from_names(names))
+        super().__init__(
+            project,
+            images,
+            keypoints,
+            np.isfinite(keypoints).all(-1),
+            transform=transform,
+            names=names,
+            flip_pairs=flip_pairs_from_names(names),
+        )
         self.skeleton = self._skeleton(config_path, config.get("skeleton"), names)
         self.project_dir = project
 

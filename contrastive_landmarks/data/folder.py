@@ -30,13 +30,20 @@ class ImageFolder(Dataset):
         extensions: image suffixes accepted when scanning a folder.
     """
 
-    def __init__(self, source: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                 transform: Transform | None = None, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> None:
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        *,
+        root: str | os.PathLike | None = None,
+        transform: Transform | None = None,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    ) -> None:
         source = Path(source)
         if source.is_dir():
             self.root = source
-            self.images = sorted(str(p.relative_to(source)) for p in source.rglob("*")
-                                 if p.suffix.lower() in extensions and p.is_file())
+            self.images = sorted(
+                str(p.relative_to(source)) for p in source.rglob("*") if p.suffix.lower() in extensions and p.is_file()
+            )
             if not self.images:
                 raise FileNotFoundError(f"no images ({', '.join(extensions)}) under {source}")
         else:

@@ -58,6 +58,7 @@ def aflw_split(split: str, seed: int = 0) -> list[int]:
         start += count
     raise AssertionError  # pragma: no cover
 
+
 _LAYOUT = "<root>/train.csv and <root>/test.csv (image,x1..x5,y1..y5) with the images they list under <root>"
 
 
@@ -93,12 +94,20 @@ class MTFL(KeypointCSV):
         if face_crop:
             size = 80 if face_crop is True else int(face_crop)
             scale = 3.14 if face_crop is True else 3.14 * size / paper_resize(size)
-            crop = face_box_crop(size, scale=scale, jitter_scale=face_crop_jitter[0],
-                                 jitter_shift=face_crop_jitter[1], generator=generator)
+            crop = face_box_crop(
+                size,
+                scale=scale,
+                jitter_scale=face_crop_jitter[0],
+                jitter_shift=face_crop_jitter[1],
+                generator=generator,
+            )
             transform = crop if transform is None else Compose([crop, transform])
-        super().__init__(Path(root) / f"{split}.csv", root, transform=transform, eye_indices=(0, 1),
-                         flip_pairs=FLIP_PAIRS)
+        super().__init__(
+            Path(root) / f"{split}.csv", root, transform=transform, eye_indices=(0, 1), flip_pairs=FLIP_PAIRS
+        )
         if any("_misaligned" in p or "/net_7876/_" in "/" + p for p in self.images):
-            raise ValueError(f"{root}/{split}.csv lists the misaligned net_7876/_*.jpg rows (landmarks 25-30 px "
-                             "too high, removed upstream on 2026-12-02); use the current train.csv")
+            raise ValueError(
+                f"{root}/{split}.csv lists the misaligned net_7876/_*.jpg rows (landmarks 25-30 px "
+                "too high, removed upstream on 2026-12-02); use the current train.csv"
+            )
         self.split = split

@@ -9,8 +9,18 @@ __all__ = ["DATASETS", "by_name"]
 DATASETS = ("mtfl", "aflw_in", "mafl", "aflw_m", "aflw_r", "300w", "cub", "csv", "coco", "dlc")
 
 
-def by_name(name: str, root: str | None, split: str, *, image_size: int = 96, resize: int | None = None,
-            face_crop: bool = False, jitter: bool = False, path: str | None = None, limit: int | None = None):
+def by_name(
+    name: str,
+    root: str | None,
+    split: str,
+    *,
+    image_size: int = 96,
+    resize: int | None = None,
+    face_crop: bool = False,
+    jitter: bool = False,
+    path: str | None = None,
+    limit: int | None = None,
+):
     """A dataset by name, with the paper's preprocessing to ``image_size`` (``resize``: stop at that square
     size instead, e.g. 136 for matching, which crops after warping).
 
@@ -67,5 +77,3 @@ def by_name(name: str, root: str | None, split: str, *, image_size: int = 96, re
     if limit is not None and limit < len(dataset):
         return KeypointSubset(dataset, range(limit))
     return dataset
-
-

@@ -76,8 +76,15 @@ class PtsFolder(KeypointDataset):
         eye_indices: defaults to ``(36, 45)`` for 68-point files.
     """
 
-    def __init__(self, root: str | os.PathLike, *, one_based: bool = True, recursive: bool = False,
-                 transform: Transform | None = None, eye_indices: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        one_based: bool = True,
+        recursive: bool = False,
+        transform: Transform | None = None,
+        eye_indices: tuple[int, int] | None = None,
+    ) -> None:
         root = require_dir(root, "folder of images with .pts files", "<root>/<name>.{jpg,png,...} + <name>.pts")
         files = sorted(root.rglob("*.pts") if recursive else root.glob("*.pts"))
         pairs = [(p, _image_for(p)) for p in files]
@@ -91,8 +98,9 @@ class PtsFolder(KeypointDataset):
         keypoints = np.stack(points) - (1.0 if one_based else 0.0)
         if eye_indices is None and keypoints.shape[1] == 68:
             eye_indices = (36, 45)
-        super().__init__(root, [str(i.relative_to(root)) for _, i in pairs], keypoints, transform=transform,
-                         eye_indices=eye_indices)
+        super().__init__(
+            root, [str(i.relative_to(root)) for _, i in pairs], keypoints, transform=transform, eye_indices=eye_indices
+        )
 
 
 class ThreeHundredW(KeypointDataset):
@@ -106,8 +114,14 @@ class ThreeHundredW(KeypointDataset):
         box: ``"ground_truth"`` (``bb_ground_truth``, the authors') or ``"detector"`` (``bb_detector``).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, transform: Transform | None = _DEFAULT,
-                 box: str = "ground_truth") -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        transform: Transform | None = _DEFAULT,
+        box: str = "ground_truth",
+    ) -> None:  # type: ignore[assignment]
         if split not in _SPLITS:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if box not in ("ground_truth", "detector"):
@@ -116,8 +130,9 @@ class ThreeHundredW(KeypointDataset):
         images, keypoints, boxes = [], [], []
         for folder, mat_name in _SPLITS[split]:
             directory = require_dir(root / folder, f"300W subset {folder!r}", _LAYOUT)
-            mat_path = require_file(root / "Bounding Boxes" / f"bounding_boxes_{mat_name}.mat",
-                                    "300W bounding boxes", _LAYOUT)
+            mat_path = require_file(
+                root / "Bounding Boxes" / f"bounding_boxes_{mat_name}.mat", "300W bounding boxes", _LAYOUT
+            )
             table = {}
             for entry in np.atleast_1d(load_mat(mat_path)["bounding_boxes"]):
                 table[str(entry.imgName)] = np.asarray(getattr(entry, f"bb_{box}"), dtype=np.float32)
@@ -134,7 +149,12 @@ class ThreeHundredW(KeypointDataset):
                 boxes.append(table[image.name] - 1.0)
         if not images:
             raise FileNotFoundError(f"no 300W images with .pts files under {root}; expected layout: {_LAYOUT}")
-        super().__init__(root, images, np.stack(keypoints), boxes=np.stack(boxes),
-                         transform=threehundredw_transform() if transform is _DEFAULT else transform,
-                         eye_indices=(36, 45))
+        super().__init__(
+            root,
+            images,
+            np.stack(keypoints),
+            boxes=np.stack(boxes),
+            transform=threehundredw_transform() if transform is _DEFAULT else transform,
+            eye_indices=(36, 45),
+        )
         self.split = split

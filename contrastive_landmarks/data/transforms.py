@@ -203,8 +203,14 @@ class LandmarkBox:
             sample's keypoint count, or a keypoint count other than ``num_keypoints``.
     """
 
-    def __init__(self, scale: float = 1.0, upper: Sequence[int] | None = None, lower: Sequence[int] | None = None,
-                 *, num_keypoints: int | None = None) -> None:
+    def __init__(
+        self,
+        scale: float = 1.0,
+        upper: Sequence[int] | None = None,
+        lower: Sequence[int] | None = None,
+        *,
+        num_keypoints: int | None = None,
+    ) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         if (upper is None) != (lower is None):
@@ -233,14 +239,18 @@ class LandmarkBox:
             sample["box"] = torch.cat([centre - half, centre + half])
             return sample
         if self.num_keypoints is not None and count != self.num_keypoints:
-            raise ValueError(f"LandmarkBox(upper={self.upper}, lower={self.lower}) is for the "
-                             f"{self.num_keypoints}-point layout, but the sample has {count} keypoints; pass the "
-                             "indices of your layout's "
-                             "upper/lower face points, or no indices for the bounding box of the keypoints")
+            raise ValueError(
+                f"LandmarkBox(upper={self.upper}, lower={self.lower}) is for the "
+                f"{self.num_keypoints}-point layout, but the sample has {count} keypoints; pass the "
+                "indices of your layout's "
+                "upper/lower face points, or no indices for the bounding box of the keypoints"
+            )
         highest = max(self.upper + self.lower)
         if highest >= count or min(self.upper + self.lower) < -count:
-            raise ValueError(f"LandmarkBox face indices upper={self.upper}, lower={self.lower} exceed the sample's "
-                             f"{count} keypoints; leave them unset for the bounding box of the keypoints")
+            raise ValueError(
+                f"LandmarkBox face indices upper={self.upper}, lower={self.lower} exceed the sample's "
+                f"{count} keypoints; leave them unset for the bounding box of the keypoints"
+            )
         centre = points[usable].mean(0) if bool(usable.any()) else points.mean(0)
         size = (points[self.upper].mean(0) - points[self.lower].mean(0)).norm() * self.scale
         half = float(size) / 2
@@ -343,8 +353,10 @@ class BoxCrop:
         return Resize(self.size)(sample)
 
     def __repr__(self) -> str:
-        return (f"BoxCrop({self.size}, scale={self.scale}, shift={self.shift}, jitter_scale={self.jitter_scale}, "
-                f"jitter_shift={self.jitter_shift})")
+        return (
+            f"BoxCrop({self.size}, scale={self.scale}, shift={self.shift}, jitter_scale={self.jitter_scale}, "
+            f"jitter_shift={self.jitter_shift})"
+        )
 
 
 def paper_resize(image_size: int) -> int:
@@ -413,7 +425,9 @@ def face_box_crop(
     model choice), so training faces, which MTFL stores as looser crops (median 16.5 px), can be shown
     at the test framing. Jitter (see :class:`BoxCrop`) adds scale/shift augmentation.
     """
-    return Compose([
-        LandmarkBox(scale=1.0, upper=upper, lower=lower, num_keypoints=num_keypoints),
-        BoxCrop(size, scale=scale, jitter_scale=jitter_scale, jitter_shift=jitter_shift, generator=generator),
-    ])
+    return Compose(
+        [
+            LandmarkBox(scale=1.0, upper=upper, lower=lower, num_keypoints=num_keypoints),
+            BoxCrop(size, scale=scale, jitter_scale=jitter_scale, jitter_shift=jitter_shift, generator=generator),
+        ]
+    )

@@ -24,8 +24,11 @@ __all__ = ["ProjectedDescriptors", "describe", "evaluate_matching"]
 def _normalizer(model: nn.Module, normalize: Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], Tensor]:
     if normalize is not None:
         return normalize
-    for owner in (model, getattr(model, "backbone", None), getattr(getattr(model, "hypercolumn", None),
-                                                                   "backbone", None)):
+    for owner in (
+        model,
+        getattr(model, "backbone", None),
+        getattr(getattr(model, "hypercolumn", None), "backbone", None),
+    ):
         if owner is not None and hasattr(owner, "normalize") and callable(owner.normalize):
             return owner.normalize
     raise TypeError(f"cannot find the input normalisation of {type(model).__name__}; pass normalize=")
@@ -126,13 +129,28 @@ def evaluate_matching(
             distance = matching_error(found.points, truth, (height, width), frame, vis, reduction="none")
             errors[name].append(distance[~distance.isnan()])
             if return_matches and name == "different" and not kept:
-                kept.append({"source": source[:4], "source_points": src_kp[:4], "target": target[:4],
-                             "points": found.points[:4], "truth": truth[:4]})
-    result = {name: {"error": float(torch.cat(e).mean()), "count": int(torch.cat(e).numel())}
-              for name, e in errors.items()}
+                kept.append(
+                    {
+                        "source": source[:4],
+                        "source_points": src_kp[:4],
+                        "target": target[:4],
+                        "points": found.points[:4],
+                        "truth": truth[:4],
+                    }
+                )
+    result = {
+        name: {"error": float(torch.cat(e).mean()), "count": int(torch.cat(e).numel())} for name, e in errors.items()
+    }
     result["config"] = {
-        "protocol": "matching", "pairs": total // 2, "seed": seed, "crop": crop, "similarity": similarity,
-        "size": size, "frame": frame, "image_size": [int(height), int(width)], "model": describe(model),
+        "protocol": "matching",
+        "pairs": total // 2,
+        "seed": seed,
+        "crop": crop,
+        "similarity": similarity,
+        "size": size,
+        "frame": frame,
+        "image_size": [int(height), int(width)],
+        "model": describe(model),
         "tps": {k: getattr(params, k) for k in vars(params)} if hasattr(params, "__dict__") else str(params),
     }
     result["environment"] = environment()
@@ -152,5 +170,3 @@ def describe(model) -> dict:
     if projector is not None and hasattr(projector, "config"):
         info["projector"] = projector.config
     return info
-
-

@@ -66,8 +66,15 @@ class StageSubset(nn.Module):
 
 
 @torch.no_grad()
-def predict_dataset(features: nn.Module, fit: RegressorFit, data: Any, *, projector: nn.Module | None = None,
-                    batch_size: int = 64, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def predict_dataset(
+    features: nn.Module,
+    fit: RegressorFit,
+    data: Any,
+    *,
+    projector: nn.Module | None = None,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(predictions, keypoints, visible)`` of a labelled dataset, ``(M, N, 2)`` pixels each."""
     regressor = fit.regressor
     preds, kps, viss = [], [], []
@@ -154,11 +161,22 @@ def evaluate_regression(
         best_lr = math.nan
         for lr in lrs or (None,):
             options = dict(fit_options) if lr is None else {**fit_options, "lr": lr}
-            fit = fit_regressor(features, KeypointSubset(train_set, labelled), val_set, projector=projector,
-                                metric=metric, eye_indices=eye_indices, seed=seed, device=device, warn=False,
-                                **options)
-            say(f"seed {seed} lr {options.get('lr', 'default')}: val {metric_name} {fit.score:.3f} "
-                f"(mean shape {fit.baseline:.3f}, step {fit.best_step})")
+            fit = fit_regressor(
+                features,
+                KeypointSubset(train_set, labelled),
+                val_set,
+                projector=projector,
+                metric=metric,
+                eye_indices=eye_indices,
+                seed=seed,
+                device=device,
+                warn=False,
+                **options,
+            )
+            say(
+                f"seed {seed} lr {options.get('lr', 'default')}: val {metric_name} {fit.score:.3f} "
+                f"(mean shape {fit.baseline:.3f}, step {fit.best_step})"
+            )
             if best is None or fit.score < best.score:
                 best, best_lr = fit, options.get("lr", math.nan)
         assert best is not None
@@ -172,19 +190,28 @@ def evaluate_regression(
         results["val_baseline"].append(best.baseline)
         selections.append({"seed": seed, "lr": best_lr, "step": best.best_step, "labelled": len(labelled)})
         problems += [f"seed {seed}: {w}" for w in best.warnings]
-        say(f"seed {seed}: test {metric_name} {results['test'][-1]:.3f} "
-            f"(mean shape {results['test_baseline'][-1]:.3f})")
+        say(
+            f"seed {seed}: test {metric_name} {results['test'][-1]:.3f} (mean shape {results['test_baseline'][-1]:.3f})"
+        )
     return {
         **{key: _summary(values) for key, values in results.items()},
         "selected": selections,
         "metric": {"iod": "inter-ocular error (%)", "pixel": "mean pixel error"}.get(metric_name, metric_name),
         "warnings": problems,
         "config": {
-            "protocol": "regression", "num_labelled": num_labelled, "seeds": list(seeds), "val_fraction": val_fraction,
-            "max_val": max_val, "split_seed": split_seed, "train_images": len(train_part),
-            "val_images": 0 if val_set is None else len(val_set), "test_images": len(test_set),
-            "stages": list(stages) if stages is not None else list(model.backbone.stages), "lrs": lrs,
-            "fit": best.config, "model": describe(model),
+            "protocol": "regression",
+            "num_labelled": num_labelled,
+            "seeds": list(seeds),
+            "val_fraction": val_fraction,
+            "max_val": max_val,
+            "split_seed": split_seed,
+            "train_images": len(train_part),
+            "val_images": 0 if val_set is None else len(val_set),
+            "test_images": len(test_set),
+            "stages": list(stages) if stages is not None else list(model.backbone.stages),
+            "lrs": lrs,
+            "fit": best.config,
+            "model": describe(model),
             "projector": projector.config if projector is not None and hasattr(projector, "config") else None,
         },
         "timing": {"total_s": round(time.time() - started, 1)},

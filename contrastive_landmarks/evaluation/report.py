@@ -36,17 +36,22 @@ def results_table(rows: Mapping[str, Mapping] | Sequence[tuple[str, Mapping]]) -
     if items and items[0][1].get("config", {}).get("protocol") == "matching":
         lines += ["| model | same identity (px @70) | different identity (px @70) | pairs |", "|---|---|---|---|"]
         for label, r in items:
-            lines.append(f"| {label} | {r['same']['error']:.2f} | {r['different']['error']:.2f} | "
-                         f"{r['config']['pairs']} |")
+            lines.append(
+                f"| {label} | {r['same']['error']:.2f} | {r['different']['error']:.2f} | {r['config']['pairs']} |"
+            )
     else:
-        lines += ["| model | labelled | test metric | mean ± std | mean shape | seeds | selected (lr, step) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| model | labelled | test metric | mean ± std | mean shape | seeds | selected (lr, step) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for label, r in items:
             cfg = r["config"]
             labelled = cfg["num_labelled"] if cfg["num_labelled"] is not None else cfg["train_images"]
             chosen = ", ".join(f"({s['lr']:g}, {s['step']})" for s in r["selected"])
-            lines.append(f"| {label} | {labelled} | {r['metric']} | {r['test']['mean']:.2f} ± {r['test']['std']:.2f}"
-                         f" | {r['test_baseline']['mean']:.2f} | {len(cfg['seeds'])} | {chosen} |")
+            lines.append(
+                f"| {label} | {labelled} | {r['metric']} | {r['test']['mean']:.2f} ± {r['test']['std']:.2f}"
+                f" | {r['test_baseline']['mean']:.2f} | {len(cfg['seeds'])} | {chosen} |"
+            )
     return "\n".join(lines)
 
 

@@ -19,13 +19,7 @@ from .softmax_matching import (
     softmax_expected_distance_reference,
 )
 from .stage_similarity import stage_similarity, stage_similarity_reference
-from .upsample_sum import (
-    project_stages,
-    project_stages_reference,
-    select_backend,
-    upsample_sum,
-    upsample_sum_reference,
-)
+from .upsample_sum import project_stages, project_stages_reference, select_backend, upsample_sum, upsample_sum_reference
 
 __all__ = [
     "project_stages",

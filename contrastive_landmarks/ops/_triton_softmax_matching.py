@@ -94,18 +94,37 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Q, K, SRC, OUT, LSE, N, M, DIM, key_w, src_batch_stride, sx, sy, scale_log2, half_power,
-                POWER_MODE: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
-                BLOCK_D: tl.constexpr):
+def _fwd_kernel(
+    Q,
+    K,
+    SRC,
+    OUT,
+    LSE,
+    N,
+    M,
+    DIM,
+    key_w,
+    src_batch_stride,
+    sx,
+    sy,
+    scale_log2,
+    half_power,
+    POWER_MODE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs_q = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_d = tl.arange(0, BLOCK_D)
     mask_q = offs_q < N
     mask_d = offs_d < DIM
-    q = tl.load(Q + b * N * DIM + offs_q[:, None] * DIM + offs_d[None, :], mask=mask_q[:, None] & mask_d[None, :],
-                other=0.0)
+    q = tl.load(
+        Q + b * N * DIM + offs_q[:, None] * DIM + offs_d[None, :], mask=mask_q[:, None] & mask_d[None, :], other=0.0
+    )
     src = SRC + b * src_batch_stride + offs_q * 2
     src_x = tl.load(src, mask=mask_q, other=0.0).to(tl.float32)
     src_y = tl.load(src + 1, mask=mask_q, other=0.0).to(tl.float32)
@@ -116,8 +135,7 @@ def _fwd_kernel(Q, K, SRC, OUT, LSE, N, M, DIM, key_w, src_batch_stride, sx, sy,
     for start in range(0, M, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask_k = offs_k < M
-        k = tl.load(k_base + offs_k[:, None] * DIM + offs_d[None, :], mask=mask_k[:, None] & mask_d[None, :],
-                    other=0.0)
+        k = tl.load(k_base + offs_k[:, None] * DIM + offs_d[None, :], mask=mask_k[:, None] & mask_d[None, :], other=0.0)
         s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale_log2
         s = tl.where(mask_k[None, :], s, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(s, 1))
@@ -134,18 +152,40 @@ def _fwd_kernel(Q, K, SRC, OUT, LSE, N, M, DIM, key_w, src_batch_stride, sx, sy,
 
 
 @triton.jit
-def _bwd_dq_kernel(Q, K, SRC, OUT, LSE, GRAD, DQ, N, M, DIM, key_w, src_batch_stride, sx, sy, scale, scale_log2,
-                   half_power, POWER_MODE: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                BLOCK_Q: tl.constexpr,
-                   BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+def _bwd_dq_kernel(
+    Q,
+    K,
+    SRC,
+    OUT,
+    LSE,
+    GRAD,
+    DQ,
+    N,
+    M,
+    DIM,
+    key_w,
+    src_batch_stride,
+    sx,
+    sy,
+    scale,
+    scale_log2,
+    half_power,
+    POWER_MODE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs_q = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_d = tl.arange(0, BLOCK_D)
     mask_q = offs_q < N
     mask_d = offs_d < DIM
-    q = tl.load(Q + b * N * DIM + offs_q[:, None] * DIM + offs_d[None, :], mask=mask_q[:, None] & mask_d[None, :],
-                other=0.0)
+    q = tl.load(
+        Q + b * N * DIM + offs_q[:, None] * DIM + offs_d[None, :], mask=mask_q[:, None] & mask_d[None, :], other=0.0
+    )
     src = SRC + b * src_batch_stride + offs_q * 2
     src_x = tl.load(src, mask=mask_q, other=0.0).to(tl.float32)
     src_y = tl.load(src + 1, mask=mask_q, other=0.0).to(tl.float32)
@@ -157,39 +197,62 @@ def _bwd_dq_kernel(Q, K, SRC, OUT, LSE, GRAD, DQ, N, M, DIM, key_w, src_batch_st
     for start in range(0, M, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask_k = offs_k < M
-        k = tl.load(k_base + offs_k[:, None] * DIM + offs_d[None, :], mask=mask_k[:, None] & mask_d[None, :],
-                    other=0.0)
+        k = tl.load(k_base + offs_k[:, None] * DIM + offs_d[None, :], mask=mask_k[:, None] & mask_d[None, :], other=0.0)
         s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale_log2
         p = tl.where(mask_k[None, :], tl.exp2(s - lse_log2[:, None]), 0.0)
         dist = _distance(src_x, src_y, offs_k, key_w, sx, sy, half_power, POWER_MODE)
         w = p * (dist - out[:, None])
         acc += _dot(w.to(k.dtype), k, PRECISION, UPCAST)
     acc = acc * (grad * scale)[:, None]
-    tl.store(DQ + b * N * DIM + offs_q[:, None] * DIM + offs_d[None, :], acc.to(DQ.dtype.element_ty),
-             mask=mask_q[:, None] & mask_d[None, :])
+    tl.store(
+        DQ + b * N * DIM + offs_q[:, None] * DIM + offs_d[None, :],
+        acc.to(DQ.dtype.element_ty),
+        mask=mask_q[:, None] & mask_d[None, :],
+    )
 
 
 @triton.jit
-def _bwd_dk_kernel(Q, K, SRC, OUT, LSE, GRAD, DK, N, M, DIM, key_w, src_batch_stride, sx, sy, scale, scale_log2,
-                   half_power, POWER_MODE: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                BLOCK_Q: tl.constexpr,
-                   BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+def _bwd_dk_kernel(
+    Q,
+    K,
+    SRC,
+    OUT,
+    LSE,
+    GRAD,
+    DK,
+    N,
+    M,
+    DIM,
+    key_w,
+    src_batch_stride,
+    sx,
+    sy,
+    scale,
+    scale_log2,
+    half_power,
+    POWER_MODE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs_k = pid * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, BLOCK_D)
     mask_k = offs_k < M
     mask_d = offs_d < DIM
-    k = tl.load(K + b * M * DIM + offs_k[:, None] * DIM + offs_d[None, :], mask=mask_k[:, None] & mask_d[None, :],
-                other=0.0)
+    k = tl.load(
+        K + b * M * DIM + offs_k[:, None] * DIM + offs_d[None, :], mask=mask_k[:, None] & mask_d[None, :], other=0.0
+    )
     acc = tl.zeros((BLOCK_K, BLOCK_D), tl.float32)
     q_base = Q + b * N * DIM
     src_base = SRC + b * src_batch_stride
     for start in range(0, N, BLOCK_Q):
         offs_q = start + tl.arange(0, BLOCK_Q)
         mask_q = offs_q < N
-        q = tl.load(q_base + offs_q[:, None] * DIM + offs_d[None, :], mask=mask_q[:, None] & mask_d[None, :],
-                    other=0.0)
+        q = tl.load(q_base + offs_q[:, None] * DIM + offs_d[None, :], mask=mask_q[:, None] & mask_d[None, :], other=0.0)
         src_x = tl.load(src_base + offs_q * 2, mask=mask_q, other=0.0).to(tl.float32)
         src_y = tl.load(src_base + offs_q * 2 + 1, mask=mask_q, other=0.0).to(tl.float32)
         out = tl.load(OUT + b * N + offs_q, mask=mask_q, other=0.0)
@@ -200,8 +263,11 @@ def _bwd_dk_kernel(Q, K, SRC, OUT, LSE, GRAD, DK, N, M, DIM, key_w, src_batch_st
         dist = _distance_t(src_x, src_y, offs_k, key_w, sx, sy, half_power, POWER_MODE)
         wt = pt * (dist - out[None, :]) * row[None, :]
         acc += _dot(wt.to(q.dtype), q, PRECISION, UPCAST)
-    tl.store(DK + b * M * DIM + offs_k[:, None] * DIM + offs_d[None, :], acc.to(DK.dtype.element_ty),
-             mask=mask_k[:, None] & mask_d[None, :])
+    tl.store(
+        DK + b * M * DIM + offs_k[:, None] * DIM + offs_d[None, :],
+        acc.to(DK.dtype.element_ty),
+        mask=mask_k[:, None] & mask_d[None, :],
+    )
 
 
 def _config(q: Tensor, block_q: int, block_k: int) -> dict:
@@ -233,12 +299,27 @@ def _common(q: Tensor, src: Tensor, power: float, scale: float) -> tuple[int, di
     # Triton 3.8's CPU interpreter multiplies bfloat16 dot operands as their uint16 storage: there (and
     # only there) 16-bit operands are upcast to float32 before tl.dot (they are exact in float32).
     upcast = os.environ.get("TRITON_INTERPRET") == "1" and q.dtype != torch.float32
-    return src_batch_stride, {"POWER_MODE": _power_mode(power), "half_power": float(power) / 2,
-                              "scale_log2": float(scale) * _LOG2E, "UPCAST": upcast}
+    return src_batch_stride, {
+        "POWER_MODE": _power_mode(power),
+        "half_power": float(power) / 2,
+        "scale_log2": float(scale) * _LOG2E,
+        "UPCAST": upcast,
+    }
 
 
-def forward(q: Tensor, k: Tensor, src: Tensor, key_w: int, sx: float, sy: float, scale: float, power: float,
-            block_q: int = 0, block_k: int = 0, allow_tf32: bool = False) -> tuple[Tensor, Tensor]:
+def forward(
+    q: Tensor,
+    k: Tensor,
+    src: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    block_q: int = 0,
+    block_k: int = 0,
+    allow_tf32: bool = False,
+) -> tuple[Tensor, Tensor]:
     """``(L, lse)`` ``(B, N)`` float32 for contiguous ``q (B, N, d)``, ``k (B, M, d)``, ``src (B|1, N, 2)`` float32."""
     batch, n, dim = q.shape
     m = k.shape[1]
@@ -247,14 +328,42 @@ def forward(q: Tensor, k: Tensor, src: Tensor, key_w: int, sx: float, sy: float,
     out = torch.empty(batch, n, dtype=torch.float32, device=q.device)
     lse = torch.empty(batch, n, dtype=torch.float32, device=q.device)
     grid = (math.ceil(n / cfg["BLOCK_Q"]), batch)
-    _fwd_kernel[grid](q, k, src.to(torch.float32), out, lse, n, m, dim, key_w, src_stride, float(sx), float(sy),
-                      PRECISION=_precision(q, allow_tf32), **extra, **cfg)
+    _fwd_kernel[grid](
+        q,
+        k,
+        src.to(torch.float32),
+        out,
+        lse,
+        n,
+        m,
+        dim,
+        key_w,
+        src_stride,
+        float(sx),
+        float(sy),
+        PRECISION=_precision(q, allow_tf32),
+        **extra,
+        **cfg,
+    )
     return out, lse
 
 
-def backward(grad: Tensor, q: Tensor, k: Tensor, src: Tensor, out: Tensor, lse: Tensor, key_w: int, sx: float,
-             sy: float, scale: float, power: float, block_q: int = 0, block_k: int = 0,
-             allow_tf32: bool = False) -> tuple[Tensor, Tensor]:
+def backward(
+    grad: Tensor,
+    q: Tensor,
+    k: Tensor,
+    src: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    block_q: int = 0,
+    block_k: int = 0,
+    allow_tf32: bool = False,
+) -> tuple[Tensor, Tensor]:
     """``(dq, dk)`` in the dtypes of ``q`` / ``k`` (all inputs contiguous)."""
     batch, n, dim = q.shape
     m = k.shape[1]
@@ -266,8 +375,10 @@ def backward(grad: Tensor, q: Tensor, k: Tensor, src: Tensor, out: Tensor, lse: 
     dk = torch.empty_like(k)
     args = (n, m, dim, key_w, src_stride, float(sx), float(sy), float(scale))
     precision = _precision(q, allow_tf32)
-    _bwd_dq_kernel[(math.ceil(n / cfg["BLOCK_Q"]), batch)](q, k, src, out, lse, grad, dq, *args,
-                                                           PRECISION=precision, **extra, **cfg)
-    _bwd_dk_kernel[(math.ceil(m / cfg["BLOCK_K"]), batch)](q, k, src, out, lse, grad, dk, *args,
-                                                           PRECISION=precision, **extra, **cfg)
+    _bwd_dq_kernel[(math.ceil(n / cfg["BLOCK_Q"]), batch)](
+        q, k, src, out, lse, grad, dq, *args, PRECISION=precision, **extra, **cfg
+    )
+    _bwd_dk_kernel[(math.ceil(m / cfg["BLOCK_K"]), batch)](
+        q, k, src, out, lse, grad, dk, *args, PRECISION=precision, **extra, **cfg
+    )
     return dq, dk

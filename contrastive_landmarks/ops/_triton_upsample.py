@@ -1,7 +1,7 @@
 """Triton kernels for the hypercolumn hot paths (imported lazily: needs ``triton``).
 
-Three kernels, all on channels-last (NHWC) data so every bilinear tap reads a contiguous run of
-channels:
+Two kernels (the stage-similarity kernel, which shares the tap rule, is in :mod:`._triton_stage_similarity`),
+on channels-last (NHWC) data so every bilinear tap reads a contiguous run of channels:
 
 - :func:`upsample_sum_triton`: ``Σ_s up(Y_s) + b`` for up to four stages per launch, one pass,
   writing only the ``(B, d, S_h, S_w)`` output (more stages: further launches that add into it).
@@ -11,9 +11,6 @@ channels:
   rule, zero outside). Deterministic, no atomics, no zero-filled fp32 workspace, and every gradient
   element is written once in the input dtype; a scatter with atomics would make fp32 sums
   order-dependent and need an fp32 buffer for bf16/fp16 gradients.
-- :func:`stage_similarity_triton`: per output location, gathers the four taps of every stage,
-  L2-normalises each stage's interpolated vector and dots it with the queries (``tl.dot``), writing
-  only ``(B, K, S_h·S_w)`` scores. Forward only.
 
 Source index rule (PyTorch's ``align_corners=False`` bilinear, in fp32 as PyTorch's kernels for
 fp32/bf16/fp16): ``src = max((i + ½)·h/S − ½, 0)``, ``i₀ = min(⌊src⌋, h−1)``, ``i₁ = min(i₀+1, h−1)``,
@@ -31,14 +28,26 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["stage_similarity_triton", "upsample_sum_backward_triton", "upsample_sum_triton"]
+__all__ = [
+    "MAX_STAGES",
+    "SUPPORTED_DTYPES",
+    "block_size",
+    "check_dtype",
+    "interpreted",
+    "nhwc",
+    "pad_stages",
+    "tap_sum",
+    "taps",
+    "upsample_sum_backward_triton",
+    "upsample_sum_triton",
+]
 
 MAX_STAGES = 4  # stages fused per launch; more are handled by further launches that accumulate
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
-def _taps(i, n_in, n_out):
+def taps(i, n_in, n_out):
     """Bilinear source taps of output indices ``i`` (PyTorch's align_corners=False rule)."""
     scale = (n_in * 1.0) / n_out  # not n_in.to(): Triton specialises integer arguments equal to 1 as constexprs
     src = scale * (i.to(tl.float32) + 0.5) - 0.5
@@ -50,10 +59,10 @@ def _taps(i, n_in, n_out):
 
 
 @triton.jit
-def _tap_sum(ptr, b, h, w, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, C):
+def tap_sum(ptr, b, h, w, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, C):
     """``up(map)[b, oi, oj, offs_c]`` (fp32) for a block of output pixels and channels, NHWC map."""
-    y0, y1, ly = _taps(oi, h, S_H)
-    x0, x1, lx = _taps(oj, w, S_W)
+    y0, y1, ly = taps(oi, h, S_H)
+    x0, x1, lx = taps(oj, w, S_W)
     base = ptr + b * h * w * C
     m = p_mask[:, None] & c_mask[None, :]
     cc = offs_c[None, :]
@@ -68,11 +77,28 @@ def _tap_sum(ptr, b, h, w, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, C):
 
 @triton.jit
 def _upsample_sum_fwd_kernel(
-    out_ptr, bias_ptr, p0, p1, p2, p3,
-    h0, w0, h1, w1, h2, w2, h3, w3,
-    D, S_H, S_W,
-    N_STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    out_ptr,
+    bias_ptr,
+    p0,
+    p1,
+    p2,
+    p3,
+    h0,
+    w0,
+    h1,
+    w1,
+    h2,
+    w2,
+    h3,
+    w3,
+    D,
+    S_H,
+    S_W,
+    N_STAGES: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     pid_p = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -83,13 +109,13 @@ def _upsample_sum_fwd_kernel(
     c_mask = offs_c < D
     oi = offs_p // S_W
     oj = offs_p % S_W
-    acc = _tap_sum(p0, b, h0, w0, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
+    acc = tap_sum(p0, b, h0, w0, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
     if N_STAGES > 1:
-        acc += _tap_sum(p1, b, h1, w1, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
+        acc += tap_sum(p1, b, h1, w1, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
     if N_STAGES > 2:
-        acc += _tap_sum(p2, b, h2, w2, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
+        acc += tap_sum(p2, b, h2, w2, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
     if N_STAGES > 3:
-        acc += _tap_sum(p3, b, h3, w3, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
+        acc += tap_sum(p3, b, h3, w3, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, D)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
     out_offs = (b * S_H * S_W + offs_p)[:, None] * D + offs_c[None, :]
@@ -102,7 +128,7 @@ def _upsample_sum_fwd_kernel(
 @triton.jit
 def _tap_weight(src_idx, out_idx, n_in, n_out):
     """Weight of source index ``src_idx`` in the interpolation of output index ``out_idx`` (0 if none)."""
-    i0, i1, lam = _taps(out_idx, n_in, n_out)
+    i0, i1, lam = taps(out_idx, n_in, n_out)
     return tl.where(i0 == src_idx, 1.0 - lam, 0.0) + tl.where(i1 == src_idx, lam, 0.0)
 
 
@@ -116,8 +142,18 @@ def _window_start(y, n_in, n_out):
 
 @triton.jit
 def _upsample_bwd_kernel(
-    grad_ptr, out_ptr, h, w, D, S_H, S_W, WIN_H, WIN_W,
-    BLOCK_P: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
+    grad_ptr,
+    out_ptr,
+    h,
+    w,
+    D,
+    S_H,
+    S_W,
+    WIN_H,
+    WIN_W,
+    BLOCK_P: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     pid_p = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -140,90 +176,35 @@ def _upsample_bwd_kernel(
             j = j_start[:, None] + s0 + tl.arange(0, BLOCK_W)[None, :]  # (BLOCK_P, BLOCK_W)
             wx = tl.where(j < S_W, _tap_weight(x[:, None], j, w, S_W), 0.0)
             hit = p_mask[:, None] & (wy[:, None] != 0.0) & (wx != 0.0)
-            g = tl.load(base + ((i[:, None] * S_W + j) * D)[:, :, None] + cc,
-                        mask=hit[:, :, None] & c_mask[None, None, :], other=0.0).to(tl.float32)
+            g = tl.load(
+                base + ((i[:, None] * S_W + j) * D)[:, :, None] + cc,
+                mask=hit[:, :, None] & c_mask[None, None, :],
+                other=0.0,
+            ).to(tl.float32)
             acc += wy[:, None] * tl.sum(wx[:, :, None] * g, axis=1)
     out_offs = (b * h * w + offs_p)[:, None] * D + offs_c[None, :]
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=p_mask[:, None] & c_mask[None, :])
 
 
-@triton.jit
-def _stage_score(acc, q_base, ptr, b, h, w, C, q_off, oi, oj, S_H, S_W, offs_k, k_mask, p_mask, C_TOTAL, eps,
-                 NORMALIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """``acc + <q_k, up(map)(p) / ‖up(map)(p)‖>`` for a block of pixels ``p`` and queries ``k``."""
-    dots = tl.zeros_like(acc)
-    sq = tl.zeros((BLOCK_P,), dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        c_mask = offs_c < C
-        u = _tap_sum(ptr, b, h, w, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, C)  # (BLOCK_P, BLOCK_C)
-        if NORMALIZE:
-            sq += tl.sum(u * u, axis=1)
-        q = tl.load(q_base + offs_k[:, None] * C_TOTAL + (q_off + offs_c)[None, :],
-                    mask=k_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)  # (BLOCK_K, BLOCK_C)
-        dots += tl.dot(u, tl.trans(q), input_precision="ieee")
-    if NORMALIZE:
-        dots = dots / tl.maximum(tl.sqrt(sq), eps)[:, None]
-    return acc + dots
-
-
-@triton.jit
-def _stage_similarity_kernel(
-    q_ptr, out_ptr, p0, p1, p2, p3,
-    h0, w0, c0, o0, h1, w1, c1, o1, h2, w2, c2, o2, h3, w3, c3, o3,
-    K, C_TOTAL, S_H, S_W, eps,
-    N_STAGES: tl.constexpr, NORMALIZE: tl.constexpr, ACCUMULATE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    pid_p = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    P = S_H * S_W
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    p_mask = offs_p < P
-    k_mask = offs_k < K
-    oi = offs_p // S_W
-    oj = offs_p % S_W
-    q_base = q_ptr + b * K * C_TOTAL
-    acc = tl.zeros((BLOCK_P, BLOCK_K), dtype=tl.float32)
-    acc = _stage_score(acc, q_base, p0, b, h0, w0, c0, o0, oi, oj, S_H, S_W, offs_k, k_mask, p_mask, C_TOTAL, eps,
-                       NORMALIZE, BLOCK_P, BLOCK_C)
-    if N_STAGES > 1:
-        acc = _stage_score(acc, q_base, p1, b, h1, w1, c1, o1, oi, oj, S_H, S_W, offs_k, k_mask, p_mask, C_TOTAL,
-                           eps, NORMALIZE, BLOCK_P, BLOCK_C)
-    if N_STAGES > 2:
-        acc = _stage_score(acc, q_base, p2, b, h2, w2, c2, o2, oi, oj, S_H, S_W, offs_k, k_mask, p_mask, C_TOTAL,
-                           eps, NORMALIZE, BLOCK_P, BLOCK_C)
-    if N_STAGES > 3:
-        acc = _stage_score(acc, q_base, p3, b, h3, w3, c3, o3, oi, oj, S_H, S_W, offs_k, k_mask, p_mask, C_TOTAL,
-                           eps, NORMALIZE, BLOCK_P, BLOCK_C)
-    out_offs = (b * K + offs_k)[None, :] * P + offs_p[:, None]  # (BLOCK_P, BLOCK_K) into (B, K, P)
-    m = p_mask[:, None] & k_mask[None, :]
-    if ACCUMULATE:
-        acc += tl.load(out_ptr + out_offs, mask=m, other=0.0)
-    tl.store(out_ptr + out_offs, acc, mask=m)
-
-
-def _nhwc(t: Tensor) -> Tensor:
+def nhwc(t: Tensor) -> Tensor:
     """``(B, C, h, w)`` -> its ``(B, h, w, C)`` contiguous view (a copy only if not channels-last already)."""
     return t.permute(0, 2, 3, 1).contiguous()
 
 
-def _pad(items: list, fill) -> list:
+def pad_stages(items: list, fill) -> list:
     return items + [fill] * (MAX_STAGES - len(items))
 
 
-def _check_dtype(t: Tensor, what: str) -> None:
+def check_dtype(t: Tensor, what: str) -> None:
     if t.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"the Triton {what} kernel supports float32/float16/bfloat16, got {t.dtype}")
 
 
-def _block(n: int, lo: int, hi: int) -> int:
+def block_size(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
 
 
-def _interpreted(t: Tensor) -> bool:
+def interpreted(t: Tensor) -> bool:
     """CPU tensors run under the interpreter, whose cost grows with programs × ops: larger blocks there."""
     return t.device.type != "cuda"
 
@@ -239,26 +220,35 @@ def upsample_sum_triton(maps: Sequence[Tensor], size: tuple[int, int], bias: Ten
     Returns:
         ``(B, d, S_h, S_w)`` in channels-last memory format, the dtype of ``maps``.
     """
-    _check_dtype(maps[0], "upsample_sum")
+    check_dtype(maps[0], "upsample_sum")
     batch, d = maps[0].shape[:2]
     s_h, s_w = size
     dtype = maps[0].dtype
-    data = [_nhwc(m) for m in maps]
+    data = [nhwc(m) for m in maps]
     out = torch.empty((batch, s_h, s_w, d), dtype=dtype, device=maps[0].device)
-    chunks = [data[i:i + MAX_STAGES] for i in range(0, len(data), MAX_STAGES)]
+    chunks = [data[i : i + MAX_STAGES] for i in range(0, len(data), MAX_STAGES)]
     # several launches accumulate in fp32 so low-precision outputs are rounded once
     work = out if len(chunks) == 1 or dtype == torch.float32 else torch.empty_like(out, dtype=torch.float32)
-    block_d = _block(d, 16, 64)
-    block_p = 64 if _interpreted(out) else 32  # 4 taps of (BLOCK_P, BLOCK_D) fp32 live in registers
+    block_d = block_size(d, 16, 64)
+    block_p = 64 if interpreted(out) else 32  # 4 taps of (BLOCK_P, BLOCK_D) fp32 live in registers
     grid = (triton.cdiv(s_h * s_w, block_p), triton.cdiv(d, block_d), batch)
     bias_arg = bias.contiguous() if bias is not None else work
     for n, chunk in enumerate(chunks):
         dims = [v for t in chunk for v in (t.shape[1], t.shape[2])]
         _upsample_sum_fwd_kernel[grid](
-            work, bias_arg, *_pad(chunk, chunk[0]), *(dims + [1] * (2 * MAX_STAGES - len(dims))),
-            d, s_h, s_w,
-            N_STAGES=len(chunk), HAS_BIAS=bias is not None and n == 0, ACCUMULATE=n > 0,
-            BLOCK_P=block_p, BLOCK_D=block_d, num_warps=4,
+            work,
+            bias_arg,
+            *pad_stages(chunk, chunk[0]),
+            *(dims + [1] * (2 * MAX_STAGES - len(dims))),
+            d,
+            s_h,
+            s_w,
+            N_STAGES=len(chunk),
+            HAS_BIAS=bias is not None and n == 0,
+            ACCUMULATE=n > 0,
+            BLOCK_P=block_p,
+            BLOCK_D=block_d,
+            num_warps=4,
         )
     if work is not out:
         out.copy_(work)
@@ -280,59 +270,32 @@ def upsample_sum_backward_triton(grad: Tensor, shapes: Sequence[tuple[int, int]]
     Returns:
         ``[(B, d, h_s, w_s)]`` channels-last, the dtype of ``grad``.
     """
-    _check_dtype(grad, "upsample_sum backward")
+    check_dtype(grad, "upsample_sum backward")
     batch, d, s_h, s_w = grad.shape
-    g = _nhwc(grad)
-    block_d = _block(d, 16, 32)
+    g = nhwc(grad)
+    block_d = block_size(d, 16, 32)
     # the (BLOCK_P, BLOCK_W, BLOCK_D) window tile lives in registers on a GPU: 16 x 8 x 32 there
-    big = _interpreted(grad)
+    big = interpreted(grad)
     outs = []
     for h, w in shapes:
         out = torch.empty((batch, h, w, d), dtype=grad.dtype, device=grad.device)
-        block_p = _block(h * w, 16, 32 if big else 16)
+        block_p = block_size(h * w, 16, 32 if big else 16)
         win_w = _window(w, s_w)
         grid = (triton.cdiv(h * w, block_p), triton.cdiv(d, block_d), batch)
-        _upsample_bwd_kernel[grid](g, out, h, w, d, s_h, s_w, _window(h, s_h), win_w,
-                                   BLOCK_P=block_p, BLOCK_W=_block(win_w, 4, 16 if big else 8), BLOCK_D=block_d,
-                                   num_warps=4)
+        _upsample_bwd_kernel[grid](
+            g,
+            out,
+            h,
+            w,
+            d,
+            s_h,
+            s_w,
+            _window(h, s_h),
+            win_w,
+            BLOCK_P=block_p,
+            BLOCK_W=block_size(win_w, 4, 16 if big else 8),
+            BLOCK_D=block_d,
+            num_warps=4,
+        )
         outs.append(out.permute(0, 3, 1, 2))
     return outs
-
-
-def stage_similarity_triton(
-    queries: Tensor, maps: Sequence[Tensor], size: tuple[int, int], normalize: bool = True, eps: float = 1e-12
-) -> Tensor:
-    """``<q_k, h(p)>`` per location ``p`` of the (per-stage normalised) hypercolumn, never materialised.
-
-    Forward only (no autograd formula): matching is inference.
-
-    Args:
-        queries: ``(B, K, ΣC_s)``, same dtype as ``maps`` (fp32/bf16/fp16).
-        maps: ``(B, C_s, h_s, w_s)`` stage maps (any layout, made channels-last).
-        size: grid ``(S_h, S_w)``.
-        normalize: L2-normalise each stage's interpolated vector (``max(‖·‖, eps)``, as ``F.normalize``).
-
-    Returns:
-        ``(B, K, S_h·S_w)`` scores in the dtype of ``queries`` (accumulated in fp32).
-    """
-    _check_dtype(queries, "stage_similarity")
-    batch, k, c_total = queries.shape
-    s_h, s_w = size
-    q = queries.contiguous()
-    data = [_nhwc(m) for m in maps]
-    offsets = [0]
-    for m in maps[:-1]:
-        offsets.append(offsets[-1] + m.shape[1])
-    out = torch.empty((batch, k, s_h * s_w), dtype=torch.float32, device=queries.device)
-    block_k = _block(k, 16, 64)
-    grid = (triton.cdiv(s_h * s_w, 64), triton.cdiv(k, block_k), batch)
-    for start in range(0, len(data), MAX_STAGES):
-        chunk = data[start:start + MAX_STAGES]
-        args = [v for t, o in zip(chunk, offsets[start:]) for v in (t.shape[1], t.shape[2], t.shape[3], o)]
-        _stage_similarity_kernel[grid](
-            q, out, *_pad(chunk, chunk[0]), *(args + [1, 1, 1, 0] * (MAX_STAGES - len(chunk))),
-            k, c_total, s_h, s_w, eps,
-            N_STAGES=len(chunk), NORMALIZE=normalize, ACCUMULATE=start > 0,
-            BLOCK_P=64, BLOCK_K=block_k, BLOCK_C=32, num_warps=4,
-        )
-    return out if queries.dtype == torch.float32 else out.to(queries.dtype)

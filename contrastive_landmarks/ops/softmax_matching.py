@@ -96,16 +96,25 @@ def _pick(implementation: str, q: Tensor, k: Tensor) -> str:
             if not triton_available(q.device):
                 raise RuntimeError(
                     "implementation='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
-                    f"set before import for the CPU interpreter); got a {q.device.type} tensor")
+                    f"set before import for the CPU interpreter); got a {q.device.type} tensor"
+                )
             if q.shape[-1] > TRITON_MAX_DIM:
-                raise ValueError(f"the Triton kernels take d <= {TRITON_MAX_DIM}, got d={q.shape[-1]}; "
-                                 "use implementation='streaming'")
+                raise ValueError(
+                    f"the Triton kernels take d <= {TRITON_MAX_DIM}, got d={q.shape[-1]}; "
+                    "use implementation='streaming'"
+                )
             if q.dtype == torch.float64:
-                raise TypeError("the Triton kernels take float32/float16/bfloat16 inputs; use "
-                                "implementation='streaming' for float64")
+                raise TypeError(
+                    "the Triton kernels take float32/float16/bfloat16 inputs; use "
+                    "implementation='streaming' for float64"
+                )
         return implementation
-    if (q.device.type == "cuda" and q.shape[-1] <= TRITON_MAX_DIM and q.dtype != torch.float64
-            and triton_available(q.device)):
+    if (
+        q.device.type == "cuda"
+        and q.shape[-1] <= TRITON_MAX_DIM
+        and q.dtype != torch.float64
+        and triton_available(q.device)
+    ):
         return "triton"
     if q.shape[0] * q.shape[1] * k.shape[1] <= NAIVE_MAX_ELEMENTS:
         return "naive"
@@ -154,12 +163,26 @@ def softmax_expected_distance(
         raise ValueError(f"power must be non-negative, got {power}")
     backend = _pick(implementation, q, k)
     if backend == "naive":
-        return softmax_expected_distance_reference(q, k, src_xy, key_size, scale=scale, power=power, spacing=spacing,
-                                                   normalize=normalize)
+        return softmax_expected_distance_reference(
+            q, k, src_xy, key_size, scale=scale, power=power, spacing=spacing, normalize=normalize
+        )
     sx, sy = spacing_pair(spacing, "spacing")
     acc = accumulation_dtype(q.dtype)
-    out, _ = sed_op(q, None if k is q else k, src_xy.detach().to(acc), int(key_size[1]), sx, sy, float(scale),
-                     float(power), bool(normalize), backend, 0, 0, bool(allow_tf32))
+    out, _ = sed_op(
+        q,
+        None if k is q else k,
+        src_xy.detach().to(acc),
+        int(key_size[1]),
+        sx,
+        sy,
+        float(scale),
+        float(power),
+        bool(normalize),
+        backend,
+        0,
+        0,
+        bool(allow_tf32),
+    )
     return out
 
 

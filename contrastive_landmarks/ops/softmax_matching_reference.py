@@ -64,25 +64,28 @@ def check_inputs(q: Tensor, k: Tensor, src_xy: Tensor | None, key_size: tuple[in
     if q.ndim != 3 or k.ndim != 3:
         raise ValueError(f"q must be (B, N, d) and k (B, M, d), got {tuple(q.shape)} and {tuple(k.shape)}")
     if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
-        raise ValueError(f"q (B, N, d) and k (B, M, d) must agree on B and d, got {tuple(q.shape)} and "
-                         f"{tuple(k.shape)}")
+        raise ValueError(
+            f"q (B, N, d) and k (B, M, d) must agree on B and d, got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
     if q.dtype != k.dtype:
         raise TypeError(f"q and k must have the same dtype, got {q.dtype} and {k.dtype}")
     if q.shape[1] == 0 or k.shape[1] == 0 or q.shape[0] == 0 or q.shape[2] == 0:
         raise ValueError(f"empty inputs: q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if (len(key_size) != 2 or any(int(s) < 1 for s in key_size)
-            or int(key_size[0]) * int(key_size[1]) != k.shape[1]):
+    if len(key_size) != 2 or any(int(s) < 1 for s in key_size) or int(key_size[0]) * int(key_size[1]) != k.shape[1]:
         raise ValueError(f"key_size (h, w) must multiply to the {k.shape[1]} keys, got {tuple(key_size)}")
     if q.device != k.device:
         raise ValueError(f"q and k must be on one device, got {q.device} and {k.device}")
     if src_xy is None:
         return
-    if src_xy.ndim != 3 or src_xy.shape[-1] != 2 or src_xy.shape[1] != q.shape[1] or src_xy.shape[0] not in (
-        1,
-        q.shape[0],
+    if (
+        src_xy.ndim != 3
+        or src_xy.shape[-1] != 2
+        or src_xy.shape[1] != q.shape[1]
+        or src_xy.shape[0] not in (1, q.shape[0])
     ):
-        raise ValueError(f"src_xy must be ({q.shape[0]} or 1, {q.shape[1]}, 2) (one (x, y) per query), "
-                         f"got {tuple(src_xy.shape)}")
+        raise ValueError(
+            f"src_xy must be ({q.shape[0]} or 1, {q.shape[1]}, 2) (one (x, y) per query), got {tuple(src_xy.shape)}"
+        )
     if src_xy.device != q.device:
         raise ValueError(f"src_xy must be on the device of q ({q.device}), got {src_xy.device}")
 

@@ -13,13 +13,7 @@ from torch import Tensor
 
 from .softmax_matching_reference import accumulation_dtype, distance_power, normalize_rows
 
-__all__ = [
-    "STREAMING_TILE_BYTES",
-    "SoftmaxExpectedDistanceFunction",
-    "sed_backward_op",
-    "sed_op",
-    "triton_module",
-]
+__all__ = ["STREAMING_TILE_BYTES", "SoftmaxExpectedDistanceFunction", "sed_backward_op", "sed_op", "triton_module"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -41,8 +35,15 @@ def _chunk(total: int, size: int) -> int:
     return -(-total // count)
 
 
-def _tile_sizes(batch: int, n: int, m: int, itemsize: int, block_q: int | None, block_k: int | None,
-                tile_bytes: int = STREAMING_TILE_BYTES) -> tuple[int, int, int]:
+def _tile_sizes(
+    batch: int,
+    n: int,
+    m: int,
+    itemsize: int,
+    block_q: int | None,
+    block_k: int | None,
+    tile_bytes: int = STREAMING_TILE_BYTES,
+) -> tuple[int, int, int]:
     """``(batch chunk, query chunk, key tile)`` with ``bb·bq·bk·itemsize <= tile_bytes`` (at least 1 each).
 
     Full key rows are preferred (no online-softmax rescaling) while they leave room for 64 queries.
@@ -97,9 +98,19 @@ def _normalize_backward_(grad: Tensor, x: Tensor, inv: Tensor, acc: torch.dtype,
     return grad
 
 
-def _streaming_forward(q: Tensor, k: Tensor | None, src: Tensor, key_w: int, sx: float, sy: float, scale: float,
-                       power: float, block_q: int | None = None, block_k: int | None = None,
-                       normalize: bool = False) -> tuple[Tensor, Tensor]:
+def _streaming_forward(
+    q: Tensor,
+    k: Tensor | None,
+    src: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    normalize: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Online softmax over key tiles. ``k=None``: the keys are the queries. Returns ``(L, lse)`` ``(B, N)``.
 
     Inputs may be strided and 16-bit: each query chunk and key tile is converted (and normalised) on the
@@ -145,9 +156,22 @@ def _streaming_forward(q: Tensor, k: Tensor | None, src: Tensor, key_w: int, sx:
     return out, lse
 
 
-def _streaming_backward(grad: Tensor, q: Tensor, k: Tensor | None, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
-                        sx: float, sy: float, scale: float, power: float, block_q: int | None = None,
-                        block_k: int | None = None, normalize: bool = False) -> tuple[Tensor, Tensor | None]:
+def _streaming_backward(
+    grad: Tensor,
+    q: Tensor,
+    k: Tensor | None,
+    src: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    normalize: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """Recompute the tiles: ``dS = P ∘ (D - L_u) · scale · dL_u``, ``dq = dS k``, ``dk = dSᵀ q``.
 
     Gradients are accumulated in the accumulation dtype, in the memory layout of ``q`` / ``k``; with
@@ -243,13 +267,27 @@ def _triton_inputs(q: Tensor, k: Tensor | None, normalize: bool) -> tuple[Tensor
 
 
 @torch.library.custom_op("contrastive_landmarks::softmax_expected_distance", mutates_args=())
-def sed_op(q: Tensor, k: Tensor | None, src: Tensor, key_w: int, sx: float, sy: float, scale: float, power: float,
-            normalize: bool, backend: str, block_q: int, block_k: int, allow_tf32: bool) -> tuple[Tensor, Tensor]:
+def sed_op(
+    q: Tensor,
+    k: Tensor | None,
+    src: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    normalize: bool,
+    backend: str,
+    block_q: int,
+    block_k: int,
+    allow_tf32: bool,
+) -> tuple[Tensor, Tensor]:
     """``(L, lse)``, each ``(B, N)``; ``k=None``: keys are the queries; ``block_* = 0``: automatic tiles."""
     if backend == "triton":
         qn, kn = _triton_inputs(q, k, normalize)
-        return triton_module().forward(qn, kn, src.contiguous(), key_w, sx, sy, scale, power, block_q, block_k,
-                                        allow_tf32)
+        return triton_module().forward(
+            qn, kn, src.contiguous(), key_w, sx, sy, scale, power, block_q, block_k, allow_tf32
+        )
     return _streaming_forward(q, k, src, key_w, sx, sy, scale, power, block_q or None, block_k or None, normalize)
 
 
@@ -260,16 +298,44 @@ def _(q, k, src, key_w, sx, sy, scale, power, normalize, backend, block_q, block
 
 
 @torch.library.custom_op("contrastive_landmarks::softmax_expected_distance_backward", mutates_args=())
-def sed_backward_op(grad: Tensor, q: Tensor, k: Tensor | None, src: Tensor, out: Tensor, lse: Tensor, key_w: int,
-                     sx: float, sy: float, scale: float, power: float, normalize: bool, backend: str, block_q: int,
-                     block_k: int, allow_tf32: bool) -> tuple[Tensor, Tensor]:
+def sed_backward_op(
+    grad: Tensor,
+    q: Tensor,
+    k: Tensor | None,
+    src: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    normalize: bool,
+    backend: str,
+    block_q: int,
+    block_k: int,
+    allow_tf32: bool,
+) -> tuple[Tensor, Tensor]:
     """``(dq, dk)`` in the dtypes and layouts of ``q`` and ``k`` (``dk`` empty when ``k`` is ``None``)."""
     if backend == "triton":
         acc = accumulation_dtype(q.dtype)
         qn, kn = _triton_inputs(q, k, normalize)
-        dqn, dkn = triton_module().backward(grad.contiguous(), qn, kn, src.contiguous(), out.contiguous(),
-                                             lse.contiguous(), key_w, sx, sy, scale, power, block_q, block_k,
-                                             allow_tf32)
+        dqn, dkn = triton_module().backward(
+            grad.contiguous(),
+            qn,
+            kn,
+            src.contiguous(),
+            out.contiguous(),
+            lse.contiguous(),
+            key_w,
+            sx,
+            sy,
+            scale,
+            power,
+            block_q,
+            block_k,
+            allow_tf32,
+        )
         dq = torch.zeros_like(q, dtype=acc).copy_(dqn)
         dk = None
         if k is None:
@@ -281,8 +347,9 @@ def sed_backward_op(grad: Tensor, q: Tensor, k: Tensor | None, src: Tensor, out:
             if dk is not None:
                 _normalize_backward_(dk, k, _inverse_norms(k, acc, True), acc, 4096)
     else:
-        dq, dk = _streaming_backward(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, block_q or None,
-                                     block_k or None, normalize)
+        dq, dk = _streaming_backward(
+            grad, q, k, src, out, lse, key_w, sx, sy, scale, power, block_q or None, block_k or None, normalize
+        )
     dq = dq.to(q.dtype)
     dk = q.new_empty(0) if dk is None else dk.to(k.dtype)
     return dq, dk

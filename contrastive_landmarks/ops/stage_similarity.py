@@ -29,11 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .upsample_sum import Backend, check_stage_maps, grid_size, select_backend, triton_kernels
+from .upsample_sum import Backend, check_stage_maps, grid_size, select_backend
 
 __all__ = ["stage_similarity", "stage_similarity_reference"]
 
 _EPS = 1e-12  # F.normalize's default: u / max(‖u‖, eps)
+
+
+def triton_kernels():
+    """The stage-similarity Triton kernel module (imported on first use: triton is optional)."""
+    from . import _triton_stage_similarity
+
+    return _triton_stage_similarity
 
 
 def stage_similarity_reference(
@@ -132,7 +139,7 @@ def _stage_similarity_torch(queries: Tensor, maps: Sequence[Tensor], size: tuple
     for m in maps:
         c = m.shape[1]
         f = m.to(dtype)
-        q = queries[..., start:start + c].to(dtype)
+        q = queries[..., start : start + c].to(dtype)
         start += c
         num = torch.matmul(q, f.flatten(2)).view(batch, k, m.shape[2], m.shape[3])  # <q, f> at native resolution
         if k >= 16:  # channels-last interpolation wins for many channels on the CPU
@@ -173,7 +180,11 @@ torch.library.register_autograd("contrastive_landmarks::stage_similarity", _no_b
 
 
 def stage_similarity(
-    queries: Tensor, maps: Sequence[Tensor], size: int | Sequence[int], *, normalize: bool = True,
+    queries: Tensor,
+    maps: Sequence[Tensor],
+    size: int | Sequence[int],
+    *,
+    normalize: bool = True,
     backend: Backend = "auto",
 ) -> Tensor:
     """Dispatching form of :func:`stage_similarity_reference` (same arguments, same result).

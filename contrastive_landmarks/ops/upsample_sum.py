@@ -123,8 +123,9 @@ def upsample_sum_reference(maps: Sequence[Tensor], size: tuple[int, int], bias: 
     check_stage_maps(maps)
     out = None
     for m in maps:
-        up = F.interpolate(m.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
-                           align_corners=False)
+        up = F.interpolate(
+            m.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear", align_corners=False
+        )
         out = up if out is None else out + up
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
@@ -177,8 +178,10 @@ def _upsample_sum_torch(maps: Sequence[Tensor], size: Sequence[int], bias: Tenso
 def _upsample_sum_backward_torch(grad: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
     batch, d, s_h, s_w = grad.shape
     acc_dtype = _acc_dtype(grad.dtype)
-    outs = [torch.empty((batch, d, h, w), dtype=grad.dtype, device=grad.device, memory_format=torch.channels_last)
-            for h, w in shapes]
+    outs = [
+        torch.empty((batch, d, h, w), dtype=grad.dtype, device=grad.device, memory_format=torch.channels_last)
+        for h, w in shapes
+    ]
     step = _batch_chunk(grad, d * s_h * s_w)
     for start in range(0, batch, step):
         rows = slice(start, start + step)
@@ -202,8 +205,9 @@ def _upsample_sum_op(maps: list[Tensor], size: list[int], bias: Tensor | None, b
 @_upsample_sum_op.register_fake
 def _(maps: list[Tensor], size: list[int], bias: Tensor | None, backend: str) -> Tensor:
     batch, d = maps[0].shape[:2]
-    return torch.empty((batch, d, size[0], size[1]), dtype=maps[0].dtype, device=maps[0].device,
-                       memory_format=torch.channels_last)
+    return torch.empty(
+        (batch, d, size[0], size[1]), dtype=maps[0].dtype, device=maps[0].device, memory_format=torch.channels_last
+    )
 
 
 @torch.library.custom_op("contrastive_landmarks::upsample_sum_backward", mutates_args=())
@@ -216,8 +220,15 @@ def _upsample_sum_backward_op(grad: Tensor, heights: list[int], widths: list[int
 
 @_upsample_sum_backward_op.register_fake
 def _(grad: Tensor, heights: list[int], widths: list[int], backend: str) -> list[Tensor]:
-    return [torch.empty((grad.shape[0], grad.shape[1], h, w), dtype=grad.dtype, device=grad.device,
-                        memory_format=torch.channels_last) for h, w in zip(heights, widths)]
+    return [
+        torch.empty(
+            (grad.shape[0], grad.shape[1], h, w),
+            dtype=grad.dtype,
+            device=grad.device,
+            memory_format=torch.channels_last,
+        )
+        for h, w in zip(heights, widths)
+    ]
 
 
 def _fwd_setup(ctx, inputs, output) -> None:
@@ -252,8 +263,7 @@ def _bwd_backward(ctx, grads: list[Tensor]):
 
 
 torch.library.register_autograd("contrastive_landmarks::upsample_sum", _fwd_backward, setup_context=_fwd_setup)
-torch.library.register_autograd("contrastive_landmarks::upsample_sum_backward", _bwd_backward,
-                                setup_context=_bwd_setup)
+torch.library.register_autograd("contrastive_landmarks::upsample_sum_backward", _bwd_backward, setup_context=_bwd_setup)
 
 
 def upsample_sum(
@@ -323,15 +333,12 @@ def project_stages_reference(
     """
     check_stage_maps(maps)
     _split_weight(weight, maps)
-    hyper = torch.cat(
-        [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps], dim=1
-    )
+    hyper = torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps], dim=1)
     return F.conv2d(hyper, weight.reshape(weight.shape[0], -1, 1, 1), bias)
 
 
 def project_stages(
-    maps: Sequence[Tensor], weight: Tensor, bias: Tensor | None, size: int | Sequence[int], *,
-    backend: Backend = "auto",
+    maps: Sequence[Tensor], weight: Tensor, bias: Tensor | None, size: int | Sequence[int], *, backend: Backend = "auto"
 ) -> Tensor:
     """A 1×1 linear head on the hypercolumn of ``maps``, computed without the hypercolumn.
 

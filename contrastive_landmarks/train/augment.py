@@ -31,14 +31,7 @@ from torch import Tensor, nn
 
 from ..hub import CELEBA_MEAN, CELEBA_STD
 from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from .augment_ops import (
-    color_jitter,
-    gaussian_blur,
-    jpeg_compress,
-    jpeg_noise,
-    pca_lighting,
-    random_resized_crop,
-)
+from .augment_ops import color_jitter, gaussian_blur, jpeg_compress, jpeg_noise, pca_lighting, random_resized_crop
 
 __all__ = [
     "PRESETS",
@@ -178,5 +171,7 @@ class MoCoAugment(nn.Module):
         return x.contiguous()
 
     def extra_repr(self) -> str:
-        return (f"image_size={self.image_size}, border={self.border}, jpeg={self.jpeg}, scale={self.scale}, "
-                f"jitter={self.jitter}, pca_std={self.pca_std}, blur={self.blur}")
+        return (
+            f"image_size={self.image_size}, border={self.border}, jpeg={self.jpeg}, scale={self.scale}, "
+            f"jitter={self.jitter}, pca_std={self.pca_std}, blur={self.blur}"
+        )

@@ -43,11 +43,7 @@ _CHROMA_TABLE = (
 )
 # AlexNet PCA lighting: eigenvalues and eigenvectors (columns) of ImageNet RGB covariance.
 _PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-_PCA_EIGVEC = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
+_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 _GRAY = (0.2989, 0.587, 0.114)
 
 
@@ -160,10 +156,15 @@ def jpeg_noise(
     """
     _check_batch(images)
     b, _, h, w = images.shape
-    sizes = torch.maximum(
-        torch.full((b,), min_rescale * w, dtype=torch.float64),
-        w * (1 + rescale_std * torch.randn(b, generator=generator, dtype=torch.float64)),
-    ).round().long().clamp(min=8)
+    sizes = (
+        torch.maximum(
+            torch.full((b,), min_rescale * w, dtype=torch.float64),
+            w * (1 + rescale_std * torch.randn(b, generator=generator, dtype=torch.float64)),
+        )
+        .round()
+        .long()
+        .clamp(min=8)
+    )
     q = torch.randint(quality[0], quality[1] + 1, (b,), generator=generator)
     out = torch.empty_like(images)
     # Samples sorted by size and compressed in chunks on a canvas of the chunk's largest size (edge-
@@ -177,21 +178,26 @@ def jpeg_noise(
         canvas = images.new_empty(len(members), 3, side, side)
         for k, i in enumerate(members):
             s = int(sizes[i])
-            scaled = F.interpolate(images[i : i + 1], size=(s, s), mode="bilinear", align_corners=False,
-                                   antialias=True)
+            scaled = F.interpolate(images[i : i + 1], size=(s, s), mode="bilinear", align_corners=False, antialias=True)
             canvas[k : k + 1] = F.pad(scaled, (0, side - s, 0, side - s), mode="replicate")
         canvas = jpeg_compress(canvas, q[members])
         for k, i in enumerate(members):
             s = int(sizes[i])
-            out[i : i + 1] = F.interpolate(canvas[k : k + 1, :, :s, :s], size=(h, w), mode="bilinear",
-                                           align_corners=False, antialias=True)
+            out[i : i + 1] = F.interpolate(
+                canvas[k : k + 1, :, :s, :s], size=(h, w), mode="bilinear", align_corners=False, antialias=True
+            )
     return out.clamp_(0, 1)
 
 
 # -- geometry --------------------------------------------------------------------------------
 def _crop_boxes(
-    b: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-    generator: torch.Generator | None, attempts: int = 10,
+    b: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None,
+    attempts: int = 10,
 ) -> Tensor:
     """torchvision's ``RandomResizedCrop.get_params``, batched: ``(B, 4)`` boxes ``(left, top, w, h)`` in pixels."""
     area = height * width
@@ -237,8 +243,9 @@ def resized_crop(images: Tensor, boxes: Tensor, size: int | tuple[int, int]) -> 
     theta[:, 1, 2] = (2 * boxes[:, 1] + boxes[:, 3]) / h - 1
     dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     grid = F.affine_grid(theta.to(dtype), [b, 1, out_h, out_w], align_corners=False).to(images.device)
-    return F.grid_sample(images.to(dtype), grid, mode="bilinear", padding_mode="border",
-                         align_corners=False).to(images.dtype)
+    return F.grid_sample(images.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False).to(
+        images.dtype
+    )
 
 
 def random_resized_crop(
@@ -324,11 +331,7 @@ def pca_lighting(images: Tensor, generator: torch.Generator | None = None, *, st
 
 
 def gaussian_blur(
-    images: Tensor,
-    generator: torch.Generator | None = None,
-    *,
-    sigma: tuple[float, float] = (0.1, 2.0),
-    p: float = 0.5,
+    images: Tensor, generator: torch.Generator | None = None, *, sigma: tuple[float, float] = (0.1, 2.0), p: float = 0.5
 ) -> Tensor:
     """MoCo v2's random Gaussian blur: with probability ``p``, sigma uniform in ``sigma`` (pixels).
 

@@ -22,10 +22,7 @@ __all__ = ["recalibrate_batchnorm"]
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module,
-    batches: Iterable[Tensor],
-    *,
-    forward: Callable[[Tensor], object] | None = None,
+    model: nn.Module, batches: Iterable[Tensor], *, forward: Callable[[Tensor], object] | None = None
 ) -> int:
     """Replace the running statistics of every BatchNorm layer of ``model`` by their average over ``batches``.
 

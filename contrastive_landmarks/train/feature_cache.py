@@ -82,8 +82,15 @@ class FeatureCache:
         hits, misses, spilled: counters (memory or disk hits, misses, entries written to disk).
     """
 
-    def __init__(self, memory_bytes: int = 1 << 30, cache_dir: str | os.PathLike | None = None, *,
-                 dtype: torch.dtype | None = None, tag: str = "default", persist: bool = False) -> None:
+    def __init__(
+        self,
+        memory_bytes: int = 1 << 30,
+        cache_dir: str | os.PathLike | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        tag: str = "default",
+        persist: bool = False,
+    ) -> None:
         if memory_bytes < 0:
             raise ValueError(f"memory_bytes must be >= 0, got {memory_bytes}")
         self.memory_bytes = int(memory_bytes)
@@ -215,13 +222,23 @@ class CachedFeatures:
         device: where the model runs (maps are stored on the CPU and returned on ``device``).
 
     Example:
+        >>> import torch
+        >>> from contrastive_landmarks import Hypercolumn, load_backbone
+        >>> dataset = [{"image": torch.rand(3, 32, 32)} for _ in range(4)]
         >>> features = CachedFeatures(Hypercolumn(load_backbone("test_resnet")), dataset)
-        >>> maps = features.get([0, 1, 2])  # [(3, C_s, h_s, w_s)] per stage
+        >>> [tuple(m.shape[:2]) for m in features.get([0, 1, 2])]  # (3, C_s) per stage
+        [(3, 96), (3, 192), (3, 48), (3, 32)]
     """
 
-    def __init__(self, model: nn.Module | Callable[[Tensor], list[Tensor]], dataset, *,
-                 cache: FeatureCache | None = None, batch_size: int = 64,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor], list[Tensor]],
+        dataset,
+        *,
+        cache: FeatureCache | None = None,
+        batch_size: int = 64,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.model = model
         self.extract = stage_maps_of(model) if isinstance(model, nn.Module) else model
         self.dataset = dataset

@@ -21,16 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = [
-    "StageMapBank",
-    "check_dataset",
-    "collate",
-    "eval_mode",
-    "index_batches",
-    "module_device",
-    "stage_maps",
-]
-
+__all__ = ["StageMapBank", "check_dataset", "collate", "eval_mode", "index_batches", "module_device", "stage_maps"]
 
 
 @contextlib.contextmanager
@@ -92,8 +83,11 @@ def collate(data: Any, indices: Sequence[int], *, labels: bool = True) -> dict[s
         kp = torch.stack([torch.as_tensor(s["keypoints"], dtype=torch.float32) for s in samples])
         vis = [s.get("visible") for s in samples]
         out["keypoints"] = kp
-        out["visible"] = (torch.ones(kp.shape[:2], dtype=torch.bool) if any(v is None for v in vis)
-                          else torch.stack([torch.as_tensor(v, dtype=torch.bool) for v in vis]))
+        out["visible"] = (
+            torch.ones(kp.shape[:2], dtype=torch.bool)
+            if any(v is None for v in vis)
+            else torch.stack([torch.as_tensor(v, dtype=torch.bool) for v in vis])
+        )
     return out
 
 
@@ -127,10 +121,18 @@ class StageMapBank:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, extract: Callable[[Tensor], list[Tensor]], data: Any, *, copies: int = 1, batch_size: int = 64,
-              device: torch.device | str = "cpu",
-              augment: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
-              augment_first: bool = True, bar=None) -> StageMapBank:
+    def build(
+        cls,
+        extract: Callable[[Tensor], list[Tensor]],
+        data: Any,
+        *,
+        copies: int = 1,
+        batch_size: int = 64,
+        device: torch.device | str = "cpu",
+        augment: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
+        augment_first: bool = True,
+        bar=None,
+    ) -> StageMapBank:
         """Views of every sample of ``data``: ``copies`` passes, each reading the samples again (a random
         dataset transform draws anew) and applying ``augment`` (all passes but the first unless
         ``augment_first``) before ``extract``."""
@@ -153,8 +155,10 @@ class StageMapBank:
                 viss.append(vis.bool() & torch.isfinite(kp).all(-1))
                 if bar is not None:
                     bar.update(len(idx))
-        maps = [torch.cat(stage).contiguous(memory_format=torch.channels_last) if stage[0].ndim == 4
-                else torch.cat(stage) for stage in zip(*parts)]
+        maps = [
+            torch.cat(stage).contiguous(memory_format=torch.channels_last) if stage[0].ndim == 4 else torch.cat(stage)
+            for stage in zip(*parts)
+        ]
         return cls(maps, torch.nan_to_num(torch.cat(kps)), torch.cat(viss), size)
 
     def __len__(self) -> int:

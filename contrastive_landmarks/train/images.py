@@ -72,8 +72,10 @@ class ImageSource:
                 except ValueError:
                     values = ()
                 if len(values) != 4 or min(values) < 0 or values[2] == 0 or values[3] == 0:
-                    raise ValueError(f"crop must be TOP,LEFT,HEIGHT,WIDTH (4 integers), celeba, auto or none; "
-                                     f"got {crop!r} in {spec!r}")
+                    raise ValueError(
+                        f"crop must be TOP,LEFT,HEIGHT,WIDTH (4 integers), celeba, auto or none; "
+                        f"got {crop!r} in {spec!r}"
+                    )
                 crop = values
             else:
                 crop = crop.lower()
@@ -109,8 +111,9 @@ def _read_list(path: Path) -> list[str]:
     return rows
 
 
-def list_images(sources: Sequence[str | os.PathLike | ImageSource], default_crop: str | None = None
-                ) -> list[tuple[Path, str | tuple[int, int, int, int] | None]]:
+def list_images(
+    sources: Sequence[str | os.PathLike | ImageSource], default_crop: str | None = None
+) -> list[tuple[Path, str | tuple[int, int, int, int] | None]]:
     """``(path, crop)`` for every image of every source, in order."""
     if isinstance(sources, (str, os.PathLike, ImageSource)):
         sources = [sources]
@@ -134,8 +137,9 @@ def _crop_box(crop, width: int, height: int, path: Path) -> tuple[int, int, int,
         crop = CELEBA_CROP
     top, left, h, w = crop
     if top + h > height or left + w > width:
-        raise ValueError(f"crop (top={top}, left={left}, height={h}, width={w}) does not fit image {path} "
-                         f"of size {width}x{height}")
+        raise ValueError(
+            f"crop (top={top}, left={left}, height={h}, width={w}) does not fit image {path} of size {width}x{height}"
+        )
     return left, top, left + w, top + h
 
 
@@ -152,8 +156,9 @@ class PretrainImages(Dataset):
         images: this dataset feeds the batched augmentations, which take uint8).
     """
 
-    def __init__(self, sources: Sequence[str | os.PathLike | ImageSource], size: int,
-                 default_crop: str | None = None) -> None:
+    def __init__(
+        self, sources: Sequence[str | os.PathLike | ImageSource], size: int, default_crop: str | None = None
+    ) -> None:
         if int(size) < 1:
             raise ValueError(f"size must be positive, got {size}")
         self.size = int(size)
@@ -185,8 +190,9 @@ class PretrainImages(Dataset):
         return {"image": self.load(index), "index": int(index)}
 
 
-def cache_images(dataset: PretrainImages, *, num_workers: int = 0, batch_size: int = 64,
-                 progress: bool = False) -> Tensor:
+def cache_images(
+    dataset: PretrainImages, *, num_workers: int = 0, batch_size: int = 64, progress: bool = False
+) -> Tensor:
     """Decode every image of ``dataset`` once: ``(N, 3, size, size)`` uint8 (``N * 3 * size**2`` bytes)."""
     out = torch.empty(len(dataset), 3, dataset.size, dataset.size, dtype=torch.uint8)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

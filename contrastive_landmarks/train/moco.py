@@ -78,8 +78,10 @@ def moco_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> 
         ``(loss, accuracy)``: cross-entropy with the positive at index 0, and how often it wins.
     """
     if query.shape != key.shape or query.ndim != 2 or queue.ndim != 2 or queue.shape[0] != query.shape[1]:
-        raise ValueError(f"expected query/key (B, D) and queue (D, K); got {tuple(query.shape)}, "
-                         f"{tuple(key.shape)}, {tuple(queue.shape)}")
+        raise ValueError(
+            f"expected query/key (B, D) and queue (D, K); got {tuple(query.shape)}, "
+            f"{tuple(key.shape)}, {tuple(queue.shape)}"
+        )
     positive = (query * key).sum(1, keepdim=True)
     negative = query @ queue.to(query.dtype)
     logits = torch.cat([positive, negative], 1).float() / temperature
@@ -191,8 +193,9 @@ class MoCo(nn.Module):
 
     def forward(self, im_q: Tensor, im_k: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         if im_q.shape != im_k.shape:
-            raise ValueError(f"query and key views must have the same shape, got {tuple(im_q.shape)} "
-                             f"and {tuple(im_k.shape)}")
+            raise ValueError(
+                f"query and key views must have the same shape, got {tuple(im_q.shape)} and {tuple(im_k.shape)}"
+            )
         query = self.encoder_q(im_q)
         with torch.no_grad():
             self.momentum_update()

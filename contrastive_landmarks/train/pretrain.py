@@ -88,8 +88,11 @@ def _check_resumable(saved: dict, config: PretrainConfig, num_images: int) -> No
     if saved["num_images"] != num_images:
         changed.append(f"number of images: {saved['num_images']} -> {num_images}")
     if changed:
-        raise ValueError("cannot resume: the checkpoint was trained with different settings (" + "; ".join(changed)
-                         + "); use another output_dir or resume=False")
+        raise ValueError(
+            "cannot resume: the checkpoint was trained with different settings ("
+            + "; ".join(changed)
+            + "); use another output_dir or resume=False"
+        )
 
 
 class _Logger:
@@ -156,17 +159,32 @@ def pretrain(config: PretrainConfig) -> dict:
     use_cache = config.cache == "yes" or (config.cache == "auto" and cache_bytes <= config.cache_gb * 2**30)
 
     torch.manual_seed(config.seed)
-    model = MoCo(config.arch, dim=config.dim, queue_size=config.queue_size, temperature=config.temperature,
-                 momentum=config.key_momentum, mlp=config.mlp_head, shuffle_bn=config.shuffle_bn,
-                 mean=preset.mean, std=preset.std, input_size=(preset.image_size, preset.image_size)).to(device)
-    channels_last = config.memory_format == "channels-last" or (config.memory_format == "auto"
-                                                                and device.type == "cuda")
+    model = MoCo(
+        config.arch,
+        dim=config.dim,
+        queue_size=config.queue_size,
+        temperature=config.temperature,
+        momentum=config.key_momentum,
+        mlp=config.mlp_head,
+        shuffle_bn=config.shuffle_bn,
+        mean=preset.mean,
+        std=preset.std,
+        input_size=(preset.image_size, preset.image_size),
+    ).to(device)
+    channels_last = config.memory_format == "channels-last" or (
+        config.memory_format == "auto" and device.type == "cuda"
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    augment = MoCoAugment.from_preset(preset, jpeg=config.jpeg, blur=config.blur,
-                                      scale=(config.min_scale, 1.0)).to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                momentum=config.momentum, weight_decay=config.weight_decay)
+    augment = MoCoAugment.from_preset(preset, jpeg=config.jpeg, blur=config.blur, scale=(config.min_scale, 1.0)).to(
+        device
+    )
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
     schedule = CosineSchedule(config.schedule, config.lr, config.epochs, steps_per_epoch)
     autocast_dtype = _precision(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
@@ -189,34 +207,53 @@ def pretrain(config: PretrainConfig) -> dict:
         global_step = int(saved["position"]["global_step"])
         train_time = float(saved.get("train_time_s", 0.0))
         if main_process:
-            logger.info("resumed %s at step %d (epoch %d)", checkpoint_path, global_step,
-                        global_step // steps_per_epoch)
+            logger.info(
+                "resumed %s at step %d (epoch %d)", checkpoint_path, global_step, global_step // steps_per_epoch
+            )
 
     if config.sync_bn and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     runner = model
     if world > 1:
         runner = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    images = cache_images(dataset, num_workers=config.num_workers, progress=config.progress and main_process) \
-        if use_cache and global_step < target else None
+    images = (
+        cache_images(dataset, num_workers=config.num_workers, progress=config.progress and main_process)
+        if use_cache and global_step < target
+        else None
+    )
 
     def state() -> dict:
         return {
-            "format": _FORMAT, "config": asdict(config), "num_images": num_images,
+            "format": _FORMAT,
+            "config": asdict(config),
+            "num_images": num_images,
             "steps_per_epoch": steps_per_epoch,
-            "preset": {"name": preset.name, "image_size": preset.image_size, "border": preset.border,
-                       "mean": list(preset.mean), "std": list(preset.std)},
-            "encoder_q": model.encoder_q.state_dict(), "encoder_k": model.encoder_k.state_dict(),
-            "queue": model.queue.detach().cpu().clone(), "queue_ptr": model.queue_ptr.detach().cpu().clone(),
-            "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
+            "preset": {
+                "name": preset.name,
+                "image_size": preset.image_size,
+                "border": preset.border,
+                "mean": list(preset.mean),
+                "std": list(preset.std),
+            },
+            "encoder_q": model.encoder_q.state_dict(),
+            "encoder_k": model.encoder_k.state_dict(),
+            "queue": model.queue.detach().cpu().clone(),
+            "queue_ptr": model.queue_ptr.detach().cpu().clone(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
             "rng": get_rng_state(),
-            "position": {"global_step": global_step, "epoch": global_step // steps_per_epoch,
-                         "step_in_epoch": global_step % steps_per_epoch},
+            "position": {
+                "global_step": global_step,
+                "epoch": global_step // steps_per_epoch,
+                "step_in_epoch": global_step % steps_per_epoch,
+            },
             "train_time_s": train_time,
         }
 
@@ -234,14 +271,21 @@ def pretrain(config: PretrainConfig) -> dict:
             epoch, first = divmod(global_step, steps_per_epoch)
             order = torch.randperm(num_images, generator=torch.Generator().manual_seed(config.seed + epoch))
             last = min(steps_per_epoch, first + target - global_step)
-            batches = [order[s * config.batch_size : (s + 1) * config.batch_size][rank * local_batch :
-                                                                                   (rank + 1) * local_batch]
-                       for s in range(first, last)]
+            batches = [
+                order[s * config.batch_size : (s + 1) * config.batch_size][
+                    rank * local_batch : (rank + 1) * local_batch
+                ]
+                for s in range(first, last)
+            ]
             if images is not None:
                 source = (images[b] for b in batches)
             else:
-                loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
-                                    num_workers=config.num_workers, pin_memory=device.type == "cuda")
+                loader = DataLoader(
+                    dataset,
+                    batch_sampler=[b.tolist() for b in batches],
+                    num_workers=config.num_workers,
+                    pin_memory=device.type == "cuda",
+                )
                 source = (batch["image"] for batch in loader)
             for batch in source:
                 tick = time.perf_counter()
@@ -255,8 +299,9 @@ def pretrain(config: PretrainConfig) -> dict:
                 if channels_last:
                     im_q = im_q.contiguous(memory_format=torch.channels_last)
                     im_k = im_k.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                ):
                     loss, accuracy = runner(im_q, im_k, generator=_step_generator(config.seed, global_step, -1))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -274,9 +319,15 @@ def pretrain(config: PretrainConfig) -> dict:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4g}", img_s=f"{throughput:.0f}", refresh=False)
                 if logged:
-                    record = {"step": global_step, "epoch": epoch, "loss": loss_value,
-                              "accuracy": float(accuracy.detach()), "lr": lr, "images_per_s": throughput,
-                              "train_time_s": train_time}
+                    record = {
+                        "step": global_step,
+                        "epoch": epoch,
+                        "loss": loss_value,
+                        "accuracy": float(accuracy.detach()),
+                        "lr": lr,
+                        "images_per_s": throughput,
+                        "train_time_s": train_time,
+                    }
                     history.append(record)
                     log.log(record)
                 if main_process and (global_step % config.checkpoint_every == 0 or global_step == target):
@@ -295,13 +346,24 @@ def pretrain(config: PretrainConfig) -> dict:
         exported = export_backbone(checkpoint_path, out / "backbone")
     if world > 1:
         dist.barrier()
-    return {"checkpoint": checkpoint_path, "global_step": global_step, "epoch": global_step // steps_per_epoch,
-            "finished": finished, "history": history, "backbone": exported}
+    return {
+        "checkpoint": checkpoint_path,
+        "global_step": global_step,
+        "epoch": global_step // steps_per_epoch,
+        "finished": finished,
+        "history": history,
+        "backbone": exported,
+    }
 
 
 # -- export ----------------------------------------------------------------------------------------
-def export_backbone(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike,
-                    card_info: dict | None = None, *, dtype: torch.dtype | None = None) -> Path:
+def export_backbone(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    card_info: dict | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write the query encoder's backbone of a pretraining checkpoint as a Hub-layout directory.
 
     ``load_backbone(out_dir)`` reads it back (the paper's default hypercolumn stages, the preset's
@@ -325,22 +387,26 @@ def export_backbone(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLi
     info = {
         "data": ", ".join(config["data"]),
         "images": saved["num_images"],
-        "recipe": (f"MoCo ({'MLP' if config['mlp_head'] else 'linear'} {config['dim']}-d head), queue "
-                   f"{config['queue_size']}, temperature {config['temperature']}, key momentum "
-                   f"{config['key_momentum']}; SGD lr {config['lr']} momentum {config['momentum']} wd "
-                   f"{config['weight_decay']}, {config['schedule']} schedule, batch {config['batch_size']}; "
-                   f"preset {preset['name']} ({size} px, border {preset['border']}), jpeg={config['jpeg']}, "
-                   f"blur={config['blur']}, min_scale={config['min_scale']}"),
+        "recipe": (
+            f"MoCo ({'MLP' if config['mlp_head'] else 'linear'} {config['dim']}-d head), queue "
+            f"{config['queue_size']}, temperature {config['temperature']}, key momentum "
+            f"{config['key_momentum']}; SGD lr {config['lr']} momentum {config['momentum']} wd "
+            f"{config['weight_decay']}, {config['schedule']} schedule, batch {config['batch_size']}; "
+            f"preset {preset['name']} ({size} px, border {preset['border']}), jpeg={config['jpeg']}, "
+            f"blur={config['blur']}, min_scale={config['min_scale']}"
+        ),
         "epochs": f"{position['global_step'] / saved['steps_per_epoch']:.2f} of {config['epochs']} "
-                  f"({position['global_step']} steps)",
+        f"({position['global_step']} steps)",
         "training time": f"{saved.get('train_time_s', 0.0) / 3600:.2f} h",
         "seed": config["seed"],
     }
     info.update(card_info or {})
     rows = "\n".join(f"| {key} | {value} |" for key, value in info.items())
-    card = (f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints, moco]\n---\n\n"
-            f"# {config['arch']} MoCo backbone\n\nSelf-supervised (MoCo) {config['arch']} for object-landmark "
-            f"representations (Cheng, Su & Maji, ICCV 2021). Load with "
-            f"`contrastive_landmarks.load_backbone(\"{Path(out_dir).name}\")`.\n\n"
-            f"| item | value |\n|---|---|\n{rows}\n")
+    card = (
+        f"---\nlibrary_name: contrastive_landmarks\ntags: [landmarks, keypoints, moco]\n---\n\n"
+        f"# {config['arch']} MoCo backbone\n\nSelf-supervised (MoCo) {config['arch']} for object-landmark "
+        f"representations (Cheng, Su & Maji, ICCV 2021). Load with "
+        f'`contrastive_landmarks.load_backbone("{Path(out_dir).name}")`.\n\n'
+        f"| item | value |\n|---|---|\n{rows}\n"
+    )
     return save_pretrained(out_dir, backbone.body.state_dict(), backbone.config, card=card, dtype=dtype)

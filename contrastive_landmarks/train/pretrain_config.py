@@ -25,16 +25,28 @@ class PretrainConfig:
     Each field's ``metadata["help"]`` is its command-line help text.
     """
 
-    data: list[str] = field(default_factory=list, metadata=_help(
-        "image sources: folders (recursive *.jpg/*.png) or list files (.txt, or .csv with paths in the first "
-        "column), each optionally followed by ';crop=TOP,LEFT,HEIGHT,WIDTH' (or crop=celeba|auto|none) and "
-        "';root=DIR'"))
+    data: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "image sources: folders (recursive *.jpg/*.png) or list files (.txt, or .csv with paths in the first "
+            "column), each optionally followed by ';crop=TOP,LEFT,HEIGHT,WIDTH' (or crop=celeba|auto|none) and "
+            "';root=DIR'"
+        ),
+    )
     output_dir: str = field(default="runs/moco", metadata=_help("folder for checkpoint.pt, log.jsonl, backbone/"))
-    preset: str = field(default="faces", metadata=_help(
-        "faces (CelebA stats, 136 -> border crop -> 96, CelebA 178x218 images cropped to rows 30..208), "
-        "birds (squash to 96, ImageNet stats) or generic (squash to image_size, ImageNet stats)"))
-    image_size: int | None = field(default=None, metadata=_help(
-        "network input side (preset default: 96 faces/birds, 64 generic); the faces border scales with it"))
+    preset: str = field(
+        default="faces",
+        metadata=_help(
+            "faces (CelebA stats, 136 -> border crop -> 96, CelebA 178x218 images cropped to rows 30..208), "
+            "birds (squash to 96, ImageNet stats) or generic (squash to image_size, ImageNet stats)"
+        ),
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "network input side (preset default: 96 faces/birds, 64 generic); the faces border scales with it"
+        ),
+    )
     border: int | None = field(default=None, metadata=_help("border crop in pixels (default: the preset's, scaled)"))
     arch: str = field(default="resnet50", metadata=_help("timm ResNet: resnet18, resnet50, ... (test_resnet: tests)"))
     dim: int = field(default=128, metadata=_help("embedding size of the MoCo head"))
@@ -50,25 +62,40 @@ class PretrainConfig:
     lr: float = field(default=0.03, metadata=_help("SGD learning rate"))
     momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
     weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay"))
-    schedule: str = field(default="cosine-epoch", metadata=_help(
-        "learning-rate schedule: cosine-epoch (the authors': lr 0.5(1+cos(pi e/E)) set once per epoch, e counted "
-        "from 1), cosine-step (per step, from lr to 0), or constant"))
-    max_steps: int | None = field(default=None, metadata=_help(
-        "stop after this many optimisation steps in total (the run can be resumed later)"))
+    schedule: str = field(
+        default="cosine-epoch",
+        metadata=_help(
+            "learning-rate schedule: cosine-epoch (the authors': lr 0.5(1+cos(pi e/E)) set once per epoch, e counted "
+            "from 1), cosine-step (per step, from lr to 0), or constant"
+        ),
+    )
+    max_steps: int | None = field(
+        default=None, metadata=_help("stop after this many optimisation steps in total (the run can be resumed later)")
+    )
     resume: bool = field(default=False, metadata=_help("continue from output_dir/checkpoint.pt if it exists"))
     checkpoint_every: int = field(default=500, metadata=_help("write the checkpoint every N steps (and at the end)"))
-    cache: str = field(default="auto", metadata=_help(
-        "decode all images once into memory as uint8 (yes), read them every epoch (no), or auto (yes if under "
-        "cache_gb)"))
+    cache: str = field(
+        default="auto",
+        metadata=_help(
+            "decode all images once into memory as uint8 (yes), read them every epoch (no), or auto (yes if under "
+            "cache_gb)"
+        ),
+    )
     cache_gb: float = field(default=8.0, metadata=_help("memory limit for cache=auto, GiB"))
     num_workers: int = field(default=4, metadata=_help("DataLoader workers for decoding images"))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:1, ..."))
-    precision: str = field(default="auto", metadata=_help(
-        "auto (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU), fp32, fp16 or bf16"))
-    memory_format: str = field(default="auto", metadata=_help(
-        "auto (channels-last on CUDA, where convolutions run faster in it; contiguous on CPU), channels-last or "
-        "contiguous"))
+    precision: str = field(
+        default="auto",
+        metadata=_help("auto (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU), fp32, fp16 or bf16"),
+    )
+    memory_format: str = field(
+        default="auto",
+        metadata=_help(
+            "auto (channels-last on CUDA, where convolutions run faster in it; contiguous on CPU), channels-last or "
+            "contiguous"
+        ),
+    )
     sync_bn: bool = field(default=False, metadata=_help("SyncBatchNorm in the encoders when distributed"))
     shuffle_bn: bool = field(default=True, metadata=_help("shuffle-BN for the key encoder when distributed"))
     seed: int = field(default=0, metadata=_help("seed of the data order, augmentations and initialisation"))
@@ -83,9 +110,12 @@ class PretrainConfig:
             raise ValueError("data: give at least one image folder or list file")
         if isinstance(self.data, (str, os.PathLike)):
             self.data = [str(self.data)]
-        choices = {"schedule": ("cosine-epoch", "cosine-step", "constant"), "cache": ("auto", "yes", "no"),
-                   "precision": ("auto", "fp32", "fp16", "bf16"),
-                   "memory_format": ("auto", "channels-last", "contiguous")}
+        choices = {
+            "schedule": ("cosine-epoch", "cosine-step", "constant"),
+            "cache": ("auto", "yes", "no"),
+            "precision": ("auto", "fp32", "fp16", "bf16"),
+            "memory_format": ("auto", "channels-last", "contiguous"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -126,8 +156,12 @@ class CosineSchedule:
         return self.base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * self.steps_per_epoch + step_in_epoch) / total))
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "base_lr": self.base_lr, "epochs": self.epochs,
-                "steps_per_epoch": self.steps_per_epoch}
+        return {
+            "kind": self.kind,
+            "base_lr": self.base_lr,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.kind, self.base_lr = state["kind"], state["base_lr"]

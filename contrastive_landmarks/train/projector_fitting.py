@@ -76,17 +76,22 @@ class ProjectorFitResult:
     def recipe(self) -> str:
         """The settings in one line."""
         c = self.config
-        optimiser = (f"SGD lr {c['lr']:g} momentum {c['momentum']:g}" if c["optimizer"] == "sgd"
-                     else f"Adam lr {c['lr']:g}")
-        return (f"{c['mode']} projector {c['in_channels']} -> {c['dim']}; Eq. 3 on a {c['size']}x{c['size']} grid "
-                f"({'TPS pairs' if c['warp'] else 'x = x'}), temperature {c['temperature']:.4g}, distance^"
-                f"{c['distance_power']:g} in input pixels; {optimiser} wd {c['weight_decay']:g}"
-                f"{', cosine' if c['cosine'] else ''}, batch {c['batch_size']}, {c['epochs']} epochs, seed {c['seed']}")
+        optimiser = (
+            f"SGD lr {c['lr']:g} momentum {c['momentum']:g}" if c["optimizer"] == "sgd" else f"Adam lr {c['lr']:g}"
+        )
+        return (
+            f"{c['mode']} projector {c['in_channels']} -> {c['dim']}; Eq. 3 on a {c['size']}x{c['size']} grid "
+            f"({'TPS pairs' if c['warp'] else 'x = x'}), temperature {c['temperature']:.4g}, distance^"
+            f"{c['distance_power']:g} in input pixels; {optimiser} wd {c['weight_decay']:g}"
+            f"{', cosine' if c['cosine'] else ''}, batch {c['batch_size']}, {c['epochs']} epochs, seed {c['seed']}"
+        )
 
     def __repr__(self) -> str:
-        return (f"ProjectorFitResult(best_epoch={self.best_epoch}, best_score={self.best_score:.4g}, "
-                f"initial_score={self.initial_score:.4g}, epochs={len(self.history)}, "
-                f"projector={self.projector.extra_repr()})")
+        return (
+            f"ProjectorFitResult(best_epoch={self.best_epoch}, best_score={self.best_score:.4g}, "
+            f"initial_score={self.initial_score:.4g}, epochs={len(self.history)}, "
+            f"projector={self.projector.extra_repr()})"
+        )
 
 
 class _Images:
@@ -123,12 +128,22 @@ def _pair_size(size: int | tuple[int, int]) -> tuple[int, int]:
 class _Source:
     """Batches of frozen features for one dataset: cached stage maps, or the backbone run on (warped) images."""
 
-    def __init__(self, features: Hypercolumn, data: Any, device: torch.device, batch_size: int,
-                 cache: FeatureCache | None, params: TPSParams | None) -> None:
+    def __init__(
+        self,
+        features: Hypercolumn,
+        data: Any,
+        device: torch.device,
+        batch_size: int,
+        cache: FeatureCache | None,
+        params: TPSParams | None,
+    ) -> None:
         self.features, self.data, self.device, self.params = features, data, device, params
         self.image_size = tuple(collate(data, [0], labels=False)["image"].shape[-2:])
-        self.cached = (CachedFeatures(features, data, cache=cache, batch_size=batch_size, device=device)
-                       if cache is not None else None)
+        self.cached = (
+            CachedFeatures(features, data, cache=cache, batch_size=batch_size, device=device)
+            if cache is not None
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self.data)
@@ -138,8 +153,9 @@ class _Source:
         return list(self.features.stage_maps(self.features.backbone.normalize(images)))
 
     @torch.no_grad()
-    def batch(self, idx: Tensor, generator: torch.Generator | None) -> tuple[list[Tensor], list[Tensor] | None,
-                                                                             Tensor | None]:
+    def batch(
+        self, idx: Tensor, generator: torch.Generator | None
+    ) -> tuple[list[Tensor], list[Tensor] | None, Tensor | None]:
         """``(stage maps of x, stage maps of x' or None, grid or None)`` of the samples at ``idx``."""
         if self.cached is not None:
             return self.cached.get(idx), None, None
@@ -181,9 +197,13 @@ def _warn_if_cache_too_small(cache: FeatureCache, count: int) -> None:
     if cache.directory is not None or held >= count or held == 0:
         return
     need = cache.memory_used / held * count / 2**30
-    warnings.warn(f"the feature cache kept {held} of {count} images' stage maps ({cache.memory_used / 2**30:.2f} GiB); "
-                  f"the others are recomputed every epoch. Give FeatureCache(memory_bytes) >= {need:.2f} GiB (CLI: "
-                  "--cache-memory-gb) or a cache_dir (--cache-dir)", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"the feature cache kept {held} of {count} images' stage maps ({cache.memory_used / 2**30:.2f} GiB); "
+        f"the others are recomputed every epoch. Give FeatureCache(memory_bytes) >= {need:.2f} GiB (CLI: "
+        "--cache-memory-gb) or a cache_dir (--cache-dir)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _warp_params(warp: bool | TPSParams) -> TPSParams | None:
@@ -235,8 +255,15 @@ def projector_loss(
     projector.to(device)
     with eval_mode(features), eval_mode(projector):
         source = _Source(features, data, device, batch_size, None, _warp_params(warp))
-        return _mean_loss(projector, features, source, batch_size, grid,
-                          _loss_kwargs(temperature, distance_power, implementation), seed)
+        return _mean_loss(
+            projector,
+            features,
+            source,
+            batch_size,
+            grid,
+            _loss_kwargs(temperature, distance_power, implementation),
+            seed,
+        )
 
 
 def fit_projector(
@@ -330,11 +357,25 @@ def fit_projector(
     else:
         opt = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
-    config = {"in_channels": features.channels, "dim": dim, "mode": mode, "size": grid[0] if grid[0] == grid[1]
-              else list(grid), "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-              "momentum": momentum, "weight_decay": weight_decay, "cosine": cosine, "temperature": temperature,
-              "distance_power": distance_power, "warp": params is not None, "seed": seed,
-              "train_images": len(data), "val_images": 0 if val is None else len(val)}
+    config = {
+        "in_channels": features.channels,
+        "dim": dim,
+        "mode": mode,
+        "size": grid[0] if grid[0] == grid[1] else list(grid),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "cosine": cosine,
+        "temperature": temperature,
+        "distance_power": distance_power,
+        "warp": params is not None,
+        "seed": seed,
+        "train_images": len(data),
+        "val_images": 0 if val is None else len(val),
+    }
 
     bar = None
     if progress:
@@ -350,10 +391,12 @@ def fit_projector(
             val_cache = FeatureCache() if params is None and cache is not False else None
             val_source = _Source(features, val, device, batch_size, val_cache, params)
             if tuple(val_source.image_size) != tuple(source.image_size):
-                raise ValueError(f"train images are {source.image_size} but validation images are "
-                                 f"{val_source.image_size}")
-            initial = _mean_loss(projector, features, val_source, batch_size, grid, loss_kwargs,
-                                 seed + _VAL_SEED_OFFSET)
+                raise ValueError(
+                    f"train images are {source.image_size} but validation images are {val_source.image_size}"
+                )
+            initial = _mean_loss(
+                projector, features, val_source, batch_size, grid, loss_kwargs, seed + _VAL_SEED_OFFSET
+            )
         projector.train()
         for epoch in range(epochs):
             started = time.perf_counter()
@@ -372,13 +415,19 @@ def fit_projector(
             seconds = time.perf_counter() - started
             if epoch == 0 and train_cache is not None:
                 _warn_if_cache_too_small(train_cache, len(data))
-            row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": total / count,
-                   "seconds": seconds, "images_per_s": count / max(seconds, 1e-9)}
+            row = {
+                "epoch": epoch,
+                "lr": opt.param_groups[0]["lr"],
+                "train_loss": total / count,
+                "seconds": seconds,
+                "images_per_s": count / max(seconds, 1e-9),
+            }
             if scheduler is not None:
                 scheduler.step()
             if val_source is not None:
-                row["val_loss"] = _mean_loss(projector, features, val_source, batch_size, grid, loss_kwargs,
-                                             seed + _VAL_SEED_OFFSET)
+                row["val_loss"] = _mean_loss(
+                    projector, features, val_source, batch_size, grid, loss_kwargs, seed + _VAL_SEED_OFFSET
+                )
                 if row["val_loss"] < best_score:
                     best_score, best_epoch = row["val_loss"], epoch
                     best_state = copy.deepcopy(projector.state_dict())

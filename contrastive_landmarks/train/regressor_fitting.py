@@ -188,13 +188,24 @@ def fit_regressor(
         bar = tqdm(total=n_train * copies + steps, desc="fit_regressor", unit="it", mininterval=5.0)
 
     with eval_mode(features), eval_mode(projector):
-        bank = StageMapBank.build(lambda x: stage_maps(features, x), train, copies=copies, batch_size=64,
-                                  device=device, augment=lambda i, k, v: augment(i, k, v, flip_pairs, generator),
-                                  augment_first=False, bar=bar)
-        val_bank = (StageMapBank.build(lambda x: stage_maps(features, x), val, copies=1, batch_size=64, device=device)
-                    if val is not None else None)
+        bank = StageMapBank.build(
+            lambda x: stage_maps(features, x),
+            train,
+            copies=copies,
+            batch_size=64,
+            device=device,
+            augment=lambda i, k, v: augment(i, k, v, flip_pairs, generator),
+            augment_first=False,
+            bar=bar,
+        )
+        val_bank = (
+            StageMapBank.build(lambda x: stage_maps(features, x), val, copies=1, batch_size=64, device=device)
+            if val is not None
+            else None
+        )
         image_size = bank.image_size
         grid = features.size or (image_size[0] // 2, image_size[1] // 2)
+
         def raw_input(maps: list[Tensor]) -> list[Tensor] | Tensor:
             return maps if projector is None else projector(maps, grid)
 
@@ -212,8 +223,14 @@ def fit_regressor(
 
         channels = projector.dim if projector is not None else bank.channels
         heatmaps_per_landmark = heatmaps_per_landmark or default_heatmaps(bank.num_landmarks)
-        regressor = LandmarkRegressor(channels, bank.num_landmarks, heatmaps_per_landmark, init=init,
-                                      softmax_multiplier=softmax_multiplier, size=grid)
+        regressor = LandmarkRegressor(
+            channels,
+            bank.num_landmarks,
+            heatmaps_per_landmark,
+            init=init,
+            softmax_multiplier=softmax_multiplier,
+            size=grid,
+        )
         regressor.reset_parameters(generator)
         regressor.to(device)
         if projector is not None:
@@ -247,8 +264,7 @@ def fit_regressor(
             return (error, peak, spread_ratio(pred, truth, visible)) if spread else (error, peak)
 
         shape = mean_shape(bank.keypoints[:n_train].cpu(), bank.visible[:n_train].cpu())  # the unaugmented views
-        baseline = score_fn(shape.expand_as(check.keypoints.cpu()).clone(), check.keypoints.cpu(),
-                            check.visible.cpu())
+        baseline = score_fn(shape.expand_as(check.keypoints.cpu()).clone(), check.keypoints.cpu(), check.visible.cpu())
         _, peak_init = evaluate(limit=256)
 
         optimizer = torch.optim.Adam(regressor.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
@@ -274,8 +290,14 @@ def fit_regressor(
                 bar.update(1)
             if step % eval_every == 0 or step == steps:
                 error, _ = evaluate()
-                history.append({"step": step, "lr": optimizer.param_groups[0]["lr"],
-                                "train_loss": running / eval_every, "val_error": error})
+                history.append(
+                    {
+                        "step": step,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "train_loss": running / eval_every,
+                        "val_error": error,
+                    }
+                )
                 running = 0.0
                 if error < best[0] * (1 - 1e-3):
                     best, since_best = (error, step, copy.deepcopy(regressor.state_dict())), 0
@@ -299,16 +321,43 @@ def fit_regressor(
     if warn:
         for message in problems:
             warnings.warn(message, UserWarning, stacklevel=2)
-    config = {"heatmaps_per_landmark": regressor.heatmaps_per_landmark, "init": init, "softmax_multiplier":
-              regressor.softmax_multiplier, "steps": steps, "batch_size": batch_size, "lr": lr,
-              "weight_decay": weight_decay, "betas": list(betas), "copies": copies, "views": len(bank),
-              "augment": repr(augment), "standardize": standardize, "metric": metric_name, "grid": list(grid),
-              "image_size": list(image_size), "train_images": n_train,
-              "val_images": 0 if val_bank is None else len(val_bank), "seed": seed,
-              "eye_indices": None if eye_indices is None else list(eye_indices),
-              "flip_pairs": None if not flip_pairs else [list(p) for p in flip_pairs]}
-    return RegressorFit(regressor, metric_name, score, baseline, shape, best[1] if val_bank is not None else step, step,
-                        history, peak_init, peak_final, spread, problems, config)
+    config = {
+        "heatmaps_per_landmark": regressor.heatmaps_per_landmark,
+        "init": init,
+        "softmax_multiplier": regressor.softmax_multiplier,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "betas": list(betas),
+        "copies": copies,
+        "views": len(bank),
+        "augment": repr(augment),
+        "standardize": standardize,
+        "metric": metric_name,
+        "grid": list(grid),
+        "image_size": list(image_size),
+        "train_images": n_train,
+        "val_images": 0 if val_bank is None else len(val_bank),
+        "seed": seed,
+        "eye_indices": None if eye_indices is None else list(eye_indices),
+        "flip_pairs": None if not flip_pairs else [list(p) for p in flip_pairs],
+    }
+    return RegressorFit(
+        regressor,
+        metric_name,
+        score,
+        baseline,
+        shape,
+        best[1] if val_bank is not None else step,
+        step,
+        history,
+        peak_init,
+        peak_final,
+        spread,
+        problems,
+        config,
+    )
 
 
 @torch.no_grad()
@@ -325,31 +374,44 @@ def _tensor_stats(bank: StageMapBank, head: Callable[[list[Tensor]], Tensor], li
     return [mu.float()], [(squares / count - mu**2).clamp_min(0).sqrt().clamp_min(1e-4).float()]
 
 
-def _diagnose(metric: str, score: float, baseline: float, history: list[dict], steps: int, ran: int,
-              has_val: bool) -> list[str]:
+def _diagnose(
+    metric: str, score: float, baseline: float, history: list[dict], steps: int, ran: int, has_val: bool
+) -> list[str]:
     problems = []
     unit = "%" if metric == "iod" else (" px" if metric == "pixel" else "")
     where = "validation" if has_val else "training (no validation data)"
     if not has_val:
-        problems.append("no validation images (fewer than 10 labelled): the regressor could not be selected or "
-                        "checked on held-out data; its error below is on the training images")
+        problems.append(
+            "no validation images (fewer than 10 labelled): the regressor could not be selected or "
+            "checked on held-out data; its error below is on the training images"
+        )
     if not score < 0.9 * baseline:
-        problems.append(f"the regressor is not clearly better than predicting the training set's mean shape "
-                        f"({metric} {score:.3g}{unit} vs {baseline:.3g}{unit} on the {where} images): it has "
-                        "learned little beyond the average layout; try more steps, more labels or another backbone")
+        problems.append(
+            f"the regressor is not clearly better than predicting the training set's mean shape "
+            f"({metric} {score:.3g}{unit} vs {baseline:.3g}{unit} on the {where} images): it has "
+            "learned little beyond the average layout; try more steps, more labels or another backbone"
+        )
     if ran == steps and len(history) >= 4:
-        late = [h["val_error"] for h in history[-max(2, len(history) // 4):]]
+        late = [h["val_error"] for h in history[-max(2, len(history) // 4) :]]
         earlier = history[-max(2, len(history) // 4) - 1]["val_error"]
         if late[-1] < earlier * 0.95 and late[-1] <= min(late) * 1.001:
-            problems.append(f"the {where} error was still falling at the last of {steps} steps "
-                            f"({earlier:.4g} -> {late[-1]:.4g}{unit} over the last quarter): the regressor is "
-                            f"probably undertrained; pass more steps (e.g. steps={2 * steps})")
+            problems.append(
+                f"the {where} error was still falling at the last of {steps} steps "
+                f"({earlier:.4g} -> {late[-1]:.4g}{unit} over the last quarter): the regressor is "
+                f"probably undertrained; pass more steps (e.g. steps={2 * steps})"
+            )
     return problems
 
 
 @torch.no_grad()
-def predict(features: Hypercolumn, regressor: LandmarkRegressor, data: Any, *, batch_size: int = 64,
-            device: torch.device | str | None = None) -> Tensor:
+def predict(
+    features: Hypercolumn,
+    regressor: LandmarkRegressor,
+    data: Any,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Pixel predictions ``(M, N, 2)`` for a dataset, a list of sample dicts or ``(M, 3, H, W)`` images in [0, 1]."""
     device = module_device(features, device)
     features.to(device)
@@ -361,8 +423,9 @@ def predict(features: Hypercolumn, regressor: LandmarkRegressor, data: Any, *, b
                 raise ValueError(f"images must be (M, 3, H, W), got {tuple(data.shape)}")
             batches = (data[idx] for idx in index_batches(data.shape[0], batch_size))
         else:
-            batches = (collate(data, idx.tolist(), labels=False)["image"]
-                       for idx in index_batches(len(data), batch_size))
+            batches = (
+                collate(data, idx.tolist(), labels=False)["image"] for idx in index_batches(len(data), batch_size)
+            )
         for images in batches:
             images = images.to(device, torch.float32)
             size = tuple(images.shape[-2:])

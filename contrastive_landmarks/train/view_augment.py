@@ -24,17 +24,31 @@ class Augment:
             dataset defines them; a keypoint set without left/right names is never flipped).
     """
 
-    warp: TPSParams | None = field(default_factory=lambda: TPSParams(
-        warpsd_all=0.0005, warpsd_subset=0.0, transsd=0.05, scalesd=0.05, rotsd=5.0,
-        im1_multiplier=1.0, im1_multiplier_aff=1.0))
+    warp: TPSParams | None = field(
+        default_factory=lambda: TPSParams(
+            warpsd_all=0.0005,
+            warpsd_subset=0.0,
+            transsd=0.05,
+            scalesd=0.05,
+            rotsd=5.0,
+            im1_multiplier=1.0,
+            im1_multiplier_aff=1.0,
+        )
+    )
     flip: bool = True
 
     @classmethod
     def none(cls) -> Augment:
         return cls(warp=None, flip=False)
 
-    def __call__(self, images: Tensor, keypoints: Tensor, visible: Tensor, flip_pairs: Sequence[Sequence[int]] | None,
-                 generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    def __call__(
+        self,
+        images: Tensor,
+        keypoints: Tensor,
+        visible: Tensor,
+        flip_pairs: Sequence[Sequence[int]] | None,
+        generator: torch.Generator,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Augment ``(B, 3, H, W)`` images with their ``(B, N, 2)`` pixel keypoints and ``(B, N)`` visibility."""
         if self.flip and flip_pairs:
             flip = torch.rand(images.shape[0], generator=generator) < 0.5

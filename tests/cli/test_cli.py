@@ -13,7 +13,11 @@ def test_missing_extra_lists_each_subcommand_with_its_extra(monkeypatch, capsys)
     real_import = importlib.import_module
 
     def fake_import(name, *args, **kwargs):
-        if name in ("contrastive_landmarks.cli.pretrain", "contrastive_landmarks.cli.fit"):  # as if needing an extra
+        if name in (
+            "contrastive_landmarks.cli.pretrain",
+            "contrastive_landmarks.cli.fit_projector",
+            "contrastive_landmarks.cli.fit_regressor",
+        ):  # as if needing an extra
             raise ImportError("No module named 'tqdm'", name="tqdm")
         return real_import(name, *args, **kwargs)
 
@@ -37,13 +41,16 @@ def test_config_file_errors(tmp_path):
         cli.main(["--config", str(tmp_path / "missing.json"), "demo"])
 
 
-@pytest.mark.parametrize("error", [
-    FileNotFoundError("data folder not found: /nowhere"),
-    NotADirectoryError("/etc/passwd is not a folder"),
-    IsADirectoryError("/tmp is a folder, not a file"),
-    PermissionError("cannot write /root/x"),
-    ValueError("--limit must be positive,\n got -1"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        FileNotFoundError("data folder not found: /nowhere"),
+        NotADirectoryError("/etc/passwd is not a folder"),
+        IsADirectoryError("/tmp is a folder, not a file"),
+        PermissionError("cannot write /root/x"),
+        ValueError("--limit must be positive,\n got -1"),
+    ],
+)
 def test_user_errors_of_any_subcommand_are_one_line_and_exit_2(monkeypatch, capsys, error):
     from contrastive_landmarks import demo
 
@@ -67,8 +74,9 @@ def test_user_error_class_of_common(monkeypatch, capsys):
 
     monkeypatch.setattr(demo, "_run", handler)
     assert cli.main(["demo"]) == 2
-    assert capsys.readouterr().err == ("contrastive-landmarks demo: error: --num-labelled 0: give at least one "
-                                       "labelled image\n")
+    assert capsys.readouterr().err == (
+        "contrastive-landmarks demo: error: --num-labelled 0: give at least one labelled image\n"
+    )
 
 
 def test_other_errors_still_raise(monkeypatch):

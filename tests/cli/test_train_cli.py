@@ -44,16 +44,44 @@ def _write_data(folder: Path, n: int = 16, seed: int = 0) -> Path:
     rows = ["image,x1,x2,x3,y1,y2,y3"]
     for i in range(n):
         Image.fromarray((images[i].permute(1, 2, 0) * 255).round().byte().numpy()).save(folder / f"{i:02d}.png")
-        rows.append(f"{i:02d}.png," + ",".join(str(v) for v in [*keypoints[i, :, 0].tolist(),
-                                                                 *keypoints[i, :, 1].tolist()]))
+        rows.append(
+            f"{i:02d}.png," + ",".join(str(v) for v in [*keypoints[i, :, 0].tolist(), *keypoints[i, :, 1].tolist()])
+        )
     (folder / "points.csv").write_text("\n".join(rows) + "\n")
     return folder / "points.csv"
 
 
 def _pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["pretrain", "--data", str(data), "--output-dir", str(out), "--arch", "test_resnet", "--preset", "generic",
-            "--image-size", str(SIZE), "--batch-size", "8", "--queue-size", "16", "--epochs", "2", "--num-workers",
-            "0", "--threads", "1", "--log-every", "1", "--checkpoint-every", "1", "--no-progress", "--no-jpeg", *extra]
+    return [
+        "pretrain",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--arch",
+        "test_resnet",
+        "--preset",
+        "generic",
+        "--image-size",
+        str(SIZE),
+        "--batch-size",
+        "8",
+        "--queue-size",
+        "16",
+        "--epochs",
+        "2",
+        "--num-workers",
+        "0",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--no-jpeg",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +148,15 @@ def test_pretrain_writes_a_checkpoint_and_resumes_from_its_config(data, run, tmp
 
 def test_export_gives_the_query_encoder_and_a_card(run, tmp_path):
     numbers = tmp_path / "results.json"
-    numbers.write_text(json.dumps({"test": {"mean": 5.5, "std": 0.25}, "metric": "inter-ocular error (%)",
-                                   "config": {"protocol": "regression", "num_labelled": 10,
-                                              "dataset": {"name": "mtfl"}}}))
+    numbers.write_text(
+        json.dumps(
+            {
+                "test": {"mean": 5.5, "std": 0.25},
+                "metric": "inter-ocular error (%)",
+                "config": {"protocol": "regression", "num_labelled": 10, "dataset": {"name": "mtfl"}},
+            }
+        )
+    )
     flat = tmp_path / "flat.json"
     flat.write_text(json.dumps({"matching error": "3.2 px"}))
     out = tmp_path / "exported"
@@ -156,13 +190,34 @@ def test_fit_projector_lowers_the_held_out_loss(data, tmp_path):
     from contrastive_landmarks.train.projector_fitting import projector_loss
 
     options = tmp_path / "projector.json"
-    options.write_text(json.dumps({"dim": 16, "train_size": 8, "size": 16, "epochs": 3, "batch-size": 4,
-                                   "image_size": SIZE}))
+    options.write_text(
+        json.dumps({"dim": 16, "train_size": 8, "size": 16, "epochs": 3, "batch-size": 4, "image_size": SIZE})
+    )
     out = tmp_path / "projector"
     torch.manual_seed(0)
-    assert main(["--config", str(options), "fit-projector", "--backbone", "test_resnet", "--images",
-                 str(data.parent), "--preprocess", "face", "--val-fraction", "0.25", "--output", str(out),
-                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(options),
+                "fit-projector",
+                "--backbone",
+                "test_resnet",
+                "--images",
+                str(data.parent),
+                "--preprocess",
+                "face",
+                "--val-fraction",
+                "0.25",
+                "--output",
+                str(out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "cache").glob("*/*.safetensors"))) == 12  # each training image's maps, once
     model = LandmarkModel.from_pretrained(out)
     assert model.projector.dim == 16 and load_backbone(str(out)).channels == model.backbone.channels
@@ -188,10 +243,43 @@ def test_fit_regressor_bundle_loads_back_and_predicts_the_same(data, backbone_di
     hc = Hypercolumn(load_backbone(str(backbone_dir)), size=8)
     LandmarkModel(hc, SpatialProjector(hc.channels, 8)).save_pretrained(projector_dir)
     out = tmp_path / "model"
-    assert main(["fit-regressor", "--backbone", str(backbone_dir), "--dataset", "csv", "--path", str(data),
-                 "--image-size", str(SIZE), "--size", "8", "--heatmaps", "2", "--steps", "30", "--num-labelled", "6",
-                 "--val-fraction", "0.25", "--seed", "1", "--projector", str(projector_dir), "--landmark-names",
-                 "left", "right", "nose", "--output", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "fit-regressor",
+                "--backbone",
+                str(backbone_dir),
+                "--dataset",
+                "csv",
+                "--path",
+                str(data),
+                "--image-size",
+                str(SIZE),
+                "--size",
+                "8",
+                "--heatmaps",
+                "2",
+                "--steps",
+                "30",
+                "--num-labelled",
+                "6",
+                "--val-fraction",
+                "0.25",
+                "--seed",
+                "1",
+                "--projector",
+                str(projector_dir),
+                "--landmark-names",
+                "left",
+                "right",
+                "nose",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "fit_regressor.json").read_text())
     # a CSV names no eyes: the metric is pixels, never inter-ocular error
     assert report["train_images"] == 6 and report["val_images"] == 4 and report["metric"] == "pixel"
@@ -202,8 +290,15 @@ def test_fit_regressor_bundle_loads_back_and_predicts_the_same(data, backbone_di
     dataset = by_name("csv", None, "train", image_size=SIZE, path=str(data))
     train_part, val_part = split_indices(len(dataset), 0.25, 0, 1000)
     pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(1))[:6].tolist()
-    result = fit_regressor(hc, KeypointSubset(dataset, sorted(train_part[i] for i in pick)),
-                           KeypointSubset(dataset, val_part), heatmaps_per_landmark=2, steps=30, seed=1, warn=False)
+    result = fit_regressor(
+        hc,
+        KeypointSubset(dataset, sorted(train_part[i] for i in pick)),
+        KeypointSubset(dataset, val_part),
+        heatmaps_per_landmark=2,
+        steps=30,
+        seed=1,
+        warn=False,
+    )
     images, _ = _blobs(4, seed=9)
     expected = predict(hc, result.regressor, images)
     assert torch.allclose(model.detect(images), expected, atol=1e-4)
@@ -212,8 +307,24 @@ def test_fit_regressor_bundle_loads_back_and_predicts_the_same(data, backbone_di
     with pytest.raises(SystemExit):  # a config file naming an option the subcommand lacks
         (tmp_path / "bad.json").write_text(json.dumps({"no_such_option": 1}))
         main(["--config", str(tmp_path / "bad.json"), "fit-regressor"])
-    assert main(["fit-regressor", "--dataset", "csv", "--path", str(data), "--num-labelled", "99",
-                 "--output", str(tmp_path / "x"), "--backbone", "test_resnet"]) == 2
+    assert (
+        main(
+            [
+                "fit-regressor",
+                "--dataset",
+                "csv",
+                "--path",
+                str(data),
+                "--num-labelled",
+                "99",
+                "--output",
+                str(tmp_path / "x"),
+                "--backbone",
+                "test_resnet",
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_and_python_defaults_give_the_same_model(data, tmp_path):
@@ -226,20 +337,38 @@ def test_cli_and_python_defaults_give_the_same_model(data, tmp_path):
 
     out = tmp_path / "defaults"
     quick = ["--steps", "60"]  # the one option changed, on both sides, to keep the test short
-    assert main(["fit-regressor", "--backbone", "test_resnet", "--dataset", "csv", "--path", str(data),
-                 "--output", str(out), "--no-progress", *quick]) == 0
+    assert (
+        main(
+            [
+                "fit-regressor",
+                "--backbone",
+                "test_resnet",
+                "--dataset",
+                "csv",
+                "--path",
+                str(data),
+                "--output",
+                str(out),
+                "--no-progress",
+                *quick,
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "fit_regressor.json").read_text())
     assert report["config"]["image_size"] == [96, 96]  # test_resnet records no input size: the paper's 96
     torch.manual_seed(0)  # the CLI seeds a random-init backbone with --seed (default 0)
     hc = Hypercolumn(load_backbone("test_resnet"))
     dataset = by_name("csv", None, "train", image_size=96, path=str(data))
     train_part, val_part = split_indices(len(dataset), 0.1, 0, 1000)
-    result = fit_regressor(hc, KeypointSubset(dataset, train_part), KeypointSubset(dataset, val_part), steps=60,
-                           warn=False)
+    result = fit_regressor(
+        hc, KeypointSubset(dataset, train_part), KeypointSubset(dataset, val_part), steps=60, warn=False
+    )
     images, _ = _blobs(3, seed=11)
     images = torch.nn.functional.interpolate(images, size=(96, 96), mode="bilinear", align_corners=False)
-    assert torch.allclose(LandmarkModel.from_pretrained(out).detect(images), predict(hc, result.regressor, images),
-                          atol=1e-4)
+    assert torch.allclose(
+        LandmarkModel.from_pretrained(out).detect(images), predict(hc, result.regressor, images), atol=1e-4
+    )
     assert report["score"] == pytest.approx(result.score, rel=1e-5)
 
 
@@ -288,10 +417,19 @@ def test_push_uploads_with_hfapi_and_fails_clearly_offline(backbone_dir, monkeyp
 def test_pretrain_under_torchrun_two_cpu_processes(data, tmp_path):
     pytest.importorskip("torch.distributed.run")
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "contrastive_landmarks.cli", *_pretrain_args(data.parent, out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "contrastive_landmarks.cli",
+        *_pretrain_args(data.parent, out),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     saved = load_checkpoint(out / "checkpoint.pt")
     assert saved["position"]["global_step"] == 4 and (out / "backbone" / "model.safetensors").is_file()

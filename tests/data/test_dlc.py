@@ -15,8 +15,19 @@ PIL = pytest.importorskip("PIL.Image")
 
 PARTS = ["Hand", "Finger1", "Tongue", "Joystick1", "Joystick2"]
 #: the 11 test frames of dlc_split(seed=0) on dlc-reaching, pinned: a change of the split shows up here
-TEST_FRAMES = ["img042.png", "img052.png", "img077.png", "img100.png", "img141.png", "img142.png", "img152.png",
-               "img167.png", "img227.png", "img231.png", "img245.png"]
+TEST_FRAMES = [
+    "img042.png",
+    "img052.png",
+    "img077.png",
+    "img100.png",
+    "img141.png",
+    "img142.png",
+    "img152.png",
+    "img167.png",
+    "img227.png",
+    "img231.png",
+    "img245.png",
+]
 
 
 @pytest.fixture
@@ -217,13 +228,20 @@ def test_malformed_labels_name_the_file(tmp_path):
     half = make_project(tmp_path, [("img1.png", ["1", "", "3", "4", "5", "6", "7", "8"])], config=config)
     with pytest.raises(ValueError, match=r"CollectedData_Alex\.csv:4: snout has an x or a y but not both"):
         DLCProject(half)
-    header = [["scorer"] + ["Alex"] * 4, ["bodyparts", "snout", "snout", "nose", "nose"],
-              ["coords", "x", "y", "x", "y"]]
+    header = [
+        ["scorer"] + ["Alex"] * 4,
+        ["bodyparts", "snout", "snout", "nose", "nose"],
+        ["coords", "x", "y", "x", "y"],
+    ]
     other = make_project(tmp_path, [("img1.png", ["1", "2", "3", "4"])], header=header, config=config)
     with pytest.raises(ValueError, match=r"CollectedData_Alex\.csv: body parts .* do not match config\.yaml"):
         DLCProject(other)
-    multi = [["scorer"] + ["Alex"] * 4, ["individuals"] + ["mouse1"] * 4, ["bodyparts", "snout", "snout", "a", "a"],
-             ["coords", "x", "y", "x", "y"]]
+    multi = [
+        ["scorer"] + ["Alex"] * 4,
+        ["individuals"] + ["mouse1"] * 4,
+        ["bodyparts", "snout", "snout", "a", "a"],
+        ["coords", "x", "y", "x", "y"],
+    ]
     animals = make_project(tmp_path, [("img1.png", ["1", "2", "3", "4"])], header=multi, config=config)
     with pytest.raises(NotImplementedError, match=r"CollectedData_Alex\.csv: a multi-animal"):
         DLCProject(animals)
@@ -239,11 +257,17 @@ def test_malformed_labels_name_the_file(tmp_path):
 
 def test_config_parser_flow_and_block_forms(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text("scorer: 'O''Brien'\nbodyparts: [a, 'b c', \"d#e\"]  # comment\nmultianimalproject: false\n"
-                    "skeleton:\n  - [a, 'b c']\n  -   - a\n      - d#e\nnumframes2pick: 20\n")
+    path.write_text(
+        "scorer: 'O''Brien'\nbodyparts: [a, 'b c', \"d#e\"]  # comment\nmultianimalproject: false\n"
+        "skeleton:\n  - [a, 'b c']\n  -   - a\n      - d#e\nnumframes2pick: 20\n"
+    )
     config = read_dlc_config(path)
-    assert config == {"scorer": "O'Brien", "bodyparts": ["a", "b c", "d#e"], "multianimalproject": False,
-                      "skeleton": [["a", "b c"], ["a", "d#e"]]}
+    assert config == {
+        "scorer": "O'Brien",
+        "bodyparts": ["a", "b c", "d#e"],
+        "multianimalproject": False,
+        "skeleton": [["a", "b c"], ["a", "d#e"]],
+    }
     yaml = pytest.importorskip("yaml")
     reference = yaml.safe_load(path.read_text())
     assert config == {key: reference[key] for key in config}

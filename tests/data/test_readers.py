@@ -73,8 +73,23 @@ def test_mtfl_face_crop_gives_training_faces_the_test_framing(shared_data):
     assert abs(cropped - test) < 0.12 * test
 
 
-MMPOSE = ["300w", "300wlp", "aflw", "animalpose", "ap10k", "atrw", "cofw", "fld", "fly", "horse10", "lapa", "locust",
-          "macaque", "wflw", "zebra"]
+MMPOSE = [
+    "300w",
+    "300wlp",
+    "aflw",
+    "animalpose",
+    "ap10k",
+    "atrw",
+    "cofw",
+    "fld",
+    "fly",
+    "horse10",
+    "lapa",
+    "locust",
+    "macaque",
+    "wflw",
+    "zebra",
+]
 
 
 @pytest.mark.parametrize("name", MMPOSE)
@@ -135,12 +150,17 @@ def test_coco_names_give_flip_pairs_and_visibility_levels(shared_data):
 
 def test_coco_categories_with_different_layouts_need_a_category_id(tmp_path):
     write_image(tmp_path / "a.png", 20, 10)
-    categories = [{"id": 1, "keypoints": ["left_eye", "right_eye"], "skeleton": [[1, 2]]},
-                  {"id": 2, "keypoints": ["head", "tail"], "skeleton": []}]
-    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": [1, 2, 2, 3, 4, 2], "bbox": [0, 0, 5, 5]},
-                   {"id": 2, "image_id": 1, "category_id": 2, "keypoints": [5, 6, 2, 0, 0, 0], "bbox": [0, 0, 5, 5]}]
-    (tmp_path / "c.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
-                                                 "annotations": annotations, "categories": categories}))
+    categories = [
+        {"id": 1, "keypoints": ["left_eye", "right_eye"], "skeleton": [[1, 2]]},
+        {"id": 2, "keypoints": ["head", "tail"], "skeleton": []},
+    ]
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 1, "keypoints": [1, 2, 2, 3, 4, 2], "bbox": [0, 0, 5, 5]},
+        {"id": 2, "image_id": 1, "category_id": 2, "keypoints": [5, 6, 2, 0, 0, 0], "bbox": [0, 0, 5, 5]},
+    ]
+    (tmp_path / "c.json").write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": annotations, "categories": categories})
+    )
     with pytest.raises(ValueError, match="category_id"):
         COCOKeypoints(tmp_path / "c.json")
     eyes = COCOKeypoints(tmp_path / "c.json", category_id=1)
@@ -193,9 +213,11 @@ def test_keypoint_csv_with_visibility_and_errors(tmp_path):
 
 def test_keypoint_csv_interleaved_named_columns_keep_names_and_pair_sides(tmp_path):
     write_image(tmp_path / "a.png", 20, 10)
-    (tmp_path / "n.csv").write_text("image,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,nose_v\n"
-                                    "a.png,1,2,3,4,5,6,1\n"
-                                    "a.png,1,2,,,5,6,0\n")
+    (tmp_path / "n.csv").write_text(
+        "image,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,nose_v\n"
+        "a.png,1,2,3,4,5,6,1\n"
+        "a.png,1,2,,,5,6,0\n"
+    )
     dataset = KeypointCSV(tmp_path / "n.csv")
     assert dataset.names == ["left_eye", "right_eye", "nose"]
     assert dataset.flip_pairs == ((0, 1),)
@@ -293,18 +315,35 @@ def test_300w_layout_split_ibug_filter_and_boxes(tmp_path):
     def pts_text(p):
         return "version: 1\nn_points:  68\n{\n" + "\n".join(f"{x} {y}" for x, y in p) + "\n}\n"
 
-    layout = {"afw": ["1.jpg"], "helen/trainset": ["2.jpg", "3.jpg"], "lfpw/trainset": ["4.png"],
-              "helen/testset": ["5.jpg"], "lfpw/testset": ["6.jpg"], "ibug": ["image_7.jpg", "other.jpg"]}
-    mats = {"afw": "afw", "helen/trainset": "helen_trainset", "lfpw/trainset": "lfpw_trainset",
-            "helen/testset": "helen_testset", "lfpw/testset": "lfpw_testset", "ibug": "ibug"}
+    layout = {
+        "afw": ["1.jpg"],
+        "helen/trainset": ["2.jpg", "3.jpg"],
+        "lfpw/trainset": ["4.png"],
+        "helen/testset": ["5.jpg"],
+        "lfpw/testset": ["6.jpg"],
+        "ibug": ["image_7.jpg", "other.jpg"],
+    }
+    mats = {
+        "afw": "afw",
+        "helen/trainset": "helen_trainset",
+        "lfpw/trainset": "lfpw_trainset",
+        "helen/testset": "helen_testset",
+        "lfpw/testset": "lfpw_testset",
+        "ibug": "ibug",
+    }
     (root / "Bounding Boxes").mkdir(parents=True)
     for number, (folder, names) in enumerate(layout.items()):
         entries = []
         for name in names:
             write_image(root / folder / name, 120, 100, seed=number)
             (root / folder / name).with_suffix(".pts").write_text(pts_text(points + number))
-            entries.append({"imgName": name, "bb_detector": np.array([1.0, 2, 3, 4]),
-                            "bb_ground_truth": np.array([31.0, 41, 71, 81]) + number})
+            entries.append(
+                {
+                    "imgName": name,
+                    "bb_detector": np.array([1.0, 2, 3, 4]),
+                    "bb_ground_truth": np.array([31.0, 41, 71, 81]) + number,
+                }
+            )
         cell = np.empty(len(entries), dtype=object)
         cell[:] = entries
         savemat(root / "Bounding Boxes" / f"bounding_boxes_{mats[folder]}.mat", {"bounding_boxes": cell})
@@ -344,14 +383,17 @@ def test_mafl_and_celeba_layout(tmp_path):
     names = [f"{i:06d}.jpg" for i in range(1, 6)]
     for i, name in enumerate(names):
         write_image(root / "Img" / "img_align_celeba" / name, 178, 218, seed=i)
-    lines = ["5", "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x "
-             "rightmouth_y"]
+    lines = [
+        "5",
+        "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y",
+    ]
     lines += [f"{n} 69 111 108 111 89 135 72 152 106 152" for n in names]
     (root / "Anno").mkdir()
     (root / "Anno" / "list_landmarks_align_celeba.txt").write_text("\n".join(lines) + "\n")
     (root / "Eval").mkdir()
-    (root / "Eval" / "list_eval_partition.txt").write_text("\n".join(f"{n} {int(i == 4) * 2}"
-                                                                      for i, n in enumerate(names)) + "\n")
+    (root / "Eval" / "list_eval_partition.txt").write_text(
+        "\n".join(f"{n} {int(i == 4) * 2}" for i, n in enumerate(names)) + "\n"
+    )
     (root / "MAFL").mkdir()
     (root / "MAFL" / "training.txt").write_text(f"{names[0]}\n{names[1]}\n")
     (root / "MAFL" / "testing.txt").write_text(f"{names[2]}\n")
@@ -360,7 +402,7 @@ def test_mafl_and_celeba_layout(tmp_path):
     sample = train[1]
     check_sample(sample, 5, (96, 96))
     raw = torch.tensor([[69.0, 111], [108, 111], [89, 135], [72, 152], [106, 152]])
-    torch.testing.assert_close(sample["keypoints"], (raw - torch.tensor([0.0, 30])+ 0.5) * 136 / 178 - 0.5 - 20)
+    torch.testing.assert_close(sample["keypoints"], (raw - torch.tensor([0.0, 30]) + 0.5) * 136 / 178 - 0.5 - 20)
     pretrain = CelebA(root)  # partition 0 minus MAFL
     assert pretrain.images == [names[3]] and set(pretrain[0]) == {"image", "index"}
     assert CelebA(root, "test").images == [names[4]]

@@ -26,11 +26,16 @@ from contrastive_landmarks.data.transforms import (
 
 def ramp_sample(height: int, width: int, points: torch.Tensor) -> dict:
     """An image whose channel 0 holds x and channel 1 holds y of each pixel centre."""
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
     image = torch.stack([xs, ys, torch.zeros_like(xs)])
-    return {"image": image, "keypoints": points.double(), "visible": torch.ones(len(points), dtype=torch.bool),
-            "index": 0}
+    return {
+        "image": image,
+        "keypoints": points.double(),
+        "visible": torch.ones(len(points), dtype=torch.bool),
+        "index": 0,
+    }
 
 
 def read_at(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -49,16 +54,19 @@ def interior_points(n: int, height: int, width: int, margin: float, seed: int = 
 
 # Antialiased shrinking (torch and Pillow alike) clips its triangle filter at whole taps, which moves a
 # linear ramp by up to ~0.06 px; enlarging and cropping are exact.
-@pytest.mark.parametrize(("transform", "atol"), [
-    (Resize((150, 90)), 0.1),  # up in y, down in x
-    (Resize(48), 0.1),
-    (Resize((140, 200)), 1e-9),
-    (Resize(120, shorter_side=True), 1e-9),
-    (Crop(7, 11, 56, 80), 1e-9),
-    (BorderCrop(6), 1e-9),
-    (CenterCrop(60), 1e-9),
-    (Compose([Resize(136), BorderCrop(20)]), 1e-9),
-])
+@pytest.mark.parametrize(
+    ("transform", "atol"),
+    [
+        (Resize((150, 90)), 0.1),  # up in y, down in x
+        (Resize(48), 0.1),
+        (Resize((140, 200)), 1e-9),
+        (Resize(120, shorter_side=True), 1e-9),
+        (Crop(7, 11, 56, 80), 1e-9),
+        (BorderCrop(6), 1e-9),
+        (CenterCrop(60), 1e-9),
+        (Compose([Resize(136), BorderCrop(20)]), 1e-9),
+    ],
+)
 def test_transform_moves_points_with_pixels(transform, atol):
     points = interior_points(20, 70, 100, margin=25)
     sample = ramp_sample(70, 100, points)
@@ -70,8 +78,10 @@ def test_transform_moves_points_with_pixels(transform, atol):
 def test_box_crop_and_landmark_box_move_points_with_pixels():
     points = interior_points(5, 90, 110, margin=35, seed=3)
     sample = ramp_sample(90, 110, points)
-    for crop in (Compose([LandmarkBox(scale=1.0), BoxCrop(64, scale=2.5)]),
-                 Compose([LandmarkBox(scale=1.0), BoxCrop(40, scale=3.0, shift=(0.1, -0.2))])):
+    for crop in (
+        Compose([LandmarkBox(scale=1.0), BoxCrop(64, scale=2.5)]),
+        Compose([LandmarkBox(scale=1.0), BoxCrop(40, scale=3.0, shift=(0.1, -0.2))]),
+    ):
         out = crop(sample)
         assert out["image"].shape[-2:] == (crop.transforms[1].size)
         inside = ((out["keypoints"] > 2) & (out["keypoints"] < out["image"].shape[-1] - 3)).all(-1)
@@ -139,8 +149,11 @@ def test_paper_resize_scales_the_border():
     assert paper_resize(96) == 136 and paper_resize(64) == 90
     for size in (48, 64, 96, 128):
         assert paper_resize(size) == get_preset("faces", size).resize  # MoCo sees the same framing
-    sample = {"image": torch.rand(3, 80, 80), "keypoints": torch.tensor([[40.0, 30.0]]),
-              "visible": torch.ones(1, dtype=torch.bool)}
+    sample = {
+        "image": torch.rand(3, 80, 80),
+        "keypoints": torch.tensor([[40.0, 30.0]]),
+        "visible": torch.ones(1, dtype=torch.bool),
+    }
     out = aflw_transform(64)(sample)
     assert out["image"].shape == (3, 64, 64)
     # 80 -> 90 resize then a 13-px border: pixel-centre convention (x + 0.5) * 90 / 80 - 0.5 - 13
@@ -150,8 +163,11 @@ def test_paper_resize_scales_the_border():
 
 def test_landmark_box_is_the_box_of_the_visible_points_for_any_layout():
     points = torch.tensor([[10.0, 20], [30, 25], [float("nan"), float("nan")], [200, 200], [22, 40]])
-    sample = {"image": torch.zeros(3, 60, 60), "keypoints": points,
-              "visible": torch.tensor([True, True, False, False, True])}
+    sample = {
+        "image": torch.zeros(3, 60, 60),
+        "keypoints": points,
+        "visible": torch.tensor([True, True, False, False, True]),
+    }
     box = LandmarkBox()(sample)["box"]
     torch.testing.assert_close(box, torch.tensor([10.0, 20, 30, 40]))  # NaN and the invisible outlier ignored
     # scale grows the box about its centre (a 10 % margin each side at 1.2)
@@ -162,8 +178,9 @@ def test_landmark_box_is_the_box_of_the_visible_points_for_any_layout():
     assert bool(((out["keypoints"] > -0.5) & (out["keypoints"] < 63.5)).all())
     torch.testing.assert_close(read_at(out["image"], out["keypoints"]), animal, atol=0.1, rtol=0)
     with pytest.raises(ValueError, match="no visible keypoint"):
-        LandmarkBox()({"image": torch.zeros(3, 8, 8), "keypoints": torch.zeros(2, 2),
-                       "visible": torch.zeros(2, dtype=torch.bool)})
+        LandmarkBox()(
+            {"image": torch.zeros(3, 8, 8), "keypoints": torch.zeros(2, 2), "visible": torch.zeros(2, dtype=torch.bool)}
+        )
 
 
 def test_face_framing_only_when_asked_and_bad_indices_are_named():

@@ -44,8 +44,12 @@ class Blobs:
         return len(self.images)
 
     def __getitem__(self, i):
-        return {"image": self.images[i], "keypoints": self.keypoints[i], "visible": torch.ones(3, dtype=torch.bool),
-                "index": i}
+        return {
+            "image": self.images[i],
+            "keypoints": self.keypoints[i],
+            "visible": torch.ones(3, dtype=torch.bool),
+            "index": i,
+        }
 
 
 def test_split_indices_fixed_and_disjoint():
@@ -77,8 +81,15 @@ def test_matching_without_warp_is_exact_and_pairs_consecutive_images():
 def test_regression_protocol_selects_on_validation_and_reports_the_mean_shape(tmp_path):
     model = Hypercolumn(load_backbone("test_resnet"), size=16)
     train, test = Blobs(40, seed=1), Blobs(10, seed=2)
-    kwargs = {"seeds": (0, 1), "steps": 40, "heatmaps_per_landmark": 4, "lrs": (1e-2, 1e-3), "val_fraction": 0.25,
-              "batch_size": 8, "copies": 2}
+    kwargs = {
+        "seeds": (0, 1),
+        "steps": 40,
+        "heatmaps_per_landmark": 4,
+        "lrs": (1e-2, 1e-3),
+        "val_fraction": 0.25,
+        "batch_size": 8,
+        "copies": 2,
+    }
     result = evaluate_regression(model, train, test, **kwargs)
     repeat = evaluate_regression(model, train, test, **kwargs)
     assert repeat["test"] == result["test"] and repeat["selected"] == result["selected"]
@@ -147,24 +158,56 @@ def test_cli_evaluate_and_plot_parsers_run_on_tiny_data(tmp_path):
     data_args = ["--dataset", "csv", "--path", str(csv_file), "--image-size", "32"]
     common = [*data_args, "--backbone", "test_resnet"]
     for n, name in ((4, "a"), (8, "b")):
-        args = parser.parse_args(["evaluate", "regression", *common, "--steps", "5", "--heatmaps", "2", "--size",
-                                  "8", "--num-labelled", str(n), "--val-fraction", "0.25",
-                                  "--output", str(tmp_path / f"{name}.json")])
+        args = parser.parse_args(
+            [
+                "evaluate",
+                "regression",
+                *common,
+                "--steps",
+                "5",
+                "--heatmaps",
+                "2",
+                "--size",
+                "8",
+                "--num-labelled",
+                str(n),
+                "--val-fraction",
+                "0.25",
+                "--output",
+                str(tmp_path / f"{name}.json"),
+            ]
+        )
         assert args.func(args) == 0
         assert json.loads((tmp_path / f"{name}.json").read_text())["config"]["num_labelled"] == n
     args = parser.parse_args(["evaluate", "matching", *common, "--crop", "4", "--output", str(tmp_path / "m.json")])
     assert args.func(args) == 0 and json.loads((tmp_path / "m.json").read_text())["config"]["pairs"] == 8
-    for plot in (["landmarks", "--num", "3"], ["pca", "--backbone", "test_resnet", "--num", "2", "--grid", "8"],
-                 ["nmf", "--backbone", "test_resnet", "--num", "2", "--grid", "8", "--parts", "3"],
-                 ["matches", "--backbone", "test_resnet", "--pair", "0", "1"]):
+    for plot in (
+        ["landmarks", "--num", "3"],
+        ["pca", "--backbone", "test_resnet", "--num", "2", "--grid", "8"],
+        ["nmf", "--backbone", "test_resnet", "--num", "2", "--grid", "8", "--parts", "3"],
+        ["matches", "--backbone", "test_resnet", "--pair", "0", "1"],
+    ):
         out = tmp_path / f"{plot[0]}.png"
         args = parser.parse_args(["plot", plot[0], *data_args, *plot[1:], "--output", str(out)])
         assert args.func(args) == 0 and out.stat().st_size > 1000
-    args = parser.parse_args(["plot", "fewshot", f"mine={tmp_path / 'a.json'}", f"mine={tmp_path / 'b.json'}",
-                              "--output", str(tmp_path / "f.png")])
+    args = parser.parse_args(
+        [
+            "plot",
+            "fewshot",
+            f"mine={tmp_path / 'a.json'}",
+            f"mine={tmp_path / 'b.json'}",
+            "--output",
+            str(tmp_path / "f.png"),
+        ]
+    )
     assert args.func(args) == 0 and (tmp_path / "f.png").stat().st_size > 1000
-    helps = [a.help for p in subparsers.choices.values() for sp in p._subparsers._group_actions[0].choices.values()
-             for a in sp._actions if a.dest not in ("help",) and a.option_strings]
+    helps = [
+        a.help
+        for p in subparsers.choices.values()
+        for sp in p._subparsers._group_actions[0].choices.values()
+        for a in sp._actions
+        if a.dest not in ("help",) and a.option_strings
+    ]
     assert all(helps)
 
 

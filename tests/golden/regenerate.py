@@ -38,8 +38,9 @@ def inputs() -> dict[str, torch.Tensor]:
 
     noise = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
     ys, xs = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 80), indexing="ij")
-    pattern = torch.stack([0.5 + 0.4 * torch.sin(6 * xs + 2 * ys), 0.5 + 0.4 * torch.cos(5 * ys),
-                           0.5 + 0.4 * torch.sin(3 * xs * ys + 1)])
+    pattern = torch.stack(
+        [0.5 + 0.4 * torch.sin(6 * xs + 2 * ys), 0.5 + 0.4 * torch.cos(5 * ys), 0.5 + 0.4 * torch.sin(3 * xs * ys + 1)]
+    )
     return {"noise_64": noise, "portrait_196": load_image(_hopper_path(), _HOPPER_BOX), "pattern_48x80": pattern}
 
 

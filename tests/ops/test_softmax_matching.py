@@ -23,7 +23,8 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(
     not (HAS_TRITON and (TRITON_DEVICE == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")),
-    reason="triton is not installed (or neither CUDA nor TRITON_INTERPRET=1)")
+    reason="triton is not installed (or neither CUDA nor TRITON_INTERPRET=1)",
+)
 
 
 def _inputs(batch, h, w, dim, *, shared=False, dtype=torch.float64, n=None, spread=3.0, seed=0):
@@ -36,7 +37,8 @@ def _inputs(batch, h, w, dim, *, shared=False, dtype=torch.float64, n=None, spre
         src = key_coordinates((h, w), dtype=torch.float64)[None]
     else:
         src = torch.rand(1 if shared else batch, n, 2, generator=g, dtype=torch.float64) * torch.tensor(
-            [w - 1.0, h - 1.0], dtype=torch.float64)
+            [w - 1.0, h - 1.0], dtype=torch.float64
+        )
     return q, k, src
 
 
@@ -122,9 +124,13 @@ def test_streaming_fused_normalization_matches_naive_float64(self_keys):
     for a, b in zip(op_g, ref_g):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda a: SoftmaxExpectedDistanceFunction.apply(a, None, src, 5, 2.0, 1.0, 4.0, 0.5, 6, 4, True)
-        if self_keys else SoftmaxExpectedDistanceFunction.apply(a, k.detach(), src, 5, 2.0, 1.0, 4.0, 0.5, 6, 4,
-                                                                True), (q,))
+        lambda a: (
+            SoftmaxExpectedDistanceFunction.apply(a, None, src, 5, 2.0, 1.0, 4.0, 0.5, 6, 4, True)
+            if self_keys
+            else SoftmaxExpectedDistanceFunction.apply(a, k.detach(), src, 5, 2.0, 1.0, 4.0, 0.5, 6, 4, True)
+        ),
+        (q,),
+    )
 
 
 def test_gradients_come_back_in_the_input_layout():
@@ -133,11 +139,13 @@ def test_gradients_come_back_in_the_input_layout():
     view = feats.flatten(2).transpose(1, 2)
     src = key_coordinates((3, 4), dtype=torch.float64)[None]
     out = sms.sed_op(view, None, src, 4, 1.0, 1.0, 2.0, 0.5, True, "streaming", 0, 0, False)[0]
-    dq, dk = sms.sed_backward_op(torch.ones_like(out), view, None, src, out, out, 4, 1.0, 1.0, 2.0, 0.5, True,
-                                 "streaming", 0, 0, False)
+    dq, dk = sms.sed_backward_op(
+        torch.ones_like(out), view, None, src, out, out, 4, 1.0, 1.0, 2.0, 0.5, True, "streaming", 0, 0, False
+    )
     assert dq.stride() == view.stride() and dk.numel() == 0
-    softmax_expected_distance(view, view, src, (3, 4), scale=2.0, normalize=True,
-                              implementation="streaming").sum().backward()
+    softmax_expected_distance(
+        view, view, src, (3, 4), scale=2.0, normalize=True, implementation="streaming"
+    ).sum().backward()
     assert feats.grad.is_contiguous()
 
 
@@ -159,12 +167,14 @@ def test_gradcheck_streaming_function():
     q.requires_grad_(True)
     k.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a, b: SoftmaxExpectedDistanceFunction.apply(a, b, src, 4, 1.0, 2.0, 1.5, 0.5, 4, 5), (q, k))
+        lambda a, b: SoftmaxExpectedDistanceFunction.apply(a, b, src, 4, 1.0, 2.0, 1.5, 0.5, 4, 5), (q, k)
+    )
     # x' = x: the same tensor as queries and keys (gradients from both roles add up)
     x = q[:, :12].detach().clone().requires_grad_(True)
     shared = key_coordinates((3, 4), dtype=torch.float64)[None]
     assert torch.autograd.gradcheck(
-        lambda a: SoftmaxExpectedDistanceFunction.apply(a, a, shared, 4, 1.0, 1.0, 2.0, 0.5, 5, 3), (x,))
+        lambda a: SoftmaxExpectedDistanceFunction.apply(a, a, shared, 4, 1.0, 1.0, 2.0, 0.5, 5, 3), (x,)
+    )
 
 
 def test_gradcheck_custom_op():
@@ -172,7 +182,8 @@ def test_gradcheck_custom_op():
     q.requires_grad_(True)
     k.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a, b: softmax_expected_distance(a, b, src, (3, 3), scale=2.0, implementation="streaming"), (q, k))
+        lambda a, b: softmax_expected_distance(a, b, src, (3, 3), scale=2.0, implementation="streaming"), (q, k)
+    )
 
 
 @pytest.mark.parametrize("peaked", [False, True])
@@ -219,8 +230,18 @@ def test_opcheck_custom_op():
         torch.library.opcheck(sms.sed_op, args)
         out, lse = sms.sed_op(*args)
         grad = torch.randn_like(out)
-        torch.library.opcheck(sms.sed_backward_op, (grad, q.detach(), None if keys is None else keys.detach(),
-                                                    src.float(), out.detach(), lse.detach(), *args[3:]))
+        torch.library.opcheck(
+            sms.sed_backward_op,
+            (
+                grad,
+                q.detach(),
+                None if keys is None else keys.detach(),
+                src.float(),
+                out.detach(),
+                lse.detach(),
+                *args[3:],
+            ),
+        )
 
 
 def test_torch_compile_fullgraph():
@@ -262,8 +283,7 @@ def test_dispatch(monkeypatch):
     assert sm._pick("streaming", small[0], small[1]) == "streaming"
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="needs the triton package and a CUDA tensor"):
-        softmax_expected_distance(small[0].float(), small[1].float(), small[2].float(), (4, 4),
-                                  implementation="triton")
+        softmax_expected_distance(small[0].float(), small[1].float(), small[2].float(), (4, 4), implementation="triton")
 
 
 def test_input_errors():
@@ -328,8 +348,9 @@ def _check_triton(batch, h, w, dim, dtype, *, shared, power=0.5, n=None, blocks=
     q_t, k_t = q.to(dev, dtype), k.to(dev, dtype)
     mod = sms.triton_module()
     out, lse = mod.forward(q_t, k_t, src.float().to(dev), w, 2.0, 3.0, 3.0, power, *blocks)
-    dq, dk = mod.backward(grad.float().to(dev), q_t, k_t, src.float().to(dev), out, lse, w, 2.0, 3.0, 3.0, power,
-                          *blocks)
+    dq, dk = mod.backward(
+        grad.float().to(dev), q_t, k_t, src.float().to(dev), out, lse, w, 2.0, 3.0, 3.0, power, *blocks
+    )
     out, lse, dq, dk, q_t, k_t = (t.cpu() for t in (out, lse, dq, dk, q_t, k_t))
     assert out.dtype == torch.float32 and dq.dtype == dtype and dk.dtype == dtype
     assert _rel(out, ref) < tol[0]
@@ -340,12 +361,15 @@ def _check_triton(batch, h, w, dim, dtype, *, shared, power=0.5, n=None, blocks=
 
 
 @needs_triton
-@pytest.mark.parametrize(("h", "w", "dim", "shared", "power"), [
-    (6, 6, 16, True, 0.5),     # x' = x, the projector objective
-    (7, 9, 24, False, 1.0),    # non-multiple-of-block N, M and d
-    (5, 5, 20, False, 1.3),    # general power
-    (6, 6, 16, True, 2.0),
-])
+@pytest.mark.parametrize(
+    ("h", "w", "dim", "shared", "power"),
+    [
+        (6, 6, 16, True, 0.5),  # x' = x, the projector objective
+        (7, 9, 24, False, 1.0),  # non-multiple-of-block N, M and d
+        (5, 5, 20, False, 1.3),  # general power
+        (6, 6, 16, True, 2.0),
+    ],
+)
 def test_triton_float32_matches_reference(h, w, dim, shared, power):
     _check_triton(2, h, w, dim, torch.float32, shared=shared, power=power)
 

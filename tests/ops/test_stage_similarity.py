@@ -28,8 +28,9 @@ def _inputs(shapes, batch=2, k=5, channels=(8, 16, 12), dtype=torch.float32, dev
     maps = [torch.randn(batch, c, h, w, dtype=dtype, device=device) for c, (h, w) in zip(channels, shapes)]
     if relu:
         maps = [m.relu() for m in maps]
-    queries = torch.cat([F.normalize(torch.randn(batch, k, c, dtype=dtype, device=device), dim=-1)
-                         for c in channels], -1)
+    queries = torch.cat(
+        [F.normalize(torch.randn(batch, k, c, dtype=dtype, device=device), dim=-1) for c in channels], -1
+    )
     return queries, maps
 
 
@@ -40,7 +41,7 @@ def _naive(queries, maps, size, normalize=True):
     start = 0
     for m in maps:
         c, h, w = m.shape[1:]
-        q = queries[..., start:start + c].double()
+        q = queries[..., start : start + c].double()
         start += c
         for i in range(s_h):
             sy = max((i + 0.5) * h / s_h - 0.5, 0.0)
@@ -51,8 +52,9 @@ def _naive(queries, maps, size, normalize=True):
                 x0 = min(int(sx), w - 1)
                 x1, lx = min(x0 + 1, w - 1), sx - x0
                 f = m.double()
-                u = ((1 - ly) * ((1 - lx) * f[:, :, y0, x0] + lx * f[:, :, y0, x1])
-                     + ly * ((1 - lx) * f[:, :, y1, x0] + lx * f[:, :, y1, x1]))  # (B, C)
+                u = (1 - ly) * ((1 - lx) * f[:, :, y0, x0] + lx * f[:, :, y0, x1]) + ly * (
+                    (1 - lx) * f[:, :, y1, x0] + lx * f[:, :, y1, x1]
+                )  # (B, C)
                 if normalize:
                     u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-12)
                 out[:, :, i, j] += torch.einsum("bkc,bc->bk", q, u)
@@ -122,8 +124,9 @@ def test_forward_only_op_refuses_backward_clearly():
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=triton_only)])
 def test_opcheck(backend):
     queries, maps = _inputs([(3, 3), (2, 1)], batch=1, k=3, channels=(4, 8))
-    torch.library.opcheck(torch.ops.contrastive_landmarks.stage_similarity.default,
-                          (queries, maps, [5, 4], True, backend))
+    torch.library.opcheck(
+        torch.ops.contrastive_landmarks.stage_similarity.default, (queries, maps, [5, 4], True, backend)
+    )
 
 
 def test_auto_on_cpu_uses_the_torch_form(monkeypatch):
@@ -184,4 +187,4 @@ def test_triton_bfloat16_accumulates_in_fp32():
         out = stage_similarity(q16, m16, (12, 12), backend="triton")
     exact = stage_similarity_reference(q16.float(), [m.float() for m in m16], (12, 12))
     assert out.dtype == torch.bfloat16
-    assert (out.float() - exact).abs().max() <= 2.0 ** -7 * exact.abs().max()  # one bf16 rounding of the result
+    assert (out.float() - exact).abs().max() <= 2.0**-7 * exact.abs().max()  # one bf16 rounding of the result

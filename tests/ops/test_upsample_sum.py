@@ -100,8 +100,9 @@ def test_opcheck(backend):
     bias = torch.randn(4, requires_grad=True)
     torch.library.opcheck(torch.ops.contrastive_landmarks.upsample_sum.default, (maps, [5, 4], bias, backend))
     grad = torch.randn(1, 4, 5, 4, requires_grad=True)
-    torch.library.opcheck(torch.ops.contrastive_landmarks.upsample_sum_backward.default,
-                          (grad, [3, 2], [3, 1], backend))
+    torch.library.opcheck(
+        torch.ops.contrastive_landmarks.upsample_sum_backward.default, (grad, [3, 2], [3, 1], backend)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_triton_backward_window_covers_every_tap(monkeypatch, gpu_blocks):
     """
     kernels = us_module.triton_kernels()
     if gpu_blocks:
-        monkeypatch.setattr(kernels, "_interpreted", lambda t: False)
+        monkeypatch.setattr(kernels, "interpreted", lambda t: False)
     size = (12, 9)
     shapes = [(2, 3), (5, 4), (12, 9), (25, 17), (3, 30)]
     grad = torch.randn(1, 1, *size, device=DEVICE)
@@ -172,7 +173,7 @@ def test_triton_low_precision_accumulates_in_fp32(dtype):
     out = upsample_sum(maps, (12, 12), bias, backend="triton")
     assert out.dtype == dtype
     exact = _naive([m.detach().float() for m in maps], (12, 12), bias.float())
-    ulp = 2.0 ** -7 if dtype == torch.bfloat16 else 2.0 ** -10
+    ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
     assert (out.float() - exact).abs().max() <= ulp * exact.abs().max()  # one rounding of the fp32 sum
     grad = torch.randn(2, 32, 12, 12, device=DEVICE)
     out.backward(grad.to(dtype))
@@ -264,8 +265,14 @@ def test_package_imports_and_runs_without_triton():
         "print(tuple(upsample_sum([torch.ones(1, 2, 3, 3)], 6).shape))\n"
     )
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("(1, 2, 6, 6)")
 

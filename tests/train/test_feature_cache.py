@@ -89,8 +89,10 @@ def test_lru_order():
 def _old_get(per_image: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     """The original batch assembly: NCHW-contiguous per-image maps, stacked, then a channels-last copy."""
     stages = len(per_image[0])
-    return [torch.stack([maps[s].contiguous() for maps in per_image]).contiguous(memory_format=torch.channels_last)
-            for s in range(stages)]
+    return [
+        torch.stack([maps[s].contiguous() for maps in per_image]).contiguous(memory_format=torch.channels_last)
+        for s in range(stages)
+    ]
 
 
 def test_get_equals_the_original_stacking_channels_last_without_views():

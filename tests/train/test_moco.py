@@ -213,8 +213,9 @@ def test_image_sources(tmp_path):
     Image.fromarray(np.zeros((218, 178, 3), np.uint8) + 7).save(tmp_path / "a" / "sub" / "celeb.jpg")
     Image.fromarray(np.full((10, 12, 3), 200, np.uint8)).save(tmp_path / "a" / "small.png")
     (tmp_path / "list.csv").write_text("image,x1\na/small.png,3\n")
-    dataset = PretrainImages([str(tmp_path / "a"), str(tmp_path / "list.csv") + ";crop=1,2,6,8"], 16,
-                             default_crop="auto")
+    dataset = PretrainImages(
+        [str(tmp_path / "a"), str(tmp_path / "list.csv") + ";crop=1,2,6,8"], 16, default_crop="auto"
+    )
     assert len(dataset) == 3
     assert [p.name for p, _ in dataset.items] == ["small.png", "celeb.jpg", "small.png"]
     sample = dataset[1]
@@ -258,9 +259,22 @@ def test_checkpoint_atomic_roundtrip_and_rng(tmp_path):
 
 # -- training ------------------------------------------------------------------------------------------
 def _config(data, out, **kwargs) -> PretrainConfig:
-    base = dict(data=[str(data)], output_dir=str(out), preset="generic", image_size=32, arch="test_resnet",
-                queue_size=16, batch_size=4, epochs=3, num_workers=0, log_every=1, progress=False,
-                checkpoint_every=2, export=False, threads=1)
+    base = dict(
+        data=[str(data)],
+        output_dir=str(out),
+        preset="generic",
+        image_size=32,
+        arch="test_resnet",
+        queue_size=16,
+        batch_size=4,
+        epochs=3,
+        num_workers=0,
+        log_every=1,
+        progress=False,
+        checkpoint_every=2,
+        export=False,
+        threads=1,
+    )
     base.update(kwargs)
     return PretrainConfig(**base)
 
@@ -293,9 +307,22 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_loss_goes_down(tmp_path):
     data = _gratings(tmp_path / "images", count=8)
-    result = pretrain(_config(data, tmp_path / "run", batch_size=8, queue_size=8, epochs=60, lr=0.1,
-                              temperature=0.2, key_momentum=0.9, min_scale=0.5, jpeg=False, schedule="constant",
-                              checkpoint_every=1000))
+    result = pretrain(
+        _config(
+            data,
+            tmp_path / "run",
+            batch_size=8,
+            queue_size=8,
+            epochs=60,
+            lr=0.1,
+            temperature=0.2,
+            key_momentum=0.9,
+            min_scale=0.5,
+            jpeg=False,
+            schedule="constant",
+            checkpoint_every=1000,
+        )
+    )
     losses = [h["loss"] for h in result["history"]]
     assert len(losses) == 60
     early, late = np.mean(losses[2:12]), np.mean(losses[-10:])
@@ -338,8 +365,18 @@ def test_channels_last_training_matches_contiguous(tmp_path):
     data = _gratings(tmp_path / "images", count=8)
     runs = {}
     for memory_format in ("contiguous", "channels-last"):
-        runs[memory_format] = pretrain(_config(data, tmp_path / memory_format, batch_size=8, queue_size=8, epochs=3,
-                                               jpeg=False, checkpoint_every=1000, memory_format=memory_format))
+        runs[memory_format] = pretrain(
+            _config(
+                data,
+                tmp_path / memory_format,
+                batch_size=8,
+                queue_size=8,
+                epochs=3,
+                jpeg=False,
+                checkpoint_every=1000,
+                memory_format=memory_format,
+            )
+        )
     a = load_checkpoint(runs["contiguous"]["checkpoint"])["encoder_q"]
     b = load_checkpoint(runs["channels-last"]["checkpoint"])["encoder_q"]
     assert a.keys() == b.keys()

@@ -94,8 +94,19 @@ def test_backbone_stays_frozen_and_modes_are_restored(hc):
     before = {k: v.clone() for k, v in hc.state_dict().items()}
     samples = [{"image": image, "index": i} for i, image in enumerate(_images(8, 3))]  # a list of sample dicts
     seen = []
-    result = fit_projector(hc, samples, dim=8, size=GRID, epochs=1, batch_size=4, optimizer="adam", lr=1e-2,
-                           cosine=True, cache=FeatureCache(0), callback=seen.append)
+    result = fit_projector(
+        hc,
+        samples,
+        dim=8,
+        size=GRID,
+        epochs=1,
+        batch_size=4,
+        optimizer="adam",
+        lr=1e-2,
+        cosine=True,
+        cache=FeatureCache(0),
+        callback=seen.append,
+    )
     assert all(torch.equal(before[k], v) for k, v in hc.state_dict().items())
     assert all(p.grad is None for p in hc.parameters())
     assert all(m.training for m in hc.modules())
@@ -116,7 +127,8 @@ def test_tps_pairs_and_other_feature_modes(hc):
     assert warped.config["warp"] and "TPS pairs" in warped.recipe
     # validation pairs are fixed: re-scoring the kept projector gives its selection score
     assert projector_loss(hc, warped.projector, val, size=GRID, warp=True, seed=7919, batch_size=4) == pytest.approx(
-        warped.best_score, rel=1e-5)
+        warped.best_score, rel=1e-5
+    )
     assert warped.best_score < warped.initial_score
     soft = fit_projector(hc, train, dim=8, mode="softmax", size=GRID, epochs=1, batch_size=4)
     assert soft.projector.mode == "softmax" and math.isfinite(soft.history[0]["train_loss"])
@@ -126,7 +138,8 @@ def test_tps_pairs_and_other_feature_modes(hc):
         column = hypercolumn(hc.stage_maps(hc.backbone.normalize(train[:2])), GRID, normalize=True)
         desc = fit.projector(column)
     assert projector_loss(normalized, fit.projector, train[:2], size=GRID) == pytest.approx(
-        _naive_eq3(desc, (SIZE, SIZE)), rel=1e-5)
+        _naive_eq3(desc, (SIZE, SIZE)), rel=1e-5
+    )
 
 
 def test_bad_input_is_named(hc):

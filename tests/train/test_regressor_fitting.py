@@ -26,8 +26,9 @@ def blobs(n: int, seed: int, size: int = 48) -> list[dict]:
             blob = torch.exp(-((xs - centres[k, 0]) ** 2 + (ys - centres[k, 1]) ** 2) / (2 * 3.0**2))
             img[plus] += 0.7 * blob
             img[minus] -= 0.3 * blob
-        samples.append({"image": img.clamp(0, 1), "keypoints": centres, "visible": torch.ones(2, dtype=torch.bool),
-                        "index": i})
+        samples.append(
+            {"image": img.clamp(0, 1), "keypoints": centres, "visible": torch.ones(2, dtype=torch.bool), "index": i}
+        )
     return samples
 
 
@@ -130,8 +131,10 @@ def test_warnings_in_plain_words(features):
     assert result.config["val_images"] == 0
     assert any("no validation images" in w for w in result.warnings)
     # labels that do not depend on the image: nothing beats the mean shape, and the fit says so
-    noise = [dict(s, keypoints=torch.rand(2, 2, generator=torch.Generator().manual_seed(i)) * 40 + 4)
-             for i, s in enumerate(blobs(24, 9))]
+    noise = [
+        dict(s, keypoints=torch.rand(2, 2, generator=torch.Generator().manual_seed(i)) * 40 + 4)
+        for i, s in enumerate(blobs(24, 9))
+    ]
     with pytest.warns(UserWarning, match="mean shape"):
         fit_regressor(features, noise[:16], noise[16:], steps=40, batch_size=8, copies=1)
 
@@ -160,8 +163,9 @@ def _faces(root, n_train: int, size: int = 64):
     from contrastive_landmarks.data import MTFL, KeypointSubset
     from contrastive_landmarks.data.mtfl import TEST_FRAMING_JITTER
 
-    jittered = MTFL(root, "train", face_crop=size, face_crop_jitter=TEST_FRAMING_JITTER,
-                    generator=torch.Generator().manual_seed(0))
+    jittered = MTFL(
+        root, "train", face_crop=size, face_crop_jitter=TEST_FRAMING_JITTER, generator=torch.Generator().manual_seed(0)
+    )
     clean = MTFL(root, "train", face_crop=size)
     return KeypointSubset(jittered, range(n_train)), KeypointSubset(clean, range(7350, 7650))
 
