@@ -35,23 +35,12 @@ from torch.utils.data import ConcatDataset, Subset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contrastive_landmarks import (  # noqa: E402
-    Hypercolumn,
-    LandmarkModel,
-    LandmarkRegressor,
-    load_backbone,
-    save_pretrained,
-)
+from contrastive_landmarks import Hypercolumn, LandmarkModel, LandmarkRegressor, load_backbone, save_pretrained  # noqa: E402
 from contrastive_landmarks.data import MTFL, ImageFolder, KeypointSubset  # noqa: E402
 from contrastive_landmarks.data import transforms as T  # noqa: E402
 from contrastive_landmarks.data.mtfl import TEST_FRAMING_JITTER  # noqa: E402
 from contrastive_landmarks.evaluation import split_indices  # noqa: E402
-from contrastive_landmarks.train import (  # noqa: E402
-    export_backbone,
-    fit_projector,
-    fit_regressor,
-    recalibrate_batchnorm,
-)
+from contrastive_landmarks.train import export_backbone, fit_projector, fit_regressor, recalibrate_batchnorm  # noqa: E402
 
 LANDMARKS = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 

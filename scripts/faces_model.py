@@ -30,11 +30,7 @@ sys.path.insert(0, str(ROOT))
 from contrastive_landmarks import Hypercolumn, LandmarkModel, load_backbone  # noqa: E402
 from contrastive_landmarks.data import MTFL  # noqa: E402
 from contrastive_landmarks.data import transforms as T  # noqa: E402
-from contrastive_landmarks.evaluation import (  # noqa: E402
-    ProjectedDescriptors,
-    evaluate_matching,
-    save_results,
-)
+from contrastive_landmarks.evaluation import ProjectedDescriptors, evaluate_matching, save_results  # noqa: E402
 
 
 def main(argv=None) -> int:
