@@ -116,6 +116,8 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
         return fail("fit-projector", error)
     seconds = time.time() - started
     result.projector.size = features.size or result.projector.size
+    # the model directory records the input size it was fitted at, which detect() then resizes to
+    features.backbone.with_preprocessing(input_size=(args.image_size, args.image_size))
     model = LandmarkModel(features, result.projector)
     info = {
         "backbone": describe_backbone(args),

@@ -100,6 +100,8 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
         for row in result.history:
             board.log("regressor", row, int(row["step"]))
         board.close()
+    # the model directory records the input size it was fitted at, which detect() then resizes to
+    features.backbone.with_preprocessing(input_size=(args.image_size, args.image_size))
     features.size = result.regressor.size
     model = LandmarkModel(features, projector, result.regressor, regressor_input="hypercolumn", landmark_names=names)
     unit = {"iod": " % of the inter-ocular distance", "pixel": " px"}.get(result.metric, "")

@@ -286,6 +286,8 @@ def test_fit_regressor_bundle_loads_back_and_predicts_the_same(data, backbone_di
     assert report["baseline"] > 0 and "improvement" in report
     model = LandmarkModel.from_pretrained(out)
     assert model.landmark_names == ("left", "right", "nose") and model.regressor_input == "hypercolumn"
+    # the directory records the input size the regressor was fitted at (the backbone recorded none)
+    assert tuple(model.backbone.input_size) == (SIZE, SIZE)
     # the same fit in Python (the documented split and few-shot draw) predicts what the saved bundle detects
     dataset = by_name("csv", None, "train", image_size=SIZE, path=str(data))
     train_part, val_part = split_indices(len(dataset), 0.25, 0, 1000)
