@@ -34,6 +34,7 @@ _SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("contrastive_landmarks.cli.fit_projector", ("add_fit_projector_parser",), ("fit-projector",), "train"),
     ("contrastive_landmarks.cli.fit_regressor", ("add_fit_regressor_parser",), ("fit-regressor",), "train"),
     ("contrastive_landmarks.cli.pretrain", ("add_export_parser", "add_push_parser"), ("export", "push"), "train"),
+    ("contrastive_landmarks.cli.predict", ("add_predict_parser",), ("predict",), "train"),
     ("contrastive_landmarks.cli.evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
 )
 
