@@ -96,7 +96,8 @@ def describe_backbone(args) -> str:
 
 def load_hypercolumn(args, size: int | None = None):
     """The frozen :class:`~contrastive_landmarks.Hypercolumn` the options describe (a random init is seeded
-    by ``--seed``), in eval mode."""
+    by ``--seed``), in eval mode; ``--image-size`` defaults to its backbone's input size from then on
+    (:func:`resolve_image_size`)."""
     import torch
 
     from .. import Hypercolumn, load_backbone
@@ -104,6 +105,7 @@ def load_hypercolumn(args, size: int | None = None):
     if _random_init(args):
         torch.manual_seed(getattr(args, "seed", 0))
     backbone = load_backbone(args.backbone, args.weights)
+    resolve_image_size(args, backbone)
     return Hypercolumn(backbone, size=size).eval()
 
 

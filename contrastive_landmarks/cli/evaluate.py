@@ -22,7 +22,6 @@ from .common import (
     describe_backbone,
     fail,
     load_hypercolumn,
-    resolve_image_size,
     setup,
     split_train_val,
 )
@@ -30,13 +29,6 @@ from .common import (
 __all__ = ["add_evaluate_parser", "add_plot_parser"]
 
 logger = logging.getLogger(__name__)
-
-
-def _hypercolumn(args, size: int | None = None):
-    """The options' hypercolumn; ``--image-size`` defaults to its backbone's input size from then on."""
-    model = load_hypercolumn(args, size)
-    resolve_image_size(args, model.backbone)
-    return model
 
 
 def _report(results: dict, args, label: str) -> int:
@@ -57,7 +49,6 @@ def _run_regression(args) -> int:
     setup(args)
     try:
         features = load_hypercolumn(args, args.size)
-        resolve_image_size(args, features.backbone)
         if args.root is None and args.path is None:
             raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
         common = {"image_size": args.image_size, "path": args.path}
@@ -129,7 +120,7 @@ def _run_matching(args) -> int:
     from ..data.transforms import paper_resize
     from ..evaluation import evaluate_matching
 
-    model = _hypercolumn(args, None)
+    model = load_hypercolumn(args, None)
     if args.crop is None:
         args.crop = (paper_resize(args.image_size) - args.image_size) // 2
     resize = args.image_size + 2 * args.crop
@@ -287,7 +278,7 @@ def _plot_matches(args) -> int:
 
     from .. import match, viz
 
-    model = _hypercolumn(args, None)
+    model = load_hypercolumn(args, None)
     dataset = by_name(args.dataset, args.root, args.split, image_size=args.image_size, path=args.path)
     a, b = dataset[args.pair[0]], dataset[args.pair[1]]
     norm = model.backbone.normalize
@@ -308,7 +299,7 @@ def _plot_pca(args) -> int:
     setup(args)
     from .. import viz
 
-    model = _hypercolumn(args, args.grid)
+    model = load_hypercolumn(args, args.grid)
     _, images = _images(args, args.num)
     viz.plot_pca(images, _features(args, model, images), ncols=args.ncols, path=args.output)
     print(f"wrote {args.output}")
@@ -319,7 +310,7 @@ def _plot_nmf(args) -> int:
     setup(args)
     from .. import viz
 
-    model = _hypercolumn(args, args.grid)
+    model = load_hypercolumn(args, args.grid)
     _, images = _images(args, args.num)
     viz.plot_nmf_parts(images, _features(args, model, images), args.parts, ncols=args.ncols, path=args.output)
     print(f"wrote {args.output}")

@@ -15,7 +15,6 @@ from .common import (
     labelled_dataset,
     load_hypercolumn,
     progress_available,
-    resolve_image_size,
     setup,
     split_train_val,
 )
@@ -80,7 +79,6 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
         from torch.utils.data import Subset
 
         features = load_hypercolumn(args, args.size)
-        resolve_image_size(args, features.backbone)
         dataset = _unlabelled_dataset(args)
         train_part, val_part = split_train_val(len(dataset), args.val_fraction, args.split_seed, args.max_val)
         val = Subset(dataset, val_part) if val_part else None

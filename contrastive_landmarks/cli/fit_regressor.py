@@ -16,7 +16,6 @@ from .common import (
     labelled_dataset,
     load_hypercolumn,
     progress_available,
-    resolve_image_size,
     setup,
     split_train_val,
 )
@@ -51,7 +50,6 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
         if not args.output:
             raise UserError("--output DIR is required (where the model directory is written)")
         features = load_hypercolumn(args)
-        resolve_image_size(args, features.backbone)
         dataset = labelled_dataset(args, jitter=args.face_crop)
         clean = labelled_dataset(args) if args.face_crop else dataset
         train_part, val_part = split_train_val(len(dataset), args.val_fraction, args.split_seed, args.max_val)

@@ -177,19 +177,34 @@ class StageMapBank:
         idx = idx.to(self.keypoints.device)
         return [m[idx] for m in self.maps], self.keypoints[idx], self.visible[idx]
 
-    def channel_stats(self, batch_size: int = 512) -> tuple[list[Tensor], list[Tensor]]:
-        """Per-stage, per-channel mean and std over views and positions (accumulated in float64)."""
-        sums = [torch.zeros(m.shape[1], dtype=torch.float64, device=m.device) for m in self.maps]
-        squares = [torch.zeros_like(s) for s in sums]
-        for idx in index_batches(len(self), batch_size):
-            for s, m in enumerate(self.maps):
-                block = m[idx.to(m.device)].double()
+    def channel_stats(
+        self,
+        batch_size: int = 64,
+        *,
+        transform: Callable[[list[Tensor]], list[Tensor] | Tensor] | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Per-map, per-channel mean and std over views and positions (accumulated in float64).
+
+        Of the stage maps, or of ``transform(maps)`` (e.g. a projector's ``(B, d, S, S)`` output) on the first
+        ``limit`` views.
+        """
+        sums: list[Tensor] = []
+        squares: list[Tensor] = []
+        counts: list[int] = []
+        for idx in index_batches(len(self) if limit is None else min(limit, len(self)), batch_size):
+            maps = self.take(idx)[0] if transform is None else transform(self.take(idx)[0])
+            for s, m in enumerate([maps] if isinstance(maps, Tensor) else maps):
+                block = m.double()
+                if s == len(sums):
+                    sums.append(torch.zeros(m.shape[1], dtype=torch.float64, device=m.device))
+                    squares.append(torch.zeros_like(sums[s]))
+                    counts.append(0)
                 sums[s] += block.sum((0, 2, 3))
                 squares[s] += block.pow(2).sum((0, 2, 3))
-        means, stds = [], []
-        for s, m in enumerate(self.maps):
-            count = m.shape[0] * m.shape[2] * m.shape[3]
-            mu = sums[s] / count
-            means.append(mu.float())
-            stds.append((squares[s] / count - mu**2).clamp_min(0).sqrt().clamp_min(1e-4).float())
-        return means, stds
+                counts[s] += m.shape[0] * m.shape[2] * m.shape[3]
+        means = [total / count for total, count in zip(sums, counts)]
+        stds = [
+            (sq / count - mu**2).clamp_min(0).sqrt().clamp_min(1e-4) for sq, count, mu in zip(squares, counts, means)
+        ]
+        return [mu.float() for mu in means], [sd.float() for sd in stds]

@@ -344,8 +344,6 @@ def fit_projector(
     loss_kwargs = _loss_kwargs(temperature, distance_power, implementation)
     device = module_device(features, device)
     features.to(device)
-    frozen = eval_mode(features)
-    frozen.__enter__()
     generator = torch.Generator().manual_seed(seed)
 
     projector = SpatialProjector(features.channels, dim, mode=mode, softmax_multiplier=softmax_multiplier, size=grid)
@@ -384,62 +382,62 @@ def fit_projector(
         bar = tqdm(total=epochs * len(data), desc="fit_projector", unit="img", dynamic_ncols=True)
     history: list[dict[str, float]] = []
     best_state, best_epoch, best_score, initial = None, epochs - 1, math.inf, math.nan
-    try:
-        source = _Source(features, data, device, batch_size, train_cache, params)
-        val_source = None
-        if val is not None:
-            val_cache = FeatureCache() if params is None and cache is not False else None
-            val_source = _Source(features, val, device, batch_size, val_cache, params)
-            if tuple(val_source.image_size) != tuple(source.image_size):
-                raise ValueError(
-                    f"train images are {source.image_size} but validation images are {val_source.image_size}"
-                )
-            initial = _mean_loss(
-                projector, features, val_source, batch_size, grid, loss_kwargs, seed + _VAL_SEED_OFFSET
-            )
-        projector.train()
-        for epoch in range(epochs):
-            started = time.perf_counter()
-            order = torch.randperm(len(data), generator=generator)
-            total, count = 0.0, 0
-            for idx in index_batches(len(order), batch_size, order):
-                loss = _loss(projector, features, source, idx, generator, grid, loss_kwargs)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
-                if bar is not None:
-                    bar.update(len(idx))
-                    bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-            seconds = time.perf_counter() - started
-            if epoch == 0 and train_cache is not None:
-                _warn_if_cache_too_small(train_cache, len(data))
-            row = {
-                "epoch": epoch,
-                "lr": opt.param_groups[0]["lr"],
-                "train_loss": total / count,
-                "seconds": seconds,
-                "images_per_s": count / max(seconds, 1e-9),
-            }
-            if scheduler is not None:
-                scheduler.step()
-            if val_source is not None:
-                row["val_loss"] = _mean_loss(
+    with eval_mode(features):
+        try:
+            source = _Source(features, data, device, batch_size, train_cache, params)
+            val_source = None
+            if val is not None:
+                val_cache = FeatureCache() if params is None and cache is not False else None
+                val_source = _Source(features, val, device, batch_size, val_cache, params)
+                if tuple(val_source.image_size) != tuple(source.image_size):
+                    raise ValueError(
+                        f"train images are {source.image_size} but validation images are {val_source.image_size}"
+                    )
+                initial = _mean_loss(
                     projector, features, val_source, batch_size, grid, loss_kwargs, seed + _VAL_SEED_OFFSET
                 )
-                if row["val_loss"] < best_score:
-                    best_score, best_epoch = row["val_loss"], epoch
-                    best_state = copy.deepcopy(projector.state_dict())
-            history.append(row)
+            projector.train()
+            for epoch in range(epochs):
+                started = time.perf_counter()
+                order = torch.randperm(len(data), generator=generator)
+                total, count = 0.0, 0
+                for idx in index_batches(len(order), batch_size, order):
+                    loss = _loss(projector, features, source, idx, generator, grid, loss_kwargs)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                    count += len(idx)
+                    if bar is not None:
+                        bar.update(len(idx))
+                        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+                seconds = time.perf_counter() - started
+                if epoch == 0 and train_cache is not None:
+                    _warn_if_cache_too_small(train_cache, len(data))
+                row = {
+                    "epoch": epoch,
+                    "lr": opt.param_groups[0]["lr"],
+                    "train_loss": total / count,
+                    "seconds": seconds,
+                    "images_per_s": count / max(seconds, 1e-9),
+                }
+                if scheduler is not None:
+                    scheduler.step()
+                if val_source is not None:
+                    row["val_loss"] = _mean_loss(
+                        projector, features, val_source, batch_size, grid, loss_kwargs, seed + _VAL_SEED_OFFSET
+                    )
+                    if row["val_loss"] < best_score:
+                        best_score, best_epoch = row["val_loss"], epoch
+                        best_state = copy.deepcopy(projector.state_dict())
+                history.append(row)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
+                if callback is not None:
+                    callback(row)
+        finally:
             if bar is not None:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
-            if callback is not None:
-                callback(row)
-    finally:
-        if bar is not None:
-            bar.close()
-        frozen.__exit__(None, None, None)
+                bar.close()
 
     if best_state is not None:
         projector.load_state_dict(best_state)

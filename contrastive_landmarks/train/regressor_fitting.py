@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,7 +211,10 @@ def fit_regressor(
 
         mean = std = None
         if standardize:
-            mean, std = bank.channel_stats() if projector is None else _tensor_stats(bank, raw_input)
+            # of the stage maps, or of the projector's output on up to 512 views
+            mean, std = (
+                bank.channel_stats() if projector is None else bank.channel_stats(transform=raw_input, limit=512)
+            )
 
         def head_input(maps: list[Tensor]) -> list[Tensor] | Tensor:
             x = raw_input(maps)
@@ -358,20 +361,6 @@ def fit_regressor(
         problems,
         config,
     )
-
-
-@torch.no_grad()
-def _tensor_stats(bank: StageMapBank, head: Callable[[list[Tensor]], Tensor], limit: int = 512):
-    """Per-channel mean and std of a head's ``(B, d, S, S)`` output on up to ``limit`` views."""
-    total = squares = None
-    count = 0
-    for idx in index_batches(min(limit, len(bank)), 64):
-        x = head(bank.take(idx)[0]).double()
-        a, b = x.sum((0, 2, 3)), x.pow(2).sum((0, 2, 3))
-        total, squares = (a, b) if total is None else (total + a, squares + b)
-        count += x.shape[0] * x.shape[2] * x.shape[3]
-    mu = total / count
-    return [mu.float()], [(squares / count - mu**2).clamp_min(0).sqrt().clamp_min(1e-4).float()]
 
 
 def _diagnose(
