@@ -192,11 +192,6 @@ class _Reader:
         self._next = number + 1
         return number, frame
 
-    def frames(self, wanted: Sequence[int]) -> Iterator[tuple[int, object]]:
-        """``(number, av.VideoFrame)`` for each of the increasing frame numbers ``wanted``."""
-        for number in wanted:
-            yield number, self.frame(number)
-
     def frame(self, number: int):
         """The ``av.VideoFrame`` of frame ``number`` (decoding forward, seeking when it is behind or far ahead)."""
         if not 0 <= number < self.info.num_frames:
@@ -294,8 +289,8 @@ def read_video_frames(
 
     def frames() -> Iterator[tuple[int, Tensor]]:
         try:
-            for number, frame in reader.frames(chosen):
-                yield number, _to_image(frame, crop)
+            for number in chosen:
+                yield number, _to_image(reader.frame(number), crop)
         finally:
             reader.close()
 
