@@ -38,6 +38,7 @@ from .backbone import Backbone
 from .check import as_image_list, to_float_images
 from .checkpoints import read_safetensors, read_state_dict
 from .coords import cell_centers, normalized_to_pixels
+from .framing import Framing
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn
 
@@ -116,6 +117,9 @@ class LandmarkModel(nn.Module):
         regressor: a :class:`~contrastive_landmarks.LandmarkRegressor`, or ``None``.
         regressor_input: ``"projector"`` or ``"hypercolumn"``: the features the regressor was fitted on.
         landmark_names: names of the regressor's landmarks, in order.
+        framing: how :meth:`detect` frames each image (:class:`~contrastive_landmarks.framing.Framing`, what
+            :func:`~contrastive_landmarks.train.finetune` trains): the letterboxed whole frame, then (two stages)
+            a square crop around the first pass's points; ``None``: each image resized to :attr:`input_size`.
 
     Shape:
         - :meth:`descriptors`: ``(B, 3, H, W)`` images in ``[0, 1]`` (or a list of ``(3, H_i, W_i)``)
@@ -134,6 +138,7 @@ class LandmarkModel(nn.Module):
         *,
         regressor_input: str = "projector",
         landmark_names: Sequence[str] = (),
+        framing: Framing | None = None,
     ) -> None:
         super().__init__()
         if regressor_input not in ("projector", "hypercolumn"):
@@ -145,6 +150,9 @@ class LandmarkModel(nn.Module):
         self.regressor = regressor
         self.regressor_input = regressor_input
         self.landmark_names = tuple(landmark_names)
+        if framing is not None and (self.input_size is None or self.input_size[0] != self.input_size[1]):
+            raise ValueError(f"a framed model needs a square input_size, got {self.input_size}")
+        self.framing = framing
 
     @property
     def backbone(self) -> Backbone:
@@ -224,12 +232,7 @@ class LandmarkModel(nn.Module):
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> Tensor:
         """Landmarks, ``(B, N, 2)`` ``(x, y)`` pixels of each input image (any size; see the module docs)."""
-        if self.regressor is None:
-            raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
-        maps, size, sizes = self._features(images)
-        features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
-        normalized = self.regressor(features, size=size) if isinstance(features, list) else self.regressor(features)
-        return self._to_pixels(normalized, sizes)
+        return self.regression(images).points
 
     def _to_pixels(self, normalized: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
         if len(set(sizes)) == 1:
@@ -246,12 +249,19 @@ class LandmarkModel(nn.Module):
         Returns:
             a :class:`Regression`.
         """
-        from .regressor import combine_points, spatial_softmax
-
         if self.regressor is None:
             raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
-        regressor = self.regressor
-        maps, size, sizes = self._features(images)
+        if self.framing is not None:
+            return self._framed_regression(images)
+        batch, sizes = self._prepare(images)
+        return self._regress(batch, lambda normalized: self._to_pixels(normalized, sizes))
+
+    def _regress(self, batch: Tensor, to_pixels) -> Regression:
+        """The regressor on a normalised network-input batch; ``to_pixels`` maps its normalised points to pixels."""
+        from .regressor import combine_points, spatial_softmax
+
+        regressor, size = self.regressor, self._size(batch)
+        maps = self.hypercolumn.stage_maps(batch)
         features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
         heatmaps = regressor.heatmaps(features, size) if isinstance(features, list) else regressor.heatmaps(features)
         probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
@@ -261,12 +271,29 @@ class LandmarkModel(nn.Module):
         normalized = combine_points(intermediate, regressor.combine.to(intermediate.dtype))
         grid_shape = (b, n, k, *heatmaps.shape[-2:])
         return Regression(
-            self._to_pixels(normalized, sizes),
-            normalized,
-            intermediate,
-            heatmaps.reshape(grid_shape),
-            probs.reshape(grid_shape),
+            to_pixels(normalized), normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape)
         )
+
+    def _framed_regression(self, images: Tensor | Sequence[Tensor]) -> Regression:
+        """Crops of each frame (letterboxed whole, then around the points found) through :meth:`_regress`."""
+        from .framing import crop_images, frame_boxes, keypoint_boxes, uncrop_points
+
+        checked = as_image_list(images, "images")
+        frames = [to_float_images(image, torch.float32, f"images[{i}]") for i, image in enumerate(checked)]
+        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in frames]
+        side = int(self.input_size[0])
+
+        def look(boxes: Tensor) -> Regression:
+            batch = self.backbone.normalize(crop_images(frames, boxes, side).to(self.backbone.dtype))
+            return self._regress(batch, lambda xy: uncrop_points(normalized_to_pixels(xy, (side, side)), boxes, side))
+
+        result = look(frame_boxes(sizes, device=frames[0].device))
+        if self.framing.stages == 2:
+            framing = self.framing
+            result = look(
+                keypoint_boxes(result.points, None, sizes, margin=framing.margin, min_fraction=framing.min_fraction)
+            )
+        return result
 
     @overload
     def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[False] = ...) -> Tensor: ...
@@ -311,6 +338,8 @@ class LandmarkModel(nn.Module):
                 "input": self.regressor_input,
                 "landmark_names": list(self.landmark_names),
             }
+        if self.framing is not None:
+            config["framing"] = self.framing.config
         return config
 
     def save_pretrained(
@@ -362,7 +391,10 @@ class LandmarkModel(nn.Module):
             regressor_input = head.pop("input", "projector")
             names = head.pop("landmark_names", ())
             regressor = regressor_cls(**head)
-        model = cls(hypercolumn, projector, regressor, regressor_input=regressor_input, landmark_names=names)
+        framing = Framing(**config["framing"]) if config.get("framing") else None
+        model = cls(
+            hypercolumn, projector, regressor, regressor_input=regressor_input, landmark_names=names, framing=framing
+        )
         return model.float().eval()
 
     @classmethod

@@ -1,0 +1,60 @@
+"""Square crops of frames: points and pixels move together, and the boxes are where they should be."""
+
+import pytest
+import torch
+
+from contrastive_landmarks.framing import Framing, crop_images, crop_points, frame_boxes, keypoint_boxes, uncrop_points
+
+
+def _dot_frame(h: int, w: int, x: int, y: int) -> torch.Tensor:
+    frame = torch.zeros(3, h, w)
+    frame[:, y - 1 : y + 2, x - 1 : x + 2] = 1.0  # a 3x3 dot centred on pixel (x, y)
+    return frame
+
+
+def _peak(image: torch.Tensor) -> torch.Tensor:
+    """Intensity-weighted centroid (x, y) of a crop's bright pixels."""
+    weight = image[0].clamp_min(0)
+    ys, xs = torch.meshgrid(torch.arange(image.shape[-2]), torch.arange(image.shape[-1]), indexing="ij")
+    return torch.stack([(weight * xs).sum(), (weight * ys).sum()]) / weight.sum()
+
+
+def test_crop_and_uncrop_points_are_inverse():
+    points = torch.rand(3, 7, 2) * 300
+    boxes = torch.tensor([[100.0, 80.0, 150.0, 30.0], [10.0, 200.0, 50.0, -70.0], [0.0, 0.0, 400.0, 0.0]])
+    back = uncrop_points(crop_points(points, boxes, 64), boxes, 64)
+    torch.testing.assert_close(back, points, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, -50.0])
+@pytest.mark.parametrize("side", [40.0, 200.0])  # upsampled and (antialiased) downsampled crops
+def test_the_pixels_land_where_crop_points_puts_them(angle, side):
+    frame = _dot_frame(120, 160, 97, 41)
+    box = torch.tensor([[90.0, 50.0, side, angle]])
+    crop = crop_images([frame], box, 48)[0]
+    expected = crop_points(torch.tensor([[[97.0, 41.0]]]), box, 48)[0, 0]
+    assert (_peak(crop) - expected).norm() < 0.35
+
+
+def test_frame_box_letterboxes_the_whole_frame():
+    frame = torch.rand(3, 30, 50)
+    crop = crop_images([frame], frame_boxes([(30, 50)]), 50)[0]
+    torch.testing.assert_close(crop[:, 10:40], frame, atol=1e-5, rtol=0)  # a 50x50 box: 10 rows of padding each side
+    assert crop[:, :9].abs().max() == 0 and crop[:, 41:].abs().max() == 0
+
+
+def test_keypoint_boxes():
+    points = torch.tensor([[[10.0, 20.0], [30.0, 60.0], [500.0, 500.0]], [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]])
+    visible = torch.tensor([[True, True, False], [False, False, False]])
+    boxes = keypoint_boxes(points, visible, [(100, 200), (100, 200)], margin=1.5, min_fraction=0.1)
+    torch.testing.assert_close(boxes[0], torch.tensor([20.0, 40.0, 60.0, 0.0]))  # longer side 40 x 1.5
+    torch.testing.assert_close(boxes[1], frame_boxes([(100, 200)])[0])  # nothing visible: the whole frame
+    small = keypoint_boxes(points[:1, :1], None, [(100, 200)], min_fraction=0.25)
+    assert float(small[0, 2]) == 50.0  # one point: the smallest box, a quarter of the longer side
+
+
+def test_framing_checks_its_values():
+    with pytest.raises(ValueError, match="stages"):
+        Framing(stages=3)
+    with pytest.raises(ValueError, match="margin"):
+        Framing(margin=0.5)
