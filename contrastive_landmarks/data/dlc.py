@@ -167,7 +167,9 @@ class DLCProject(KeypointDataset):
     """The labelled frames of a (single-animal) DeepLabCut project.
 
     Args:
-        project_dir: the folder holding ``config.yaml`` and ``labeled-data/``.
+        project_dir: the folder holding ``config.yaml`` and ``labeled-data/``, or one labels file in
+            DeepLabCut's layout without a project around it (Lightning Pose's ``CollectedData.csv``: body
+            parts from its header, frame paths relative to its folder).
         transform: sample transform (e.g. :class:`~contrastive_landmarks.data.transforms.Letterbox`).
         scorer: whose ``CollectedData_<scorer>`` files to read (default: ``scorer`` of config.yaml).
         video: read only these ``labeled-data/`` folders (a name or a list; default: all with labels).
@@ -196,6 +198,9 @@ class DLCProject(KeypointDataset):
         scorer: str | None = None,
         video: str | Sequence[str] | None = None,
     ) -> None:
+        if Path(project_dir).is_file():
+            self._init_from_labels(Path(project_dir), transform)
+            return
         project = require_dir(project_dir, "DeepLabCut project", _LAYOUT)
         config_path = require_file(project / "config.yaml", "DeepLabCut config.yaml", _LAYOUT)
         self.config = config = read_dlc_config(config_path)
@@ -263,6 +268,23 @@ class DLCProject(KeypointDataset):
         )
         self.skeleton = self._skeleton(config_path, config.get("skeleton"), names)
         self.project_dir = project
+
+    def _init_from_labels(self, path: Path, transform: Transform | None) -> None:
+        """A bare labels file (Lightning Pose's ``CollectedData.csv``): body parts from its header, frames
+        relative to its folder, no config.yaml."""
+        frames, parts, xy = read_dlc_labels(path)
+        self.config, self.scorer, self.files, self.skeleton = {}, None, [path], []
+        self.videos = [Path(f).parent.name for f in frames]
+        self.project_dir = path.parent
+        super().__init__(
+            path.parent,
+            frames,
+            xy,
+            np.isfinite(xy).all(-1),
+            transform=transform,
+            names=parts,
+            flip_pairs=flip_pairs_from_names(parts),
+        )
 
     @staticmethod
     def _skeleton(path: Path, edges, names: list[str]) -> list[tuple[int, int]]:

@@ -320,7 +320,7 @@ def fit_regressor(
         with torch.no_grad():  # fold the scaling into the filters; the mean only shifts each heatmap by a constant
             regressor.weight.div_(torch.cat(std).to(regressor.weight))
     regressor.eval()
-    problems = _diagnose(metric_name, score, baseline, history, steps, step, val_bank is not None)
+    problems = diagnose(metric_name, score, baseline, history, steps, step, val_bank is not None)
     if warn:
         for message in problems:
             warnings.warn(message, UserWarning, stacklevel=2)
@@ -363,7 +363,7 @@ def fit_regressor(
     )
 
 
-def _diagnose(
+def diagnose(
     metric: str, score: float, baseline: float, history: list[dict], steps: int, ran: int, has_val: bool
 ) -> list[str]:
     problems = []

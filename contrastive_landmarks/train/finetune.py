@@ -1,0 +1,423 @@
+"""Fine-tune a backbone end to end with the paper's landmark regressor, on a user's own labelled frames.
+
+:func:`finetune` trains every weight of a :class:`~contrastive_landmarks.Backbone` (random init, the built-in
+face model, a ``pretrain`` output, a timm checkpoint) together with a :class:`~contrastive_landmarks.LandmarkRegressor`
+on its stage maps (``K`` heatmaps per landmark, spatial soft-argmax, a linear combination: the paper's head,
+trained through the backbone instead of on frozen features), and returns a
+:class:`~contrastive_landmarks.LandmarkModel` that frames its input as it was trained (two passes by default:
+the whole frame, then a crop around the animal; :mod:`contrastive_landmarks.framing`).
+
+The recipe (every default chosen on validation frames, ``docs/benchmarks.md``, "Fine-tuning"):
+
+- **views**: random square crops of the labelled frames (:mod:`.keypoint_views`): half of them the whole
+  frame, half a box around the labelled points, with scale, rotation, translation, left/right flips where
+  the parts are named so, brightness / contrast / blur; missing points drop out of the loss;
+- **optimiser**: Adam, one learning rate for the backbone and ten times it for the head, a short linear
+  warm-up, cosine decay over ``steps`` optimiser steps (not epochs), bfloat16 autocast for the backbone on
+  CPUs that compute it natively;
+- **selection**: the mean pixel error on held-out training frames, in their own pixels, through the same
+  two-pass :meth:`~contrastive_landmarks.LandmarkModel.detect` a user calls; the best state is kept;
+- **baseline and warnings**: the training frames' mean pose scored on the same frames, and plain words
+  when the model is not clearly better or was still improving at its last step;
+- **checkpoints**: every ``checkpoint_every`` steps and on Ctrl-C, with every random state, so that
+  ``resume=True`` continues exactly (:class:`FinetuneInterrupted` says where the checkpoint is).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..backbone import Backbone
+from ..coords import cell_centers, pixels_to_normalized
+from ..framing import Framing, frame_boxes
+from ..hypercolumn import Hypercolumn
+from ..pipeline import LandmarkModel
+from ..regressor import LandmarkRegressor, regression_loss, spatial_softmax
+from .checkpoint import load_checkpoint, save_checkpoint
+from .features import check_dataset
+from .keypoint_views import KeypointViews, ViewAugment
+from .regressor_fitting import default_heatmaps, diagnose
+
+__all__ = ["FinetuneInterrupted", "FinetuneOptions", "FinetuneResult", "finetune", "load_frames", "mean_pose"]
+
+CHECKPOINT_NAME = "finetune_checkpoint.pt"
+
+
+@dataclass
+class FinetuneOptions:
+    """Options of :func:`finetune` (the defaults are the validated recipe)."""
+
+    steps: int = 1500
+    batch_size: int = 8
+    image_size: int = 256
+    lr: float = 1e-3
+    head_lr_multiplier: float = 10.0
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    heatmap_loss: float = 0.1
+    softmax_multiplier: float = 1.0
+    sigma: float = 1.5
+    heatmaps_per_landmark: int | None = None
+    framing: Framing = field(default_factory=Framing)
+    augment: ViewAugment = field(default_factory=ViewAugment)
+    val_fraction: float = 0.15
+    eval_every: int | None = None
+    bfloat16: bool | None = None
+    seed: int = 0
+    checkpoint_every: int = 100
+    output_dir: str | None = None
+    resume: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "image_size", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32 (the backbone's stride), got {self.image_size}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.resume and not self.output_dir:
+            raise ValueError("resume needs output_dir (where the checkpoint is)")
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns: the selected model and how it got there.
+
+    Attributes:
+        model: the fine-tuned :class:`~contrastive_landmarks.LandmarkModel` (best validation state, eval mode).
+        score: its mean pixel error on the validation frames (their own pixels; training frames when none).
+        baseline: the training frames' mean pose, scored the same way.
+        best_step, steps: the selected step and the steps run.
+        history: one dict per evaluation (``step``, ``lr``, ``train_loss``, ``val_error``, ``seconds``).
+        warnings: plain-words problems; ``config``: the options and data sizes, for reports.
+    """
+
+    model: LandmarkModel
+    score: float
+    baseline: float
+    best_step: int
+    steps: int
+    history: list[dict[str, float]]
+    warnings: list[str]
+    config: dict[str, Any]
+
+
+class FinetuneInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`finetune`: a checkpoint of the last finished step was written to :attr:`checkpoint`."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted after step {step}; checkpoint written to {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+def load_frames(data: Any) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Every sample of a labelled dataset at its own size: frames ``[(3, H_i, W_i)]``, ``(M, N, 2)``, ``(M, N)``."""
+    check_dataset(data, "train")
+    frames, points, visible = [], [], []
+    for i in range(len(data)):
+        sample = data[i]
+        if "keypoints" not in sample:
+            raise ValueError("fine-tuning needs labelled samples ('keypoints' (N, 2) pixels)")
+        frames.append(torch.as_tensor(sample["image"]).float())
+        kp = torch.as_tensor(sample["keypoints"], dtype=torch.float32)
+        vis = torch.as_tensor(sample.get("visible", torch.ones(kp.shape[0], dtype=torch.bool))).bool()
+        points.append(kp)
+        visible.append(vis & torch.isfinite(kp).all(-1))
+    return frames, torch.stack(points), torch.stack(visible)
+
+
+def mean_pose(keypoints: Tensor, visible: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """The mean pose in each frame's letterbox: ``(N, 2)`` in units of the frame's longer side, from its centre."""
+    boxes = frame_boxes(sizes)
+    local = torch.nan_to_num((keypoints - boxes[:, None, :2]) / boxes[:, None, 2:3])
+    weight = visible.float()[..., None]
+    return (local * weight).sum(0) / weight.sum(0).clamp_min(1)
+
+
+def pose_in_frames(pose: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """:func:`mean_pose` placed in each frame: ``(M, N, 2)`` pixels."""
+    boxes = frame_boxes(sizes)
+    return pose[None] * boxes[:, None, 2:3] + boxes[:, None, :2]
+
+
+def pixel_error(pred: Tensor, truth: Tensor, visible: Tensor) -> float:
+    """Mean Euclidean distance over visible points (pixels)."""
+    distance = (pred - truth).norm(dim=-1)
+    return float(distance[visible].mean()) if bool(visible.any()) else math.nan
+
+
+def distribution_loss(
+    probs: Tensor, target: Tensor, visible: Tensor, grid: tuple[int, int], sigma: float = 1.0
+) -> Tensor:
+    """Cross-entropy of each heatmap's spatial softmax against a Gaussian at its landmark (DSNT's regulariser).
+
+    Soft-argmax regression alone only asks each heatmap's *mean* to be right; this asks its mass to sit at the
+    target too (Nibali et al. 2018, "Numerical coordinate regression with convolutional neural networks"), which
+    gives every location a gradient and trains much faster from few labels.
+
+    Args:
+        probs: ``(B, N·K, h·w)`` spatial softmax of the ``K`` heatmaps of each of ``N`` landmarks.
+        target: ``(B, N, 2)`` normalised targets; ``visible``: ``(B, N)``.
+        grid: ``(h, w)``; ``sigma``: the Gaussian's standard deviation in grid cells.
+
+    Returns:
+        the mean over visible landmarks and their ``K`` heatmaps of ``-Σ q log p`` (``q`` the normalised Gaussian).
+    """
+    b, n = target.shape[:2]
+    k = probs.shape[1] // n
+    centres = cell_centers(tuple(grid), dtype=probs.dtype, device=probs.device)  # (h*w, 2) normalised
+    cell = centres.new_tensor([2.0 / grid[1], 2.0 / grid[0]])
+    offsets = (centres[None, None] - target.to(probs.dtype)[:, :, None]) / cell  # (B, N, h*w, 2) in cells
+    q = torch.softmax(-0.5 * offsets.pow(2).sum(-1) / sigma**2, dim=-1)  # (B, N, h*w)
+    log_p = probs.clamp_min(1e-12).log().reshape(b, n, k, -1)
+    per_map = -(q[:, :, None] * log_p).sum(-1).mean(-1)  # (B, N)
+    mask = visible.bool()
+    return (per_map * mask).sum() / mask.sum().clamp_min(1)
+
+
+def _bfloat16_default() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    count = 0 if n < 10 or fraction == 0 else max(3, round(fraction * n))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[count:]), sorted(order[:count])
+
+
+def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOptions, names) -> LandmarkModel:
+    size = options.image_size
+    grid = size // 4
+    backbone.with_preprocessing(input_size=(size, size))
+    hypercolumn = Hypercolumn(backbone, size=grid)
+    n = views.keypoints.shape[1]
+    k = options.heatmaps_per_landmark or default_heatmaps(n)
+    regressor = LandmarkRegressor(hypercolumn.channels, n, k, softmax_multiplier=options.softmax_multiplier, size=grid)
+    regressor.reset_parameters(torch.Generator().manual_seed(options.seed))
+    with torch.no_grad():  # start on unit-scale features: divide each channel's filter by its std on some views
+        images, _, _ = views.sample(torch.arange(min(len(views), 16)), torch.Generator().manual_seed(options.seed))
+        maps = backbone.eval()(backbone.normalize(images))
+        std = torch.cat([m.float().std(dim=(0, 2, 3)) for m in maps]).clamp_min(1e-4)
+        regressor.weight.div_(std[None])
+    return LandmarkModel(
+        hypercolumn, None, regressor, regressor_input="hypercolumn", landmark_names=names, framing=options.framing
+    )
+
+
+@torch.no_grad()
+def _validate(model: LandmarkModel, frames, keypoints, visible) -> float:
+    preds = [model.detect(frames[i : i + 8]) for i in range(0, len(frames), 8)]
+    return pixel_error(torch.cat(preds), keypoints, visible)
+
+
+def _state(model, optimizer, schedule, generator, step, history, best) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generator": generator.get_state(),
+        "step": step,
+        "history": history,
+        "best_error": best[0],
+        "best_step": best[1],
+        "best_model": best[2],
+    }
+
+
+def _schedule(optimizer, options: FinetuneOptions):
+    warmup, steps = max(0, options.warmup), options.steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def finetune(
+    backbone: Backbone, train: Any, val: Any | None = None, options: FinetuneOptions | None = None
+) -> FinetuneResult:
+    """Train ``backbone`` and a landmark regressor end to end on labelled frames; select on validation frames.
+
+    Args:
+        backbone: the starting :class:`~contrastive_landmarks.Backbone` (trained in place).
+        train: labelled samples at their stored sizes (no resizing transform): ``image`` ``(3, H, W)`` in
+            ``[0, 1]``, ``keypoints`` ``(N, 2)`` pixels, ``visible`` ``(N,)``. Its ``names`` and ``flip_pairs``
+            attributes, when present, name the landmarks and allow flips.
+        val: held-out labelled frames (never the test set); ``None``: ``options.val_fraction`` of ``train``.
+        options: :class:`FinetuneOptions`.
+
+    Raises:
+        FinetuneInterrupted: on Ctrl-C, after writing a checkpoint to ``options.output_dir``.
+    """
+    options = options or FinetuneOptions()
+    names = list(getattr(train, "names", None) or [])
+    flip_pairs = getattr(train, "flip_pairs", None)
+    frames, keypoints, visible = load_frames(train)
+    if val is None:
+        train_idx, val_idx = _split(len(frames), options.val_fraction, options.seed)
+        val_data = ([frames[i] for i in val_idx], keypoints[val_idx], visible[val_idx]) if val_idx else None
+        frames, keypoints, visible = [frames[i] for i in train_idx], keypoints[train_idx], visible[train_idx]
+    else:
+        val_data = load_frames(val)
+    never = [names[j] if names else str(j) for j in range(keypoints.shape[1]) if not bool(visible[:, j].any())]
+    if never:
+        raise ValueError(f"body parts {never} are labelled in none of the {len(frames)} training frames")
+    views = KeypointViews(
+        frames, keypoints, visible, options.image_size, framing=options.framing, flip_pairs=flip_pairs
+    )
+    model = _build_model(backbone, views, options, names)
+    check = val_data if val_data is not None else (frames, keypoints, visible)
+    sizes = [tuple(f.shape[-2:]) for f in check[0]]
+    pose = mean_pose(keypoints, visible, [tuple(f.shape[-2:]) for f in frames])
+    baseline = pixel_error(pose_in_frames(pose, sizes), check[1], check[2])
+    history, best, step = _train(model, views, check, options)
+    model.load_state_dict(best[2])
+    model.eval()
+    score = best[0] if val_data is not None else _validate(model, *check)
+    problems = diagnose("pixel", score, baseline, history, options.steps, step, val_data is not None)
+    if options.steps < 200:
+        problems.append(f"only {options.steps} optimiser steps: too few to fine-tune a backbone (the default is 1500)")
+    config = {
+        **{k: v for k, v in asdict(options).items() if k not in ("framing", "augment")},
+        "framing": options.framing.config,
+        "augment": asdict(options.augment),
+        "train_frames": len(frames),
+        "val_frames": 0 if val_data is None else len(val_data[0]),
+        "mean_pose": pose.tolist(),
+    }
+    return FinetuneResult(model, score, baseline, best[1], step, history, problems, config)
+
+
+def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneOptions):
+    """The optimisation loop: returns ``(history, (best_error, best_step, best_state), last_step)``."""
+    backbone, head = model.backbone, list(model.regressor.parameters())
+    optimizer = torch.optim.Adam(
+        [
+            {"params": list(backbone.parameters()), "lr": options.lr},
+            {"params": head, "lr": options.lr * options.head_lr_multiplier},
+        ],
+        weight_decay=options.weight_decay,
+    )
+    schedule = _schedule(optimizer, options)
+    generator = torch.Generator().manual_seed(options.seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict] = (math.inf, 0, copy.deepcopy(model.state_dict()))
+    start = 0
+    path = Path(options.output_dir) / CHECKPOINT_NAME if options.output_dir else None
+    if options.resume and path is not None and path.is_file():
+        state = load_checkpoint(path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        start, history = int(state["step"]), list(state["history"])
+        best = (float(state["best_error"]), int(state["best_step"]), state["best_model"])
+    bf16 = _bfloat16_default() if options.bfloat16 is None else options.bfloat16
+    eval_every = options.eval_every or max(25, options.steps // 20)
+    bar = _bar(options, start)
+    began, running, step = time.perf_counter(), 0.0, start
+    with _StopOnInterrupt(path is not None) as interrupt:
+        try:
+            for step in range(start + 1, options.steps + 1):
+                running += _step(model, views, options, optimizer, schedule, generator, bf16)
+                if bar is not None:
+                    bar.update(1)
+                if step % eval_every == 0 or step == options.steps:
+                    error = _validate(model, *check)
+                    history.append(
+                        {
+                            "step": step,
+                            "lr": optimizer.param_groups[0]["lr"],
+                            "train_loss": running / eval_every,
+                            "val_error": error,
+                            "seconds": time.perf_counter() - began,
+                        }
+                    )
+                    running = 0.0
+                    if error < best[0]:
+                        best = (error, step, copy.deepcopy(model.state_dict()))
+                    if bar is not None:
+                        bar.set_postfix(val_px=f"{error:.3g}", best=f"{best[0]:.3g}", refresh=False)
+                last = step == options.steps
+                if path is not None and (step % options.checkpoint_every == 0 or last or interrupt.requested):
+                    save_checkpoint(_state(model, optimizer, schedule, generator, step, history, best), path)
+                if interrupt.requested and not last:
+                    raise FinetuneInterrupted(step, path)
+        finally:
+            if bar is not None:
+                bar.close()
+    return history, best, step
+
+
+def _step(model: LandmarkModel, views: KeypointViews, options: FinetuneOptions, optimizer, schedule, generator, bf16):
+    """One optimiser step on a fresh batch of views; returns the loss."""
+    backbone, regressor = model.backbone, model.regressor
+    model.train()
+    index = torch.randint(len(views), (options.batch_size,), generator=generator)
+    images, points, visible = views.sample(index, generator, options.augment)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        maps = backbone(backbone.normalize(images))
+    heatmaps = regressor.heatmaps([m.float() for m in maps], regressor.size)
+    target = pixels_to_normalized(points, (options.image_size, options.image_size))
+    loss = regression_loss(regressor.decode(heatmaps), target, visible)
+    if options.heatmap_loss:
+        probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)
+        loss = loss + options.heatmap_loss * distribution_loss(
+            probs, target, visible, heatmaps.shape[-2:], options.sigma
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return float(loss.detach())
+
+
+class _StopOnInterrupt:
+    """While active (main thread, ``enabled``), the first Ctrl-C only sets :attr:`requested`, so the loop can
+    finish its step and write a consistent checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopOnInterrupt:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _bar(options: FinetuneOptions, start: int):
+    if not options.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=options.steps, initial=start, desc="finetune", unit="step", mininterval=2.0)

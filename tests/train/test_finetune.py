@@ -1,0 +1,137 @@
+"""End-to-end fine-tuning: it learns, it resumes exactly, it saves what it computes, and it refuses bad data."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+from contrastive_landmarks import LandmarkModel, load_backbone
+from contrastive_landmarks.framing import Framing
+from contrastive_landmarks.train import finetune as finetune_module
+from contrastive_landmarks.train.finetune import FinetuneInterrupted, FinetuneOptions, finetune, mean_pose
+from contrastive_landmarks.train.keypoint_views import KeypointViews, ViewAugment
+
+
+def dot_frames(count: int, seed: int = 0, *, sizes=((60, 80), (72, 64))):
+    """Frames of two sizes with a red and a green dot; the keypoints are the dots' centres."""
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(count):
+        h, w = sizes[i % len(sizes)]
+        image = torch.rand(3, h, w, generator=g) * 0.2
+        points = torch.zeros(2, 2)
+        while (points[0] - points[1]).norm() < 12:  # dots well apart
+            xs, ys = torch.randint(6, w - 6, (2,), generator=g), torch.randint(6, h - 6, (2,), generator=g)
+            points = torch.stack([xs, ys], 1).float()
+        for channel, (x, y) in enumerate(points.long().tolist()):
+            image[:, y - 2 : y + 3, x - 2 : x + 3] = 0.0
+            image[channel, y - 2 : y + 3, x - 2 : x + 3] = 1.0
+        samples.append({"image": image, "keypoints": points, "visible": torch.ones(2, dtype=torch.bool)})
+    return samples
+
+
+def tiny_options(**changes) -> FinetuneOptions:
+    fields = dict(steps=40, batch_size=4, image_size=64, eval_every=20, checkpoint_every=10, warmup=5)
+    return FinetuneOptions(**{**fields, **changes})
+
+
+def _peak(image, channel):
+    weight = (image[channel] - image[1 - channel]).clamp_min(0.5) - 0.5
+    ys, xs = torch.meshgrid(torch.arange(image.shape[-2]), torch.arange(image.shape[-1]), indexing="ij")
+    return torch.stack([(weight * xs).sum(), (weight * ys).sum()]) / weight.sum()
+
+
+def test_views_move_points_with_pixels():
+    data = dot_frames(6)
+    views = KeypointViews(
+        [s["image"] for s in data],
+        torch.stack([s["keypoints"] for s in data]),
+        torch.ones(6, 2, dtype=torch.bool),
+        64,
+        flip_pairs=[(0, 1)],
+    )
+    g = torch.Generator().manual_seed(1)
+    augment = ViewAugment(brightness=0.0, contrast=0.0, blur=0.0, grayscale=0.0)
+    images, points, visible = views.sample(torch.arange(6).repeat(4), g, augment)
+    flipped = 0
+    for image, point, vis in zip(images, points, visible):
+        for j in range(2):
+            if vis[j] and bool(((point[j] > 4) & (point[j] < 59)).all()):  # the whole dot in the view
+                # a flip swaps the parts: point j is then the dot of the other colour
+                red_near = (_peak(image, 0) - point[j]).norm() < 1.5
+                green_near = (_peak(image, 1) - point[j]).norm() < 1.5
+                assert red_near or green_near
+                flipped += int((j == 0 and green_near) or (j == 1 and red_near))
+    assert flipped > 0  # some views were flipped, with their parts swapped
+
+
+def test_finetune_learns_dots_and_beats_the_mean_pose():
+    torch.manual_seed(0)
+    # the tiny test network learns slowly; 300 steps already take it well below the mean pose
+    result = finetune(load_backbone("test_resnet"), dot_frames(40), options=tiny_options(steps=300, eval_every=50))
+    assert result.score < 0.8 * result.baseline, (result.score, result.baseline, result.history)
+    assert result.score == min(h["val_error"] for h in result.history)  # the best state is the one returned
+
+
+def test_save_load_round_trip_computes_the_same(tmp_path):
+    torch.manual_seed(0)
+    result = finetune(load_backbone("test_resnet"), dot_frames(12), options=tiny_options(steps=20))
+    result.model.save_pretrained(tmp_path / "m")
+    loaded = LandmarkModel.from_pretrained(tmp_path / "m")
+    frames = [s["image"] for s in dot_frames(3, seed=9)]
+    points, scores = result.model.detect(frames, return_scores=True)
+    points2, scores2 = loaded.detect(frames, return_scores=True)
+    torch.testing.assert_close(points2, points)
+    torch.testing.assert_close(scores2, scores)
+    assert loaded.framing == Framing()
+
+
+def test_interrupt_writes_a_checkpoint_and_resume_is_exact(tmp_path, monkeypatch):
+    data = dot_frames(12)
+    torch.manual_seed(0)
+    straight = finetune(load_backbone("test_resnet"), data, options=tiny_options(output_dir=str(tmp_path / "a")))
+
+    real_step, calls = finetune_module._step, []
+
+    def step_then_ctrl_c(*args):
+        calls.append(1)
+        loss = real_step(*args)
+        if len(calls) == 13:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 13: the step finishes, then it stops
+        return loss
+
+    monkeypatch.setattr(finetune_module, "_step", step_then_ctrl_c)
+    torch.manual_seed(0)
+    with pytest.raises(FinetuneInterrupted) as stop:
+        finetune(load_backbone("test_resnet"), data, options=tiny_options(output_dir=str(tmp_path / "b")))
+    assert stop.value.step == 13 and stop.value.checkpoint.is_file()
+    monkeypatch.setattr(finetune_module, "_step", real_step)
+    torch.manual_seed(0)
+    resumed = finetune(
+        load_backbone("test_resnet"), data, options=tiny_options(output_dir=str(tmp_path / "b"), resume=True)
+    )
+    assert [h["val_error"] for h in resumed.history] == [h["val_error"] for h in straight.history]
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_short_run_says_it_cannot_have_trained():
+    result = finetune(load_backbone("test_resnet"), dot_frames(12), options=tiny_options(steps=10))
+    assert any("too few" in w for w in result.warnings)
+
+
+def test_a_part_never_labelled_is_named():
+    data = dot_frames(12)
+    for s in data:
+        s["visible"] = torch.tensor([True, False])
+    with pytest.raises(ValueError, match=r"body parts \['1'\] are labelled in none"):
+        finetune(load_backbone("test_resnet"), data, options=tiny_options(steps=10))
+
+
+def test_mean_pose_lives_in_letterbox_units():
+    keypoints = torch.tensor([[[40.0, 30.0]], [[float("nan"), float("nan")]], [[0.0, 0.0]]])
+    visible = torch.tensor([[True], [False], [True]])
+    pose = mean_pose(keypoints, visible, [(60, 80), (60, 80), (100, 100)])
+    # frame 0: centre (39.5, 29.5), side 80 -> (0.00625, 0.00625); frame 2: centre (49.5, 49.5), side 100 -> -0.495
+    torch.testing.assert_close(pose, torch.tensor([[(0.00625 - 0.495) / 2, (0.00625 - 0.495) / 2]]))
