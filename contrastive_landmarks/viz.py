@@ -391,3 +391,53 @@ def plot_fewshot(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def plot_keypoints(
+    frames: Sequence[Tensor],
+    pred: Tensor,
+    truth: Tensor | None = None,
+    visible: Tensor | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    ncols: int = 4,
+    panel: float = 3.0,
+    dpi: int = 100,
+    path: str | os.PathLike | None = None,
+):
+    """Predicted (crosses) and true (dots) keypoints on frames of any sizes, one colour per body part.
+
+    Args:
+        frames: ``(3, H_i, W_i)`` images in ``[0, 1]``.
+        pred, truth: ``(M, N, 2)`` pixels of each frame; ``visible``: ``(M, N)``, unlabelled truth not drawn.
+        names: body-part names for the legend.
+        path: save a PNG here.
+    """
+    plt = _plt()
+    rows, cols = _grid(len(frames), ncols)
+    fig = _figure(plt, (cols * panel, rows * panel + 0.4), dpi)
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20" if pred.shape[1] > 10 else "tab10"]
+    for i, frame in enumerate(frames):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        image = frame.detach().cpu().clamp(0, 1)
+        ax.imshow(image.permute(1, 2, 0).numpy(), extent=(-0.5, image.shape[-1] - 0.5, image.shape[-2] - 0.5, -0.5))
+        for j in range(pred.shape[1]):
+            colour = colours(j % colours.N)
+            label = names[j] if names and i == 0 else None
+            if truth is not None and (visible is None or bool(visible[i, j])):
+                t = truth[i, j].detach().cpu()
+                ax.scatter([t[0]], [t[1]], s=16, color=colour, edgecolors="white", linewidths=0.6)
+                p = pred[i, j].detach().cpu()
+                ax.plot([t[0], p[0]], [t[1], p[1]], color=colour, linewidth=0.8)
+            p = pred[i, j].detach().cpu()
+            ax.scatter([p[0]], [p[1]], s=26, color=colour, marker="x", linewidths=1.3, label=label)
+        ax.set_xlim(-0.5, image.shape[-1] - 0.5)
+        ax.set_ylim(image.shape[-2] - 0.5, -0.5)
+        ax.axis("off")
+    if names:
+        fig.legend(loc="lower center", ncol=min(len(names), 6), fontsize=7, frameon=False)
+    fig.suptitle("dots: labels, crosses: predictions, lines join them", fontsize=8)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.08 if names else 0.01, top=0.94, wspace=0.03, hspace=0.05)
+    return _save(fig, path, dpi)

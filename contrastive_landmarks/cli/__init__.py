@@ -33,6 +33,7 @@ _SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("contrastive_landmarks.cli.pretrain", ("add_pretrain_parser",), ("pretrain",), "train"),
     ("contrastive_landmarks.cli.fit_projector", ("add_fit_projector_parser",), ("fit-projector",), "train"),
     ("contrastive_landmarks.cli.fit_regressor", ("add_fit_regressor_parser",), ("fit-regressor",), "train"),
+    ("contrastive_landmarks.cli.finetune", ("add_finetune_parser",), ("finetune",), "train"),
     ("contrastive_landmarks.cli.pretrain", ("add_export_parser", "add_push_parser"), ("export", "push"), "train"),
     ("contrastive_landmarks.cli.predict", ("add_predict_parser",), ("predict",), "train"),
     ("contrastive_landmarks.cli.evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
@@ -94,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``contrastive-landmarks`` console script."""
+    from .evaluate_keypoints import shorthand
+
     parser = build_parser()
+    argv = shorthand(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.config:
         # re-parse with the file's values as defaults for the chosen subcommand

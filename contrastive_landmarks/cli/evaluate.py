@@ -248,6 +248,10 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     mat.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
     mat.add_argument("--output", default=None, help="write the results JSON here")
     mat.set_defaults(func=_run_matching)
+
+    from .evaluate_keypoints import add_keypoints_parser
+
+    add_keypoints_parser(sub)
     return parser
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DATASETS", "by_name"]
+__all__ = ["DATASETS", "FRAME_DATASETS", "by_name", "frames_by_name"]
+
+#: Formats :func:`frames_by_name` reads (a user's own keypoints).
+FRAME_DATASETS = ("dlc", "csv", "coco")
 
 DATASETS = ("mtfl", "aflw_in", "mafl", "aflw_m", "aflw_r", "300w", "cub", "csv", "coco", "dlc")
 
@@ -77,3 +80,32 @@ def by_name(
     if limit is not None and limit < len(dataset):
         return KeypointSubset(dataset, range(limit))
     return dataset
+
+
+def frames_by_name(name: str, root: str | None, split: str = "all", *, path: str | None = None):
+    """A user's labelled frames at their stored sizes (no resizing): what ``finetune`` and ``evaluate
+    keypoints`` read.
+
+    ``dlc``: a DeepLabCut project folder, or a labels file in its layout without a project (Lightning Pose's
+    ``CollectedData.csv``), given as ``root`` or ``path``; ``split`` ``"train"`` / ``"test"`` is
+    :func:`~contrastive_landmarks.data.dlc.dlc_split` (seed 0, 20 % test frames), ``"all"`` every frame.
+    ``csv`` / ``coco``: the file is the split (``split`` must be ``"all"``; name the test file to evaluate on).
+    """
+    from .base import KeypointSubset
+    from .coco import COCOKeypoints
+    from .csv_table import KeypointCSV
+    from .dlc import DLCProject, dlc_split
+
+    source = path or root
+    if source is None:
+        raise ValueError("give the labelled frames: a DeepLabCut project, a CollectedData CSV, a CSV or a COCO file")
+    if name == "dlc":
+        project = DLCProject(source)
+        return project if split == "all" else KeypointSubset(project, dlc_split(project, split))
+    if split != "all":
+        raise ValueError(f"{name}: the file is the split (got split {split!r}); pass the test file itself to evaluate")
+    if name == "csv":
+        return KeypointCSV(source)
+    if name == "coco":
+        return COCOKeypoints(source)
+    raise ValueError(f"unknown keypoint format {name!r}; choose from {FRAME_DATASETS}")

@@ -1,0 +1,93 @@
+"""``finetune`` and ``evaluate keypoints`` end to end through ``cli.main`` on frames the test writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("PIL")
+from PIL import Image
+
+from contrastive_landmarks import LandmarkModel
+from contrastive_landmarks.cli import main
+from contrastive_landmarks.data.base import load_image
+from tests.train.test_finetune import dot_frames
+
+FAST = ["--backbone", "test_resnet", "--image-size", "64", "--batch-size", "4", "--no-progress"]
+
+
+def write_csv(folder: Path, count: int = 12, *, seed: int = 0, drop_part: bool = False) -> Path:
+    """PNG frames of two sizes and a named-column CSV (``red_x, red_y, green_x, green_y``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["image,red_x,red_y,green_x,green_y"]
+    for i, sample in enumerate(dot_frames(count, seed)):
+        name = f"frame{i:03d}.png"
+        array = (sample["image"].permute(1, 2, 0) * 255).round().byte().numpy()
+        Image.fromarray(array).save(folder / name)
+        (rx, ry), (gx, gy) = sample["keypoints"].tolist()
+        rows.append(f"{name},{rx},{ry},{'' if drop_part else gx},{'' if drop_part else gy}")
+    path = folder / "labels.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_finetune_then_evaluate(tmp_path, capsys):
+    labels = write_csv(tmp_path / "train")
+    out = tmp_path / "model"
+    code = main(["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "12", "--output", str(out), *FAST])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "finetune.json").read_text())
+    assert report["steps"] == 12 and any("too few" in w for w in report["warnings"])
+    model = LandmarkModel.from_pretrained(out)
+    assert model.landmark_names == ("red", "green") and model.framing is not None
+
+    test = write_csv(tmp_path / "test", 5, seed=3)
+    metrics_path = tmp_path / "eval.json"
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--dataset", "csv", "--path", str(test), "--output", str(metrics_path)]) == 0
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics_path.with_suffix(".png").is_file()
+    # the metrics are those of the model's own predictions on the test frames
+    frames = [load_image(test.parent / f"frame{i:03d}.png") for i in range(5)]
+    pred = model.detect(frames)
+    truth = torch.stack([s["keypoints"] for s in dot_frames(5, 3)])
+    assert metrics["mean_px"] == pytest.approx(float((pred - truth).norm(dim=-1).mean()), rel=1e-4)
+    assert set(metrics["per_part"]) == {"red", "green"} and "mean_pose" in metrics and "p_cutoff" in metrics
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    out = str(tmp_path / "model")
+    labels = write_csv(tmp_path / "never", drop_part=True)
+    assert main(["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "2", "--output", out, *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "['green'] are labelled in none" in err and len(err.splitlines()) == 1
+
+    labels = write_csv(tmp_path / "missing")
+    (labels.parent / "frame003.png").unlink()
+    assert main(["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "2", "--output", out, *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "frame003.png" in err and len(err.splitlines()) == 1
+
+    labels = write_csv(tmp_path / "broken")
+    (labels.parent / "frame004.png").write_bytes(b"not a png")
+    assert main(["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "2", "--output", out, *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read image" in err and "frame004.png" in err
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("image,red_x,red_y\n")
+    assert main(["finetune", "--dataset", "csv", "--path", str(empty), "--steps", "2", "--output", out, *FAST]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.data
+def test_lightning_pose_labels_without_a_project(shared_data):
+    from contrastive_landmarks.data.registry import frames_by_name
+
+    frames = frames_by_name("dlc", str(shared_data / "lp-mirror-mouse" / "CollectedData.csv"), "test")
+    assert len(frames) == 18 and frames.names[0] == "paw1LH_top"
+    sample = frames[0]
+    assert sample["image"].shape == (3, 406, 396) and int(sample["visible"].sum()) > 0
