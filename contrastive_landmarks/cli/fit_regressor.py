@@ -42,6 +42,7 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.base import KeypointSubset
+    from ..framing import Framing
     from ..pipeline import LandmarkModel
     from ..train import Augment, fit_regressor
 
@@ -101,7 +102,11 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
     # the model directory records the input size it was fitted at, which detect() then resizes to
     features.backbone.with_preprocessing(input_size=(args.image_size, args.image_size))
     features.size = result.regressor.size
-    model = LandmarkModel(features, projector, result.regressor, regressor_input="hypercolumn", landmark_names=names)
+    # dlc frames were letterboxed for fitting, so detect() letterboxes them too (a squashed frame moves the points)
+    framing = Framing(stages=1) if args.dataset == "dlc" else None
+    model = LandmarkModel(
+        features, projector, result.regressor, regressor_input="hypercolumn", landmark_names=names, framing=framing
+    )
     unit = {"iod": " % of the inter-ocular distance", "pixel": " px"}.get(result.metric, "")
     score = (
         f"{result.score:.4g}{unit} (mean shape {result.baseline:.4g}{unit}; step {result.best_step} of {result.steps})"

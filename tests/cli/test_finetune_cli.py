@@ -91,3 +91,39 @@ def test_lightning_pose_labels_without_a_project(shared_data):
     assert len(frames) == 18 and frames.names[0] == "paw1LH_top"
     sample = frames[0]
     assert sample["image"].shape == (3, 406, 396) and int(sample["visible"].sum()) > 0
+
+
+def write_dlc_project(folder: Path, count: int = 12) -> Path:
+    """A DeepLabCut project (config.yaml, labeled-data/v1/CollectedData_me.csv, PNG frames of two sizes)."""
+    frames = folder / "labeled-data" / "v1"
+    frames.mkdir(parents=True)
+    (folder / "config.yaml").write_text("scorer: me\nbodyparts:\n- red\n- green\nskeleton: []\n")
+    rows = ["scorer,me,me,me,me", "bodyparts,red,red,green,green", "coords,x,y,x,y"]
+    for i, sample in enumerate(dot_frames(count)):
+        array = (sample["image"].permute(1, 2, 0) * 255).round().byte().numpy()
+        Image.fromarray(array).save(frames / f"img{i:03d}.png")
+        (rx, ry), (gx, gy) = sample["keypoints"].tolist()
+        rows.append(f"labeled-data/v1/img{i:03d}.png,{rx},{ry},{gx},{gy}")
+    (frames / "CollectedData_me.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_fit_regressor_on_dlc_frames_letterboxes_at_detect(tmp_path):
+    import torch.nn.functional as F
+
+    from contrastive_landmarks.framing import Framing
+
+    project = write_dlc_project(tmp_path / "project")
+    out = tmp_path / "frozen"
+    args = ["fit-regressor", "--dataset", "dlc", "--root", str(project), "--backbone", "test_resnet"]
+    assert main([*args, "--image-size", "64", "--steps", "5", "--output", str(out), "--no-progress"]) == 0
+    model = LandmarkModel.from_pretrained(out)
+    assert model.framing == Framing(stages=1)  # fitted on letterboxed frames, so detect letterboxes too
+    frame = load_image(project / "labeled-data" / "v1" / "img000.png")  # 60 x 80: 10 rows of padding each side
+    square = F.pad(frame, (0, 0, 10, 10))
+    model.framing = None
+    by_hand = model.detect(F.interpolate(square[None], size=(64, 64), mode="bilinear", antialias=True))[0]
+    by_hand[:, 1] = (by_hand[:, 1] + 0.5) * 80 / 64 - 0.5 - 10
+    by_hand[:, 0] = (by_hand[:, 0] + 0.5) * 80 / 64 - 0.5
+    model.framing = Framing(stages=1)
+    torch.testing.assert_close(model.detect([frame])[0], by_hand, atol=0.5, rtol=0)
