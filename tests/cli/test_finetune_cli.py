@@ -127,3 +127,34 @@ def test_fit_regressor_on_dlc_frames_letterboxes_at_detect(tmp_path):
     by_hand[:, 0] = (by_hand[:, 0] + 0.5) * 80 / 64 - 0.5
     model.framing = Framing(stages=1)
     torch.testing.assert_close(model.detect([frame])[0], by_hand, atol=0.5, rtol=0)
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path, capsys, monkeypatch):
+    from contrastive_landmarks.train import finetune as finetune_module
+
+    real_step, calls = finetune_module._step, []
+
+    def step_then_ctrl_c(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args)
+
+    monkeypatch.setattr(finetune_module, "_step", step_then_ctrl_c)
+    labels = write_csv(tmp_path / "train")
+    argv = ["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "8", "--output", str(tmp_path / "m")]
+    monkeypatch.setattr("sys.argv", ["contrastive-landmarks", *argv, *FAST])
+    assert main([*argv, *FAST]) == 130
+    err = capsys.readouterr().err
+    assert (
+        "interrupted after step 3" in err
+        and "--resume" in err
+        and (tmp_path / "m" / "finetune_checkpoint.pt").is_file()
+    )
+    monkeypatch.setattr(finetune_module, "_step", real_step)
+    assert main([*argv, *FAST, "--resume"]) == 0
+    report = json.loads((tmp_path / "m" / "finetune.json").read_text())
+    assert report["steps"] == 8
