@@ -65,6 +65,7 @@ class FinetuneOptions:
     head_lr_multiplier: float = 10.0
     weight_decay: float = 1e-4
     warmup: int = 50
+    heatmap_stride: int = 4
     heatmap_loss: float = 0.1
     softmax_multiplier: float = 1.0
     sigma: float = 1.5
@@ -203,7 +204,7 @@ def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
 
 def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOptions, names) -> LandmarkModel:
     size = options.image_size
-    grid = size // 4
+    grid = size // options.heatmap_stride
     backbone.with_preprocessing(input_size=(size, size))
     hypercolumn = Hypercolumn(backbone, size=grid)
     n = views.keypoints.shape[1]

@@ -135,3 +135,27 @@ def test_mean_pose_lives_in_letterbox_units():
     pose = mean_pose(keypoints, visible, [(60, 80), (60, 80), (100, 100)])
     # frame 0: centre (39.5, 29.5), side 80 -> (0.00625, 0.00625); frame 2: centre (49.5, 49.5), side 100 -> -0.495
     torch.testing.assert_close(pose, torch.tensor([[(0.00625 - 0.495) / 2, (0.00625 - 0.495) / 2]]))
+
+
+def test_distribution_loss_matches_a_naive_formula():
+    from contrastive_landmarks.train.finetune import distribution_loss
+
+    g = torch.Generator().manual_seed(0)
+    b, n, k, h, w, sigma = 2, 3, 2, 5, 7, 1.3
+    probs = torch.softmax(torch.randn(b, n * k, h * w, generator=g), -1)
+    target = torch.rand(b, n, 2, generator=g) * 2 - 1
+    visible = torch.tensor([[True, False, True], [True, True, True]])
+    total, count = 0.0, 0
+    for i in range(b):
+        for j in range(n):
+            if not visible[i, j]:
+                continue
+            tx = ((target[i, j, 0] + 1) * w - 1) / 2  # the target in cell units (cell centres at integers)
+            ty = ((target[i, j, 1] + 1) * h - 1) / 2
+            q = torch.tensor([[-((x - tx) ** 2 + (y - ty) ** 2) / (2 * sigma**2) for x in range(w)] for y in range(h)])
+            q = torch.softmax(q.flatten(), 0)
+            for m in range(k):
+                total += float(-(q * probs[i, j * k + m].log()).sum()) / k
+            count += 1
+    expected = total / count
+    assert float(distribution_loss(probs, target, visible, (h, w), sigma)) == pytest.approx(expected, rel=1e-5)
