@@ -136,8 +136,27 @@ class Hypercolumn(nn.Module):
         return self.size if self.size is not None else (images.shape[-2], images.shape[-1])
 
     def stage_maps(self, images: Tensor) -> list[Tensor]:
-        """The backbone's stage maps, ``[(B, C_s, h_s, w_s)]``."""
+        """The backbone's stage maps of *normalised* images, ``[(B, C_s, h_s, w_s)]``.
+
+        A building block after normalisation; for ``[0, 1]`` images use :meth:`image_stage_maps`.
+        """
         return self.backbone(images)
+
+    def image_stage_maps(self, images: Tensor) -> list[Tensor]:
+        """The library's one way from ``[0, 1]`` images to stage maps: the backbone's normalisation, then its stages.
+
+        Args:
+            images: ``(B, 3, H, W)`` in ``[0, 1]`` (any float dtype, or ``uint8`` in ``0..255``); normalised
+                with the backbone's :attr:`~contrastive_landmarks.Backbone.preprocessing` mean and std
+                (:meth:`~contrastive_landmarks.Backbone.normalize`, which refuses already-normalised input).
+
+        Returns:
+            one ``(B, C_s, h_s, w_s)`` map per stage, in the backbone's stage order (``C_s`` =
+            :attr:`stage_channels`; ``h_s, w_s`` = ``H, W`` over the stage's stride, rounded up), not upsampled
+            and not L2-normalised whatever :attr:`normalize` says; :func:`hypercolumn` stacks them.
+            Gradients flow as usual (wrap in ``torch.no_grad()`` for frozen features).
+        """
+        return self.stage_maps(self.backbone.normalize(images))
 
     def forward(self, images: Tensor) -> Tensor:
         return hypercolumn(self.stage_maps(images), self.output_size(images), normalize=self.normalize)

@@ -166,16 +166,20 @@ class LandmarkModel(nn.Module):
     def _size(self, images: Tensor) -> tuple[int, int]:
         return self.hypercolumn.output_size(images)
 
-    def _prepare(self, images: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+    def _prepare(
+        self, images: Tensor | Sequence[Tensor], *, normalize: bool = True
+    ) -> tuple[Tensor, list[tuple[int, int]]]:
         """Checked, resized network input and each input's ``(H, W)``.
 
         Args:
             images: ``(B, 3, H, W)`` or a list of ``(3, H_i, W_i)`` images, float in ``[0, 1]`` (any
                 float dtype) or ``uint8``.
+            normalize: apply the backbone's normalisation (``False``: the resized ``[0, 1]`` batch, for
+                :meth:`Hypercolumn.image_stage_maps`).
 
         Returns:
-            ``(B, 3, h, w)`` normalised images in the backbone's dtype at :attr:`input_size` (or at
-            the inputs' common size when the model records none), and the ``B`` input sizes.
+            ``(B, 3, h, w)`` normalised (or ``[0, 1]``) images in the backbone's dtype at :attr:`input_size`
+            (or at the inputs' common size when the model records none), and the ``B`` input sizes.
         """
         checked = as_image_list(images, "images")
         dtype, target = self.backbone.dtype, self.input_size
@@ -206,11 +210,11 @@ class LandmarkModel(nn.Module):
                 part = F.interpolate(part, size=tuple(target), mode="bilinear", align_corners=False, antialias=True)
             batch.append(part)
         merged = batch[0] if len(batch) == 1 else torch.cat(batch)
-        return self.backbone.normalize(merged), sizes
+        return (self.backbone.normalize(merged) if normalize else merged), sizes
 
     def _features(self, images: Tensor | Sequence[Tensor]) -> tuple[list[Tensor], tuple[int, int], list]:
-        batch, sizes = self._prepare(images)
-        return self.hypercolumn.stage_maps(batch), self._size(batch), sizes
+        batch, sizes = self._prepare(images, normalize=False)
+        return self.hypercolumn.image_stage_maps(batch), self._size(batch), sizes
 
     def descriptors(self, images: Tensor | Sequence[Tensor]) -> Tensor:
         """Dense descriptors: projected if a projector is present, else the hypercolumn.

@@ -104,3 +104,25 @@ def test_normalize_stages_blocks_have_unit_norm():
     torch.testing.assert_close(out[:, 4:].norm(dim=1), torch.ones(2, 3, 3))
     with pytest.raises(ValueError, match="do not split"):
         normalize_stages(features, (4, 5))
+
+
+def test_image_stage_maps_normalise_with_the_backbones_preprocessing(model):
+    """[0, 1] images -> (x - mean) / std (written out here) -> one (B, C_s, ceil(H/s), ceil(W/s)) map per stage."""
+    model.eval()
+    images = torch.rand(2, 3, 50, 37, generator=torch.Generator().manual_seed(3))
+    mean = torch.tensor(model.backbone.preprocessing.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.backbone.preprocessing.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        maps = model.image_stage_maps(images)
+        expected = model.stage_maps((images - mean) / std)
+        as_uint8 = model.image_stage_maps((images * 255).round().to(torch.uint8))
+    strides = (32, 16, 8, 4)  # conv5_x .. conv2_x
+    assert [tuple(m.shape) for m in maps] == [
+        (2, c, -(-50 // s), -(-37 // s)) for c, s in zip(model.stage_channels, strides)
+    ]
+    for got, want, quantised in zip(maps, expected, as_uint8):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(quantised, got, rtol=0, atol=0.05)
+    with pytest.raises(ValueError, match=r"\[0, 1\]|normali"):
+        model.image_stage_maps((images - 0.5) * 10)  # already-normalised-looking input is refused
+    model.train()

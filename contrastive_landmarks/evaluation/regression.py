@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
 from ..metrics import resolve_metric
-from ..train.features import collate, eval_mode, index_batches, stage_maps
+from ..train.features import collate, eval_mode, index_batches, regressor_maps
 from ..train.regressor_fitting import RegressorFit, fit_regressor
 from .matching import describe
 from .report import environment
@@ -59,10 +59,18 @@ class StageSubset(nn.Module):
         self.ids = [available.index(s) for s in stages]
         self.channels = sum(hypercolumn.backbone.channels[i] for i in self.ids)
 
+    def image_stage_maps(self, images: Tensor) -> list[Tensor]:
+        """The kept stages of ``(B, 3, H, W)`` images in ``[0, 1]`` (:meth:`Hypercolumn.image_stage_maps`)."""
+        maps = self.hypercolumn.image_stage_maps(images)
+        return [maps[i] for i in self.ids]
+
     def stage_maps(self, images: Tensor) -> list[Tensor]:
-        """The kept stages of normalised ``(B, 3, H, W)`` images."""
+        """The kept stages of normalised ``(B, 3, H, W)`` images (:meth:`Hypercolumn.stage_maps`)."""
         maps = self.hypercolumn.stage_maps(images)
         return [maps[i] for i in self.ids]
+
+    def output_size(self, images: Tensor) -> tuple[int, int]:
+        return self.hypercolumn.output_size(images)
 
 
 @torch.no_grad()
@@ -82,7 +90,7 @@ def predict_dataset(
         for idx in index_batches(len(data), batch_size):
             batch = collate(data, idx.tolist())
             images = batch["image"] if device is None else batch["image"].to(device)
-            maps = stage_maps(features, images)
+            maps = regressor_maps(features, images)
             x = maps if projector is None else projector(maps, regressor.size)
             preds.append(regressor.predict_pixels(x, tuple(images.shape[-2:]), regressor.size).cpu())
             kps.append(batch["keypoints"])

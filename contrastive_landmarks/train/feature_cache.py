@@ -7,7 +7,8 @@ epochs, or a protocol that uses an image in several pairs, needs the backbone on
 first out) and, given a ``cache_dir``, spills what does not fit to ``safetensors`` files there
 (otherwise it drops them and they are recomputed). :class:`CachedFeatures` ties a cache to a model
 and a dataset: ``features.get(indices)`` returns the batch's stage maps, running the backbone only
-on images it has not seen (:func:`stage_maps_of` is its ``images -> stage maps`` function).
+on images it has not seen (through :meth:`Hypercolumn.image_stage_maps
+<contrastive_landmarks.Hypercolumn.image_stage_maps>`, the library's one ``images -> stage maps`` function).
 
 Stage maps are stored without the hypercolumn upsampling (the small maps: a ResNet-18 at 96² holds
 69 k floats per image, against 885 k for its 960-channel 48² hypercolumn), so the cache is ~13×
@@ -28,7 +29,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CachedFeatures", "FeatureCache", "stage_maps_of"]
+from ..backbone import Backbone
+from ..hypercolumn import Hypercolumn
+
+__all__ = ["CachedFeatures", "FeatureCache"]
 
 
 def _nbytes(maps: Sequence[Tensor]) -> int:
@@ -192,29 +196,14 @@ class FeatureCache:
             self._on_disk.clear()
 
 
-def stage_maps_of(model: nn.Module) -> Callable[[Tensor], list[Tensor]]:
-    """A function ``images in [0, 1] -> list of (B, C_s, h_s, w_s) stage maps`` for a Hypercolumn or Backbone.
-
-    The model's own input normalisation (``Backbone.normalize``) is applied.
-    """
-    backbone = getattr(model, "backbone", model)
-    if not hasattr(backbone, "normalize"):
-        raise TypeError(f"expected a Hypercolumn or Backbone (with .normalize), got {type(model).__name__}")
-    extract = model.stage_maps if hasattr(model, "stage_maps") else model
-
-    def run(images: Tensor) -> list[Tensor]:
-        return list(extract(backbone.normalize(images)))
-
-    return run
-
-
 class CachedFeatures:
     """Stage maps of a dataset's images, computed once per image.
 
     Args:
-        model: a :class:`~contrastive_landmarks.Hypercolumn` or :class:`~contrastive_landmarks.Backbone`
-            (frozen; run in eval mode under ``torch.no_grad``), or any function ``images in [0, 1] ->
-            list of stage maps``.
+        model: a :class:`~contrastive_landmarks.Hypercolumn` (its :meth:`image_stage_maps
+            <contrastive_landmarks.Hypercolumn.image_stage_maps>`) or a :class:`~contrastive_landmarks.Backbone`
+            (as ``Hypercolumn(backbone)``), frozen, run in eval mode under ``torch.no_grad``; or any function
+            ``images in [0, 1] -> list of stage maps``.
         dataset: indexable, ``dataset[i]["image"]`` a ``(3, H, W)`` image in ``[0, 1]`` (the sample
             contract). Deterministic transforms only: the cache assumes an image never changes.
         cache: a :class:`FeatureCache` (default: 1 GiB in memory, no disk).
@@ -240,7 +229,11 @@ class CachedFeatures:
         device: torch.device | str | None = None,
     ) -> None:
         self.model = model
-        self.extract = stage_maps_of(model) if isinstance(model, nn.Module) else model
+        if isinstance(model, Backbone):
+            model = Hypercolumn(model)
+        if isinstance(model, nn.Module) and not hasattr(model, "image_stage_maps"):
+            raise TypeError(f"expected a Hypercolumn, a Backbone or a function, got {type(model).__name__}")
+        self.extract = model.image_stage_maps if isinstance(model, nn.Module) else model
         self.dataset = dataset
         self.cache = cache if cache is not None else FeatureCache()
         self.batch_size = int(batch_size)

@@ -1,7 +1,8 @@
 """Frozen-backbone features for the training code: its one place for "images -> stage maps".
 
-- :func:`stage_maps`: ``[0, 1]`` images through a :class:`~contrastive_landmarks.Hypercolumn`'s backbone
-  (its own normalisation) to the list of stage maps every linear head consumes.
+- :func:`regressor_maps`: what a regressor on frozen features consumes: the stage maps of ``[0, 1]`` images
+  (:meth:`~contrastive_landmarks.Hypercolumn.image_stage_maps`), or, for a hypercolumn with per-stage L2
+  normalisation, the materialised hypercolumn.
 - :class:`StageMapBank`: the stage maps, keypoints and visibility of a labelled set of *views* (each
   image ``copies`` times, each view augmented), as contiguous in-memory tensors: what
   :func:`~contrastive_landmarks.train.fit_regressor` trains on.
@@ -21,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["StageMapBank", "check_dataset", "collate", "eval_mode", "index_batches", "module_device", "stage_maps"]
+from ..hypercolumn import hypercolumn
+
+__all__ = ["StageMapBank", "check_dataset", "collate", "eval_mode", "index_batches", "module_device", "regressor_maps"]
 
 
 @contextlib.contextmanager
@@ -92,20 +95,24 @@ def collate(data: Any, indices: Sequence[int], *, labels: bool = True) -> dict[s
 
 
 @torch.no_grad()
-def stage_maps(features: nn.Module, images: Tensor) -> list[Tensor]:
-    """Frozen features of ``(B, 3, H, W)`` images in ``[0, 1]``: a list of ``(B, C_s, h_s, w_s)`` maps.
+def regressor_maps(features: nn.Module, images: Tensor) -> list[Tensor]:
+    """What a regressor on frozen ``features`` trains and predicts on, for ``(B, 3, H, W)`` images in ``[0, 1]``.
 
-    ``features`` is a :class:`~contrastive_landmarks.Hypercolumn` or a
-    :class:`~contrastive_landmarks.Backbone`. The backbone's own normalisation is applied. For a
-    hypercolumn with per-stage L2 normalisation (which does not commute with upsampling) the list holds
-    the one materialised hypercolumn. Runs under ``no_grad``; the caller sets eval mode.
+    Normally the stage maps, ``features.image_stage_maps(images)`` (``[(B, C_s, h_s, w_s)]``, the library's one
+    way from images to stage maps): the regressor upsamples them itself. The exception, kept only here: a
+    hypercolumn with per-stage L2 normalisation (``normalize=True``) gives the one materialised hypercolumn,
+    ``[(B, ΣC_s, S_h, S_w)]`` at ``features.output_size``, because normalising each stage at every location
+    does not commute with upsampling: a regressor upsampling the raw stage maps would not see the normalised
+    features, so they are built at the grid first.
+
+    ``features`` is a :class:`~contrastive_landmarks.Hypercolumn` (or anything with ``image_stage_maps``,
+    ``normalize`` and ``output_size``, e.g. :class:`~contrastive_landmarks.evaluation.regression.StageSubset`).
+    Runs under ``no_grad``; the caller sets eval mode.
     """
-    backbone = getattr(features, "backbone", features)
-    x = backbone.normalize(images)
-    if getattr(features, "normalize", False) is True:
-        return [features(x)]
-    extract = features.stage_maps if hasattr(features, "stage_maps") else features
-    return list(extract(x))
+    maps = features.image_stage_maps(images)
+    if features.normalize is True:
+        return [hypercolumn(maps, features.output_size(images), normalize=True)]
+    return list(maps)
 
 
 class StageMapBank:

@@ -150,7 +150,7 @@ class _Source:
 
     @torch.no_grad()
     def _maps(self, images: Tensor) -> list[Tensor]:
-        return list(self.features.stage_maps(self.features.backbone.normalize(images)))
+        return list(self.features.image_stage_maps(images))
 
     @torch.no_grad()
     def batch(

@@ -44,7 +44,7 @@ from ..hypercolumn import Hypercolumn
 from ..metrics import Metric, mean_shape, resolve_metric, spread_ratio
 from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
-from .features import StageMapBank, check_dataset, collate, eval_mode, index_batches, module_device, stage_maps
+from .features import StageMapBank, check_dataset, collate, eval_mode, index_batches, module_device, regressor_maps
 from .view_augment import Augment
 
 __all__ = ["Augment", "RegressorFit", "default_heatmaps", "fit_regressor", "mean_shape", "predict", "resolve_metric"]
@@ -189,7 +189,7 @@ def fit_regressor(
 
     with eval_mode(features), eval_mode(projector):
         bank = StageMapBank.build(
-            lambda x: stage_maps(features, x),
+            lambda x: regressor_maps(features, x),
             train,
             copies=copies,
             batch_size=64,
@@ -199,7 +199,7 @@ def fit_regressor(
             bar=bar,
         )
         val_bank = (
-            StageMapBank.build(lambda x: stage_maps(features, x), val, copies=1, batch_size=64, device=device)
+            StageMapBank.build(lambda x: regressor_maps(features, x), val, copies=1, batch_size=64, device=device)
             if val is not None
             else None
         )
@@ -419,5 +419,5 @@ def predict(
             images = images.to(device, torch.float32)
             size = tuple(images.shape[-2:])
             grid = regressor.size
-            out.append(regressor.predict_pixels(stage_maps(features, images), size, grid).cpu())
+            out.append(regressor.predict_pixels(regressor_maps(features, images), size, grid).cpu())
     return torch.cat(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from contrastive_landmarks import Hypercolumn, load_backbone
@@ -125,3 +126,12 @@ def test_half_storage_and_disk_round_trip_keep_values(tmp_path):
     from_disk = CachedFeatures(model, data, cache=FeatureCache(0, tmp_path, tag="t")).get([2, 0])
     for got, disk, want in zip(half, from_disk, reference):
         assert got.dtype == torch.float16 and torch.equal(got, want.half()) and torch.equal(disk, got)
+
+
+def test_a_backbone_is_read_as_its_hypercolumn_and_other_modules_are_refused():
+    model = Hypercolumn(load_backbone("test_resnet")).eval()
+    data = Images(3)
+    for got, want in zip(CachedFeatures(model.backbone, data).get([1, 2]), direct(model, data.images[[1, 2]])):
+        assert torch.equal(got, want)
+    with pytest.raises(TypeError, match="Hypercolumn"):
+        CachedFeatures(torch.nn.Linear(2, 2), data)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from contrastive_landmarks import Hypercolumn, load_backbone
+from contrastive_landmarks.evaluation.regression import StageSubset
 from contrastive_landmarks.train import Augment, fit_regressor, mean_shape
-from contrastive_landmarks.train.features import StageMapBank, stage_maps
+from contrastive_landmarks.train.features import StageMapBank, eval_mode, regressor_maps
 from contrastive_landmarks.train.regressor_fitting import predict, resolve_metric
 
 
@@ -91,8 +92,8 @@ def test_standardisation_is_folded_into_the_returned_regressor(features):
     train, val = blobs(8, 6), blobs(4, 7)
     result = fit_regressor(features, train, val, standardize=True, **QUICK)
     images = torch.stack([s["image"] for s in val])
-    maps = stage_maps(features.eval(), images)
-    bank = StageMapBank.build(lambda x: stage_maps(features, x), train, copies=1)
+    maps = regressor_maps(features.eval(), images)
+    bank = StageMapBank.build(lambda x: regressor_maps(features, x), train, copies=1)
     mean, std = bank.channel_stats()
     # naive statistics of the first stage
     first = bank.maps[0].permute(1, 0, 2, 3).reshape(bank.maps[0].shape[1], -1).double()
@@ -104,6 +105,22 @@ def test_standardisation_is_folded_into_the_returned_regressor(features):
     with torch.no_grad():
         unfolded.weight.mul_(torch.cat(std).to(unfolded.weight))  # undo the folding: same regressor on raw maps?
     assert not torch.allclose(unfolded(maps), on_raw)
+
+
+def test_regressor_maps_are_the_stage_maps_or_the_normalised_hypercolumn(features):
+    images = torch.stack([s["image"] for s in blobs(3, 8)])
+    normalised = Hypercolumn(features.backbone, size=24, normalize=True)
+    subset = StageSubset(normalised, ["conv4_x", "conv2_x"])
+    with eval_mode(features), torch.no_grad():
+        x = features.backbone.normalize(images)
+        for got, want in zip(regressor_maps(features, images), features.stage_maps(x), strict=True):
+            assert torch.equal(got, want)
+        # per-stage L2 normalisation does not commute with upsampling: the materialised hypercolumn
+        (column,) = regressor_maps(normalised, images)
+        assert torch.equal(column, normalised(x)) and column.shape == (3, normalised.channels, 24, 24)
+        (kept,) = regressor_maps(subset, images)
+        blocks = normalised(x).split(list(features.stage_channels), dim=1)
+        torch.testing.assert_close(kept, torch.cat([blocks[1], blocks[3]], dim=1))
 
 
 def test_augmentation_moves_keypoints_with_pixels():
