@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,53 +40,23 @@ from torch import Tensor
 from ..coords import normalized_to_pixels, pixels_to_normalized
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
-from ..metrics import Metric, mean_shape, resolve_metric, spread_ratio
+from ..metrics import Metric, mean_shape, resolve_metric
 from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
 from .features import StageMapBank, check_dataset, collate, eval_mode, index_batches, module_device, regressor_maps
+from .regressor_report import RegressorFit, diagnose, report
 from .view_augment import Augment
 
-__all__ = ["Augment", "RegressorFit", "default_heatmaps", "fit_regressor", "mean_shape", "predict", "resolve_metric"]
-
-
-@dataclass
-class RegressorFit:
-    """What :func:`fit_regressor` returns.
-
-    Attributes:
-        regressor: the selected regressor (lowest validation error), on raw features, in eval mode.
-        metric: the error's name (``"iod"``: inter-ocular error in %, ``"pixel"``: mean pixel distance).
-        score: its validation error (training error when there was no validation data).
-        baseline: the training set's mean shape scored the same way on the same images.
-        mean_shape: that mean shape, ``(N, 2)`` pixels (of the training images, without the augmentation).
-        best_step: the optimiser step of the selected state; ``steps``: steps run (early stopping may end sooner).
-        history: one dict per evaluation: ``step``, ``lr``, ``train_loss``, ``val_error``.
-        peakiness_init, peakiness_final: mean peak probability of the spatial softmax on validation
-            views at initialisation and for the selected state (:meth:`LandmarkRegressor.peakiness`).
-        spread: how far the predictions move between images relative to the truth (the ratio of their
-            spreads about each landmark's mean); near 0 means the regressor predicts one layout for all.
-        warnings: plain-words problems (not clearly better than the mean shape; still improving at the end).
-        config: every option used, for reports.
-    """
-
-    regressor: LandmarkRegressor
-    metric: str
-    score: float
-    baseline: float
-    mean_shape: Tensor
-    best_step: int
-    steps: int
-    history: list[dict[str, float]]
-    peakiness_init: float
-    peakiness_final: float
-    spread: float
-    warnings: list[str]
-    config: dict[str, Any]
-
-    @property
-    def improvement(self) -> float:
-        """``1 - score / baseline``: the fraction of the mean-shape error the regressor removes."""
-        return 1.0 - self.score / self.baseline if self.baseline > 0 else float("nan")
+__all__ = [
+    "Augment",
+    "RegressorFit",
+    "default_heatmaps",
+    "diagnose",
+    "fit_regressor",
+    "mean_shape",
+    "predict",
+    "resolve_metric",
+]
 
 
 def default_heatmaps(num_landmarks: int, budget: int = 128) -> int:
@@ -138,6 +107,10 @@ def fit_regressor(
 ) -> RegressorFit:
     """Train a landmark regressor on frozen features and select it on validation data.
 
+    The steps, each a function of this module: :func:`build_views` (the frozen backbone once per view),
+    :func:`init_head` (the regressor and the standardisation), :func:`train_head` (the optimiser loop with
+    selection on validation), :func:`report` (the mean-shape baseline, the warnings and the result).
+
     Args:
         features: the frozen :class:`~contrastive_landmarks.Hypercolumn` (its ``size`` is the grid;
             ``None`` means half the input size).
@@ -177,219 +150,244 @@ def fit_regressor(
         train, val = KeypointSubset(train, train_idx), (KeypointSubset(train, val_idx) if val_idx else None)
     device = module_device(features, device)
     features.to(device)
-    generator = torch.Generator().manual_seed(seed)
-    n_train = len(train)
+    generator = torch.Generator().manual_seed(seed)  # then draws, in order: the views, the init, the batches
     if copies is None:
-        copies = max(1, min(max_views, steps * batch_size) // n_train)
+        copies = max(1, min(max_views, steps * batch_size) // len(train))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_train * copies + steps, desc="fit_regressor", unit="it", mininterval=5.0)
-
+        bar = tqdm(total=len(train) * copies + steps, desc="fit_regressor", unit="it", mininterval=5.0)
+    schedule = Schedule(steps, batch_size, lr, weight_decay, betas, eval_every or max(25, steps // 40), patience)
     with eval_mode(features), eval_mode(projector):
-        bank = StageMapBank.build(
-            lambda x: regressor_maps(features, x),
-            train,
-            copies=copies,
-            batch_size=64,
-            device=device,
-            augment=lambda i, k, v: augment(i, k, v, flip_pairs, generator),
-            augment_first=False,
-            bar=bar,
-        )
-        val_bank = (
-            StageMapBank.build(lambda x: regressor_maps(features, x), val, copies=1, batch_size=64, device=device)
-            if val is not None
-            else None
-        )
-        image_size = bank.image_size
-        grid = features.size or (image_size[0] // 2, image_size[1] // 2)
-
-        def raw_input(maps: list[Tensor]) -> list[Tensor] | Tensor:
-            return maps if projector is None else projector(maps, grid)
-
-        mean = std = None
-        if standardize:
-            # of the stage maps, or of the projector's output on up to 512 views
-            mean, std = (
-                bank.channel_stats() if projector is None else bank.channel_stats(transform=raw_input, limit=512)
-            )
-
-        def head_input(maps: list[Tensor]) -> list[Tensor] | Tensor:
-            x = raw_input(maps)
-            if mean is None:
-                return x
-            if isinstance(x, Tensor):
-                return (x - mean[0].view(1, -1, 1, 1)) / std[0].view(1, -1, 1, 1)
-            return [(m - mu.view(1, -1, 1, 1)) / sd.view(1, -1, 1, 1) for m, mu, sd in zip(x, mean, std)]
-
-        channels = projector.dim if projector is not None else bank.channels
-        heatmaps_per_landmark = heatmaps_per_landmark or default_heatmaps(bank.num_landmarks)
-        regressor = LandmarkRegressor(
-            channels,
-            bank.num_landmarks,
-            heatmaps_per_landmark,
+        views = build_views(features, train, val, copies, augment, flip_pairs, generator, device, bar)
+        head = init_head(
+            views,
+            projector,
+            heatmaps_per_landmark=heatmaps_per_landmark,
             init=init,
             softmax_multiplier=softmax_multiplier,
-            size=grid,
+            standardize=standardize,
+            generator=generator,
+            device=device,
         )
-        regressor.reset_parameters(generator)
-        regressor.to(device)
-        if projector is not None:
-            projector.requires_grad_(False)
-        composed = projector is not None and getattr(projector, "mode", None) == "linear"
+        run = train_head(head, views, score_fn, schedule, generator, bar)
+    options = {"init": init, "copies": copies, "augment": augment, "standardize": standardize, "seed": seed}
+    options.update(eye_indices=eye_indices, flip_pairs=flip_pairs)
+    return report(head, views, run, metric_name, score_fn, schedule, options, warn)
 
-        def heatmaps(maps: list[Tensor]) -> Tensor:
-            # standardising, upsampling and 1x1 filters are linear: fold the scaling into the filters (the mean
-            # shifts each heatmap by a constant, which the spatial softmax ignores) and project the stage maps
-            if projector is None:
-                weight = regressor.weight if std is None else regressor.weight / torch.cat(std).view(1, -1)
-                return project_stages(maps, weight, None, grid)
-            if composed:  # a linear projector, then linear filters: one linear map of the stage maps
-                weight = regressor.weight if std is None else regressor.weight / std[0].view(1, -1)
-                return project_stages(maps, weight @ projector.weight.to(weight), None, grid)
-            return regressor.heatmaps(head_input(maps), grid)
 
-        check = val_bank if val_bank is not None else bank
+@dataclass
+class Views:
+    """The stage maps :func:`fit_regressor` trains and selects on (:func:`build_views`).
 
-        @torch.no_grad()
-        def evaluate(limit: int | None = None, spread: bool = False) -> tuple[float, ...]:
-            preds, peaks = [], []
-            for idx in index_batches(len(check) if limit is None else min(limit, len(check)), 256):
-                heat = heatmaps(check.take(idx)[0])
-                preds.append(normalized_to_pixels(regressor.decode(heat), image_size).cpu())
-                peaks.append(regressor.heatmap_peakiness(heat).cpu())
-            pred = torch.cat(preds)
-            n = pred.shape[0]
-            truth, visible = check.keypoints[:n].cpu(), check.visible[:n].cpu()
-            error, peak = score_fn(pred, truth, visible), float(torch.cat(peaks).mean())
-            return (error, peak, spread_ratio(pred, truth, visible)) if spread else (error, peak)
+    Attributes:
+        train: ``copies`` views of every training image (the first pass unaugmented, so ``train[:n_train]``
+            are the images as they are); ``val``: one view of every validation image, or ``None``.
+        n_train: training images; ``image_size``: their ``(H, W)``; ``grid``: the regressor's ``(S_h, S_w)``.
+    """
 
-        shape = mean_shape(bank.keypoints[:n_train].cpu(), bank.visible[:n_train].cpu())  # the unaugmented views
-        baseline = score_fn(shape.expand_as(check.keypoints.cpu()).clone(), check.keypoints.cpu(), check.visible.cpu())
-        _, peak_init = evaluate(limit=256)
+    train: StageMapBank
+    val: StageMapBank | None
+    n_train: int
+    image_size: tuple[int, int]
+    grid: tuple[int, int]
 
-        optimizer = torch.optim.Adam(regressor.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr * 1e-2)
-        eval_every = eval_every or max(25, steps // 40)
-        history: list[dict[str, float]] = []
-        best = (math.inf, 0, copy.deepcopy(regressor.state_dict()))
-        since_best, running, step = 0, 0.0, 0
-        order = torch.empty(0, dtype=torch.long)
-        for step in range(1, steps + 1):
-            if order.numel() < batch_size:
-                order = torch.cat([order, torch.randperm(len(bank), generator=generator)])
-            idx, order = order[:batch_size], order[batch_size:]
-            maps, kp, vis = bank.take(idx)
-            pred = regressor.decode(heatmaps(maps))
-            loss = regression_loss(pred, pixels_to_normalized(kp, image_size), vis)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running += float(loss.detach())
-            if bar is not None:
-                bar.update(1)
-            if step % eval_every == 0 or step == steps:
-                error, _ = evaluate()
-                history.append(
-                    {
-                        "step": step,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "train_loss": running / eval_every,
-                        "val_error": error,
-                    }
-                )
-                running = 0.0
-                if error < best[0] * (1 - 1e-3):
-                    best, since_best = (error, step, copy.deepcopy(regressor.state_dict())), 0
-                else:
-                    since_best += 1
-                if bar is not None:
-                    bar.set_postfix(val=f"{error:.4g}", best=f"{best[0]:.4g}", refresh=False)
-                if val_bank is not None and since_best >= patience and step >= steps // 2:
-                    break  # not before the cosine has reached its second half, where late low-lr steps still help
-        if bar is not None:
-            bar.close()
-        if val_bank is not None:
-            regressor.load_state_dict(best[2])
-        score, peak_final, spread = evaluate(spread=True)
+    @property
+    def check(self) -> StageMapBank:
+        """The views a fit is scored on: validation, else the training views."""
+        return self.val if self.val is not None else self.train
 
-    if std is not None:
-        with torch.no_grad():  # fold the scaling into the filters; the mean only shifts each heatmap by a constant
-            regressor.weight.div_(torch.cat(std).to(regressor.weight))
-    regressor.eval()
-    problems = diagnose(metric_name, score, baseline, history, steps, step, val_bank is not None)
-    if warn:
-        for message in problems:
-            warnings.warn(message, UserWarning, stacklevel=2)
-    config = {
-        "heatmaps_per_landmark": regressor.heatmaps_per_landmark,
-        "init": init,
-        "softmax_multiplier": regressor.softmax_multiplier,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "betas": list(betas),
-        "copies": copies,
-        "views": len(bank),
-        "augment": repr(augment),
-        "standardize": standardize,
-        "metric": metric_name,
-        "grid": list(grid),
-        "image_size": list(image_size),
-        "train_images": n_train,
-        "val_images": 0 if val_bank is None else len(val_bank),
-        "seed": seed,
-        "eye_indices": None if eye_indices is None else list(eye_indices),
-        "flip_pairs": None if not flip_pairs else [list(p) for p in flip_pairs],
-    }
-    return RegressorFit(
-        regressor,
-        metric_name,
-        score,
-        baseline,
-        shape,
-        best[1] if val_bank is not None else step,
-        step,
-        history,
-        peak_init,
-        peak_final,
-        spread,
-        problems,
-        config,
+
+def build_views(
+    features: Hypercolumn,
+    train: Any,
+    val: Any | None,
+    copies: int,
+    augment: Augment,
+    flip_pairs: Sequence[Sequence[int]] | None,
+    generator: torch.Generator,
+    device: torch.device,
+    bar=None,
+) -> Views:
+    """Run the frozen ``features`` once per view (:func:`~.features.regressor_maps`), augmenting with ``generator``."""
+    bank = StageMapBank.build(
+        lambda x: regressor_maps(features, x),
+        train,
+        copies=copies,
+        batch_size=64,
+        device=device,
+        augment=lambda i, k, v: augment(i, k, v, flip_pairs, generator),
+        augment_first=False,
+        bar=bar,
     )
+    val_bank = (
+        StageMapBank.build(lambda x: regressor_maps(features, x), val, copies=1, batch_size=64, device=device)
+        if val is not None
+        else None
+    )
+    size = bank.image_size
+    return Views(bank, val_bank, len(train), size, features.size or (size[0] // 2, size[1] // 2))
 
 
-def diagnose(
-    metric: str, score: float, baseline: float, history: list[dict], steps: int, ran: int, has_val: bool
-) -> list[str]:
-    problems = []
-    unit = "%" if metric == "iod" else (" px" if metric == "pixel" else "")
-    where = "validation" if has_val else "training (no validation data)"
-    if not has_val:
-        problems.append(
-            "no validation images (fewer than 10 labelled): the regressor could not be selected or "
-            "checked on held-out data; its error below is on the training images"
-        )
-    if not score < 0.9 * baseline:
-        problems.append(
-            f"the regressor is not clearly better than predicting the training set's mean shape "
-            f"({metric} {score:.3g}{unit} vs {baseline:.3g}{unit} on the {where} images): it has "
-            "learned little beyond the average layout; try more steps, more labels or another backbone"
-        )
-    if ran == steps and len(history) >= 4:
-        late = [h["val_error"] for h in history[-max(2, len(history) // 4) :]]
-        earlier = history[-max(2, len(history) // 4) - 1]["val_error"]
-        if late[-1] < earlier * 0.95 and late[-1] <= min(late) * 1.001:
-            problems.append(
-                f"the {where} error was still falling at the last of {steps} steps "
-                f"({earlier:.4g} -> {late[-1]:.4g}{unit} over the last quarter): the regressor is "
-                f"probably undertrained; pass more steps (e.g. steps={2 * steps})"
-            )
-    return problems
+class Head:
+    """A regressor on stage maps (or a frozen projector's output), with the channel standardisation.
+
+    ``mean`` and ``std`` (per map, ``None`` without standardisation) standardise the regressor's input while
+    training; :meth:`fold` then divides them into its filters, so that the returned regressor runs on raw
+    features (the mean only shifts each heatmap by a constant, which the spatial softmax ignores).
+    """
+
+    def __init__(self, regressor: LandmarkRegressor, projector, grid, mean, std) -> None:
+        self.regressor, self.projector, self.grid, self.mean, self.std = regressor, projector, grid, mean, std
+        self.composed = projector is not None and getattr(projector, "mode", None) == "linear"
+
+    def heatmaps(self, maps: list[Tensor]) -> Tensor:
+        """``(B, N·K, S_h, S_w)`` heatmaps of a batch of views' maps."""
+        # standardising, upsampling and 1x1 filters are linear: fold the scaling into the filters and
+        # project the stage maps, never building the hypercolumn
+        regressor, std, grid = self.regressor, self.std, self.grid
+        if self.projector is None:
+            weight = regressor.weight if std is None else regressor.weight / torch.cat(std).view(1, -1)
+            return project_stages(maps, weight, None, grid)
+        if self.composed:  # a linear projector, then linear filters: one linear map of the stage maps
+            weight = regressor.weight if std is None else regressor.weight / std[0].view(1, -1)
+            return project_stages(maps, weight @ self.projector.weight.to(weight), None, grid)
+        x = self.projector(maps, grid)
+        if self.mean is not None:
+            x = (x - self.mean[0].view(1, -1, 1, 1)) / std[0].view(1, -1, 1, 1)
+        return regressor.heatmaps(x, grid)
+
+    @torch.no_grad()
+    def fold(self) -> LandmarkRegressor:
+        """The regressor on raw features (the standardisation divided into its filters), in eval mode."""
+        if self.std is not None:
+            self.regressor.weight.div_(torch.cat(self.std).to(self.regressor.weight))
+        return self.regressor.eval()
+
+
+def init_head(
+    views: Views,
+    projector: torch.nn.Module | None,
+    *,
+    heatmaps_per_landmark: int | None,
+    init: str,
+    softmax_multiplier: float | None,
+    standardize: bool,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Head:
+    """A fresh regressor (filters drawn from ``generator``) and the training views' channel statistics."""
+    bank, grid = views.train, views.grid
+    if projector is not None:
+        projector.requires_grad_(False)
+    mean = std = None
+    if standardize:  # of the stage maps, or of the projector's output on up to 512 views
+        if projector is None:
+            mean, std = bank.channel_stats()
+        else:
+            mean, std = bank.channel_stats(transform=lambda maps: projector(maps, grid), limit=512)
+    regressor = LandmarkRegressor(
+        projector.dim if projector is not None else bank.channels,
+        bank.num_landmarks,
+        heatmaps_per_landmark or default_heatmaps(bank.num_landmarks),
+        init=init,
+        softmax_multiplier=softmax_multiplier,
+        size=grid,
+    )
+    regressor.reset_parameters(generator)
+    regressor.to(device)
+    return Head(regressor, projector, grid, mean, std)
+
+
+@torch.no_grad()
+def evaluate(head: Head, views: Views, score_fn, limit: int | None = None) -> tuple[float, float, Tensor]:
+    """``(error, mean peakiness, predicted pixels)`` on the first ``limit`` of :attr:`Views.check`."""
+    check, preds, peaks = views.check, [], []
+    for idx in index_batches(len(check) if limit is None else min(limit, len(check)), 256):
+        heat = head.heatmaps(check.take(idx)[0])
+        preds.append(normalized_to_pixels(head.regressor.decode(heat), views.image_size).cpu())
+        peaks.append(head.regressor.heatmap_peakiness(heat).cpu())
+    pred = torch.cat(preds)
+    n = pred.shape[0]
+    return score_fn(pred, check.keypoints[:n].cpu(), check.visible[:n].cpu()), float(torch.cat(peaks).mean()), pred
+
+
+@dataclass
+class Schedule:
+    """The optimiser loop's options: Adam, cosine over ``steps``, validation every ``eval_every`` steps."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    eval_every: int
+    patience: int
+
+
+@dataclass
+class Run:
+    """What :func:`train_head` did: ``history`` (one dict per evaluation), the selected ``best_step``, the
+    ``steps_run``, the peakiness at the start (on up to 256 views) and the selected state's ``score``,
+    ``peakiness_final`` and predicted pixels ``pred`` on all of :attr:`Views.check`."""
+
+    history: list[dict[str, float]]
+    best_step: int
+    steps_run: int
+    peakiness_init: float
+    score: float
+    peakiness_final: float
+    pred: Tensor
+
+
+def train_head(head: Head, views: Views, score_fn, schedule: Schedule, generator: torch.Generator, bar=None) -> Run:
+    """Adam on the regressor, batches drawn with ``generator``; keeps the state with the best validation error.
+
+    Stops early after ``patience`` evaluations without a better error (by 0.1 %), once half the steps have run;
+    without validation data the last state is kept.
+    """
+    regressor, bank, size, s = head.regressor, views.train, views.image_size, schedule
+    _, peak_init, _ = evaluate(head, views, score_fn, limit=256)
+    optimizer = torch.optim.Adam(regressor.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.steps, eta_min=s.lr * 1e-2)
+    history: list[dict[str, float]] = []
+    best = (math.inf, 0, copy.deepcopy(regressor.state_dict()))
+    since_best, running, step = 0, 0.0, 0
+    order = torch.empty(0, dtype=torch.long)
+    for step in range(1, s.steps + 1):
+        if order.numel() < s.batch_size:
+            order = torch.cat([order, torch.randperm(len(bank), generator=generator)])
+        idx, order = order[: s.batch_size], order[s.batch_size :]
+        maps, kp, vis = bank.take(idx)
+        loss = regression_loss(regressor.decode(head.heatmaps(maps)), pixels_to_normalized(kp, size), vis)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        cosine.step()
+        running += float(loss.detach())
+        if bar is not None:
+            bar.update(1)
+        if step % s.eval_every != 0 and step != s.steps:
+            continue
+        error, _, _ = evaluate(head, views, score_fn)
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"step": step, "lr": lr, "train_loss": running / s.eval_every, "val_error": error})
+        running = 0.0
+        if error < best[0] * (1 - 1e-3):
+            best, since_best = (error, step, copy.deepcopy(regressor.state_dict())), 0
+        else:
+            since_best += 1
+        if bar is not None:
+            bar.set_postfix(val=f"{error:.4g}", best=f"{best[0]:.4g}", refresh=False)
+        if views.val is not None and since_best >= s.patience and step >= s.steps // 2:
+            break  # not before the cosine has reached its second half, where late low-lr steps still help
+    if bar is not None:
+        bar.close()
+    if views.val is not None:
+        regressor.load_state_dict(best[2])
+    score, peak_final, pred = evaluate(head, views, score_fn)
+    return Run(history, best[1] if views.val is not None else step, step, peak_init, score, peak_final, pred)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from contrastive_landmarks import Hypercolumn, load_backbone
+from contrastive_landmarks import Hypercolumn, SpatialProjector, load_backbone
 from contrastive_landmarks.evaluation.regression import StageSubset
 from contrastive_landmarks.train import Augment, fit_regressor, mean_shape
 from contrastive_landmarks.train.features import StageMapBank, eval_mode, regressor_maps
@@ -121,6 +121,14 @@ def test_regressor_maps_are_the_stage_maps_or_the_normalised_hypercolumn(feature
         (kept,) = regressor_maps(subset, images)
         blocks = normalised(x).split(list(features.stage_channels), dim=1)
         torch.testing.assert_close(kept, torch.cat([blocks[1], blocks[3]], dim=1))
+
+
+def test_a_projector_that_still_requires_grad_is_frozen_before_its_statistics(features):
+    # its output's channel statistics used to keep the projector's graph, and the second step failed
+    train, val = blobs(8, 10), blobs(4, 11)
+    projector = SpatialProjector(features.channels, 8, size=24)
+    result = fit_regressor(features, train, val, projector=projector, **QUICK)
+    assert result.regressor.in_channels == 8 and not any(p.requires_grad for p in projector.parameters())
 
 
 def test_augmentation_moves_keypoints_with_pixels():
