@@ -5,7 +5,8 @@ the same process, and checking that both give the same numbers:
 
 - ``tps``: ``tps.make_pair`` on a batch of 136x136 faces (the matching benchmark's warps, crop 20).
   Old: ``make_pair_reference`` of ``tests/reference_impls.py`` (three dense grids, each a float64
-  ``(B, H*W, 100, 2)`` broadcast).
+  ``(B, H*W, 100, 2)`` broadcast), with the library's keypoint solver (the reference's own, from the TPS
+  formula point by point, is a test of correctness, not a speed baseline).
 - ``matching``: ``evaluate_matching`` end to end on the first ``--match-images`` test faces (old: with the
   reference ``make_pair`` patched in).
 (The third measurement this script had, the regression protocol's feature phase, compared code that was
@@ -21,6 +22,7 @@ Medians of ``--repeats`` alternating runs (first runs included: every repeat doe
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -54,13 +56,24 @@ def _report(name: str, times: dict[str, list[tuple[float, float]]], note: str = 
     )
 
 
+def _library_keypoints(points, warp, size):
+    return tps.warp_keypoints(points, warp, size, return_residual=True)
+
+
 # -- the measurements ---------------------------------------------------------------------------------------
 def bench_tps(images: torch.Tensor, keypoints: torch.Tensor, repeats: int) -> None:
     params = tps.TPSParams.matching()
     times = {"old": [], "new": []}
     for _ in range(repeats):
         t_old, old = _timed(
-            lambda: make_pair_reference(images, keypoints, params, generator=torch.Generator().manual_seed(1), crop=20)
+            lambda: make_pair_reference(
+                images,
+                keypoints,
+                params,
+                generator=torch.Generator().manual_seed(1),
+                crop=20,
+                keypoint_solver=_library_keypoints,
+            )
         )
         t_new, new = _timed(
             lambda: tps.make_pair(images, keypoints, params, generator=torch.Generator().manual_seed(1), crop=20)
@@ -88,7 +101,7 @@ def bench_matching(model, dataset, count: int, repeats: int) -> None:
         for kind in ("old", "new"):
             saved = tps.make_pair
             if kind == "old":
-                tps.make_pair = make_pair_reference
+                tps.make_pair = functools.partial(make_pair_reference, keypoint_solver=_library_keypoints)
             try:
                 t, results[kind] = _timed(
                     lambda: evaluation.evaluate_matching(model, dataset, num_images=count, seed=1, crop=20)

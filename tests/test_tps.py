@@ -21,7 +21,13 @@ from contrastive_landmarks.tps import (
     warp_images,
     warp_keypoints,
 )
-from tests.reference_impls import make_pair_reference, sampling_grid_reference
+from tests.reference_impls import (
+    fit_tps_reference,
+    make_pair_reference,
+    sampling_grid_reference,
+    tps_point_reference,
+    warp_keypoints_reference,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -121,6 +127,41 @@ def test_keypoint_inversion_is_exact(preset):
     exact = residual < 1e-4
     assert exact.double().mean() > (0.999 if preset == "few_shot" else 0.98)
     assert err[exact].max() < 1e-6
+
+
+def test_keypoints_of_a_tps_fitted_through_known_points_land_on_them():
+    """The textbook TPS through c_i -> d_i (solved in float64): T(c_i) = d_i, so a keypoint at d_i lands on c_i."""
+    t = torch.linspace(-0.9, 0.9, 6, dtype=torch.float64)
+    sources = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2)
+    angle, scale = math.radians(4.0), 1.05
+    rotation = scale * torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    noise = 0.03 * torch.randn(sources.shape, generator=_gen(30), dtype=torch.float64)
+    targets = sources @ rotation.to(torch.float64).T + torch.tensor([0.05, -0.03], dtype=torch.float64) + noise
+    weights, affine = fit_tps_reference(sources, targets)
+    warp = TPSWarp(sources, weights[None], affine[None])
+    for i in range(sources.shape[0]):  # the formula, point by point, interpolates; so does the library's T
+        torch.testing.assert_close(tps_point_reference(sources, weights, affine, sources[i]), targets[i])
+    torch.testing.assert_close(warp(sources)[0], targets, rtol=0, atol=1e-12)
+    size = (70, 90)
+    to_px = torch.tensor([size[1] - 1, size[0] - 1], dtype=torch.float64) / 2
+    inside = (targets.abs() < 1).all(-1)
+    q = ((targets[inside] + 1) * to_px)[None]
+    p, residual = warp_keypoints(q, warp, size, return_residual=True)
+    torch.testing.assert_close(p[0], (sources[inside] + 1) * to_px, rtol=0, atol=1e-6)
+    assert residual.max() < 1e-6
+
+
+@pytest.mark.parametrize("preset", ["few_shot", "matching", "dve"])
+def test_keypoints_agree_with_the_formula_reference(preset):
+    """warp_keypoints against an independent inverse (formula point by point, TPS-fitted start, Newton)."""
+    w = random_tps(6, getattr(TPSParams, preset)(), generator=_gen(4))
+    q = torch.rand(6, 8, 2, generator=_gen(7), dtype=torch.float64) * 60 + 10
+    ref, ref_residual = warp_keypoints_reference(q, w, 80)
+    lib, lib_residual = warp_keypoints(q, w, 80, return_residual=True)
+    exact = ref_residual < 1e-6
+    assert exact.double().mean() > (0.99 if preset != "dve" else 0.85)
+    assert torch.equal(exact, lib_residual < 1e-6)  # the same points have a preimage
+    assert (ref - lib).norm(dim=-1)[exact].max() < 1e-6
 
 
 def test_keypoints_agree_with_dense_grid_nearest_pixel():
