@@ -15,6 +15,7 @@ from .hypercolumn import Hypercolumn, hypercolumn, sample_stages
 from .losses import spatial_contrastive_loss
 from .matching import Matches, match, match_descriptors
 from .pipeline import LandmarkModel
+from .preprocessing import Preprocessing
 from .projector import SpatialProjector
 from .regressor import LandmarkRegressor
 
@@ -29,6 +30,7 @@ __all__ = [
     "LandmarkModel",
     "LandmarkRegressor",
     "Matches",
+    "Preprocessing",
     "PretrainedNotAvailableError",
     "SpatialProjector",
     "__version__",

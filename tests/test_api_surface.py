@@ -10,6 +10,7 @@ PUBLIC = {
     "LandmarkModel",
     "LandmarkRegressor",
     "Matches",
+    "Preprocessing",
     "PretrainedNotAvailableError",
     "STAGE_NAMES",
     "SpatialProjector",
@@ -32,3 +33,11 @@ def test_public_names_exist():
 
 def test_all_lists_exactly_the_public_names():
     assert set(contrastive_landmarks.__all__) == PUBLIC
+
+
+def test_preprocessing_is_the_backbones_own_class():
+    from contrastive_landmarks.preprocessing import Preprocessing
+
+    assert contrastive_landmarks.Preprocessing is Preprocessing
+    backbone = contrastive_landmarks.load_backbone("test_resnet")
+    assert isinstance(backbone.preprocessing, contrastive_landmarks.Preprocessing)
