@@ -55,10 +55,44 @@ def load_image(path: str | os.PathLike) -> Tensor:
     image_module = _pil()
     try:
         with image_module.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            mode = image.mode
+            array = np.asarray(image) if mode in _WIDE_GREY_MODES else np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as error:  # truncated, not an image, unsupported mode
         raise ValueError(f"cannot read image {path}: {error}") from error
+    if mode in _WIDE_GREY_MODES:
+        return _wide_grey(array, mode, path)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+# Pillow's single-channel modes wider than 8 bits; ``convert("RGB")`` clips them to 255 (a 16-bit
+# PNG came out all white), so they are scaled here instead.
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _wide_grey(array: np.ndarray, mode: str, path: Path) -> Tensor:
+    """A 16-bit (or 32-bit integer / float) grey image as ``(3, H, W)`` in ``[0, 1]``.
+
+    16-bit modes are divided by 65535 (the full range of the type, not the image's maximum, so that
+    a dark image stays dark). Mode ``"I"`` (how some Pillow versions open 16-bit PNGs) is read the
+    same way when its values fit 16 bits; wider values and floats outside ``[0, 1]`` have no known
+    scale and are refused.
+    """
+    values = array.astype(np.float64)
+    if mode == "F":
+        if values.size and (values.min() < 0.0 or values.max() > 1.0):
+            raise ValueError(
+                f"cannot read image {path}: a float image with values in [{values.min():g}, {values.max():g}], "
+                "outside [0, 1]; convert it to an 8- or 16-bit image"
+            )
+    else:
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"cannot read image {path}: a {mode!r} integer image with values in "
+                f"[{values.min():g}, {values.max():g}], wider than 16 bits; convert it to an 8- or 16-bit image"
+            )
+        values = values / 65535.0
+    grey = torch.from_numpy(values.astype(np.float32))
+    return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
 
 
 def require_file(path: str | os.PathLike, what: str, layout: str = "") -> Path:

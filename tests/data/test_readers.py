@@ -409,3 +409,32 @@ def test_mafl_and_celeba_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="list_landmarks_align_celeba"):
         (root / "Anno" / "list_landmarks_align_celeba.txt").unlink()
         MAFL(root)
+
+
+def test_load_image_scales_a_16_bit_grey_png(tmp_path):
+    """A 16-bit grey PNG keeps its grey levels (convert("RGB") used to clip it to all white)."""
+    from PIL import Image
+
+    from contrastive_landmarks.data.base import load_image
+
+    levels = np.array([[0, 16384], [32768, 65535]], dtype=np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(levels).save(path)  # uint16 -> mode "I;16"
+    with Image.open(path) as written:
+        assert written.mode in ("I;16", "I"), written.mode
+    image = load_image(path)
+    assert image.shape == (3, 2, 2)
+    expected = torch.from_numpy(levels.astype(np.float32) / 65535.0)
+    for channel in image:
+        torch.testing.assert_close(channel, expected, atol=1e-6, rtol=0)
+
+
+def test_load_image_refuses_a_32_bit_integer_image_with_no_known_scale(tmp_path):
+    from PIL import Image
+
+    from contrastive_landmarks.data.base import load_image
+
+    path = tmp_path / "wide.tif"
+    Image.fromarray(np.array([[0, 1 << 20]], dtype=np.int32)).save(path)
+    with pytest.raises(ValueError, match=r"wide\.tif.*wider than 16 bits"):
+        load_image(path)
