@@ -184,8 +184,9 @@ class LandmarkModel(nn.Module):
         checked = as_image_list(images, "images")
         dtype, target = self.backbone.dtype, self.input_size
         if isinstance(checked, Tensor):
-            sizes = [(int(checked.shape[-2]), int(checked.shape[-1]))] * checked.shape[0]
-            parts = [(to_float_images(checked, dtype, "images"), sizes[0], "images")]
+            size = (int(checked.shape[-2]), int(checked.shape[-1]))
+            sizes = [size] * checked.shape[0]  # [] for an empty batch, which gives (0, N, 2) points
+            parts = [(to_float_images(checked, dtype, "images"), size, "images")]
         else:
             sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in checked]
             parts = [
@@ -239,6 +240,8 @@ class LandmarkModel(nn.Module):
         return self.regression(images).points
 
     def _to_pixels(self, normalized: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
+        if not sizes:  # an empty batch
+            return normalized.clone()
         if len(set(sizes)) == 1:
             return normalized_to_pixels(normalized, sizes[0])
         return torch.stack([normalized_to_pixels(points, hw) for points, hw in zip(normalized, sizes)])
@@ -255,7 +258,8 @@ class LandmarkModel(nn.Module):
         """
         if self.regressor is None:
             raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
-        if self.framing is not None:
+        empty = isinstance(images, Tensor) and images.ndim == 4 and images.shape[0] == 0
+        if self.framing is not None and not empty:  # an empty batch has no frames to crop
             return self._framed_regression(images)
         batch, sizes = self._prepare(images)
         return self._regress(batch, lambda normalized: self._to_pixels(normalized, sizes))

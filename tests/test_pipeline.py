@@ -184,3 +184,14 @@ def test_scores_survive_save_and_load(tmp_path, tiny_model):
     loaded_points, loaded_scores = loaded.detect(images, return_scores=True)
     torch.testing.assert_close(loaded_points, points, rtol=0, atol=0)
     torch.testing.assert_close(loaded_scores, scores, rtol=0, atol=0)
+
+
+def test_detect_on_an_empty_batch_returns_empty_points_and_scores():
+    """An empty (0, 3, H, W) batch gives (0, N, 2) points and (0, N) scores (it raised IndexError)."""
+    model = _model()
+    points = model.detect(torch.rand(0, 3, 64, 48))
+    assert points.shape == (0, 5, 2) and points.dtype == torch.float32
+    points, scores = model.detect(torch.zeros(0, 3, 64, 64, dtype=torch.uint8), return_scores=True)
+    assert points.shape == (0, 5, 2) and scores.shape == (0, 5)
+    # the same model on a non-empty batch still works after it
+    assert model.detect(torch.rand(1, 3, 64, 48)).shape == (1, 5, 2)
