@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -62,6 +61,8 @@ def stage_index(stage: int | str) -> int:
 
 
 def _supported_archs() -> list[str]:
+    import timm  # imported when first needed: it takes ~2 s, most of `import contrastive_landmarks`
+
     return sorted(n for n in [*timm.list_models("resnet*"), "test_resnet"] if "." not in n)
 
 
@@ -113,6 +114,8 @@ class Backbone(nn.Module):
             raise ValueError(f"stages must be a non-empty list without repeats, got {list(stages)}")
         self.arch = arch
         self.stage_indices: tuple[int, ...] = tuple(indices)
+        import timm  # imported when first needed (see list_archs)
+
         self.body = timm.create_model(arch, pretrained=False, num_classes=0, zero_init_last=False)
         info = self.body.feature_info
         self.channels: tuple[int, ...] = tuple(info[i]["num_chs"] for i in indices)
