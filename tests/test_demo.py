@@ -205,3 +205,9 @@ def test_cli_verbose_prints_the_traceback_too(bundle_dir, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("contrastive-landmarks demo: error:")
+
+
+def test_cli_unpublished_model_is_one_line(tmp_path, capsys):
+    """A registered model without published weights: its "not published" message alone, no traceback."""
+    code = main(["demo", "--out", str(tmp_path / "d"), "--model", "resnet50-celeba"])
+    assert "not published" in _one_line_error(capsys, code, "resnet50-celeba")

@@ -115,11 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from ..hub import PretrainedNotAvailableError  # a RuntimeError whose message says what to do instead
     from .common import UserError, fail
 
     try:
         return int(args.func(args) or 0)
-    except (*_USER_ERRORS, UserError) as error:
+    except (*_USER_ERRORS, UserError, PretrainedNotAvailableError) as error:
         # a problem with what the user passed: one line, no traceback (-v/--verbose prints it as well)
         if args.verbose:
             traceback.print_exc()
