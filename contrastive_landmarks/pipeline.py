@@ -261,15 +261,15 @@ class LandmarkModel(nn.Module):
         empty = isinstance(images, Tensor) and images.ndim == 4 and images.shape[0] == 0
         if self.framing is not None and not empty:  # an empty batch has no frames to crop
             return self._framed_regression(images)
-        batch, sizes = self._prepare(images)
+        batch, sizes = self._prepare(images, normalize=False)
         return self._regress(batch, lambda normalized: self._to_pixels(normalized, sizes))
 
     def _regress(self, batch: Tensor, to_pixels) -> Regression:
-        """The regressor on a normalised network-input batch; ``to_pixels`` maps its normalised points to pixels."""
+        """The regressor on a ``[0, 1]`` batch at the input size; ``to_pixels`` maps its normalised points to pixels."""
         from .regressor import combine_points, spatial_softmax
 
         regressor, size = self.regressor, self._size(batch)
-        maps = self.hypercolumn.stage_maps(batch)
+        maps = self.hypercolumn.image_stage_maps(batch)
         features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
         heatmaps = regressor.heatmaps(features, size) if isinstance(features, list) else regressor.heatmaps(features)
         probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
@@ -292,7 +292,7 @@ class LandmarkModel(nn.Module):
         side = int(self.input_size[0])
 
         def look(boxes: Tensor) -> Regression:
-            batch = self.backbone.normalize(crop_images(frames, boxes, side).to(self.backbone.dtype))
+            batch = crop_images(frames, boxes, side).to(self.backbone.dtype)
             return self._regress(batch, lambda xy: uncrop_points(normalized_to_pixels(xy, (side, side)), boxes, side))
 
         result = look(frame_boxes(sizes, device=frames[0].device))

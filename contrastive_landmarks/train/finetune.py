@@ -213,7 +213,7 @@ def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOpti
     regressor.reset_parameters(torch.Generator().manual_seed(options.seed))
     with torch.no_grad():  # start on unit-scale features: divide each channel's filter by its std on some views
         images, _, _ = views.sample(torch.arange(min(len(views), 16)), torch.Generator().manual_seed(options.seed))
-        maps = backbone.eval()(backbone.normalize(images))
+        maps = hypercolumn.eval().image_stage_maps(images)
         std = torch.cat([m.float().std(dim=(0, 2, 3)) for m in maps]).clamp_min(1e-4)
         regressor.weight.div_(std[None])
     return LandmarkModel(
@@ -371,12 +371,12 @@ def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneO
 
 def _step(model: LandmarkModel, views: KeypointViews, options: FinetuneOptions, optimizer, schedule, generator, bf16):
     """One optimiser step on a fresh batch of views; returns the loss."""
-    backbone, regressor = model.backbone, model.regressor
+    regressor = model.regressor
     model.train()
     index = torch.randint(len(views), (options.batch_size,), generator=generator)
     images, points, visible = views.sample(index, generator, options.augment)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        maps = backbone(backbone.normalize(images))
+        maps = model.hypercolumn.image_stage_maps(images)
     heatmaps = regressor.heatmaps([m.float() for m in maps], regressor.size)
     target = pixels_to_normalized(points, (options.image_size, options.image_size))
     loss = regression_loss(regressor.decode(heatmaps), target, visible)
