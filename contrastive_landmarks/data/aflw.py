@@ -152,6 +152,10 @@ class AFLWR(KeypointDataset):
         self.split = split
         self.transform = aflw_transform() if transform is _DEFAULT else transform
 
+    def _check_points_inside(self, index: int, path, size) -> None:
+        # 'gt' is given in an image of size 'hw' (when known), not in the stored image
+        super()._check_points_inside(index, path, size if self.sizes is None else self.sizes[index].tolist())
+
     def __getitem__(self, index: int) -> dict:
         transform, self.transform = self.transform, None
         try:

@@ -27,6 +27,8 @@ from torch.utils.data import Dataset
 __all__ = ["KeypointDataset", "KeypointSubset", "Sample", "Transform", "load_image", "require_dir", "require_file"]
 
 Sample = dict
+#: how far (a fraction of the image's width / height) a visible keypoint may lie outside its image
+OUTSIDE_TOLERANCE = 0.1
 #: A transform maps a sample dict to a sample dict (see :mod:`contrastive_landmarks.data.transforms`).
 Transform = Callable[[dict], dict]
 
@@ -181,8 +183,15 @@ class KeypointDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {type(self).__name__} of {len(self)} samples")
         index = index % len(self)
+        path = self.image_path(index)
+        if not path.is_file():
+            stored = self.images[index]
+            relative = "" if Path(stored).is_absolute() else f", {stored!r} relative to {self.root}"
+            raise FileNotFoundError(f"image not found: {path} (sample {index}{relative})")
+        image = load_image(path)
+        self._check_points_inside(index, path, image.shape[-2:])
         sample = {
-            "image": load_image(self.image_path(index)),
+            "image": image,
             "keypoints": self.keypoints[index].clone(),
             "visible": self.visible[index].clone(),
             "index": index,
@@ -190,6 +199,30 @@ class KeypointDataset(Dataset):
         if self.boxes is not None:
             sample["box"] = self.boxes[index].clone()
         return self.transform(sample) if self.transform is not None else sample
+
+    def _check_points_inside(self, index: int, path: Path, size: Sequence[int]) -> None:
+        """Refuse a visible keypoint far outside its image (a wrong column, a swapped or scaled coordinate).
+
+        Points up to :data:`OUTSIDE_TOLERANCE` of the image's width / height beyond its edges are
+        accepted (DeepLabCut labels, for one, can sit slightly outside).
+        """
+        height, width = int(size[0]), int(size[1])
+        points, visible = self.keypoints[index], self.visible[index]
+        margin_x, margin_y = OUTSIDE_TOLERANCE * width, OUTSIDE_TOLERANCE * height
+        x, y = points[:, 0], points[:, 1]
+        off_x = (x < -0.5 - margin_x) | (x > width - 0.5 + margin_x)
+        off_y = (y < -0.5 - margin_y) | (y > height - 0.5 + margin_y)
+        outside = visible & torch.isfinite(points).all(-1) & (off_x | off_y)
+        if bool(outside.any()):
+            k = int(outside.nonzero()[0])
+            name = f" ({self.names[k]})" if self.names and k < len(self.names) else ""
+            count = int(outside.sum())
+            raise ValueError(
+                f"{path}: keypoint {k}{name} at (x={float(x[k]):g}, y={float(y[k]):g}) lies far outside the "
+                f"{width}x{height} image ({count} such point{'s' if count > 1 else ''} in sample {index}); "
+                "check the label file's columns and units (pixels of the stored image), or mark the point "
+                "not visible"
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images, {self.num_keypoints} keypoints, root={str(self.root)!r})"

@@ -438,3 +438,33 @@ def test_load_image_refuses_a_32_bit_integer_image_with_no_known_scale(tmp_path)
     Image.fromarray(np.array([[0, 1 << 20]], dtype=np.int32)).save(path)
     with pytest.raises(ValueError, match=r"wide\.tif.*wider than 16 bits"):
         load_image(path)
+
+
+def test_a_visible_keypoint_far_outside_its_image_is_refused_naming_file_point_and_coordinates(tmp_path):
+    """A label at (-500, 9999) in an 80x80 image used to train silently; slightly outside (DLC) still loads."""
+    write_image(tmp_path / "img" / "a.png", 80, 80)
+    write_image(tmp_path / "img" / "b.png", 80, 80, seed=1)
+    (tmp_path / "k.csv").write_text(
+        "image,nose_x,nose_y,tail_x,tail_y,tail_v\n"
+        "img/a.png,-5,83,40,40,1\n"  # nose 5 px outside the image: within the 10% tolerance
+        "img/b.png,10,10,-500,9999,1\n"
+    )
+    dataset = KeypointCSV(tmp_path / "k.csv")
+    torch.testing.assert_close(dataset[0]["keypoints"], torch.tensor([[-5.0, 83.0], [40.0, 40.0]]))
+    with pytest.raises(ValueError, match=r"b\.png: keypoint 1 \(tail\) at \(x=-500, y=9999\).*80x80"):
+        dataset[1]
+    # the same point marked not visible is not checked
+    (tmp_path / "hidden.csv").write_text("image,nose_x,nose_y,tail_x,tail_y,tail_v\nimg/b.png,10,10,-500,9999,0\n")
+    assert KeypointCSV(tmp_path / "hidden.csv")[0]["visible"].tolist() == [True, False]
+
+
+def test_a_missing_image_names_the_path_tried_and_the_folder_it_is_relative_to(tmp_path):
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "k.csv").write_text("image,x1,y1\nframes/gone.png,1,2\n")
+    dataset = KeypointCSV(tmp_path / "labels" / "k.csv")
+    folder = str(tmp_path / "labels")
+    with pytest.raises(FileNotFoundError) as error:
+        dataset[0]
+    message = str(error.value)
+    assert str(tmp_path / "labels" / "frames" / "gone.png") in message
+    assert f"'frames/gone.png' relative to {folder}" in message
