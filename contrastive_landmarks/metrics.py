@@ -21,6 +21,7 @@ __all__ = [
     "Metric",
     "inter_ocular_error",
     "matching_error",
+    "mean_pixel_error",
     "mean_shape",
     "pck",
     "pck_legacy",
@@ -228,6 +229,11 @@ def mean_shape(keypoints: Tensor, visible: Tensor) -> Tensor:
     return total / mask.sum(0).clamp_min(1)
 
 
+def mean_pixel_error(pred: Tensor, target: Tensor, visible: Tensor) -> float:
+    """Mean Euclidean distance ``(M, N, 2)`` pred vs target over the ``(M, N)`` visible points (NaN when none)."""
+    return float((pred - target).norm(dim=-1)[visible].mean()) if bool(visible.any()) else float("nan")
+
+
 def resolve_metric(metric: str | Metric, eye_indices: Sequence[int] | None) -> tuple[str, Metric]:
     """``(name, f(pred_px, target_px, visible) -> error)``; ``"auto"`` is ``"iod"`` where the dataset names
     its eyes, else ``"pixel"``."""
@@ -236,11 +242,7 @@ def resolve_metric(metric: str | Metric, eye_indices: Sequence[int] | None) -> t
     if metric == "auto":
         metric = "iod" if eye_indices is not None else "pixel"
     if metric == "pixel":
-
-        def pixel(p: Tensor, t: Tensor, v: Tensor) -> float:
-            return float((p - t).norm(dim=-1)[v].mean()) if bool(v.any()) else float("nan")
-
-        return "pixel", pixel
+        return "pixel", mean_pixel_error
     if metric == "iod":
         if eye_indices is None:
             raise ValueError("metric='iod' needs eye indices, and this dataset names no eyes; use metric='pixel'")

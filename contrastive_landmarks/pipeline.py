@@ -166,19 +166,16 @@ class LandmarkModel(nn.Module):
     def _size(self, images: Tensor) -> tuple[int, int]:
         return self.hypercolumn.output_size(images)
 
-    def _prepare(
-        self, images: Tensor | Sequence[Tensor], *, normalize: bool = True
-    ) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Checked, resized network input and each input's ``(H, W)``.
+    def _prepare(self, images: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Checked images resized to the model's input and each input's ``(H, W)``.
 
         Args:
             images: ``(B, 3, H, W)`` or a list of ``(3, H_i, W_i)`` images, float in ``[0, 1]`` (any
                 float dtype) or ``uint8``.
-            normalize: apply the backbone's normalisation (``False``: the resized ``[0, 1]`` batch, for
-                :meth:`Hypercolumn.image_stage_maps`).
 
         Returns:
-            ``(B, 3, h, w)`` normalised (or ``[0, 1]``) images in the backbone's dtype at :attr:`input_size`
+            ``(B, 3, h, w)`` ``[0, 1]`` images (for :meth:`Hypercolumn.image_stage_maps`) in the backbone's
+            dtype at :attr:`input_size`
             (or at the inputs' common size when the model records none), and the ``B`` input sizes.
         """
         checked = as_image_list(images, "images")
@@ -211,10 +208,10 @@ class LandmarkModel(nn.Module):
                 part = F.interpolate(part, size=tuple(target), mode="bilinear", align_corners=False, antialias=True)
             batch.append(part)
         merged = batch[0] if len(batch) == 1 else torch.cat(batch)
-        return (self.backbone.normalize(merged) if normalize else merged), sizes
+        return merged, sizes
 
     def _features(self, images: Tensor | Sequence[Tensor]) -> tuple[list[Tensor], tuple[int, int], list]:
-        batch, sizes = self._prepare(images, normalize=False)
+        batch, sizes = self._prepare(images)
         return self.hypercolumn.image_stage_maps(batch), self._size(batch), sizes
 
     def descriptors(self, images: Tensor | Sequence[Tensor]) -> Tensor:
@@ -261,7 +258,7 @@ class LandmarkModel(nn.Module):
         empty = isinstance(images, Tensor) and images.ndim == 4 and images.shape[0] == 0
         if self.framing is not None and not empty:  # an empty batch has no frames to crop
             return self._framed_regression(images)
-        batch, sizes = self._prepare(images, normalize=False)
+        batch, sizes = self._prepare(images)
         return self._regress(batch, lambda normalized: self._to_pixels(normalized, sizes))
 
     def _regress(self, batch: Tensor, to_pixels) -> Regression:

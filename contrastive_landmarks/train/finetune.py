@@ -42,6 +42,7 @@ from ..backbone import Backbone
 from ..coords import cell_centers, pixels_to_normalized
 from ..framing import Framing, frame_boxes
 from ..hypercolumn import Hypercolumn
+from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
 from ..regressor import LandmarkRegressor, regression_loss, spatial_softmax
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -154,12 +155,6 @@ def pose_in_frames(pose: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
     return pose[None] * boxes[:, None, 2:3] + boxes[:, None, :2]
 
 
-def pixel_error(pred: Tensor, truth: Tensor, visible: Tensor) -> float:
-    """Mean Euclidean distance over visible points (pixels)."""
-    distance = (pred - truth).norm(dim=-1)
-    return float(distance[visible].mean()) if bool(visible.any()) else math.nan
-
-
 def distribution_loss(
     probs: Tensor, target: Tensor, visible: Tensor, grid: tuple[int, int], sigma: float = 1.0
 ) -> Tensor:
@@ -224,7 +219,7 @@ def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOpti
 @torch.no_grad()
 def _validate(model: LandmarkModel, frames, keypoints, visible) -> float:
     preds = [model.detect(frames[i : i + 8]) for i in range(0, len(frames), 8)]
-    return pixel_error(torch.cat(preds), keypoints, visible)
+    return mean_pixel_error(torch.cat(preds), keypoints, visible)
 
 
 def _state(model, optimizer, schedule, generator, step, history, best) -> dict:
@@ -289,7 +284,7 @@ def finetune(
     check = val_data if val_data is not None else (frames, keypoints, visible)
     sizes = [tuple(f.shape[-2:]) for f in check[0]]
     pose = mean_pose(keypoints, visible, [tuple(f.shape[-2:]) for f in frames])
-    baseline = pixel_error(pose_in_frames(pose, sizes), check[1], check[2])
+    baseline = mean_pixel_error(pose_in_frames(pose, sizes), check[1], check[2])
     history, best, step = _train(model, views, check, options)
     model.load_state_dict(best[2])
     model.eval()
