@@ -24,27 +24,27 @@ __all__ = ["stage_similarity_triton"]
 @triton.jit
 def _stage_score(
     acc,
-    q_base,
+    q_rows,
+    k_mask,
     ptr,
     b,
     h,
     w,
     C,
-    q_off,
     oi,
     oj,
     S_H,
     S_W,
-    offs_k,
-    k_mask,
     p_mask,
-    C_TOTAL,
     eps,
     NORMALIZE: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """``acc + <q_k, up(map)(p) / ‖up(map)(p)‖>`` for a block of pixels ``p`` and queries ``k``."""
+    """``acc + <q_k, up(map)(p) / ‖up(map)(p)‖>`` for a block of pixels ``p`` and queries ``k``.
+
+    ``q_rows`` points at this stage's first channel of each query row ``k`` (``(BLOCK_K, 1)`` pointers).
+    """
     dots = tl.zeros_like(acc)
     sq = tl.zeros((BLOCK_P,), dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
@@ -53,12 +53,8 @@ def _stage_score(
         u = tap_sum(ptr, b, h, w, oi, oj, S_H, S_W, offs_c, c_mask, p_mask, C)  # (BLOCK_P, BLOCK_C)
         if NORMALIZE:
             sq += tl.sum(u * u, axis=1)
-        q = tl.load(
-            q_base + offs_k[:, None] * C_TOTAL + (q_off + offs_c)[None, :],
-            mask=k_mask[:, None] & c_mask[None, :],
-            other=0.0,
-        ).to(tl.float32)  # (BLOCK_K, BLOCK_C)
-        dots += tl.dot(u, tl.trans(q), input_precision="ieee")
+        q = tl.load(q_rows + offs_c[None, :], mask=k_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+        dots += tl.dot(u, tl.trans(q), input_precision="ieee")  # (BLOCK_P, BLOCK_K)
     if NORMALIZE:
         dots = dots / tl.maximum(tl.sqrt(sq), eps)[:, None]
     return acc + dots
@@ -110,98 +106,22 @@ def _stage_similarity_kernel(
     k_mask = offs_k < K
     oi = offs_p // S_W
     oj = offs_p % S_W
-    q_base = q_ptr + b * K * C_TOTAL
+    q_rows = q_ptr + b * K * C_TOTAL + offs_k[:, None] * C_TOTAL  # (BLOCK_K, 1): each query's first channel
     acc = tl.zeros((BLOCK_P, BLOCK_K), dtype=tl.float32)
     acc = _stage_score(
-        acc,
-        q_base,
-        p0,
-        b,
-        h0,
-        w0,
-        c0,
-        o0,
-        oi,
-        oj,
-        S_H,
-        S_W,
-        offs_k,
-        k_mask,
-        p_mask,
-        C_TOTAL,
-        eps,
-        NORMALIZE,
-        BLOCK_P,
-        BLOCK_C,
+        acc, q_rows + o0, k_mask, p0, b, h0, w0, c0, oi, oj, S_H, S_W, p_mask, eps, NORMALIZE, BLOCK_P, BLOCK_C
     )
     if N_STAGES > 1:
         acc = _stage_score(
-            acc,
-            q_base,
-            p1,
-            b,
-            h1,
-            w1,
-            c1,
-            o1,
-            oi,
-            oj,
-            S_H,
-            S_W,
-            offs_k,
-            k_mask,
-            p_mask,
-            C_TOTAL,
-            eps,
-            NORMALIZE,
-            BLOCK_P,
-            BLOCK_C,
+            acc, q_rows + o1, k_mask, p1, b, h1, w1, c1, oi, oj, S_H, S_W, p_mask, eps, NORMALIZE, BLOCK_P, BLOCK_C
         )
     if N_STAGES > 2:
         acc = _stage_score(
-            acc,
-            q_base,
-            p2,
-            b,
-            h2,
-            w2,
-            c2,
-            o2,
-            oi,
-            oj,
-            S_H,
-            S_W,
-            offs_k,
-            k_mask,
-            p_mask,
-            C_TOTAL,
-            eps,
-            NORMALIZE,
-            BLOCK_P,
-            BLOCK_C,
+            acc, q_rows + o2, k_mask, p2, b, h2, w2, c2, oi, oj, S_H, S_W, p_mask, eps, NORMALIZE, BLOCK_P, BLOCK_C
         )
     if N_STAGES > 3:
         acc = _stage_score(
-            acc,
-            q_base,
-            p3,
-            b,
-            h3,
-            w3,
-            c3,
-            o3,
-            oi,
-            oj,
-            S_H,
-            S_W,
-            offs_k,
-            k_mask,
-            p_mask,
-            C_TOTAL,
-            eps,
-            NORMALIZE,
-            BLOCK_P,
-            BLOCK_C,
+            acc, q_rows + o3, k_mask, p3, b, h3, w3, c3, oi, oj, S_H, S_W, p_mask, eps, NORMALIZE, BLOCK_P, BLOCK_C
         )
     out_offs = (b * K + offs_k)[None, :] * P + offs_p[:, None]  # (BLOCK_P, BLOCK_K) into (B, K, P)
     m = p_mask[:, None] & k_mask[None, :]
