@@ -54,6 +54,40 @@ class ProjectedDescriptors(nn.Module):
         return self.projector(self.hypercolumn.stage_maps(images), size)
 
 
+def _match_pairs(
+    model: nn.Module, pair, *, visible: Tensor | None, normalize: Callable[[Tensor], Tensor], frame: float, **options
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Distances of one batch's matches (``{"same", "different"}``, visible landmarks only) and its first examples.
+
+    The doubly warped views of images ``2i`` are matched into their own singly warped views and into those of
+    images ``2i+1``; ``options`` go to :func:`~contrastive_landmarks.match` (``similarity``, ``size``).
+    """
+    view1, view2 = pair.image1.clamp(0, 1), pair.image2.clamp(0, 1)
+    height, width = view1.shape[-2:]
+    kp1, kp2 = pair.keypoints1.float(), pair.keypoints2.float()
+    source, src_kp = view1[0::2], kp1[0::2]
+    # queries outside the warped image cannot be sampled: clamp them to the border (rare)
+    src_kp = torch.stack([src_kp[..., 0].clamp(-0.5, width - 0.5), src_kp[..., 1].clamp(-0.5, height - 0.5)], -1)
+    src_norm = normalize(source)
+    distances, example = {}, {}
+    for name, target, truth, vis in (
+        ("same", view2[0::2], kp2[0::2], None if visible is None else visible[0::2]),
+        ("different", view2[1::2], kp2[1::2], None if visible is None else visible[0::2] & visible[1::2]),
+    ):
+        found = match(model, src_norm, src_kp, normalize(target), **options)
+        distance = matching_error(found.points, truth, (height, width), frame, vis, reduction="none")
+        distances[name] = distance[~distance.isnan()]
+        if name == "different":
+            example = {
+                "source": source[:4],
+                "source_points": src_kp[:4],
+                "target": target[:4],
+                "points": found.points[:4],
+                "truth": truth[:4],
+            }
+    return distances, example
+
+
 @torch.no_grad()
 def evaluate_matching(
     model: nn.Module,
@@ -103,7 +137,6 @@ def evaluate_matching(
     if total < 2:
         raise ValueError(f"matching needs at least 2 images, got {total}")
     similarity = similarity or ("stage_cosine" if isinstance(model, Hypercolumn) else "cosine")
-    grid_size = size
     generator = torch.Generator().manual_seed(seed)
     errors = {"same": [], "different": []}
     kept = []
@@ -114,30 +147,13 @@ def evaluate_matching(
         keypoints = torch.stack([s["keypoints"] for s in samples]).float()
         visible = torch.stack([s["visible"] for s in samples]) if "visible" in samples[0] else None
         pair = make_pair(images, keypoints, params, generator=generator, crop=crop)
-        view1, view2 = pair.image1.clamp(0, 1), pair.image2.clamp(0, 1)
-        height, width = view1.shape[-2:]
-        kp1, kp2 = pair.keypoints1.float(), pair.keypoints2.float()
-        source, src_kp = view1[0::2], kp1[0::2]
-        # queries outside the warped image cannot be sampled: clamp them to the border (rare)
-        src_kp = torch.stack([src_kp[..., 0].clamp(-0.5, width - 0.5), src_kp[..., 1].clamp(-0.5, height - 0.5)], -1)
-        src_norm = normalize(source)
-        for name, target, truth, vis in (
-            ("same", view2[0::2], kp2[0::2], None if visible is None else visible[0::2]),
-            ("different", view2[1::2], kp2[1::2], None if visible is None else visible[0::2] & visible[1::2]),
-        ):
-            found = match(model, src_norm, src_kp, normalize(target), similarity=similarity, size=grid_size)
-            distance = matching_error(found.points, truth, (height, width), frame, vis, reduction="none")
-            errors[name].append(distance[~distance.isnan()])
-            if return_matches and name == "different" and not kept:
-                kept.append(
-                    {
-                        "source": source[:4],
-                        "source_points": src_kp[:4],
-                        "target": target[:4],
-                        "points": found.points[:4],
-                        "truth": truth[:4],
-                    }
-                )
+        height, width = pair.image1.shape[-2:]
+        options = {"similarity": similarity, "size": size}
+        distances, example = _match_pairs(model, pair, visible=visible, normalize=normalize, frame=frame, **options)
+        for name, distance in distances.items():
+            errors[name].append(distance)
+        if return_matches and not kept:
+            kept.append(example)
     result = {
         name: {"error": float(torch.cat(e).mean()), "count": int(torch.cat(e).numel())} for name, e in errors.items()
     }

@@ -103,6 +103,44 @@ def _summary(values: list[float]) -> dict:
     return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0, "per_seed": values}
 
 
+def _few_shot(train_part: list[int], num_labelled: int | None, seed: int) -> list[int]:
+    """The labelled images of one seed: all of ``train_part``, or ``num_labelled`` of them drawn with ``seed``."""
+    if num_labelled is None:
+        return list(train_part)
+    if num_labelled > len(train_part):
+        raise ValueError(f"num_labelled={num_labelled} but the training part has {len(train_part)} images")
+    perm = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(seed))[:num_labelled]
+    return sorted(train_part[i] for i in perm.tolist())
+
+
+def _best_fit(
+    features: nn.Module,
+    labelled: Any,
+    val_set: Any,
+    lrs: Sequence[float] | None,
+    fit_options: dict,
+    *,
+    say: Callable[[str], None],
+    metric_name: str,
+    seed: int,
+    **fit_kwargs: Any,
+) -> tuple[RegressorFit, float]:
+    """One :func:`fit_regressor` per learning rate (``None``: its default); the best on validation, and its rate."""
+    best: RegressorFit | None = None
+    best_lr = math.nan
+    for lr in lrs or (None,):
+        options = dict(fit_options) if lr is None else {**fit_options, "lr": lr}
+        fit = fit_regressor(features, labelled, val_set, seed=seed, warn=False, **fit_kwargs, **options)
+        say(
+            f"seed {seed} lr {options.get('lr', 'default')}: val {metric_name} {fit.score:.3f} "
+            f"(mean shape {fit.baseline:.3f}, step {fit.best_step})"
+        )
+        if best is None or fit.score < best.score:
+            best, best_lr = fit, options.get("lr", math.nan)
+    assert best is not None
+    return best, best_lr
+
+
 def evaluate_regression(
     model: Hypercolumn,
     train_set: Any,
@@ -159,35 +197,21 @@ def evaluate_regression(
     results: dict[str, list[float]] = {"test": [], "test_baseline": [], "val": [], "val_baseline": []}
     selections, problems = [], []
     for seed in seeds:
-        labelled = list(train_part)
-        if num_labelled is not None:
-            if num_labelled > len(train_part):
-                raise ValueError(f"num_labelled={num_labelled} but the training part has {len(train_part)} images")
-            perm = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(seed))[:num_labelled]
-            labelled = sorted(train_part[i] for i in perm.tolist())
-        best: RegressorFit | None = None
-        best_lr = math.nan
-        for lr in lrs or (None,):
-            options = dict(fit_options) if lr is None else {**fit_options, "lr": lr}
-            fit = fit_regressor(
-                features,
-                KeypointSubset(train_set, labelled),
-                val_set,
-                projector=projector,
-                metric=metric,
-                eye_indices=eye_indices,
-                seed=seed,
-                device=device,
-                warn=False,
-                **options,
-            )
-            say(
-                f"seed {seed} lr {options.get('lr', 'default')}: val {metric_name} {fit.score:.3f} "
-                f"(mean shape {fit.baseline:.3f}, step {fit.best_step})"
-            )
-            if best is None or fit.score < best.score:
-                best, best_lr = fit, options.get("lr", math.nan)
-        assert best is not None
+        labelled = _few_shot(train_part, num_labelled, seed)
+        best, best_lr = _best_fit(
+            features,
+            KeypointSubset(train_set, labelled),
+            val_set,
+            lrs,
+            fit_options,
+            say=say,
+            metric_name=metric_name,
+            projector=projector,
+            metric=metric,
+            eye_indices=eye_indices,
+            seed=seed,
+            device=device,
+        )
         if fits is not None:
             fits.append(best)
         pred, truth, visible = predict_dataset(features, best, test_set, projector=projector, device=device)
