@@ -14,7 +14,7 @@ from torch import Tensor
 from contrastive_landmarks.check import size_pair
 from contrastive_landmarks.coords import pixels_to_normalized
 from contrastive_landmarks.tps import TPSPair, TPSParams, inside_image, random_tps
-from contrastive_landmarks.tps_warp import TPSWarp, frame_points, frame_to_pixels, tps_kernel
+from contrastive_landmarks.tps.warp import TPSWarp, frame_points, frame_to_pixels, tps_kernel
 
 __all__ = [
     "fit_tps_reference",

@@ -1,7 +1,7 @@
 """Random thin-plate-spline (TPS) warps, DVE's parameterisation: image pairs and augmentation, with exact keypoints.
 
-The warp itself (evaluation, resampling, exact keypoint inversion) is :mod:`contrastive_landmarks.tps_warp`;
-its names are importable from here too. Frame convention: see there (``align_corners=True`` normalised
+The warp itself (evaluation, resampling, exact keypoint inversion) is :mod:`.warp`; both modules' names are
+importable from :mod:`contrastive_landmarks.tps`. Frame convention: see :mod:`.warp` (``align_corners=True`` normalised
 coordinates inside, ``(x, y)`` pixels at the API edge).
 
 Parameterisation (DVE's ``random_tps_weights``)
@@ -25,36 +25,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from .coords import pixels_to_normalized
-from .tps_warp import (
-    TPSWarp,
-    control_grid,
-    dense_map,
-    frame_to_pixels,
-    grid_kernel,
-    resample,
-    sampling_grid,
-    source_points,
-    tps_kernel,
-    warp_images,
-    warp_keypoints,
-)
+from ..coords import pixels_to_normalized
+from .warp import TPSWarp, control_grid, dense_map, frame_to_pixels, grid_kernel, resample, warp_images, warp_keypoints
 
-__all__ = [
-    "TPSPair",
-    "TPSParams",
-    "TPSWarp",
-    "control_grid",
-    "grid_kernel",
-    "make_pair",
-    "random_tps",
-    "sampling_grid",
-    "source_points",
-    "tps_augment",
-    "tps_kernel",
-    "warp_images",
-    "warp_keypoints",
-]
+__all__ = ["TPSPair", "TPSParams", "inside_image", "make_pair", "random_tps", "tps_augment"]
 
 
 @dataclass(frozen=True)

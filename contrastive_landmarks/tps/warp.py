@@ -1,7 +1,7 @@
 """One thin-plate-spline (TPS) map: evaluating it, resampling images with it, and warping keypoints exactly.
 
 A :class:`TPSWarp` is ``T(p) = Σ_i w_i U(‖p - c_i‖²) + a_0 + a_1 x + a_2 y`` with kernel ``U(r²) = r² log r²``
-(random ones: :func:`contrastive_landmarks.tps.random_tps`).
+(random ones: :func:`contrastive_landmarks.tps.random_tps`, in :mod:`.random_warps`).
 
 Convention
 ----------
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check import size_pair
+from ..check import size_pair
 
 __all__ = [
     "TPSWarp",
