@@ -9,11 +9,11 @@ the frozen-backbone heads (spatial projector, landmark regressor). The same step
 
 from __future__ import annotations
 
-from .augment import PRESETS, MoCoAugment, Preset, get_preset
 from .batchnorm import recalibrate_batchnorm
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .images import ImageSource, PretrainImages, cache_images, list_images
 from .moco import MoCo, MoCoEncoder, MoCoHead, moco_loss
+from .moco_views import PRESETS, MoCoAugment, Preset, get_preset
 from .pretrain import CosineSchedule, PretrainConfig, export_backbone, pretrain
 from .projector_fitting import ProjectorFitResult, fit_projector, projector_loss
 from .regressor_fitting import Augment, RegressorFit, fit_regressor, mean_shape

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..framing import Framing, crop_images, crop_points, frame_boxes, keypoint_boxes
-from .augment_ops import _grayscale, color_jitter, gaussian_blur
+from .image_ops import _grayscale, color_jitter, gaussian_blur
 
 __all__ = ["KeypointViews", "ViewAugment"]
 

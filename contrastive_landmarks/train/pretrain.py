@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader
 
 from ..backbone import DEFAULT_STAGES, Backbone
 from ..hub import save_pretrained
-from .augment import MoCoAugment, get_preset
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .images import PretrainImages, cache_images
 from .moco import MoCo
+from .moco_views import MoCoAugment, get_preset
 from .pretrain_config import CosineSchedule, PretrainConfig
 
 __all__ = ["CosineSchedule", "PretrainConfig", "export_backbone", "pretrain"]

@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
-from .augment import get_preset
+from .moco_views import get_preset
 
 __all__ = ["CosineSchedule", "PretrainConfig"]
 

@@ -45,7 +45,7 @@ from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
 from .features import StageMapBank, check_dataset, collate, eval_mode, index_batches, module_device, regressor_maps
 from .regressor_report import RegressorFit, diagnose, report
-from .view_augment import Augment
+from .regressor_views import Augment
 
 __all__ = [
     "Augment",

@@ -144,7 +144,7 @@ def test_face_box_crop_jitter_is_seeded_and_bad_input_is_named():
 
 def test_paper_resize_scales_the_border():
     from contrastive_landmarks.data.transforms import aflw_transform, paper_resize
-    from contrastive_landmarks.train.augment import get_preset
+    from contrastive_landmarks.train.moco_views import get_preset
 
     assert paper_resize(96) == 136 and paper_resize(64) == 90
     for size in (48, 64, 96, 128):

@@ -31,7 +31,7 @@ from contrastive_landmarks.train import (
     save_checkpoint,
     set_rng_state,
 )
-from contrastive_landmarks.train.augment_ops import (
+from contrastive_landmarks.train.image_ops import (
     color_jitter,
     gaussian_blur,
     jpeg_compress,

@@ -1,8 +1,9 @@
-"""The batched image ops of the MoCo views: simulated JPEG, random resized crops, colour jitter, PCA lighting
-and Gaussian blur, as tensor ops on whole ``(B, 3, H, W)`` batches in ``[0, 1]``.
+"""The batched image ops training views are made of: simulated JPEG, random resized crops, colour jitter, PCA
+lighting and Gaussian blur, as tensor ops on whole ``(B, 3, H, W)`` batches in ``[0, 1]``.
 
 Each op draws its random parameters per sample from an explicit CPU :class:`torch.Generator` (pixels stay on
-the batch's device). The recipe that chains them, and its presets, is :mod:`.augment`.
+the batch's device). The recipe that chains them into MoCo's views, and its presets, is :mod:`.moco_views`;
+fine-tuning's views (:mod:`.keypoint_views`) use the colour jitter, blur and grey ones.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ The recipe (reference notes §4, "Faces"), applied to each view independently:
 
 MoCo v2's Gaussian blur is available (:func:`gaussian_blur`, ``blur=True``). There is no flip,
 grayscale or TPS in the authors' recipe.
-The ops themselves are :mod:`.augment_ops`; this module has the recipe's presets and :class:`MoCoAugment`.
+The ops themselves are :mod:`.image_ops`; this module has the recipe's presets and :class:`MoCoAugment`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..hub import CELEBA_MEAN, CELEBA_STD
 from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from .augment_ops import color_jitter, gaussian_blur, jpeg_compress, jpeg_noise, pca_lighting, random_resized_crop
+from .image_ops import color_jitter, gaussian_blur, jpeg_compress, jpeg_noise, pca_lighting, random_resized_crop
 
 __all__ = [
     "PRESETS",
