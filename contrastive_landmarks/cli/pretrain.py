@@ -107,16 +107,29 @@ def _paragraphs(*texts: str) -> str:
 
 
 # -- pretrain ---------------------------------------------------------------------------------------------
+def _resume_command() -> str:
+    import sys
+
+    argv = [a for a in sys.argv[1:] if a not in ("--resume", "--no-resume")]
+    return "contrastive-landmarks " + " ".join([*argv, "--resume"])
+
+
 def _run_pretrain(args: argparse.Namespace) -> int:
+    import sys
+
     from ..train import PretrainConfig, pretrain
+    from ..train.pretrain import PretrainInterrupted
 
     config = config_from_args(PretrainConfig, args)
     config.progress = progress_available(config.progress)
     try:
         result = pretrain(config)
+    except PretrainInterrupted as stop:
+        print(f"contrastive-landmarks pretrain: {stop}; resume with:\n  {_resume_command()}", file=sys.stderr)
+        return 130
     except FileExistsError as error:
         return fail("pretrain", f"{error} (on the command line: --resume, or another --output-dir)")
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         return fail("pretrain", error)
     if _main_process():
         state = "finished" if result["finished"] else "stopped (resume with --resume)"

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +45,7 @@ from ..pipeline import LandmarkModel
 from ..regressor import LandmarkRegressor, regression_loss, spatial_softmax
 from .checkpoint import load_checkpoint, save_checkpoint
 from .features import check_dataset
+from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .keypoint_views import KeypointViews, ViewAugment
 from .regressor_fitting import default_heatmaps, diagnose
 
@@ -117,12 +116,8 @@ class FinetuneResult:
     config: dict[str, Any]
 
 
-class FinetuneInterrupted(KeyboardInterrupt):
+class FinetuneInterrupted(TrainingInterrupted):
     """Ctrl-C during :func:`finetune`: a checkpoint of the last finished step was written to :attr:`checkpoint`."""
-
-    def __init__(self, step: int, checkpoint: Path) -> None:
-        super().__init__(f"interrupted after step {step}; checkpoint written to {checkpoint}")
-        self.step, self.checkpoint = step, checkpoint
 
 
 def load_frames(data: Any) -> tuple[list[Tensor], Tensor, Tensor]:
@@ -331,7 +326,7 @@ def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneO
     eval_every = options.eval_every or max(25, options.steps // 20)
     bar = _bar(options, start)
     began, running, step = time.perf_counter(), 0.0, start
-    with _StopOnInterrupt(path is not None) as interrupt:
+    with StopOnInterrupt(path is not None) as interrupt:
         try:
             for step in range(start + 1, options.steps + 1):
                 running += _step(model, views, options, optimizer, schedule, generator, bf16)
@@ -385,30 +380,6 @@ def _step(model: LandmarkModel, views: KeypointViews, options: FinetuneOptions, 
     optimizer.step()
     schedule.step()
     return float(loss.detach())
-
-
-class _StopOnInterrupt:
-    """While active (main thread, ``enabled``), the first Ctrl-C only sets :attr:`requested`, so the loop can
-    finish its step and write a consistent checkpoint; a second Ctrl-C interrupts at once."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _StopOnInterrupt:
-        if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _bar(options: FinetuneOptions, start: int):

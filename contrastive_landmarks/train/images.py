@@ -1,11 +1,13 @@
 """Unlabelled images for pretraining: several sources, per-source pre-crop, optional in-memory cache.
 
-A *source* is a folder (every ``*.jpg``/``*.jpeg``/``*.png`` under it, recursively, sorted) or a list
+A *source* is a folder (every ``*.jpg``/``*.jpeg``/``*.png`` under it, recursively, sorted), a list
 file (one path per line, or a CSV whose first column holds the paths, e.g. MTFL's ``train.csv``;
-paths are relative to the file's folder unless ``root`` is given). A source can carry a pre-crop,
-written in a source string as ``PATH;crop=TOP,LEFT,HEIGHT,WIDTH`` or ``PATH;crop=celeba`` (rows
-30..208 of a 178x218 CelebA aligned image, the authors' "move head up" crop) and ``;root=DIR``.
-``crop=auto`` (the faces preset's default) applies the CelebA crop to exactly-178x218 images only.
+paths are relative to the file's folder unless ``root`` is given), or a video (``.mp4``, ``.avi``, ...:
+its frames, every ``every``-th, at most ``max_frames``; the ``[video]`` extra). A source can carry a
+pre-crop, written in a source string as ``PATH;crop=TOP,LEFT,HEIGHT,WIDTH`` or ``PATH;crop=celeba`` (rows
+30..208 of a 178x218 CelebA aligned image, the authors' "move head up" crop) and ``;root=DIR``, and a
+video ``;every=N;max_frames=M``. ``crop=auto`` (the faces preset's default) applies the CelebA crop to
+exactly-178x218 images only.
 
 :class:`PretrainImages` decodes, pre-crops and squashes every image to ``size x size`` and returns
 ``uint8`` tensors (cheap to batch, cache and ship between processes); :func:`cache_images` decodes a
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from ..data.video import VIDEO_EXTENSIONS
 
 __all__ = ["CELEBA_CROP", "ImageSource", "PretrainImages", "cache_images", "list_images"]
 
@@ -49,19 +53,40 @@ class ImageSource:
     path: str
     root: str | None = None
     crop: str | tuple[int, int, int, int] | None = None
+    every: int = 1
+    max_frames: int | None = None
+
+    @property
+    def is_video(self) -> bool:
+        """Whether the source is a video file (by its suffix: ``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.m4v``)."""
+        return Path(self.path).suffix.lower() in VIDEO_EXTENSIONS
 
     @classmethod
     def parse(cls, spec: str | os.PathLike | ImageSource, default_crop: str | None = None) -> ImageSource:
-        """``"PATH[;crop=TOP,LEFT,HEIGHT,WIDTH|celeba|auto|none][;root=DIR]"`` -> :class:`ImageSource`."""
+        """``"PATH[;crop=TOP,LEFT,HEIGHT,WIDTH|celeba|auto|none][;root=DIR][;every=N][;max_frames=M]"`` -> source."""
         if isinstance(spec, ImageSource):
             return spec
         parts = str(spec).split(";")
         path, options = parts[0].strip(), {}
         for part in parts[1:]:
             key, sep, value = part.partition("=")
-            if not sep or key.strip() not in ("crop", "root"):
-                raise ValueError(f"bad image source option {part!r} in {spec!r}; expected crop=... or root=...")
+            if not sep or key.strip() not in ("crop", "root", "every", "max_frames"):
+                raise ValueError(
+                    f"bad image source option {part!r} in {spec!r}; expected crop=..., root=..., every=N or "
+                    "max_frames=M"
+                )
             options[key.strip()] = value.strip()
+        counts = {}
+        for key in ("every", "max_frames"):
+            if key in options:
+                try:
+                    counts[key] = int(options[key])
+                except ValueError:
+                    raise ValueError(f"{key} must be an integer, got {options[key]!r} in {spec!r}") from None
+        if counts and Path(path).suffix.lower() not in VIDEO_EXTENSIONS:
+            raise ValueError(f"every= and max_frames= are for videos ({', '.join(VIDEO_EXTENSIONS)}), not {path}")
+        if counts.get("every", 1) < 1 or counts.get("max_frames", 1) < 1:
+            raise ValueError(f"every and max_frames must be >= 1 in {spec!r}")
         crop: str | tuple[int, int, int, int] | None = options.get("crop", default_crop)
         if isinstance(crop, str):
             if crop.lower() == "none":
@@ -79,7 +104,22 @@ class ImageSource:
                 crop = values
             else:
                 crop = crop.lower()
-        return cls(path, options.get("root"), crop)
+        if crop in ("auto", "celeba") and Path(path).suffix.lower() in VIDEO_EXTENSIONS:
+            crop = None if crop == "auto" else crop
+        return cls(path, options.get("root"), crop, counts.get("every", 1), counts.get("max_frames"))
+
+    def frames(self) -> list[int]:
+        """The frame numbers a video source contributes (opens the video's packet table, decodes nothing)."""
+        from ..data.video import video_info
+
+        path = Path(self.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"video not found: {path}")
+        chosen = range(0, video_info(path).num_frames, self.every)
+        chosen = chosen if self.max_frames is None else chosen[: self.max_frames]
+        if not chosen:
+            raise ValueError(f"video {path} has no frames")
+        return list(chosen)
 
     def files(self) -> list[Path]:
         """The image paths of this source (checked to exist for folders; list files are trusted)."""
@@ -111,18 +151,24 @@ def _read_list(path: Path) -> list[str]:
     return rows
 
 
+Crop = str | tuple[int, int, int, int] | None
+
+
 def list_images(
     sources: Sequence[str | os.PathLike | ImageSource], default_crop: str | None = None
-) -> list[tuple[Path, str | tuple[int, int, int, int] | None]]:
-    """``(path, crop)`` for every image of every source, in order."""
+) -> list[tuple[Path, Crop, int | None]]:
+    """``(path, crop, frame)`` for every image of every source, in order (``frame`` is ``None`` but for videos)."""
     if isinstance(sources, (str, os.PathLike, ImageSource)):
         sources = [sources]
     if not sources:
         raise ValueError("no image sources given")
-    items = []
+    items: list[tuple[Path, Crop, int | None]] = []
     for spec in sources:
         source = ImageSource.parse(spec, default_crop)
-        items.extend((file, source.crop) for file in source.files())
+        if source.is_video:
+            items.extend((Path(source.path), source.crop, frame) for frame in source.frames())
+        else:
+            items.extend((file, source.crop, None) for file in source.files())
     return items
 
 
@@ -163,6 +209,25 @@ class PretrainImages(Dataset):
             raise ValueError(f"size must be positive, got {size}")
         self.size = int(size)
         self.items = list_images(sources, default_crop)
+        self._videos: dict[Path, object] = {}
+
+    def __getstate__(self) -> dict:  # open video decoders do not pickle (DataLoader workers open their own)
+        return {**self.__dict__, "_videos": {}}
+
+    def _decode(self, path: Path, frame: int | None):
+        from PIL import Image
+
+        if frame is None:
+            if not path.is_file():
+                raise FileNotFoundError(f"image not found: {path}")
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        if path not in self._videos:
+            from ..data.video import VideoFrames
+
+            self._videos[path] = VideoFrames(path)
+        pixels = self._videos[path][frame]["image"]  # (3, H, W) float in [0, 1]
+        return Image.fromarray(pixels.mul(255).round_().byte().permute(1, 2, 0).numpy())
 
     def __len__(self) -> int:
         return len(self.items)
@@ -171,17 +236,14 @@ class PretrainImages(Dataset):
         """Decode image ``index`` -> ``(3, size, size)`` uint8."""
         from PIL import Image
 
-        path, crop = self.items[index]
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            box = _crop_box(crop, image.width, image.height, path)
-            if box is not None:
-                image = image.crop(box)
-            if image.size != (self.size, self.size):
-                image = image.resize((self.size, self.size), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
+        path, crop, frame = self.items[index]
+        image = self._decode(path, frame)
+        box = _crop_box(crop, image.width, image.height, path)
+        if box is not None:
+            image = image.crop(box)
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
     def __getitem__(self, index: int) -> dict:

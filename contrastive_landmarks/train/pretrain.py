@@ -23,22 +23,25 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..backbone import DEFAULT_STAGES, Backbone
 from ..hub import save_pretrained
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .images import PretrainImages, cache_images
+from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .moco import MoCo
-from .moco_views import MoCoAugment, get_preset
+from .moco_views import MoCoAugment, Preset, get_preset
 from .pretrain_config import CosineSchedule, PretrainConfig
 
-__all__ = ["CosineSchedule", "PretrainConfig", "export_backbone", "pretrain"]
+__all__ = ["CosineSchedule", "PretrainConfig", "PretrainInterrupted", "export_backbone", "pretrain"]
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -66,12 +69,25 @@ def _setup_distributed(config: PretrainConfig) -> tuple[int, int, torch.device]:
 
 
 def _precision(config: PretrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (``None``: full float32)."""
-    if config.precision == "fp32" or (config.precision == "auto" and device.type != "cuda"):
+    """The autocast dtype (``None``: full float32).
+
+    ``auto``: bfloat16 on a GPU that has it (else float16), bfloat16 on a CPU with native bfloat16 arithmetic
+    (AVX512-BF16 / AMX: 1.8x the float32 ResNet step here, ``benchmarks/bench_moco.py``), float32 otherwise.
+    """
+    if config.precision == "fp32":
         return None
     if config.precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and _cpu_has_bf16() else None
     return torch.float16 if config.precision == "fp16" else torch.bfloat16
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _step_generator(*key: int) -> torch.Generator:
@@ -95,11 +111,24 @@ def _check_resumable(saved: dict, config: PretrainConfig, num_images: int) -> No
         )
 
 
+def _logged_step(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a line cut short by a kill: dropped
+
+
 class _Logger:
-    def __init__(self, directory: Path, enabled: bool, tensorboard: bool) -> None:
+    """``log.jsonl`` (and TensorBoard); a resumed run first drops the records after its checkpoint's step,
+    which the interrupted run wrote and this one is about to redo."""
+
+    def __init__(self, directory: Path, enabled: bool, tensorboard: bool, resumed_at: int = 0) -> None:
         self.enabled = enabled
         self.path = directory / LOG_NAME
         self.writer = None
+        if enabled and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if _logged_step(line) <= resumed_at]
+            self.path.write_text("".join(line + "\n" for line in kept))
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -122,42 +151,50 @@ class _Logger:
             self.writer.close()
 
 
-# -- the loop ------------------------------------------------------------------------------------
-def pretrain(config: PretrainConfig) -> dict:
-    """Run (or resume) MoCo pretraining; see the module docstring for what is written.
+# -- the run's parts ---------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Everything one call of :func:`pretrain` trains with, and where it is (``global_step``, ``train_time``)."""
 
-    Returns:
-        ``{"checkpoint": Path, "global_step": int, "epoch": int, "finished": bool, "history": [records],
-        "backbone": Path | None}``; ``history`` holds the log records written by this call.
+    config: PretrainConfig
+    preset: Preset
+    dataset: PretrainImages
+    rank: int
+    world: int
+    device: torch.device
+    steps_per_epoch: int
+    total_steps: int
+    target: int
+    model: MoCo
+    augment: MoCoAugment
+    optimizer: torch.optim.Optimizer
+    schedule: CosineSchedule
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    runner: torch.nn.Module | None = None
+    global_step: int = 0
+    train_time: float = 0.0
 
-    Raises:
-        FileExistsError: ``output_dir`` holds a checkpoint and ``resume`` is false.
-        ValueError: bad settings, fewer images than one batch, or a checkpoint of other settings.
-    """
-    config.validate()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    rank, world, device = _setup_distributed(config)
-    main_process = rank == 0
+    @property
+    def num_images(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def local_batch(self) -> int:
+        return self.config.batch_size // self.world
+
+
+def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) -> _Run:
+    """Data, model, augmentation, optimiser and schedule of a fresh run (raises ValueError on bad sizes)."""
     preset = get_preset(config.preset, config.image_size, config.border)
-    out = Path(config.output_dir)
-    checkpoint_path = out / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not config.resume:
-        raise FileExistsError(f"{checkpoint_path} exists: pass resume=True to continue it, or use another output_dir")
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} processes")
-    local_batch = config.batch_size // world
-
-    dataset = PretrainImages(config.data, preset.resize, default_crop="auto" if preset.celeba_crop else None)
-    num_images = len(dataset)
-    steps_per_epoch = num_images // config.batch_size
+    dataset = PretrainImages(config.sources(), preset.resize, default_crop="auto" if preset.celeba_crop else None)
+    steps_per_epoch = len(dataset) // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{num_images} images is fewer than one batch of {config.batch_size}")
+        raise ValueError(f"{len(dataset)} images is fewer than one batch of {config.batch_size}")
     total_steps = config.epochs * steps_per_epoch
-    target = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
-    cache_bytes = num_images * 3 * preset.resize**2
-    use_cache = config.cache == "yes" or (config.cache == "auto" and cache_bytes <= config.cache_gb * 2**30)
-
     torch.manual_seed(config.seed)
     model = MoCo(
         config.arch,
@@ -176,171 +213,242 @@ def pretrain(config: PretrainConfig) -> dict:
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    augment = MoCoAugment.from_preset(preset, jpeg=config.jpeg, blur=config.blur, scale=(config.min_scale, 1.0)).to(
-        device
-    )
+    augment = MoCoAugment.from_preset(preset, jpeg=config.jpeg, blur=config.blur, scale=(config.min_scale, 1.0))
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    schedule = CosineSchedule(config.schedule, config.lr, config.epochs, steps_per_epoch)
     autocast_dtype = _precision(config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-    global_step, train_time = 0, 0.0
-
-    if config.resume and checkpoint_path.exists():
-        saved = load_checkpoint(checkpoint_path)
-        if saved.get("format") != _FORMAT:
-            raise ValueError(f"{checkpoint_path} is not a MoCo pretraining checkpoint of this library")
-        _check_resumable(saved, config, num_images)
-        model.encoder_q.load_state_dict(saved["encoder_q"])
-        model.encoder_k.load_state_dict(saved["encoder_k"])
-        model.queue.copy_(saved["queue"])
-        model.queue_ptr.copy_(saved["queue_ptr"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["scheduler"])
-        schedule.epochs, schedule.base_lr = config.epochs, config.lr  # a resumed run may extend the schedule
-        scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"])
-        global_step = int(saved["position"]["global_step"])
-        train_time = float(saved.get("train_time_s", 0.0))
-        if main_process:
-            logger.info(
-                "resumed %s at step %d (epoch %d)", checkpoint_path, global_step, global_step // steps_per_epoch
-            )
-
-    if config.sync_bn and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    runner = model
-    if world > 1:
-        runner = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    images = (
-        cache_images(dataset, num_workers=config.num_workers, progress=config.progress and main_process)
-        if use_cache and global_step < target
-        else None
+    return _Run(
+        config=config,
+        preset=preset,
+        dataset=dataset,
+        rank=rank,
+        world=world,
+        device=device,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        target=total_steps if config.max_steps is None else min(total_steps, config.max_steps),
+        model=model,
+        augment=augment.to(device),
+        optimizer=optimizer,
+        schedule=CosineSchedule(config.schedule, config.lr, config.epochs, steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16),
+        autocast_dtype=autocast_dtype,
+        channels_last=channels_last,
     )
 
-    def state() -> dict:
-        return {
-            "format": _FORMAT,
-            "config": asdict(config),
-            "num_images": num_images,
-            "steps_per_epoch": steps_per_epoch,
-            "preset": {
-                "name": preset.name,
-                "image_size": preset.image_size,
-                "border": preset.border,
-                "mean": list(preset.mean),
-                "std": list(preset.std),
-            },
-            "encoder_q": model.encoder_q.state_dict(),
-            "encoder_k": model.encoder_k.state_dict(),
-            "queue": model.queue.detach().cpu().clone(),
-            "queue_ptr": model.queue_ptr.detach().cpu().clone(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": get_rng_state(),
-            "position": {
-                "global_step": global_step,
-                "epoch": global_step // steps_per_epoch,
-                "step_in_epoch": global_step % steps_per_epoch,
-            },
-            "train_time_s": train_time,
-        }
 
-    log = _Logger(out, main_process, config.tensorboard)
+def _state(run: _Run) -> dict:
+    """The checkpoint of ``run`` at its current step."""
+    preset, model = run.preset, run.model
+    return {
+        "format": _FORMAT,
+        "config": asdict(run.config),
+        "num_images": run.num_images,
+        "steps_per_epoch": run.steps_per_epoch,
+        "preset": {
+            "name": preset.name,
+            "image_size": preset.image_size,
+            "border": preset.border,
+            "mean": list(preset.mean),
+            "std": list(preset.std),
+        },
+        "encoder_q": model.encoder_q.state_dict(),
+        "encoder_k": model.encoder_k.state_dict(),
+        "queue": model.queue.detach().cpu().clone(),
+        "queue_ptr": model.queue_ptr.detach().cpu().clone(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": get_rng_state(),
+        "position": {
+            "global_step": run.global_step,
+            "epoch": run.global_step // run.steps_per_epoch,
+            "step_in_epoch": run.global_step % run.steps_per_epoch,
+        },
+        "train_time_s": run.train_time,
+    }
+
+
+def _restore(run: _Run, checkpoint_path: Path) -> None:
+    """Continue ``run`` from its checkpoint (the settings that fix the data order must be unchanged)."""
+    saved = load_checkpoint(checkpoint_path)
+    if saved.get("format") != _FORMAT:
+        raise ValueError(f"{checkpoint_path} is not a MoCo pretraining checkpoint of this library")
+    _check_resumable(saved, run.config, run.num_images)
+    run.model.encoder_q.load_state_dict(saved["encoder_q"])
+    run.model.encoder_k.load_state_dict(saved["encoder_k"])
+    run.model.queue.copy_(saved["queue"])
+    run.model.queue_ptr.copy_(saved["queue_ptr"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.schedule.load_state_dict(saved["scheduler"])
+    run.schedule.epochs, run.schedule.base_lr = run.config.epochs, run.config.lr  # a resume may extend the schedule
+    run.scaler.load_state_dict(saved["scaler"])
+    set_rng_state(saved["rng"])
+    run.global_step = int(saved["position"]["global_step"])
+    run.train_time = float(saved.get("train_time_s", 0.0))
+    if run.rank == 0:
+        logger.info(
+            "resumed %s at step %d (epoch %d)", checkpoint_path, run.global_step, run.global_step // run.steps_per_epoch
+        )
+
+
+def _batches(run: _Run, images: Tensor | None) -> Iterator[tuple[int, Tensor]]:
+    """``(epoch, uint8 batch)`` for every step from ``run.global_step`` to ``run.target``, in the run's data order.
+
+    The order of epoch ``e`` is a permutation seeded by ``seed + e``, so it depends on the position only.
+    """
+    config, batch = run.config, run.config.batch_size
+    step = run.global_step
+    while step < run.target:
+        epoch, first = divmod(step, run.steps_per_epoch)
+        order = torch.randperm(run.num_images, generator=torch.Generator().manual_seed(config.seed + epoch))
+        last = min(run.steps_per_epoch, first + run.target - step)
+        local = slice(run.rank * run.local_batch, (run.rank + 1) * run.local_batch)
+        indices = [order[s * batch : (s + 1) * batch][local] for s in range(first, last)]
+        if images is not None:
+            source = (images[b] for b in indices)
+        else:
+            loader = DataLoader(
+                run.dataset,
+                batch_sampler=[b.tolist() for b in indices],
+                num_workers=config.num_workers,
+                pin_memory=run.device.type == "cuda",
+            )
+            source = (item["image"] for item in loader)
+        for images_of_step in source:
+            yield epoch, images_of_step
+        step += last - first
+        if run.world > 1:
+            dist.barrier()
+
+
+def _step(run: _Run, epoch: int, batch: Tensor) -> tuple[Tensor, Tensor, float]:
+    """One optimisation step on a uint8 batch: ``(loss, accuracy, lr)``; advances ``run.global_step``."""
+    config = run.config
+    lr = run.schedule(epoch, run.global_step % run.steps_per_epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    batch = batch.to(run.device, non_blocking=True)
+    views = run.augment(torch.cat([batch, batch]), _step_generator(config.seed, run.global_step, run.rank))
+    im_q, im_k = views.chunk(2)
+    if run.channels_last:
+        im_q = im_q.contiguous(memory_format=torch.channels_last)
+        im_k = im_k.contiguous(memory_format=torch.channels_last)
+    dtype = run.autocast_dtype
+    with torch.autocast(run.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss, accuracy = run.runner(im_q, im_k, generator=_step_generator(config.seed, run.global_step, -1))
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.global_step += 1
+    return loss, accuracy, lr
+
+
+def _train(run: _Run, images: Tensor | None, log: _Logger, checkpoint_path: Path) -> list[dict]:
+    """The loop: steps to ``run.target``, logging, checkpoints, a progress bar, Ctrl-C at a step boundary."""
+    config, main_process = run.config, run.rank == 0
     bar = None
     if config.progress and main_process:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=target, initial=global_step, unit="step", desc="MoCo", dynamic_ncols=True)
+        bar = tqdm(total=run.target, initial=run.global_step, unit="step", desc="MoCo", dynamic_ncols=True)
     history: list[dict] = []
-    model.train()
+    run.model.train()
     throughput = None
     try:
-        while global_step < target:
-            epoch, first = divmod(global_step, steps_per_epoch)
-            order = torch.randperm(num_images, generator=torch.Generator().manual_seed(config.seed + epoch))
-            last = min(steps_per_epoch, first + target - global_step)
-            batches = [
-                order[s * config.batch_size : (s + 1) * config.batch_size][
-                    rank * local_batch : (rank + 1) * local_batch
-                ]
-                for s in range(first, last)
-            ]
-            if images is not None:
-                source = (images[b] for b in batches)
-            else:
-                loader = DataLoader(
-                    dataset,
-                    batch_sampler=[b.tolist() for b in batches],
-                    num_workers=config.num_workers,
-                    pin_memory=device.type == "cuda",
-                )
-                source = (batch["image"] for batch in loader)
-            for batch in source:
+        with StopOnInterrupt(run.world == 1) as interrupt:
+            for epoch, batch in _batches(run, images):
                 tick = time.perf_counter()
-                step_in_epoch = global_step % steps_per_epoch
-                lr = schedule(epoch, step_in_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batch = batch.to(device, non_blocking=True)
-                views = augment(torch.cat([batch, batch]), _step_generator(config.seed, global_step, rank))
-                im_q, im_k = views.chunk(2)
-                if channels_last:
-                    im_q = im_q.contiguous(memory_format=torch.channels_last)
-                    im_k = im_k.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-                ):
-                    loss, accuracy = runner(im_q, im_k, generator=_step_generator(config.seed, global_step, -1))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                global_step += 1
-                logged = global_step % config.log_every == 0 or global_step == target
-                if logged or bar is not None:
-                    loss_value = float(loss.detach())
+                loss, accuracy, lr = _step(run, epoch, batch)
                 elapsed = time.perf_counter() - tick
-                train_time += elapsed
+                run.train_time += elapsed
                 rate = config.batch_size / max(elapsed, 1e-9)
                 throughput = rate if throughput is None else 0.9 * throughput + 0.1 * rate
+                logged = run.global_step % config.log_every == 0 or run.global_step == run.target
+                if logged or bar is not None:
+                    loss_value = float(loss.detach())
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.4g}", img_s=f"{throughput:.0f}", refresh=False)
                 if logged:
                     record = {
-                        "step": global_step,
+                        "step": run.global_step,
                         "epoch": epoch,
                         "loss": loss_value,
                         "accuracy": float(accuracy.detach()),
                         "lr": lr,
                         "images_per_s": throughput,
-                        "train_time_s": train_time,
+                        "train_time_s": run.train_time,
                     }
                     history.append(record)
                     log.log(record)
-                if main_process and (global_step % config.checkpoint_every == 0 or global_step == target):
-                    save_checkpoint(state(), checkpoint_path)
-            if world > 1:
-                dist.barrier()
+                due = run.global_step % config.checkpoint_every == 0 or run.global_step == run.target
+                if main_process and (due or interrupt.requested):
+                    save_checkpoint(_state(run), checkpoint_path)
+                if interrupt.requested:
+                    raise PretrainInterrupted(run.global_step, checkpoint_path)
     finally:
         if bar is not None:
             bar.close()
         log.close()
+    return history
+
+
+# -- the entry point -------------------------------------------------------------------------------
+class PretrainInterrupted(TrainingInterrupted):
+    """Ctrl-C during :func:`pretrain`: the checkpoint of the last finished step is at :attr:`checkpoint`."""
+
+
+def pretrain(config: PretrainConfig) -> dict:
+    """Run (or resume) MoCo pretraining; see the module docstring for what is written.
+
+    Returns:
+        ``{"checkpoint": Path, "global_step": int, "epoch": int, "finished": bool, "history": [records],
+        "backbone": Path | None}``; ``history`` holds the log records written by this call.
+
+    Raises:
+        FileExistsError: ``output_dir`` holds a checkpoint and ``resume`` is false.
+        ValueError: bad settings, fewer images than one batch, or a checkpoint of other settings.
+        PretrainInterrupted: on Ctrl-C (one process), after writing the checkpoint of the last finished step.
+    """
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    rank, world, device = _setup_distributed(config)
+    main_process = rank == 0
+    out = Path(config.output_dir)
+    checkpoint_path = out / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not config.resume:
+        raise FileExistsError(f"{checkpoint_path} exists: pass resume=True to continue it, or use another output_dir")
+    run = _build(config, rank, world, device)
+    if config.resume and checkpoint_path.exists():
+        _restore(run, checkpoint_path)
+    model = run.model
+    if config.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    run.runner = model
+    if world > 1:
+        run.runner = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    cache_bytes = run.num_images * 3 * run.preset.resize**2
+    use_cache = config.cache == "yes" or (config.cache == "auto" and cache_bytes <= config.cache_gb * 2**30)
+    images = None
+    if use_cache and run.global_step < run.target:
+        images = cache_images(run.dataset, num_workers=config.num_workers, progress=config.progress and main_process)
+    log = _Logger(out, main_process, config.tensorboard, resumed_at=run.global_step)
+    history = _train(run, images, log, checkpoint_path)
     if main_process and not checkpoint_path.exists():
-        save_checkpoint(state(), checkpoint_path)
-    finished = global_step >= total_steps
+        save_checkpoint(_state(run), checkpoint_path)
+    finished = run.global_step >= run.total_steps
     exported = None
     if main_process and finished and config.export:
         exported = export_backbone(checkpoint_path, out / "backbone")
@@ -348,8 +456,8 @@ def pretrain(config: PretrainConfig) -> dict:
         dist.barrier()
     return {
         "checkpoint": checkpoint_path,
-        "global_step": global_step,
-        "epoch": global_step // steps_per_epoch,
+        "global_step": run.global_step,
+        "epoch": run.global_step // run.steps_per_epoch,
         "finished": finished,
         "history": history,
         "backbone": exported,
@@ -385,7 +493,7 @@ def export_backbone(
     backbone.body.load_state_dict(body, strict=True)
     position = saved["position"]
     info = {
-        "data": ", ".join(config["data"]),
+        "data": ", ".join([*config["data"], *config.get("video", [])]),
         "images": saved["num_images"],
         "recipe": (
             f"MoCo ({'MLP' if config['mlp_head'] else 'linear'} {config['dim']}-d head), queue "

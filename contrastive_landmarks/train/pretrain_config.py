@@ -33,6 +33,15 @@ class PretrainConfig:
             "';root=DIR'"
         ),
     )
+    video: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "videos to pretrain on (.mp4, .avi, .mov, .mkv, .m4v; the [video] extra), with or instead of data; each "
+            "optionally followed by ';crop=TOP,LEFT,HEIGHT,WIDTH'"
+        ),
+    )
+    every: int = field(default=1, metadata=_help("keep every N-th frame of each video"))
+    max_frames: int | None = field(default=None, metadata=_help("keep at most this many frames of each video"))
     output_dir: str = field(default="runs/moco", metadata=_help("folder for checkpoint.pt, log.jsonl, backbone/"))
     preset: str = field(
         default="faces",
@@ -87,7 +96,10 @@ class PretrainConfig:
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:1, ..."))
     precision: str = field(
         default="auto",
-        metadata=_help("auto (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU), fp32, fp16 or bf16"),
+        metadata=_help(
+            "auto (bf16 autocast on CUDA if supported, else fp16; bf16 on a CPU with native bf16, else fp32), fp32, "
+            "fp16 or bf16"
+        ),
     )
     memory_format: str = field(
         default="auto",
@@ -106,10 +118,14 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ValueError` naming the first bad field."""
-        if not self.data:
-            raise ValueError("data: give at least one image folder or list file")
         if isinstance(self.data, (str, os.PathLike)):
             self.data = [str(self.data)]
+        if isinstance(self.video, (str, os.PathLike)):
+            self.video = [str(self.video)]
+        if not self.data and not self.video:
+            raise ValueError("data: give at least one image folder, list file or video")
+        if self.every < 1 or (self.max_frames is not None and self.max_frames < 1):
+            raise ValueError(f"every and max_frames must be >= 1, got {self.every} and {self.max_frames}")
         choices = {
             "schedule": ("cosine-epoch", "cosine-step", "constant"),
             "cache": ("auto", "yes", "no"),
@@ -129,6 +145,11 @@ class PretrainConfig:
         if not 0 < self.min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
         get_preset(self.preset, self.image_size, self.border)
+
+    def sources(self) -> list[str]:
+        """The image sources of the run: ``data``, then each video with ``every`` / ``max_frames`` attached."""
+        frames = f";every={self.every}" + (f";max_frames={self.max_frames}" if self.max_frames else "")
+        return [*self.data, *(str(v) + frames for v in self.video)]
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

@@ -217,7 +217,7 @@ def test_image_sources(tmp_path):
         [str(tmp_path / "a"), str(tmp_path / "list.csv") + ";crop=1,2,6,8"], 16, default_crop="auto"
     )
     assert len(dataset) == 3
-    assert [p.name for p, _ in dataset.items] == ["small.png", "celeb.jpg", "small.png"]
+    assert [p.name for p, *_ in dataset.items] == ["small.png", "celeb.jpg", "small.png"]
     sample = dataset[1]
     assert sample["image"].shape == (3, 16, 16) and sample["image"].dtype == torch.uint8
     assert ImageSource.parse("x;crop=celeba").crop == "celeba"
@@ -237,7 +237,7 @@ def test_real_face_sources(shared_data):
     dataset = PretrainImages([str(celeba), str(mtfl), str(aside)], 90, default_crop="auto")
     assert len(dataset) == 6000 + 7650 + 2350
     assert dataset.items[0][1] == "auto" and dataset.items[-1][0].parent.parent.name == "images"
-    assert all("AFLW" not in str(p) for p, _ in dataset.items[6000:])  # MTFL test faces never listed
+    assert all("AFLW" not in str(p) for p, *_ in dataset.items[6000:])  # MTFL test faces never listed
     with Image.open(dataset.items[0][0]) as image:
         expected = np.asarray(image.convert("RGB").crop((0, 30, 178, 208)).resize((90, 90), Image.BILINEAR))
     assert torch.equal(dataset[0]["image"], torch.from_numpy(expected.copy()).permute(2, 0, 1))

@@ -1,0 +1,186 @@
+"""The pretraining loop's behaviour a user relies on: Ctrl-C at a step boundary and exact resume, a log that
+does not repeat redone steps, bf16 autocast on the CPU, and videos as image sources."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastive_landmarks.cli import main as cli_main
+from contrastive_landmarks.train import PretrainConfig, PretrainImages, pretrain
+from contrastive_landmarks.train.checkpoint import load_checkpoint
+from contrastive_landmarks.train.pretrain import PretrainInterrupted
+
+# the package exports the function ``pretrain`` under the module's name
+pretrain_module = importlib.import_module("contrastive_landmarks.train.pretrain")
+
+
+def _gratings(folder, count: int = 8, size: int = 40):
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(count):
+        angle = math.pi * i / count
+        g = 0.5 + 0.5 * np.sin(0.2 * (xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi)
+        Image.fromarray((np.stack([g, g * 0.5, 1 - g], -1) * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def _config(data, out, **kwargs) -> PretrainConfig:
+    base = dict(
+        data=[str(data)],
+        output_dir=str(out),
+        preset="generic",
+        image_size=32,
+        arch="test_resnet",
+        queue_size=16,
+        batch_size=4,
+        epochs=3,
+        num_workers=0,
+        log_every=1,
+        progress=False,
+        checkpoint_every=100,
+        export=False,
+        threads=1,
+    )
+    base.update(kwargs)
+    return PretrainConfig(**base)
+
+
+def _interrupt_after(monkeypatch, step: int) -> None:
+    """Deliver a real SIGINT right after optimisation step ``step`` finishes."""
+    original = pretrain_module._step
+
+    def step_then_interrupt(run, epoch, batch):
+        out = original(run, epoch, batch)
+        if run.global_step == step:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(pretrain_module, "_step", step_then_interrupt)
+
+
+def _same_weights(a: dict, b: dict) -> None:
+    for key in ("encoder_q", "encoder_k"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+    assert torch.equal(a["queue"], b["queue"])
+
+
+def test_ctrl_c_checkpoints_the_finished_step_and_resume_is_exact(tmp_path, monkeypatch):
+    data = _gratings(tmp_path / "images", count=10)  # 2 steps per epoch
+    full = pretrain(_config(data, tmp_path / "full", max_steps=5))
+    _interrupt_after(monkeypatch, 3)
+    with pytest.raises(PretrainInterrupted) as stop:
+        pretrain(_config(data, tmp_path / "part", max_steps=5))
+    assert stop.value.step == 3 and stop.value.checkpoint == tmp_path / "part" / "checkpoint.pt"
+    # checkpoint_every=100: without the interrupt nothing would have been saved before the end
+    assert load_checkpoint(stop.value.checkpoint)["position"]["global_step"] == 3
+    monkeypatch.undo()
+    resumed = pretrain(_config(data, tmp_path / "part", max_steps=5, resume=True))
+    _same_weights(load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"]))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_resume_drops_the_log_records_of_redone_steps(tmp_path):
+    data = _gratings(tmp_path / "images", count=10)
+    out = tmp_path / "run"
+    pretrain(_config(data, out, max_steps=2))
+    log = out / "log.jsonl"
+    # what a run killed after step 4 (its last checkpoint at step 2) leaves: records 3, 4 and a cut line
+    log.write_text(log.read_text() + '{"step": 3, "loss": -1}\n{"step": 4, "loss": -1}\n{"step": 5, "lo')
+    resumed = pretrain(_config(data, out, max_steps=4, resume=True))
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["loss"] for r in records[2:]] == [h["loss"] for h in resumed["history"]] != [-1, -1]
+
+
+def test_cli_ctrl_c_exits_130_and_prints_the_resume_command(tmp_path, monkeypatch, capsys):
+    data = _gratings(tmp_path / "images", count=8)
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(data), "--output-dir", str(out), "--preset", "generic", "--image-size", "32"]
+    argv += ["--arch", "test_resnet", "--queue-size", "16", "--batch-size", "4", "--epochs", "2", "--num-workers"]
+    argv += ["0", "--no-progress", "--no-export", "--threads", "1"]
+    monkeypatch.setattr("sys.argv", ["contrastive-landmarks", *argv])
+    _interrupt_after(monkeypatch, 1)
+    assert cli_main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after step 1" in err and err.strip().endswith("--resume")
+    assert err.count("\n") <= 3  # a message, not a traceback
+    monkeypatch.undo()
+    assert cli_main([*argv, "--resume"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["position"]["global_step"] == 4
+
+
+@pytest.mark.skipif(not pretrain_module._cpu_has_bf16(), reason="this CPU has no native bfloat16")
+def test_auto_precision_is_bf16_on_this_cpu_and_close_to_fp32(tmp_path):
+    data = _gratings(tmp_path / "images", count=8)
+    runs = {p: pretrain(_config(data, tmp_path / p, max_steps=1, precision=p)) for p in ("auto", "fp32", "bf16")}
+    assert runs["auto"]["history"][0]["loss"] == runs["bf16"]["history"][0]["loss"]
+    assert runs["auto"]["history"][0]["loss"] != runs["fp32"]["history"][0]["loss"]
+    assert runs["auto"]["history"][0]["loss"] == pytest.approx(runs["fp32"]["history"][0]["loss"], rel=0.02)
+
+
+def test_precision_auto_choice(monkeypatch):
+    config = PretrainConfig(data=["x"])
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(pretrain_module, "_cpu_has_bf16", lambda: True)
+    assert pretrain_module._precision(config, cpu) == torch.bfloat16
+    monkeypatch.setattr(pretrain_module, "_cpu_has_bf16", lambda: False)
+    assert pretrain_module._precision(config, cpu) is None
+    config.precision = "fp32"
+    monkeypatch.setattr(pretrain_module, "_cpu_has_bf16", lambda: True)
+    assert pretrain_module._precision(config, cpu) is None
+
+
+# -- videos -------------------------------------------------------------------------------------------
+def _video(path, frames: int = 12, size: tuple[int, int] = (48, 40)):
+    av = pytest.importorskip("av")
+    width, height = size
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            array = np.zeros((height, width, 3), np.uint8)
+            array[8:24, 2 + 2 * i : 18 + 2 * i] = 255  # a square moving 2 px right per frame
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_video_source_frames_every_max_frames_and_crop(tmp_path):
+    video = _video(tmp_path / "clip.mp4")
+    all_frames = PretrainImages([str(video)], 16)
+    assert len(all_frames) == 12
+    chosen = PretrainImages([f"{video};every=3;max_frames=3"], 16)
+    assert [item[2] for item in chosen.items] == [0, 3, 6]
+    assert torch.equal(chosen[1]["image"], all_frames[3]["image"])
+    # the square moves right: the bright columns' mean grows with the frame number
+    centres = [float(all_frames[i]["image"].float().mean(0).gt(128).nonzero()[:, 1].float().mean()) for i in (0, 6)]
+    assert centres[1] > centres[0] + 2
+    cropped = PretrainImages([f"{video};crop=8,0,16,24"], 16)[0]["image"]  # rows 8..24, columns 0..24
+    assert cropped.float().mean() > all_frames[0]["image"].float().mean()
+    with pytest.raises(ValueError, match="for videos"):
+        PretrainImages([f"{tmp_path};every=2"], 16)
+    with pytest.raises(FileNotFoundError, match="video not found"):
+        PretrainImages([str(tmp_path / "missing.mp4")], 16)
+
+
+def test_pretrain_on_a_video_from_the_command_line(tmp_path):
+    video = _video(tmp_path / "clip.mp4", frames=10)
+    out = tmp_path / "run"
+    argv = ["pretrain", "--video", str(video), "--every", "2", "--output-dir", str(out), "--preset", "generic"]
+    argv += ["--image-size", "32", "--arch", "test_resnet", "--queue-size", "16", "--batch-size", "4"]
+    argv += ["--epochs", "2", "--num-workers", "0", "--no-progress", "--threads", "1"]
+    assert cli_main(argv) == 0
+    saved = load_checkpoint(out / "checkpoint.pt")
+    assert saved["num_images"] == 5 and saved["position"]["global_step"] == 2
+    assert (out / "backbone" / "model.safetensors").is_file()
