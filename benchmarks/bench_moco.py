@@ -2,10 +2,17 @@
 
 Usage::
 
-    python benchmarks/bench_moco.py --archs resnet18 resnet50 --size 96 --batch 32 --steps 5 --threads 2
+    python benchmarks/bench_moco.py --archs resnet18 --size 64 --batch 64 --steps 5 --threads 1 \
+        --variants fp32 bf16 bf16-cl
 
 Reports the median over ``--steps`` timed steps (after one warm-up) of: the batched augmentation of
-both views alone, the model step alone (forward, backward, SGD, key update, enqueue), and both.
+both views alone, the model step alone (forward, backward, SGD, key update, enqueue), and both, for
+each variant of the step, and the ratio of each variant's total to the first variant's (same run):
+
+- ``fp32``: float32, contiguous (the loop before autocast on the CPU);
+- ``bf16``: bfloat16 autocast (what ``precision="auto"`` picks on a CPU with native bf16);
+- ``bf16-cl``: bfloat16 autocast with channels-last weights and inputs;
+- ``fp32-cl``: float32 with channels-last.
 """
 
 from __future__ import annotations
@@ -19,10 +26,24 @@ import torch
 from contrastive_landmarks.train import MoCo, MoCoAugment, get_preset
 
 
-def bench(arch: str, size: int, batch: int, steps: int, device: torch.device, jpeg: bool) -> dict:
+VARIANTS = {
+    "fp32": (None, False),
+    "fp32-cl": (None, True),
+    "bf16": (torch.bfloat16, False),
+    "bf16-cl": (torch.bfloat16, True),
+}
+
+
+def bench(
+    arch: str, size: int, batch: int, steps: int, device: torch.device, jpeg: bool, variant: str = "fp32"
+) -> dict:
+    dtype, channels_last = VARIANTS[variant]
     preset = get_preset("faces", size)
     augment = MoCoAugment.from_preset(preset, jpeg=jpeg).to(device)
+    torch.manual_seed(0)
     model = MoCo(arch, queue_size=4096, mean=preset.mean, std=preset.std).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9, weight_decay=1e-4
     )
@@ -35,7 +56,11 @@ def bench(arch: str, size: int, batch: int, steps: int, device: torch.device, jp
             torch.cuda.synchronize()
         middle = time.perf_counter()
         im_q, im_k = views.chunk(2)
-        loss, _ = model(im_q, im_k)
+        if channels_last:
+            im_q = im_q.contiguous(memory_format=torch.channels_last)
+            im_k = im_k.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _ = model(im_q, im_k)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -48,6 +73,7 @@ def bench(arch: str, size: int, batch: int, steps: int, device: torch.device, jp
     aug, model_step = statistics.median(aug_times), statistics.median(step_times)
     return {
         "arch": arch,
+        "variant": variant,
         "size": size,
         "batch": batch,
         "jpeg": jpeg,
@@ -65,6 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-jpeg", action="store_true", help="leave out the JPEG-noise augmentation")
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], choices=sorted(VARIANTS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.threads:
@@ -72,12 +99,16 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
     for arch in args.archs:
-        r = bench(arch, args.size, args.batch, args.steps, device, not args.no_jpeg)
-        print(
-            f"{r['arch']:>9} {r['size']}px batch {r['batch']} jpeg={r['jpeg']}: augment {r['augment_img_s']:.0f} "
-            f"img/s, model step {r['model_img_s']:.1f} img/s, total {r['total_img_s']:.1f} img/s (median of "
-            f"{args.steps})"
-        )
+        first = None
+        for variant in args.variants:
+            r = bench(arch, args.size, args.batch, args.steps, device, not args.no_jpeg, variant)
+            first = first or r["total_img_s"]
+            print(
+                f"{r['arch']:>9} {variant:>8} {r['size']}px batch {r['batch']} jpeg={r['jpeg']}: augment "
+                f"{r['augment_img_s']:.0f} img/s, model step {r['model_img_s']:.1f} img/s, total "
+                f"{r['total_img_s']:.1f} img/s, {r['total_img_s'] / first:.2f}x {args.variants[0]} "
+                f"(median of {args.steps})"
+            )
 
 
 if __name__ == "__main__":
