@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .backbone import Backbone
 from .check import size_pair
+from .configurable import Configurable
 from .coords import pixels_to_normalized
 
 __all__ = ["Hypercolumn", "hypercolumn", "normalize_stages", "sample_stages"]
@@ -97,7 +98,7 @@ def check_points(points: Tensor, image_size: tuple[int, int], batch: int, what: 
         )
 
 
-class Hypercolumn(nn.Module):
+class Hypercolumn(Configurable, nn.Module):
     """A backbone's stage maps as a per-pixel hypercolumn.
 
     Args:
@@ -116,6 +117,8 @@ class Hypercolumn(nn.Module):
         >>> hc.channels, tuple(hc(torch.randn(2, 3, 100, 100)).shape)
         (368, (2, 368, 48, 48))
     """
+
+    config_fields = ("size", "normalize")  # besides the backbone, which has its own config
 
     def __init__(self, backbone: Backbone, size: int | Sequence[int] | None = 48, *, normalize: bool = False):
         super().__init__()

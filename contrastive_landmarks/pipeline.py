@@ -331,8 +331,8 @@ class LandmarkModel(nn.Module):
     def config(self) -> dict:
         """JSON-serialisable description (``config.json``); the heads' ``size`` is the hypercolumn's grid."""
         config = dict(self.backbone.config)
-        grid = list(self.hypercolumn.size) if self.hypercolumn.size else None
-        config["hypercolumn"] = {"size": grid, "normalize": self.hypercolumn.normalize}
+        config["hypercolumn"] = self.hypercolumn.config
+        grid = config["hypercolumn"]["size"]
         same_grid = {"size": grid} if grid else {}
         if self.projector is not None:
             config["projector"] = {**self.projector.config, **same_grid}

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .check import size_pair
+from .configurable import Configurable
 from .ops import project_stages
 
 __all__ = ["PROJECTOR_MODES", "SpatialProjector", "spatial_softmax"]
@@ -50,7 +51,7 @@ def spatial_softmax(maps: Tensor, multiplier: float = 7.0) -> Tensor:
     return torch.softmax(maps.flatten(2) * multiplier, dim=-1).view_as(maps)
 
 
-class SpatialProjector(nn.Module):
+class SpatialProjector(Configurable, nn.Module):
     """Location-wise linear projection ``C -> dim`` of a hypercolumn (paper §3.2).
 
     Args:
@@ -68,6 +69,8 @@ class SpatialProjector(nn.Module):
         - Input: ``(B, C, S_h, S_w)`` or a list of stage maps ``(B, C_s, h_s, w_s)`` with ``Σ C_s = C``.
         - Output: ``(B, dim, S_h, S_w)``.
     """
+
+    config_fields = ("in_channels", "dim", "mode", "softmax_multiplier", "size")
 
     def __init__(
         self,
@@ -101,23 +104,6 @@ class SpatialProjector(nn.Module):
         with torch.no_grad():
             for p in (self.weight, self.bias):
                 p.copy_(torch.rand(p.shape, generator=generator, dtype=torch.float64) * (2 * bound) - bound)
-
-    @property
-    def config(self) -> dict:
-        """JSON-serialisable constructor arguments."""
-        return {
-            "in_channels": self.in_channels,
-            "dim": self.dim,
-            "mode": self.mode,
-            "softmax_multiplier": self.softmax_multiplier,
-            "size": list(self.size),
-        }
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_channels={self.in_channels}, dim={self.dim}, mode={self.mode!r}, "
-            f"softmax_multiplier={self.softmax_multiplier}, size={self.size}"
-        )
 
     def project(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
         """The linear projection alone (before any softmax), ``(B, dim, S_h, S_w)``."""

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .check import size_pair
+from .configurable import Configurable
 from .coords import cell_centers, normalized_to_pixels
 from .ops import project_stages
 
@@ -102,7 +103,7 @@ def combine_points(points: Tensor, weight: Tensor) -> Tensor:
     return torch.einsum("bnk,nok->bno", points.reshape(b, n, 2 * k), weight)
 
 
-class LandmarkRegressor(nn.Module):
+class LandmarkRegressor(Configurable, nn.Module):
     """Linear landmark regressor on frozen features: 1×1 heatmaps, soft-argmax, grouped linear map.
 
     Args:
@@ -128,6 +129,8 @@ class LandmarkRegressor(nn.Module):
         >>> sum(p.numel() for p in reg.parameters())
         961000
     """
+
+    config_fields = ("in_channels", "num_landmarks", "heatmaps_per_landmark", "init", "softmax_multiplier", "size")
 
     def __init__(
         self,
@@ -185,25 +188,6 @@ class LandmarkRegressor(nn.Module):
                 c[:, 1, 1::2] = 1.0 / k
             self.weight.copy_(w)
             self.combine.copy_(c)
-
-    @property
-    def config(self) -> dict:
-        """JSON-serialisable constructor arguments."""
-        return {
-            "in_channels": self.in_channels,
-            "num_landmarks": self.num_landmarks,
-            "heatmaps_per_landmark": self.heatmaps_per_landmark,
-            "init": self.init,
-            "softmax_multiplier": self.softmax_multiplier,
-            "size": list(self.size),
-        }
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_channels={self.in_channels}, num_landmarks={self.num_landmarks}, "
-            f"heatmaps_per_landmark={self.heatmaps_per_landmark}, init={self.init!r}, "
-            f"softmax_multiplier={self.softmax_multiplier}, size={self.size}"
-        )
 
     def heatmaps(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
         """The ``N·K`` intermediate heatmap logits, ``(B, N·K, S_h, S_w)``.

@@ -126,3 +126,34 @@ def test_image_stage_maps_normalise_with_the_backbones_preprocessing(model):
     with pytest.raises(ValueError, match=r"\[0, 1\]|normali"):
         model.image_stage_maps((images - 0.5) * 10)  # already-normalised-looking input is refused
     model.train()
+
+
+def test_heads_and_hypercolumn_state_their_arguments_one_way():
+    """config (config.json) and extra_repr come from one list of fields (Configurable); texts as they were."""
+    from contrastive_landmarks import LandmarkRegressor, SpatialProjector
+
+    projector = SpatialProjector(368, dim=8, size=12)
+    assert (
+        repr(projector)
+        == "SpatialProjector(in_channels=368, dim=8, mode='linear', softmax_multiplier=7.0, size=(12, 12))"
+    )
+    assert projector.config == {
+        "in_channels": 368,
+        "dim": 8,
+        "mode": "linear",
+        "softmax_multiplier": 7.0,
+        "size": [12, 12],
+    }
+    regressor = LandmarkRegressor(368, 3, heatmaps_per_landmark=2, size=(12, 10), init="paper")
+    assert repr(regressor) == (
+        "LandmarkRegressor(in_channels=368, num_landmarks=3, heatmaps_per_landmark=2, init='paper', "
+        "softmax_multiplier=100.0, size=(12, 10))"
+    )
+    for head in (projector, regressor):
+        assert type(head)(**head.config).config == head.config
+    backbone = load_backbone("test_resnet")
+    for size, normalize in (((12, 10), True), (None, False)):
+        hc = Hypercolumn(backbone, size=size, normalize=normalize)
+        assert hc.config == {"size": None if size is None else list(size), "normalize": normalize}
+        assert Hypercolumn(backbone, **hc.config).config == hc.config
+        assert repr(hc).startswith(f"Hypercolumn(\n  size={size!r}, normalize={normalize}\n")
