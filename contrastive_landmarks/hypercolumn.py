@@ -18,7 +18,7 @@ from .check import size_pair
 from .configurable import Configurable
 from .coords import pixels_to_normalized
 
-__all__ = ["Hypercolumn", "hypercolumn", "normalize_stages", "sample_stages"]
+__all__ = ["Hypercolumn", "head_maps", "hypercolumn", "normalize_stages", "sample_stages"]
 
 
 def normalize_stages(features: Tensor, channels: Sequence[int], dim: int = 1, eps: float = 1e-12) -> Tensor:
@@ -52,6 +52,19 @@ def hypercolumn(maps: Sequence[Tensor], size: int | Sequence[int] = 48, *, norma
         up = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
         blocks.append(F.normalize(up, dim=1) if normalize else up)
     return torch.cat(blocks, dim=1)
+
+
+def head_maps(maps: Sequence[Tensor], size: int | Sequence[int], *, normalize: bool) -> list[Tensor]:
+    """What a linear head (projector, regressor) reads from a hypercolumn's stage maps, fitting and predicting.
+
+    The stage maps themselves (the head upsamples them to its grid without building the hypercolumn), except
+    with per-stage L2 normalisation (``normalize=True``): normalising each stage at every location does not
+    commute with upsampling, so the normalised hypercolumn is built at ``size`` and given as the one map,
+    ``[(B, ΣC_s, S_h, S_w)]``.
+    """
+    if normalize is True:
+        return [hypercolumn(maps, size, normalize=True)]
+    return list(maps)
 
 
 def sample_stages(maps: Sequence[Tensor], points: Tensor, *, normalize: bool = False) -> Tensor:

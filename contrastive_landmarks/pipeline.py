@@ -40,7 +40,7 @@ from .checkpoints import read_safetensors, read_state_dict
 from .coords import cell_centers, normalized_to_pixels
 from .framing import Framing
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
-from .hypercolumn import Hypercolumn
+from .hypercolumn import Hypercolumn, head_maps, hypercolumn
 
 #: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
 SMALL_INPUT_FRACTION = 0.5
@@ -227,10 +227,8 @@ class LandmarkModel(nn.Module):
         """
         maps, size, _ = self._features(images)
         if self.projector is None:
-            from .hypercolumn import hypercolumn
-
             return hypercolumn(maps, size, normalize=self.hypercolumn.normalize)
-        return self.projector(maps, size=size)
+        return self.projector(head_maps(maps, size, normalize=self.hypercolumn.normalize), size=size)
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> Tensor:
         """Landmarks, ``(B, N, 2)`` ``(x, y)`` pixels of each input image (any size; see the module docs)."""
@@ -266,7 +264,7 @@ class LandmarkModel(nn.Module):
         from .regressor import combine_points, spatial_softmax
 
         regressor, size = self.regressor, self._size(batch)
-        maps = self.hypercolumn.image_stage_maps(batch)
+        maps = head_maps(self.hypercolumn.image_stage_maps(batch), size, normalize=self.hypercolumn.normalize)
         features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
         heatmaps = regressor.heatmaps(features, size) if isinstance(features, list) else regressor.heatmaps(features)
         probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)

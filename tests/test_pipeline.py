@@ -195,3 +195,32 @@ def test_detect_on_an_empty_batch_returns_empty_points_and_scores():
     assert points.shape == (0, 5, 2) and scores.shape == (0, 5)
     # the same model on a non-empty batch still works after it
     assert model.detect(torch.rand(1, 3, 64, 48)).shape == (1, 5, 2)
+
+
+@pytest.mark.parametrize("regressor_input", ["hypercolumn", "projector"])
+def test_a_normalized_hypercolumn_predicts_as_it_was_fitted(regressor_input):
+    """normalize=True: fit_regressor trains on the materialised normalised hypercolumn (train.features.regressor_maps),
+    so the model must give its heads the same, not the raw stage maps (which would skip the normalisation)."""
+    from contrastive_landmarks.evaluation.regression import predict_dataset
+    from contrastive_landmarks.train import fit_regressor
+
+    torch.manual_seed(0)
+    hc = Hypercolumn(load_backbone("test_resnet"), size=12, normalize=True)
+    projector = SpatialProjector(hc.channels, 8, size=12) if regressor_input == "projector" else None
+    g = torch.Generator().manual_seed(1)
+    data = [
+        {"image": torch.rand(3, 32, 32, generator=g), "keypoints": torch.rand(3, 2, generator=g) * 24 + 4}
+        for _ in range(12)
+    ]
+    for sample in data:
+        sample["visible"] = torch.ones(3, dtype=torch.bool)
+    fit = fit_regressor(hc, data[:8], data[8:], projector=projector, steps=3, heatmaps_per_landmark=2, warn=False)
+    fitted, _, _ = predict_dataset(hc, fit, data, projector=projector)
+    model = LandmarkModel(hc, projector, fit.regressor, regressor_input=regressor_input)
+    images = torch.stack([s["image"] for s in data])
+    torch.testing.assert_close(model.detect(images), fitted, rtol=0, atol=1e-4)
+    raw = LandmarkModel(Hypercolumn(hc.backbone, size=12), projector, fit.regressor, regressor_input=regressor_input)
+    assert (raw.detect(images) - fitted).abs().max() > 0.01  # the unnormalised stage maps predict otherwise
+    if projector is not None:  # descriptors: the projector on the normalised hypercolumn, as fit_projector trains it
+        expected = projector([hc(hc.backbone.normalize(images))], 12)
+        torch.testing.assert_close(model.descriptors(images), expected, rtol=0, atol=1e-5)

@@ -2,7 +2,7 @@
 
 - :func:`regressor_maps`: what a regressor on frozen features consumes: the stage maps of ``[0, 1]`` images
   (:meth:`~contrastive_landmarks.Hypercolumn.image_stage_maps`), or, for a hypercolumn with per-stage L2
-  normalisation, the materialised hypercolumn.
+  normalisation, the materialised hypercolumn (:func:`~contrastive_landmarks.hypercolumn.head_maps`).
 - :class:`StageMapBank`: the stage maps, keypoints and visibility of a labelled set of *views* (each
   image ``copies`` times, each view augmented), as contiguous in-memory tensors: what
   :func:`~contrastive_landmarks.train.fit_regressor` trains on.
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..hypercolumn import hypercolumn
+from ..hypercolumn import head_maps
 
 __all__ = ["StageMapBank", "check_dataset", "collate", "eval_mode", "index_batches", "module_device", "regressor_maps"]
 
@@ -99,20 +99,17 @@ def regressor_maps(features: nn.Module, images: Tensor) -> list[Tensor]:
     """What a regressor on frozen ``features`` trains and predicts on, for ``(B, 3, H, W)`` images in ``[0, 1]``.
 
     Normally the stage maps, ``features.image_stage_maps(images)`` (``[(B, C_s, h_s, w_s)]``, the library's one
-    way from images to stage maps): the regressor upsamples them itself. The exception, kept only here: a
-    hypercolumn with per-stage L2 normalisation (``normalize=True``) gives the one materialised hypercolumn,
-    ``[(B, ΣC_s, S_h, S_w)]`` at ``features.output_size``, because normalising each stage at every location
-    does not commute with upsampling: a regressor upsampling the raw stage maps would not see the normalised
-    features, so they are built at the grid first.
+    way from images to stage maps): the regressor upsamples them itself. The exception
+    (:func:`~contrastive_landmarks.hypercolumn.head_maps`, which :class:`~contrastive_landmarks.LandmarkModel`
+    calls too): a hypercolumn with per-stage L2 normalisation (``normalize=True``) gives the one materialised
+    hypercolumn, ``[(B, ΣC_s, S_h, S_w)]`` at ``features.output_size``, because normalising each stage at every
+    location does not commute with upsampling.
 
     ``features`` is a :class:`~contrastive_landmarks.Hypercolumn` (or anything with ``image_stage_maps``,
     ``normalize`` and ``output_size``, e.g. :class:`~contrastive_landmarks.evaluation.regression.StageSubset`).
     Runs under ``no_grad``; the caller sets eval mode.
     """
-    maps = features.image_stage_maps(images)
-    if features.normalize is True:
-        return [hypercolumn(maps, features.output_size(images), normalize=True)]
-    return list(maps)
+    return head_maps(features.image_stage_maps(images), features.output_size(images), normalize=features.normalize)
 
 
 class StageMapBank:
