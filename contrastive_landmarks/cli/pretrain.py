@@ -77,7 +77,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=default,
-                help=f"{text} (default: {'on' if default else 'off'})",
+                help=text if default is None else f"{text} (default: {'on' if default else 'off'})",
             )
             continue
         if is_list:

@@ -18,11 +18,17 @@ The recipe (reference notes §4, "Faces"), applied to each view independently:
 
 MoCo v2's Gaussian blur is available (:func:`gaussian_blur`, ``blur=True``). There is no flip,
 grayscale or TPS in the authors' recipe.
+
+The ``animals`` preset is for a user's own footage (whole video frames of an animal, often grey): no
+border crop (the animal is not centred and aligned as a face is), no PCA lighting (it tints grey frames
+with ImageNet's colour axes), no JPEG noise (the frames come from one camera and codec), Gaussian blur on
+(MoCo v2), ImageNet statistics, 128 px (small parts of a frame need more pixels than a face crop).
 The ops themselves are :mod:`.image_ops`; this module has the recipe's presets and :class:`MoCoAugment`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +65,7 @@ class Preset:
             ``image_size`` when that is changed.
         mean, std: normalisation (and what the exported backbone's config records).
         celeba_crop: pre-crop CelebA aligned images (178x218) to rows 30..208 before resizing.
+        jpeg, blur, pca_std: the recipe's JPEG noise, Gaussian blur and PCA lighting std (0: off).
     """
 
     name: str
@@ -67,6 +74,9 @@ class Preset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     celeba_crop: bool = False
+    jpeg: bool = True
+    blur: bool = False
+    pca_std: float = 0.1
 
     @property
     def resize(self) -> int:
@@ -78,6 +88,7 @@ PRESETS: dict[str, Preset] = {
     "faces": Preset("faces", 96, 20, CELEBA_MEAN, CELEBA_STD, celeba_crop=True),
     "birds": Preset("birds", 96, 0, IMAGENET_MEAN, IMAGENET_STD),
     "generic": Preset("generic", 64, 0, IMAGENET_MEAN, IMAGENET_STD),
+    "animals": Preset("animals", 128, 0, IMAGENET_MEAN, IMAGENET_STD, jpeg=False, blur=True, pca_std=0.0),
 }
 
 
@@ -97,7 +108,7 @@ def get_preset(name: str, image_size: int | None = None, border: int | None = No
         border = round(base.border * size / base.image_size)
     if border < 0:
         raise ValueError(f"border must be >= 0, got {border}")
-    return Preset(base.name, size, int(border), base.mean, base.std, base.celeba_crop)
+    return dataclasses.replace(base, image_size=size, border=int(border))
 
 
 class MoCoAugment(nn.Module):
@@ -145,7 +156,9 @@ class MoCoAugment(nn.Module):
 
     @classmethod
     def from_preset(cls, preset: Preset, **kwargs) -> MoCoAugment:
-        return cls(preset.image_size, preset.border, mean=preset.mean, std=preset.std, **kwargs)
+        """The preset's views; ``kwargs`` (e.g. ``jpeg=False``) override its recipe."""
+        recipe = {"jpeg": preset.jpeg, "blur": preset.blur, "pca_std": preset.pca_std, **kwargs}
+        return cls(preset.image_size, preset.border, mean=preset.mean, std=preset.std, **recipe)
 
     @property
     def resize(self) -> int:

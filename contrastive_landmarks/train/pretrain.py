@@ -187,7 +187,7 @@ class _Run:
 
 def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) -> _Run:
     """Data, model, augmentation, optimiser and schedule of a fresh run (raises ValueError on bad sizes)."""
-    preset = get_preset(config.preset, config.image_size, config.border)
+    preset = get_preset(config.preset_name, config.image_size, config.border)
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} processes")
     dataset = PretrainImages(config.sources(), preset.resize, default_crop="auto" if preset.celeba_crop else None)
@@ -213,7 +213,8 @@ def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) 
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    augment = MoCoAugment.from_preset(preset, jpeg=config.jpeg, blur=config.blur, scale=(config.min_scale, 1.0))
+    recipe = {k: v for k, v in (("jpeg", config.jpeg), ("blur", config.blur)) if v is not None}
+    augment = MoCoAugment.from_preset(preset, scale=(config.min_scale, 1.0), **recipe)
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -255,6 +256,9 @@ def _state(run: _Run) -> dict:
             "border": preset.border,
             "mean": list(preset.mean),
             "std": list(preset.std),
+            "jpeg": run.augment.jpeg,
+            "blur": run.augment.blur,
+            "pca_std": run.augment.pca_std,
         },
         "encoder_q": model.encoder_q.state_dict(),
         "encoder_k": model.encoder_k.state_dict(),
@@ -500,8 +504,9 @@ def export_backbone(
             f"{config['queue_size']}, temperature {config['temperature']}, key momentum "
             f"{config['key_momentum']}; SGD lr {config['lr']} momentum {config['momentum']} wd "
             f"{config['weight_decay']}, {config['schedule']} schedule, batch {config['batch_size']}; "
-            f"preset {preset['name']} ({size} px, border {preset['border']}), jpeg={config['jpeg']}, "
-            f"blur={config['blur']}, min_scale={config['min_scale']}"
+            f"preset {preset['name']} ({size} px, border {preset['border']}), "
+            f"jpeg={preset.get('jpeg', config['jpeg'])}, blur={preset.get('blur', config['blur'])}, "
+            f"min_scale={config['min_scale']}"
         ),
         "epochs": f"{position['global_step'] / saved['steps_per_epoch']:.2f} of {config['epochs']} "
         f"({position['global_step']} steps)",

@@ -43,11 +43,13 @@ class PretrainConfig:
     every: int = field(default=1, metadata=_help("keep every N-th frame of each video"))
     max_frames: int | None = field(default=None, metadata=_help("keep at most this many frames of each video"))
     output_dir: str = field(default="runs/moco", metadata=_help("folder for checkpoint.pt, log.jsonl, backbone/"))
-    preset: str = field(
-        default="faces",
+    preset: str | None = field(
+        default=None,
         metadata=_help(
-            "faces (CelebA stats, 136 -> border crop -> 96, CelebA 178x218 images cropped to rows 30..208), "
-            "birds (squash to 96, ImageNet stats) or generic (squash to image_size, ImageNet stats)"
+            "faces (CelebA stats, 136 -> border crop -> 96, CelebA 178x218 images cropped to rows 30..208, JPEG noise, "
+            "PCA lighting), animals (whole frames of a user's footage: 128 px, no border, blur, no JPEG or PCA "
+            "lighting, ImageNet stats), birds (squash to 96, ImageNet stats) or generic (squash to image_size, "
+            "ImageNet stats); default: animals when every source is a video, else faces"
         ),
     )
     image_size: int | None = field(
@@ -63,8 +65,12 @@ class PretrainConfig:
     temperature: float = field(default=0.07, metadata=_help("softmax temperature"))
     key_momentum: float = field(default=0.999, metadata=_help("EMA momentum of the key encoder (over parameters)"))
     mlp_head: bool = field(default=False, metadata=_help("MoCo v2 MLP head instead of the authors' linear head"))
-    blur: bool = field(default=False, metadata=_help("MoCo v2 Gaussian blur augmentation"))
-    jpeg: bool = field(default=True, metadata=_help("JPEG noise augmentation (authors' recipe)"))
+    blur: bool | None = field(
+        default=None, metadata=_help("MoCo v2 Gaussian blur augmentation (default: the preset's, on for animals)")
+    )
+    jpeg: bool | None = field(
+        default=None, metadata=_help("JPEG noise augmentation (default: the preset's, on for faces: authors' recipe)")
+    )
     min_scale: float = field(default=0.2, metadata=_help("RandomResizedCrop minimum area fraction"))
     epochs: int = field(default=800, metadata=_help("training epochs"))
     batch_size: int = field(default=256, metadata=_help("global batch size (split over processes)"))
@@ -144,7 +150,14 @@ class PretrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not 0 < self.min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
-        get_preset(self.preset, self.image_size, self.border)
+        get_preset(self.preset_name, self.image_size, self.border)
+
+    @property
+    def preset_name(self) -> str:
+        """``preset``, or its default: ``animals`` when every source is a video, else ``faces``."""
+        if self.preset is not None:
+            return self.preset
+        return "animals" if self.video and not self.data else "faces"
 
     def sources(self) -> list[str]:
         """The image sources of the run: ``data``, then each video with ``every`` / ``max_frames`` attached."""

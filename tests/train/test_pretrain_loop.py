@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from contrastive_landmarks.cli import main as cli_main
-from contrastive_landmarks.train import PretrainConfig, PretrainImages, pretrain
+from contrastive_landmarks.train import MoCoAugment, PretrainConfig, PretrainImages, get_preset, pretrain
 from contrastive_landmarks.train.checkpoint import load_checkpoint
 from contrastive_landmarks.train.pretrain import PretrainInterrupted
 
@@ -177,10 +177,30 @@ def test_video_source_frames_every_max_frames_and_crop(tmp_path):
 def test_pretrain_on_a_video_from_the_command_line(tmp_path):
     video = _video(tmp_path / "clip.mp4", frames=10)
     out = tmp_path / "run"
-    argv = ["pretrain", "--video", str(video), "--every", "2", "--output-dir", str(out), "--preset", "generic"]
+    argv = ["pretrain", "--video", str(video), "--every", "2", "--output-dir", str(out)]
     argv += ["--image-size", "32", "--arch", "test_resnet", "--queue-size", "16", "--batch-size", "4"]
     argv += ["--epochs", "2", "--num-workers", "0", "--no-progress", "--threads", "1"]
     assert cli_main(argv) == 0
     saved = load_checkpoint(out / "checkpoint.pt")
     assert saved["num_images"] == 5 and saved["position"]["global_step"] == 2
+    # videos alone get the animals recipe by default: no border, blur, no JPEG noise or PCA lighting
+    assert saved["preset"]["name"] == "animals" and saved["preset"]["border"] == 0
+    assert (saved["preset"]["jpeg"], saved["preset"]["blur"], saved["preset"]["pca_std"]) == (False, True, 0.0)
     assert (out / "backbone" / "model.safetensors").is_file()
+
+
+def test_preset_defaults_and_recipe_overrides():
+    assert PretrainConfig(video=["a.mp4"]).preset_name == "animals"
+    assert PretrainConfig(data=["faces/"], video=["a.mp4"]).preset_name == "faces"
+    assert PretrainConfig(data=["x"], video=["a.mp4"], preset="birds").preset_name == "birds"
+    faces, animals = MoCoAugment.from_preset(get_preset("faces")), MoCoAugment.from_preset(get_preset("animals", 64))
+    assert (faces.jpeg, faces.blur, faces.pca_std, faces.border) == (True, False, 0.1, 20)
+    assert (animals.jpeg, animals.blur, animals.pca_std, animals.border, animals.image_size) == (False, True, 0, 0, 64)
+    assert MoCoAugment.from_preset(get_preset("animals"), jpeg=True).jpeg
+    # a grey frame stays grey through the animals views (no PCA lighting, which adds a colour per sample)
+    grey = torch.full((2, 3, 128, 128), 100, dtype=torch.uint8)
+    out = MoCoAugment.from_preset(get_preset("animals"))(grey, torch.Generator().manual_seed(0))
+    pixels = out * animals.std + animals.mean
+    assert torch.allclose(pixels[:, 0], pixels[:, 1], atol=1e-5) and torch.allclose(
+        pixels[:, 1], pixels[:, 2], atol=1e-5
+    )
