@@ -25,7 +25,6 @@ import torch
 
 from contrastive_landmarks.train import MoCo, MoCoAugment, get_preset
 
-
 VARIANTS = {
     "fp32": (None, False),
     "fp32-cl": (None, True),
