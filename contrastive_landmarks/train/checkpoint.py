@@ -2,14 +2,18 @@
 
 Checkpoints hold tensors and plain Python values only (no classes), are written to a temporary file
 in the target folder and moved into place with :func:`os.replace` (a crash never leaves a truncated
-checkpoint), and are read back with ``torch.load(weights_only=True)``.
+checkpoint), and are read back with ``torch.load(weights_only=True)``. A process killed during a write
+(SIGKILL, power loss) leaves its temporary file behind; :func:`load_checkpoint` removes such leftovers
+of the checkpoint it reads, so resuming cleans up after the crash.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(state, file)
@@ -36,9 +40,37 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs)."""
+_TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`save_checkpoint` of ``path`` left; returns them."""
     path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{_TEMP_SUFFIX}"))
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return stale
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
+
+    Partial temporary files of ``path`` that a killed writer left are removed first, with a warning.
+    """
+    path = Path(path)
+    stale = remove_stale_temp_files(path)
+    if stale:
+        warnings.warn(
+            f"removed {len(stale)} partial checkpoint file(s) left by an interrupted write: "
+            + ", ".join(p.name for p in stale),
+            stacklevel=2,
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location=map_location, weights_only=True)

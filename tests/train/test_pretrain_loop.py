@@ -102,6 +102,22 @@ def test_resume_drops_the_log_records_of_redone_steps(tmp_path):
     assert [r["loss"] for r in records[2:]] == [h["loss"] for h in resumed["history"]] != [-1, -1]
 
 
+def test_resume_removes_the_partial_file_of_a_killed_checkpoint_write(tmp_path):
+    data = _gratings(tmp_path / "images", count=10)
+    out = tmp_path / "run"
+    first = pretrain(_config(data, out, max_steps=2))
+    # what a SIGKILL during save_checkpoint leaves: the temp file beside the last good checkpoint
+    stale = out / ".checkpoint.pt.k3x9_q.tmp"
+    stale.write_bytes(b"PK\x03\x04 half a zip")
+    other = out / ".other.pt.abc.tmp"  # another file's temp is not this checkpoint's business
+    other.write_bytes(b"x")
+    with pytest.warns(UserWarning, match=r"removed 1 partial checkpoint file.*\.checkpoint\.pt\.k3x9_q\.tmp"):
+        resumed = pretrain(_config(data, out, max_steps=3, resume=True))
+    assert not stale.exists() and other.exists()
+    assert resumed["checkpoint"] == first["checkpoint"]
+    assert load_checkpoint(resumed["checkpoint"])["position"]["global_step"] == 3
+
+
 def test_cli_ctrl_c_exits_130_and_prints_the_resume_command(tmp_path, monkeypatch, capsys):
     data = _gratings(tmp_path / "images", count=8)
     out = tmp_path / "run"
