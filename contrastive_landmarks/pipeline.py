@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import Backbone
-from .check import as_image_list, to_float_images
+from .check import as_image_list, content_problem, to_float_images
 from .checkpoints import read_safetensors, read_state_dict
 from .coords import cell_centers, normalized_to_pixels
 from .framing import Framing
@@ -317,8 +317,13 @@ class LandmarkModel(nn.Module):
 
         Returns:
             ``points`` or ``(points, scores)``.
+
+        Warns:
+            UserWarning: naming the inputs that cannot show an object (blank, noise; see
+                :func:`~contrastive_landmarks.check.content_problem`): their points are guesses.
         """
         self.eval()
+        _warn_unusable(as_image_list(images, "images"))
         if not return_scores:
             return self(images)
         result = self.regression(images)
@@ -440,3 +445,13 @@ def _read_heads(path: Path, hub_kwargs: dict, source: str | os.PathLike) -> dict
         local = hub.local_only(hub_kwargs.get("local_files_only"))
         path = hub.download_file(repo_id, path.name, local_files_only=local, **kwargs)
     return read_safetensors(path)
+
+
+def _warn_unusable(images: Tensor | Sequence[Tensor]) -> None:
+    """One warning naming every image :func:`content_problem` rejects (checked, ``(B, 3, H, W)`` or a list)."""
+    problems = [(i, content_problem(image)) for i, image in enumerate(images)]
+    problems = [(i, why) for i, why in problems if why]
+    if problems:
+        listed = ", ".join(f"images[{i}] is {why}" for i, why in problems[:5])
+        more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+        warnings.warn(f"{listed}{more}: their points are guesses, not landmarks", UserWarning, stacklevel=4)

@@ -16,7 +16,14 @@ import torch.nn.functional as F
 
 from contrastive_landmarks import LandmarkModel, load_backbone
 
-IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+def _smooth_images(batch: int, height: int, width: int, seed: int = 3) -> torch.Tensor:
+    """Random images with the neighbouring-pixel correlation of photos (plain noise gets a warning)."""
+    coarse = torch.rand(batch, 3, height // 4 + 2, width // 4 + 2, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+
+
+IMAGES = _smooth_images(2, 32, 32)
 
 
 def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -168,13 +175,13 @@ def test_the_same_face_at_64_128_256_and_1024_px_gives_the_same_points(faces_mod
 
 def test_small_images_are_upscaled_with_a_warning(faces_model):
     with pytest.warns(UserWarning, match=r"images is 23x17 pixels, less than half the model's input size 64x64"):
-        points = faces_model.detect(torch.rand(1, 3, 17, 23))
+        points = faces_model.detect(_smooth_images(1, 17, 23))
     assert points.shape == (1, 5, 2)
     assert bool((points[..., 0] >= -0.5).all() and (points[..., 0] <= 22.5).all())
     assert bool((points[..., 1] >= -0.5).all() and (points[..., 1] <= 16.5).all())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        faces_model.detect(torch.rand(1, 3, 40, 40))  # more than half: upscaled silently
+        faces_model.detect(_smooth_images(1, 40, 40))  # more than half: upscaled silently
 
 
 # -- files ------------------------------------------------------------------------------------------------
@@ -266,3 +273,36 @@ def test_truncated_jpeg_names_the_file(tmp_path):
     (tmp_path / "notes.jpg").write_text("not an image")
     with pytest.raises(ValueError, match=r"cannot read image .*notes\.jpg"):
         load_image(tmp_path / "notes.jpg")
+
+
+# -- content ----------------------------------------------------------------------------------------------
+def test_blank_and_noise_images_get_a_warning_naming_them(tiny_model):
+    batch = torch.stack([IMAGES[0], torch.rand(3, 32, 32), torch.full((3, 32, 32), 0.3), IMAGES[1]])
+    with pytest.warns(UserWarning) as caught:
+        points = tiny_model.detect(batch)
+    assert points.shape[0] == 4  # points still come back, for every image
+    (message,) = [str(w.message) for w in caught]
+    assert message == (
+        "images[1] is noise (neighbouring pixels uncorrelated), images[2] is blank (a single colour): "
+        "their points are guesses, not landmarks"
+    )
+    with pytest.warns(UserWarning, match=r"images\[0\] is blank"):
+        tiny_model.detect([torch.zeros(3, 20, 30, dtype=torch.uint8), (IMAGES[0] * 255).to(torch.uint8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_model.detect(IMAGES)  # smooth images: no warning
+
+
+def test_real_photos_and_frames_are_not_flagged(shared_data):
+    from contrastive_landmarks.check import content_problem
+    from contrastive_landmarks.data.base import load_image
+
+    files = sorted(shared_data.glob("mtfl/images/AFLW/*.jpg"))[:40]
+    files += sorted(shared_data.glob("dlc-reaching/labeled-data/*/*.png"))[:20]
+    files += sorted(shared_data.glob("lp-mirror-mouse/labeled-data/**/*.png"))[:20]
+    assert len(files) == 80, "the development data changed"
+    flagged = {str(f): content_problem(load_image(f)) for f in files}
+    assert not {f: why for f, why in flagged.items() if why}
+    # a low-contrast noise image is noise, not blank; a faint but smooth gradient is neither
+    assert content_problem(0.5 + 0.02 * torch.rand(3, 64, 64)).startswith("noise")
+    assert content_problem(torch.linspace(0.4, 0.45, 64).expand(3, 64, 64)) is None

@@ -18,6 +18,8 @@ import csv
 import json
 import math
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,18 +170,37 @@ def _output_path(args: argparse.Namespace, video: Path | None) -> Path:
     return output
 
 
+@contextmanager
+def _named_content_warnings():
+    """Silence ``detect``'s warning about blank / noise inputs, which names batch indices: the CLI names files."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"images\[\d+\] is ", category=UserWarning)
+        yield
+
+
+def _warn_content(what: list[str]) -> None:
+    """One line on stderr for the inputs :func:`~contrastive_landmarks.check.content_problem` rejects."""
+    if what:
+        listed = "; ".join(what[:5]) + (f"; and {len(what) - 5} more" if len(what) > 5 else "")
+        print(f"warning: {listed}: their points are guesses, not landmarks", file=sys.stderr)
+
+
 def _predict_images(model, files: list[Path], batch_size: int) -> list[dict]:
     import torch
 
+    from ..check import content_problem
     from ..data.base import load_image
 
-    rows = []
+    rows, flagged = [], []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        with torch.no_grad():
-            points, scores = model.detect([load_image(f) for f in chunk], return_scores=True)
+        images = [load_image(f) for f in chunk]
+        flagged += [f"{f} is {why}" for f, image in zip(chunk, images) if (why := content_problem(image))]
+        with torch.no_grad(), _named_content_warnings():
+            points, scores = model.detect(images, return_scores=True)
         for file, p, s in zip(chunk, points.tolist(), scores.tolist()):
             rows.append({"image": str(file), "points": p, "scores": s})
+    _warn_content(flagged)
     return rows
 
 
@@ -187,6 +208,7 @@ def _predict_video(model, video: Path, args: argparse.Namespace) -> list[dict]:
     """One row per frame (``{"frame", "points", "scores"}``), decoding once; the labelled copy as it goes."""
     import torch
 
+    from ..check import content_problem
     from ..data.video import VideoFrames, VideoWriter
 
     frames = VideoFrames(video)
@@ -198,20 +220,27 @@ def _predict_video(model, video: Path, args: argparse.Namespace) -> list[dict]:
     labelled = Path(args.labelled_video) if args.labelled_video else None
     writer = VideoWriter(labelled, frames.fps or 30.0) if labelled is not None else None
     rows: list[dict] = []
+    flagged: dict[str, list[int]] = {}
     done = False
     try:
         for start in range(0, len(frames), args.batch_size):
             numbers = range(start, min(start + args.batch_size, len(frames)))
             images = torch.stack([frames[i]["image"] for i in numbers])
-            with torch.no_grad():
+            with torch.no_grad(), _named_content_warnings():
                 points, scores = model.detect(images, return_scores=True)
-            for i, p, s in zip(numbers, points.tolist(), scores.tolist()):
-                rows.append({"frame": frames.locate(i)[1], "points": p, "scores": s})
+            for i, image, p, s in zip(numbers, images, points.tolist(), scores.tolist()):
+                frame = frames.locate(i)[1]
+                rows.append({"frame": frame, "points": p, "scores": s})
+                if why := content_problem(image):
+                    flagged.setdefault(why, []).append(frame)
             if writer is not None:
                 writer.write(draw_points(images, points))
             if bar is not None:
                 bar.update(len(numbers))
         done = True
+        _warn_content(
+            [f"{len(f)} frames are {why} (the first: {', '.join(map(str, f[:5]))})" for why, f in flagged.items()]
+        )
     finally:
         frames.close()
         if bar is not None:

@@ -50,6 +50,17 @@ def test_predict_writes_the_points_detect_gives_in_each_images_own_frame(images,
     assert mean_face > mean_noise
 
 
+def test_noise_and_blank_images_are_named_in_one_warning_line(images, tmp_path, capsys):
+    Image.new("RGB", (50, 40), (0, 0, 0)).save(tmp_path / "black.png")
+    files = [images / "face_64x64.png", images / "noise.png", tmp_path / "black.png"]
+    assert main(["predict", "resnet18-faces", *map(str, files), "--output", str(tmp_path / "p.csv")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "guesses" in line]
+    assert warnings == [
+        f"warning: {files[1]} is noise (neighbouring pixels uncorrelated); {files[2]} is blank (a single colour): "
+        "their points are guesses, not landmarks"
+    ]
+
+
 def test_json_and_deeplabcut_formats(images, tmp_path):
     files = [str(images / "face_64x64.png"), str(images / "noise.png")]
     assert main(["predict", "resnet18-faces", *files, "--output", str(tmp_path / "p.json")]) == 0
