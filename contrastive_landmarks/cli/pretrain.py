@@ -20,6 +20,7 @@ import os
 import textwrap
 import types
 import typing
+import warnings
 from pathlib import Path
 
 from .common import UserError, fail, progress_available
@@ -123,7 +124,9 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     config = config_from_args(PretrainConfig, args)
     config.progress = progress_available(config.progress)
     try:
-        result = pretrain(config)
+        with warnings.catch_warnings():  # printed below as one line
+            warnings.filterwarnings("ignore", message="MoCo's loss stayed near chance", category=UserWarning)
+            result = pretrain(config)
     except PretrainInterrupted as stop:
         print(f"contrastive-landmarks pretrain: {stop}; resume with:\n  {_resume_command()}", file=sys.stderr)
         return 130
@@ -139,6 +142,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         )
         if result["backbone"] is not None:
             print(f"backbone exported to {result['backbone']}")
+        if result["warning"]:
+            print(f"warning: {result['warning']}", file=sys.stderr)
     return 0
 
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -403,6 +405,34 @@ def _train(run: _Run, images: Tensor | None, log: _Logger, checkpoint_path: Path
     return history
 
 
+#: A run whose loss over its last quarter stays above this share of chance, ln(1 + queue size), has not
+#: learned to tell views of one image from the others (the built-in face run went from 8.3 to 3.3).
+CHANCE_SHARE = 0.9
+
+
+def learning_check(history: list[dict], queue_size: int, min_steps: int = 100) -> str | None:
+    """A warning when MoCo's loss stayed near chance over a run of at least ``min_steps`` logged steps.
+
+    Args:
+        history: log records (``{"step", "loss", ...}``) of one call, in order.
+        queue_size: MoCo's number of negatives ``K``; chance is ``ln(1 + K)``.
+    """
+    if len(history) < 4 or history[-1]["step"] - history[0]["step"] < min_steps:
+        return None
+    chance = math.log(1 + queue_size)
+    tail = history[-max(1, len(history) // 4) :]
+    loss = sum(r["loss"] for r in tail) / len(tail)
+    if loss < CHANCE_SHARE * chance:
+        return None
+    return (
+        f"MoCo's loss stayed near chance ({loss:.2f} over the last {len(tail)} logged steps; chance ln(1 + "
+        f"{queue_size}) = {chance:.2f}): the encoder cannot yet tell views of one image from the others, so "
+        "the backbone is little better than its start. With video, near-identical neighbouring frames are "
+        "each other's negatives: sample frames further apart (--every), add more footage, use a smaller "
+        "--queue-size, or train longer"
+    )
+
+
 # -- the entry point -------------------------------------------------------------------------------
 class PretrainInterrupted(TrainingInterrupted):
     """Ctrl-C during :func:`pretrain`: the checkpoint of the last finished step is at :attr:`checkpoint`."""
@@ -413,7 +443,8 @@ def pretrain(config: PretrainConfig) -> dict:
 
     Returns:
         ``{"checkpoint": Path, "global_step": int, "epoch": int, "finished": bool, "history": [records],
-        "backbone": Path | None}``; ``history`` holds the log records written by this call.
+        "backbone": Path | None, "warning": str | None}``; ``history`` holds the log records written by
+        this call; ``warning`` says when the loss stayed near chance (:func:`learning_check`).
 
     Raises:
         FileExistsError: ``output_dir`` holds a checkpoint and ``resume`` is false.
@@ -458,7 +489,11 @@ def pretrain(config: PretrainConfig) -> dict:
         exported = export_backbone(checkpoint_path, out / "backbone")
     if world > 1:
         dist.barrier()
+    warning = learning_check(history, config.queue_size)
+    if warning and main_process:
+        warnings.warn(warning, UserWarning, stacklevel=2)
     return {
+        "warning": warning,
         "checkpoint": checkpoint_path,
         "global_step": run.global_step,
         "epoch": run.global_step // run.steps_per_epoch,

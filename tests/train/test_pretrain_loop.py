@@ -220,3 +220,23 @@ def test_preset_defaults_and_recipe_overrides():
     assert torch.allclose(pixels[:, 0], pixels[:, 1], atol=1e-5) and torch.allclose(
         pixels[:, 1], pixels[:, 2], atol=1e-5
     )
+
+
+def test_a_loss_that_stays_at_chance_is_reported_and_a_falling_one_is_not():
+    from contrastive_landmarks.train.pretrain import learning_check
+
+    chance = math.log(1 + 512)
+    stuck = [{"step": s, "loss": chance - 0.05} for s in range(10, 610, 10)]  # the mirror-mouse video run
+    message = learning_check(stuck, 512)
+    assert message and "near chance" in message and "6.24" in message
+    falling = [{"step": s, "loss": 8.3 - 5 * s / 5000} for s in range(10, 5010, 10)]  # the face run, 8.3 -> 3.3
+    assert learning_check(falling, 4096) is None
+    assert learning_check(stuck[:5], 512) is None  # 40 steps: too short to judge
+
+
+def test_pretrain_returns_and_warns_the_chance_check(tmp_path, monkeypatch):
+    data = _gratings(tmp_path / "images", count=10)
+    monkeypatch.setattr(pretrain_module, "learning_check", lambda history, queue: "MoCo's loss stayed near chance")
+    with pytest.warns(UserWarning, match="near chance"):
+        result = pretrain(_config(data, tmp_path / "run", max_steps=2))
+    assert result["warning"] == "MoCo's loss stayed near chance"
