@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..hypercolumn import Hypercolumn, hypercolumn
+from ..hypercolumn import Hypercolumn, head_maps
 from ..losses import spatial_contrastive_loss
 from ..projector import SpatialProjector
 from ..tps import TPSParams, make_pair
@@ -167,9 +167,8 @@ class _Source:
 
 
 def _project(projector: SpatialProjector, maps: list[Tensor], size: tuple[int, int], normalize: bool) -> Tensor:
-    if normalize:  # per-stage L2 normalisation does not commute with upsampling: build the hypercolumn
-        return projector([hypercolumn([m.float() for m in maps], size, normalize=True)], size)
-    return projector([m.float() for m in maps], size)
+    # what the projector reads when the fitted model predicts (the normalised hypercolumn with normalize=True)
+    return projector(head_maps([m.float() for m in maps], size, normalize=normalize), size)
 
 
 def _loss(projector, features, source: _Source, idx, generator, size, loss_kwargs) -> Tensor:
@@ -202,7 +201,7 @@ def _warn_if_cache_too_small(cache: FeatureCache, count: int) -> None:
         f"the others are recomputed every epoch. Give FeatureCache(memory_bytes) >= {need:.2f} GiB (CLI: "
         "--cache-memory-gb) or a cache_dir (--cache-dir)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=5,  # the caller of fit_projector (-> _train -> _epoch -> here)
     )
 
 
@@ -327,34 +326,18 @@ def fit_projector(
         ValueError: empty data, bad settings, or images of different sizes.
     """
     data = _as_dataset(data, "data")
-    if val is not None:
-        val = _as_dataset(val, "val")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    grid = _pair_size(size)
-    params = _warp_params(warp)
+    val = None if val is None else _as_dataset(val, "val")
+    _check_settings(epochs, batch_size, optimizer, lr)
+    grid, params = _pair_size(size), _warp_params(warp)
     if cache not in (None, False) and params is not None:
         raise ValueError("cache cannot be combined with warp (the warped images change every step)")
-    use_cache = params is None if cache is None else cache is not False
-    train_cache = cache if isinstance(cache, FeatureCache) else (FeatureCache() if use_cache else None)
-    loss_kwargs = _loss_kwargs(temperature, distance_power, implementation)
     device = module_device(features, device)
     features.to(device)
     generator = torch.Generator().manual_seed(seed)
-
     projector = SpatialProjector(features.channels, dim, mode=mode, softmax_multiplier=softmax_multiplier, size=grid)
     projector.reset_parameters(generator)
     projector.to(device)
-    trainable = list(projector.parameters())
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
+    opt = _optimizer(projector, optimizer, lr, momentum, weight_decay)
     config = {
         "in_channels": features.channels,
         "dim": dim,
@@ -374,74 +357,185 @@ def fit_projector(
         "train_images": len(data),
         "val_images": 0 if val is None else len(val),
     }
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # optional dependency, imported only when asked
-
-        bar = tqdm(total=epochs * len(data), desc="fit_projector", unit="img", dynamic_ncols=True)
-    history: list[dict[str, float]] = []
-    best_state, best_epoch, best_score, initial = None, epochs - 1, math.inf, math.nan
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
+    loss_kwargs = _loss_kwargs(temperature, distance_power, implementation)
+    run = _Fit(features, projector, opt, scheduler, generator, grid, loss_kwargs, config)
     with eval_mode(features):
+        bar = _progress_bar(run, len(data)) if progress else None
         try:
-            source = _Source(features, data, device, batch_size, train_cache, params)
-            val_source = None
-            if val is not None:
-                val_cache = FeatureCache() if params is None and cache is not False else None
-                val_source = _Source(features, val, device, batch_size, val_cache, params)
-                if tuple(val_source.image_size) != tuple(source.image_size):
-                    raise ValueError(
-                        f"train images are {source.image_size} but validation images are {val_source.image_size}"
-                    )
-                initial = _mean_loss(
-                    projector, features, val_source, batch_size, grid, loss_kwargs, seed + _VAL_SEED_OFFSET
-                )
-            projector.train()
-            for epoch in range(epochs):
-                started = time.perf_counter()
-                order = torch.randperm(len(data), generator=generator)
-                total, count = 0.0, 0
-                for idx in index_batches(len(order), batch_size, order):
-                    loss = _loss(projector, features, source, idx, generator, grid, loss_kwargs)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    count += len(idx)
-                    if bar is not None:
-                        bar.update(len(idx))
-                        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-                seconds = time.perf_counter() - started
-                if epoch == 0 and train_cache is not None:
-                    _warn_if_cache_too_small(train_cache, len(data))
-                row = {
-                    "epoch": epoch,
-                    "lr": opt.param_groups[0]["lr"],
-                    "train_loss": total / count,
-                    "seconds": seconds,
-                    "images_per_s": count / max(seconds, 1e-9),
-                }
-                if scheduler is not None:
-                    scheduler.step()
-                if val_source is not None:
-                    row["val_loss"] = _mean_loss(
-                        projector, features, val_source, batch_size, grid, loss_kwargs, seed + _VAL_SEED_OFFSET
-                    )
-                    if row["val_loss"] < best_score:
-                        best_score, best_epoch = row["val_loss"], epoch
-                        best_state = copy.deepcopy(projector.state_dict())
-                history.append(row)
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
-                if callback is not None:
-                    callback(row)
+            _attach_sources(run, data, val, device, cache, params)
+            _train(run, bar, callback)
         finally:
             if bar is not None:
                 bar.close()
+    return _result(run)
 
-    if best_state is not None:
-        projector.load_state_dict(best_state)
+
+# -- the parts of a fit ------------------------------------------------------------------------------------
+def _check_settings(epochs: int, batch_size: int, optimizer: str, lr: float) -> None:
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+
+
+def _optimizer(
+    projector: SpatialProjector, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    trainable = list(projector.parameters())
+    if name == "sgd":
+        return torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass
+class _Fit:
+    """Everything one call of :func:`fit_projector` trains with, and where it is.
+
+    ``epoch`` is the epoch in progress; ``position`` counts its batches done, ``order`` is its data order
+    (``None`` until drawn), ``total``/``count`` its summed loss and images, ``seconds`` its training time.
+    """
+
+    features: Hypercolumn
+    projector: SpatialProjector
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    generator: torch.Generator
+    grid: tuple[int, int]
+    loss_kwargs: dict
+    config: dict
+    source: _Source | None = None
+    val_source: _Source | None = None
+    train_cache: FeatureCache | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict | None = None
+    best_epoch: int = -1
+    best_score: float = math.inf
+    initial: float = math.nan
+    epoch: int = 0
+    position: int = 0
+    order: Tensor | None = None
+    total: float = 0.0
+    count: int = 0
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.best_epoch < 0:
+            self.best_epoch = self.epochs - 1  # what is kept without validation data: the last epoch
+
+    @property
+    def epochs(self) -> int:
+        return self.config["epochs"]
+
+    @property
+    def batch_size(self) -> int:
+        return self.config["batch_size"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+
+def _progress_bar(run: _Fit, images: int):
+    from tqdm.auto import tqdm  # optional dependency, imported only when asked
+
+    return tqdm(total=run.epochs * images, desc="fit_projector", unit="img", dynamic_ncols=True)
+
+
+def _attach_sources(
+    run: _Fit, data: Any, val: Any | None, device: torch.device, cache: bool | FeatureCache | None, params
+) -> None:
+    """The training and validation feature sources (cached unless warping or told not to), and the untrained score."""
+    use_cache = params is None if cache is None else cache is not False
+    run.train_cache = cache if isinstance(cache, FeatureCache) else (FeatureCache() if use_cache else None)
+    run.source = _Source(run.features, data, device, run.batch_size, run.train_cache, params)
+    if val is None:
+        return
+    val_cache = FeatureCache() if params is None and cache is not False else None
+    run.val_source = _Source(run.features, val, device, run.batch_size, val_cache, params)
+    if tuple(run.val_source.image_size) != tuple(run.source.image_size):
+        raise ValueError(
+            f"train images are {run.source.image_size} but validation images are {run.val_source.image_size}"
+        )
+    run.initial = _val_loss(run)
+
+
+def _val_loss(run: _Fit) -> float:
+    """The validation loss (on pairs drawn from their own fixed seed: the same every epoch)."""
+    return _mean_loss(
+        run.projector,
+        run.features,
+        run.val_source,
+        run.batch_size,
+        run.grid,
+        run.loss_kwargs,
+        run.seed + _VAL_SEED_OFFSET,
+    )
+
+
+def _step(run: _Fit, idx: Tensor) -> float:
+    """One optimiser step on the samples at ``idx``; returns its loss."""
+    loss = _loss(run.projector, run.features, run.source, idx, run.generator, run.grid, run.loss_kwargs)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return float(loss.detach())
+
+
+def _epoch(run: _Fit, bar) -> dict[str, float]:
+    """Train epoch ``run.epoch`` from its batch ``run.position`` on; validate; returns its history row."""
+    if run.order is None:
+        run.order = torch.randperm(len(run.source), generator=run.generator)
+    started = time.perf_counter() - run.seconds
+    batches = list(index_batches(len(run.order), run.batch_size, run.order))
+    for idx in batches[run.position :]:
+        run.total += _step(run, idx) * len(idx)
+        run.count += len(idx)
+        run.position += 1
+        if bar is not None:
+            bar.update(len(idx))
+            bar.set_postfix(loss=f"{run.total / run.count:.4f}", refresh=False)
+    seconds = time.perf_counter() - started
+    if run.epoch == 0 and run.train_cache is not None:
+        _warn_if_cache_too_small(run.train_cache, len(run.source))
+    row = {
+        "epoch": run.epoch,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_loss": run.total / run.count,
+        "seconds": seconds,
+        "images_per_s": run.count / max(seconds, 1e-9),
+    }
+    if run.scheduler is not None:
+        run.scheduler.step()
+    if run.val_source is not None:
+        row["val_loss"] = _val_loss(run)
+        if row["val_loss"] < run.best_score:
+            run.best_score, run.best_epoch = row["val_loss"], run.epoch
+            run.best_state = copy.deepcopy(run.projector.state_dict())
+    run.history.append(row)
+    run.epoch, run.position, run.order, run.total, run.count, run.seconds = run.epoch + 1, 0, None, 0.0, 0, 0.0
+    return row
+
+
+def _train(run: _Fit, bar, callback: Callable[[dict[str, float]], None] | None) -> None:
+    """The loop: the epochs from ``run.epoch`` to ``run.epochs``, each row to the bar and the callback."""
+    run.projector.train()
+    while run.epoch < run.epochs:
+        row = _epoch(run, bar)
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
+        if callback is not None:
+            callback(row)
+
+
+def _result(run: _Fit) -> ProjectorFitResult:
+    """The selected projector (the best validation epoch's weights; the last epoch's without validation)."""
+    projector, best_score = run.projector, run.best_score
+    if run.best_state is not None:
+        projector.load_state_dict(run.best_state)
     else:
         best_score = math.nan
     projector.eval()
-    return ProjectorFitResult(projector, best_epoch, float(best_score), float(initial), history, config)
+    return ProjectorFitResult(projector, run.best_epoch, float(best_score), float(run.initial), run.history, run.config)
