@@ -8,7 +8,7 @@ Input preprocessing (mean, std, input size) lives in one read-only :class:`Prepr
 backbone (:mod:`.preprocessing`); :meth:`Backbone.normalize` computes from it and it travels in ``config.json``.
 
 :func:`load_backbone` builds a backbone and loads weights from every checkpoint layout in use
-(read and converted by :mod:`.checkpoints`). Loading is strict.
+(read and converted by :mod:`.state_dicts`). Loading is strict.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from .check import check_images, looks_like_path, to_float_images
-from .checkpoints import CheckpointMismatchError, LoadReport, check_compatible, convert_state_dict, read_state_dict
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from .state_dicts import CheckpointMismatchError, LoadReport, check_compatible, convert_state_dict, read_state_dict
 
 __all__ = [
     "DEFAULT_STAGES",

@@ -36,11 +36,11 @@ from torch import Tensor, nn
 
 from .backbone import Backbone
 from .check import as_image_list, content_problem, to_float_images
-from .checkpoints import read_safetensors, read_state_dict
 from .coords import cell_centers, normalized_to_pixels
 from .framing import Framing
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn, head_maps, hypercolumn
+from .state_dicts import read_safetensors, read_state_dict
 
 #: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
 SMALL_INPUT_FRACTION = 0.5

@@ -10,7 +10,7 @@ import torch
 
 from contrastive_landmarks import CheckpointMismatchError, load_backbone
 from contrastive_landmarks.backbone import Backbone
-from contrastive_landmarks.checkpoints import convert_state_dict, guess_arch, read_state_dict
+from contrastive_landmarks.state_dicts import convert_state_dict, guess_arch, read_state_dict
 
 
 def _timm_reference(arch: str, state_dict: dict, images: torch.Tensor) -> list[torch.Tensor]:

@@ -1,4 +1,6 @@
-"""Reading checkpoints of every layout in use, and converting them to timm's ResNet key names.
+"""Reading state dicts of every checkpoint layout in use, and converting them to timm's ResNet key names.
+
+(Training checkpoints, with optimiser and RNG state, are :mod:`contrastive_landmarks.train.checkpoint`.)
 
 Checkpoints are read from: this library's own directories (``config.json`` + ``model.safetensors``),
 a :class:`~contrastive_landmarks.Backbone`'s own ``state_dict()`` (``body.`` keys), plain timm /
