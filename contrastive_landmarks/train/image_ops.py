@@ -22,6 +22,7 @@ __all__ = [
     "pca_lighting",
     "random_resized_crop",
     "resized_crop",
+    "rgb_to_grayscale",
 ]
 
 # IJG (JPEG Annex K) quantisation tables, luminance and chrominance.
@@ -270,7 +271,8 @@ def random_resized_crop(
 
 
 # -- photometric -------------------------------------------------------------------------------
-def _grayscale(images: Tensor) -> Tensor:
+def rgb_to_grayscale(images: Tensor) -> Tensor:
+    """``(B, 1, H, W)`` luma of ``(B, 3, H, W)`` RGB images (ITU-R BT.601 weights, as torchvision)."""
     weights = images.new_tensor(_GRAY).view(1, 3, 1, 1)
     return (images * weights).sum(1, keepdim=True)
 
@@ -308,10 +310,10 @@ def color_jitter(
             if op == 0:
                 x = (x * f[:, 0]).clamp_(0, 1)
             elif op == 1:
-                mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+                mean = rgb_to_grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
                 x = (f[:, 1] * x + (1 - f[:, 1]) * mean).clamp_(0, 1)
             else:
-                x = (f[:, 2] * x + (1 - f[:, 2]) * _grayscale(x)).clamp_(0, 1)
+                x = (f[:, 2] * x + (1 - f[:, 2]) * rgb_to_grayscale(x)).clamp_(0, 1)
         out.index_copy_(0, members, x)
     return out
 

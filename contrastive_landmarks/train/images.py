@@ -12,7 +12,7 @@ exactly-178x218 images only.
 :class:`PretrainImages` decodes, pre-crops and squashes every image to ``size x size`` and returns
 ``uint8`` tensors (cheap to batch, cache and ship between processes); :func:`cache_images` decodes a
 whole dataset once into one ``(N, 3, size, size)`` uint8 tensor, on which the batched augmentations
-of :mod:`contrastive_landmarks.train.augment` run.
+of :mod:`contrastive_landmarks.train.moco_views` run.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..framing import Framing, crop_images, crop_points, frame_boxes, keypoint_boxes
-from .image_ops import _grayscale, color_jitter, gaussian_blur
+from .image_ops import color_jitter, gaussian_blur, rgb_to_grayscale
 
 __all__ = ["KeypointViews", "ViewAugment"]
 
@@ -149,5 +149,5 @@ class KeypointViews:
         if augment.grayscale:
             gray = torch.rand(images.shape[0], generator=generator) < augment.grayscale
             gray = gray & ~torch.tensor([self.gray[i] for i in index.tolist()])
-            images = torch.where(gray[:, None, None, None], _grayscale(images).expand_as(images), images)
+            images = torch.where(gray[:, None, None, None], rgb_to_grayscale(images).expand_as(images), images)
         return images.clamp(0, 1)
