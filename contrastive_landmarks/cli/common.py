@@ -53,7 +53,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split_default: str = 
     parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
     parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
     parser.add_argument("--split", default=split_default, help=f"split to use (default {split_default})")
-    parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
+    parser.add_argument(
+        "--path",
+        default=None,
+        help="annotation file for csv/coco (then --root, if given, is the folder its image paths are relative to), "
+        "or a split list for cub",
+    )
     parser.add_argument(
         "--image-size", type=int, default=None, help="network input size in pixels (default: the model's own, else 96)"
     )

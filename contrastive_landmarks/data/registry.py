@@ -33,7 +33,8 @@ def by_name(
     of MTFL's AFLW faces, ``root`` the MTFL folder). ``dlc``: a DeepLabCut project (``root`` or ``path`` the
     project folder), split train / test by frame with :func:`~contrastive_landmarks.data.dlc.dlc_split` (seed 0,
     80/20) and letterboxed to ``image_size`` (aspect kept, ``sample["letterbox"]`` maps points back). ``csv`` and
-    ``coco`` carry their point names and the left/right flip pairs found from them.
+    ``coco``: ``path`` (or ``root``) the annotation file; given both, ``root`` is the folder its image paths
+    are relative to. They carry their point names and the left/right flip pairs found from them.
     """
     from . import transforms as T
     from .aflw import AFLWM, AFLWR
@@ -69,10 +70,14 @@ def by_name(
         split_file = Path(root) / "splits" / f"{split}.txt" if path is None else Path(path)
         dataset = CUB(root, split_file, transform=T.squash_transform(resize or image_size))
     elif name == "csv":
-        dataset = KeypointCSV(path or root, transform=T.Resize(resize or image_size))
+        # with both, root is the folder the CSV's image paths are relative to (default: the CSV's folder)
+        dataset = KeypointCSV(path or root, root if path else None, transform=T.Resize(resize or image_size))
     elif name == "coco":
-        dataset = COCOKeypoints(path or root, transform=T.BoxCrop(resize or image_size, scale=1.25))
+        transform = T.BoxCrop(resize or image_size, scale=1.25)
+        dataset = COCOKeypoints(path or root, root if path else None, transform=transform)
     elif name == "dlc":
+        if root and path and Path(root).resolve() != Path(path).resolve():
+            raise ValueError(f"dlc takes one project, as root or path; got root {root} and path {path}: pass only one")
         project = DLCProject(root or path, transform=T.Letterbox(resize or image_size))
         dataset = KeypointSubset(project, dlc_split(project, split))
     else:

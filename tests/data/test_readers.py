@@ -266,6 +266,22 @@ def test_registry_csv_and_coco_carry_names_and_flip_pairs(tmp_path, shared_data)
     assert coco[0]["image"].shape == (3, 32, 32)
 
 
+def test_registry_root_with_path_is_the_image_folder_and_dlc_refuses_two_projects(tmp_path):
+    from contrastive_landmarks.data import by_name
+
+    write_image(tmp_path / "images" / "a.png", 20, 10)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "n.csv").write_text("image,x1,y1\na.png,1,2\n")
+    csv_path = str(tmp_path / "labels" / "n.csv")
+    # without --root the images are looked up beside the CSV, and the error says where it looked
+    with pytest.raises(FileNotFoundError, match=r"labels"):
+        by_name("csv", None, "train", image_size=32, path=csv_path)[0]
+    table = by_name("csv", str(tmp_path / "images"), "train", image_size=32, path=csv_path)
+    assert table[0]["image"].shape == (3, 32, 32)  # --root was used, not ignored
+    with pytest.raises(ValueError, match=r"dlc takes one project.*pass only one"):
+        by_name("dlc", str(tmp_path / "a"), "train", path=str(tmp_path / "b"))
+
+
 def test_aflw_m_layout(tmp_path):
     root = tmp_path / "aflw-mtfl"
     write_image(root / "aflw_cropped" / "crops" / "0.jpg", 150, 150)
