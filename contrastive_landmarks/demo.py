@@ -292,7 +292,6 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``demo`` subcommand."""
     parser = subparsers.add_parser(
         "demo",
-        help="detect face landmarks and match them between two faces (writes two pictures)",
         description="Load the built-in face model, detect its landmarks on a few faces and match the first "
         "face's landmarks into the second; writes OUT/landmarks.png and OUT/matches.png. No network needed.",
     )

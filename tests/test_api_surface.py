@@ -15,7 +15,6 @@ PUBLIC = {
     "STAGE_NAMES",
     "SpatialProjector",
     "__version__",
-    "hypercolumn",
     "list_models",
     "load_backbone",
     "match",
@@ -41,3 +40,22 @@ def test_preprocessing_is_the_backbones_own_class():
     assert contrastive_landmarks.Preprocessing is Preprocessing
     backbone = contrastive_landmarks.load_backbone("test_resnet")
     assert isinstance(backbone.preprocessing, contrastive_landmarks.Preprocessing)
+
+
+def test_import_is_lazy_and_names_resolve_to_their_modules_objects():
+    import importlib
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contrastive_landmarks as cl\n"
+        "assert 'torch' not in sys.modules, 'import contrastive_landmarks imported torch'\n"
+        "import contrastive_landmarks.pipeline\n"  # imports the hypercolumn module too
+        "assert cl.Hypercolumn.__module__ == 'contrastive_landmarks.hypercolumn'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    for name, module in contrastive_landmarks._EXPORTS.items():
+        assert getattr(contrastive_landmarks, name) is getattr(
+            importlib.import_module(f"contrastive_landmarks.{module}"), name
+        )
+    assert set(dir(contrastive_landmarks)) >= PUBLIC

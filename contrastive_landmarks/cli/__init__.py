@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["build_parser", "main"]
 
@@ -27,17 +28,95 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
 )
 
-# (module, function names, the subcommands they register, extra that provides their dependencies)
-_SUBCOMMANDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
-    ("contrastive_landmarks.demo", ("add_demo_parser",), ("demo",), "viz"),
-    ("contrastive_landmarks.cli.pretrain", ("add_pretrain_parser",), ("pretrain",), "train"),
-    ("contrastive_landmarks.cli.fit_projector", ("add_fit_projector_parser",), ("fit-projector",), "train"),
-    ("contrastive_landmarks.cli.fit_regressor", ("add_fit_regressor_parser",), ("fit-regressor",), "train"),
-    ("contrastive_landmarks.cli.finetune", ("add_finetune_parser",), ("finetune",), "train"),
-    ("contrastive_landmarks.cli.pretrain", ("add_export_parser", "add_push_parser"), ("export", "push"), "train"),
-    ("contrastive_landmarks.cli.predict", ("add_predict_parser",), ("predict",), "train"),
-    ("contrastive_landmarks.cli.evaluate", ("add_evaluate_parser", "add_plot_parser"), ("evaluate", "plot"), "viz"),
-)
+
+class _Command(NamedTuple):
+    module: str  # the module whose function registers the subcommand
+    function: str  # add_*_parser(subparsers)
+    extra: str  # the extra that provides its dependencies
+    help: str  # its line in ``contrastive-landmarks --help`` (the one place it is written)
+
+
+#: The subcommands, in the order ``--help`` lists them. ``--help`` alone imports none of their modules
+#: (which import torch); a command line naming one imports that one only.
+_COMMANDS: dict[str, _Command] = {
+    "demo": _Command(
+        "contrastive_landmarks.demo",
+        "add_demo_parser",
+        "viz",
+        "detect face landmarks and match them between two faces (writes two pictures)",
+    ),
+    "pretrain": _Command(
+        "contrastive_landmarks.cli.pretrain",
+        "add_pretrain_parser",
+        "train",
+        "MoCo pretraining of a ResNet backbone on unlabelled images or videos",
+    ),
+    "fit-projector": _Command(
+        "contrastive_landmarks.cli.fit_projector",
+        "add_fit_projector_parser",
+        "train",
+        "train the spatial projector (Eq. 3) on a frozen backbone",
+    ),
+    "fit-regressor": _Command(
+        "contrastive_landmarks.cli.fit_regressor",
+        "add_fit_regressor_parser",
+        "train",
+        "fit the linear landmark regressor and save a LandmarkModel directory",
+    ),
+    "finetune": _Command(
+        "contrastive_landmarks.cli.finetune",
+        "add_finetune_parser",
+        "train",
+        "train the backbone and a keypoint head end to end on your own labelled frames",
+    ),
+    "export": _Command(
+        "contrastive_landmarks.cli.pretrain",
+        "add_export_parser",
+        "train",
+        "pretraining checkpoint -> model directory (config.json, model.safetensors, README.md)",
+    ),
+    "push": _Command(
+        "contrastive_landmarks.cli.pretrain",
+        "add_push_parser",
+        "train",
+        "upload a model directory to the Hugging Face Hub",
+    ),
+    "predict": _Command(
+        "contrastive_landmarks.cli.predict",
+        "add_predict_parser",
+        "train",
+        "landmarks and confidences of a model for image files or a video (CSV, JSON or DeepLabCut CSV)",
+    ),
+    "evaluate": _Command(
+        "contrastive_landmarks.cli.evaluate",
+        "add_evaluate_parser",
+        "viz",
+        "run the paper's evaluation protocols, or score a model on your test frames (evaluate MODEL)",
+    ),
+    "plot": _Command(
+        "contrastive_landmarks.cli.evaluate", "add_plot_parser", "viz", "make figures (needs the [viz] extra)"
+    ),
+}
+
+
+class _HelpFromTable:
+    """The subparsers action as a registering function sees it: ``add_parser`` gets the table's help line."""
+
+    def __init__(self, subparsers) -> None:
+        self._subparsers = subparsers
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        if name in _COMMANDS:
+            kwargs["help"] = _COMMANDS[name].help
+        return self._subparsers.add_parser(name, **kwargs)
+
+
+def _listed(subparsers, name: str, help_text: str, handler=None) -> None:
+    """``name`` listed without its options; whatever follows it is swallowed (the handler explains)."""
+    sub = subparsers.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+    sub.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    if handler is not None:
+        sub.set_defaults(func=handler)
 
 
 def _unavailable(name: str, extra: str, error: Exception):
@@ -62,8 +141,12 @@ def _load_config(path: str) -> dict:
     return {k.replace("-", "_"): v for k, v in json.loads(text).items()}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (all subcommands)."""
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser: ``commands`` (default: all) with their options, the others listed by name.
+
+    A subcommand whose optional dependencies are missing is listed with the extra it needs.
+    """
+    wanted = set(_COMMANDS) if commands is None else set(commands)
     parser = argparse.ArgumentParser(
         prog="contrastive-landmarks",
         description="Learn object-landmark representations without labels (MoCo + hypercolumns + spatial "
@@ -74,31 +157,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name, functions, names, extra in _SUBCOMMANDS:
+    for name, command in _COMMANDS.items():
+        if name not in wanted:
+            _listed(subparsers, name, command.help)
+            continue
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(command.module)
         except ImportError as error:
             if (getattr(error, "name", None) or "").startswith("contrastive_landmarks"):
                 continue  # part of this package that is not there: nothing to register
-            for name in names:  # still listed, each saying which extra it needs
-                # no option prefix: whatever options follow are swallowed, and the handler explains
-                sub = subparsers.add_parser(
-                    name, help=f"(needs the [{extra}] extra)", add_help=False, prefix_chars="\0"
-                )
-                sub.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-                sub.set_defaults(func=_unavailable(name, extra, error))
+            handler = _unavailable(name, command.extra, error)
+            _listed(subparsers, name, f"(needs the [{command.extra}] extra)", handler)
             continue
-        for function in functions:
-            getattr(module, function)(subparsers)
+        getattr(module, command.function)(_HelpFromTable(subparsers))
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (the first word that is one, after the global options), if any."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif word in _COMMANDS:
+            return word
+        elif not word.startswith("-"):
+            return None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``contrastive-landmarks`` console script."""
     from .evaluate_keypoints import shorthand
 
-    parser = build_parser()
     argv = shorthand(list(sys.argv[1:] if argv is None else argv))
+    command = _command_of(argv)
+    parser = build_parser([command] if command else [])
     args = parser.parse_args(argv)
     if args.config:
         # re-parse with the file's values as defaults for the chosen subcommand

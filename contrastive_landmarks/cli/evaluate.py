@@ -150,11 +150,7 @@ def _run_matching(args) -> int:
 
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``evaluate regression`` and ``evaluate matching``."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="run the paper's evaluation protocols",
-        description="Landmark regression (Tables 2-5) and matching (Table 1).",
-    )
+    parser = subparsers.add_parser("evaluate", description="Landmark regression (Tables 2-5) and matching (Table 1).")
     sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
 
     reg = sub.add_parser(
@@ -341,9 +337,7 @@ def _plot_fewshot(args) -> int:
 def add_plot_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``plot landmarks|matches|pca|nmf|fewshot``."""
     parser = subparsers.add_parser(
-        "plot",
-        help="make figures (needs the [viz] extra)",
-        description="Landmarks, matches, PCA and NMF visualisations, few-shot curves.",
+        "plot", description="Landmarks, matches, PCA and NMF visualisations, few-shot curves."
     )
     sub = parser.add_subparsers(dest="plot", metavar="PLOT", required=True)
 

@@ -106,7 +106,6 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "finetune",
-        help="train the backbone and a keypoint head end to end on your own labelled frames",
         description="Fine-tune a backbone with the paper's landmark regressor end to end on labelled frames "
         "(a DeepLabCut project, a Lightning Pose CollectedData.csv, a CSV or COCO file), choose the best state "
         "on held-out training frames, and save one model directory that detect/predict/evaluate read. "

@@ -161,7 +161,6 @@ def add_fit_regressor_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``fit-regressor``."""
     parser = subparsers.add_parser(
         "fit-regressor",
-        help="fit the linear landmark regressor and save a LandmarkModel directory",
         description="Fit the paper's linear landmark regressor on frozen hypercolumn features (all labelled "
         "training images, or a few with --num-labelled): augmented views computed once, a fixed number of "
         "optimiser steps, the state with the lowest validation error kept, the training set's mean shape scored "

@@ -286,7 +286,6 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``predict``."""
     parser = subparsers.add_parser(
         "predict",
-        help="landmarks and confidences of a model for image files or a video (CSV, JSON or DeepLabCut CSV)",
         description="Detect the landmarks of a model directory, registry name (resnet18-faces) or Hub id in image "
         "files or folders of images, of any size, or in every frame of a video (the [video] extra); points are in "
         "each image's own pixels (centres at integers), with a confidence per landmark.",

@@ -153,7 +153,6 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "pretrain",
-        help="MoCo pretraining of a ResNet backbone on unlabelled images",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=_paragraphs(
             "MoCo pretraining (the paper's invariant learning) on unlabelled images; defaults are the authors' "
@@ -224,7 +223,6 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``export``."""
     parser = subparsers.add_parser(
         "export",
-        help="pretraining checkpoint -> model directory (config.json, model.safetensors, README.md)",
         description="Write the query encoder's backbone of a MoCo checkpoint in the Hub layout that load_backbone "
         "and the Hugging Face Hub read, with a model card (data, recipe, epochs, training time, and measured "
         "numbers from --results).",
@@ -300,7 +298,6 @@ def add_push_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``push``."""
     parser = subparsers.add_parser(
         "push",
-        help="upload a model directory to the Hugging Face Hub",
         description="Upload a model directory (from export, fit-projector or fit-regressor) to a Hugging Face Hub "
         "model repository, creating it if needed. The token comes from the environment (HF_TOKEN) or a saved "
         "`huggingface-cli login`; it is never taken on the command line.",

@@ -18,32 +18,79 @@ extras; ``.mat`` files (AFLW_R, 300W boxes) need SciPy. Both are imported only w
 | :class:`ImageFolder` | unlabelled folder or list file |
 """
 
-from .aflw import AFLWM, AFLWR
-from .base import KeypointDataset, KeypointSubset, load_image
-from .celeba import MAFL, CelebA
-from .coco import COCOKeypoints
-from .csv_table import KeypointCSV, flip_pairs_from_names, read_keypoint_csv
-from .cub import CUB
-from .dlc import DLCProject, dlc_split, read_dlc_config, read_dlc_labels
-from .folder import ImageFolder
-from .mtfl import MTFL
-from .registry import DATASETS, by_name
-from .threehundredw import PtsFolder, ThreeHundredW, read_pts
-from .transforms import (
-    BorderCrop,
-    BoxCrop,
-    CenterCrop,
-    Compose,
-    Crop,
-    LandmarkBox,
-    Letterbox,
-    Resize,
-    aflw_transform,
-    celeba_transform,
-    face_box_crop,
-    squash_transform,
-    threehundredw_transform,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:  # imported on first use otherwise (``import contrastive_landmarks.data`` is cheap)
+    from .aflw import AFLWM, AFLWR
+    from .base import KeypointDataset, KeypointSubset, load_image
+    from .celeba import MAFL, CelebA
+    from .coco import COCOKeypoints
+    from .csv_table import KeypointCSV, flip_pairs_from_names, read_keypoint_csv
+    from .cub import CUB
+    from .dlc import DLCProject, dlc_split, read_dlc_config, read_dlc_labels
+    from .folder import ImageFolder
+    from .mtfl import MTFL
+    from .registry import DATASETS, by_name
+    from .threehundredw import PtsFolder, ThreeHundredW, read_pts
+    from .transforms import (
+        BorderCrop,
+        BoxCrop,
+        CenterCrop,
+        Compose,
+        Crop,
+        LandmarkBox,
+        Letterbox,
+        Resize,
+        aflw_transform,
+        celeba_transform,
+        face_box_crop,
+        squash_transform,
+        threehundredw_transform,
+    )
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "AFLWM": "aflw",
+    "AFLWR": "aflw",
+    "KeypointDataset": "base",
+    "KeypointSubset": "base",
+    "load_image": "base",
+    "MAFL": "celeba",
+    "CelebA": "celeba",
+    "COCOKeypoints": "coco",
+    "KeypointCSV": "csv_table",
+    "flip_pairs_from_names": "csv_table",
+    "read_keypoint_csv": "csv_table",
+    "CUB": "cub",
+    "DLCProject": "dlc",
+    "dlc_split": "dlc",
+    "read_dlc_config": "dlc",
+    "read_dlc_labels": "dlc",
+    "ImageFolder": "folder",
+    "MTFL": "mtfl",
+    "DATASETS": "registry",
+    "by_name": "registry",
+    "PtsFolder": "threehundredw",
+    "ThreeHundredW": "threehundredw",
+    "read_pts": "threehundredw",
+    "BorderCrop": "transforms",
+    "BoxCrop": "transforms",
+    "CenterCrop": "transforms",
+    "Compose": "transforms",
+    "Crop": "transforms",
+    "LandmarkBox": "transforms",
+    "Letterbox": "transforms",
+    "Resize": "transforms",
+    "aflw_transform": "transforms",
+    "celeba_transform": "transforms",
+    "face_box_crop": "transforms",
+    "squash_transform": "transforms",
+    "threehundredw_transform": "transforms",
+}
 
 __all__ = [
     "AFLWM",
@@ -83,3 +130,5 @@ __all__ = [
     "squash_transform",
     "threehundredw_transform",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from contrastive_landmarks import Hypercolumn, SpatialProjector, hypercolumn, load_backbone
+from contrastive_landmarks import Hypercolumn, SpatialProjector, load_backbone
+from contrastive_landmarks.hypercolumn import hypercolumn
 from contrastive_landmarks.train.feature_cache import FeatureCache
 from contrastive_landmarks.train.projector_fitting import ProjectorFitResult, fit_projector, projector_loss
 
