@@ -40,6 +40,8 @@ from .coords import cell_centers, normalized_to_pixels
 from .framing import Framing
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn, head_maps, hypercolumn
+from .projector import SpatialProjector
+from .regressor import LandmarkRegressor, combine_points, spatial_softmax
 from .state_dicts import read_safetensors, read_state_dict
 
 #: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
@@ -261,8 +263,6 @@ class LandmarkModel(nn.Module):
 
     def _regress(self, batch: Tensor, to_pixels) -> Regression:
         """The regressor on a ``[0, 1]`` batch at the input size; ``to_pixels`` maps its normalised points to pixels."""
-        from .regressor import combine_points, spatial_softmax
-
         regressor, size = self.regressor, self._size(batch)
         maps = head_maps(self.hypercolumn.image_stage_maps(batch), size, normalize=self.hypercolumn.normalize)
         features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
@@ -369,10 +369,7 @@ class LandmarkModel(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> LandmarkModel:
         """The model a ``config.json`` describes, randomly initialised (no weights are read)."""
-        from .projector import SpatialProjector
-        from .regressor import LandmarkRegressor
-
-        return cls._assemble(Backbone.from_config(config), config, SpatialProjector, LandmarkRegressor)
+        return cls._assemble(Backbone.from_config(config), config)
 
     @staticmethod
     def _grid(config: dict) -> tuple[int, int] | None:
@@ -387,18 +384,18 @@ class LandmarkModel(nn.Module):
         return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
 
     @classmethod
-    def _assemble(cls, backbone: Backbone, config: dict, projector_cls, regressor_cls) -> LandmarkModel:
+    def _assemble(cls, backbone: Backbone, config: dict) -> LandmarkModel:
         grid = cls._grid(config)
         same_grid = {"size": grid} if grid else {}
         hc_config = config.get("hypercolumn") or {}
         hypercolumn = Hypercolumn(backbone, size=grid, normalize=hc_config.get("normalize", False))
-        projector = projector_cls(**{**config["projector"], **same_grid}) if "projector" in config else None
+        projector = SpatialProjector(**{**config["projector"], **same_grid}) if "projector" in config else None
         regressor, regressor_input, names = None, "projector", ()
         if "regressor" in config:
             head = {**config["regressor"], **same_grid}
             regressor_input = head.pop("input", "projector")
             names = head.pop("landmark_names", ())
-            regressor = regressor_cls(**head)
+            regressor = LandmarkRegressor(**head)
         framing = Framing(**config["framing"]) if config.get("framing") else None
         model = cls(
             hypercolumn, projector, regressor, regressor_input=regressor_input, landmark_names=names, framing=framing
@@ -412,9 +409,6 @@ class LandmarkModel(nn.Module):
         The directory's ``config.json`` is read once and gives everything: architecture, stages,
         preprocessing (mean, std, input size), the hypercolumn grid and the heads.
         """
-        from .projector import SpatialProjector
-        from .regressor import LandmarkRegressor
-
         files = resolve_weights(name_or_path, **hub_kwargs)
         directory = files.weights.parent
         if not files.config and not (directory / CONFIG_NAME).is_file():
@@ -425,7 +419,7 @@ class LandmarkModel(nn.Module):
         config = files.config or read_config(directory)
         backbone = Backbone.from_config(config)
         backbone.load_checkpoint_state(read_state_dict(files.weights), source=str(files.weights))
-        model = cls._assemble(backbone, config, SpatialProjector, LandmarkRegressor)
+        model = cls._assemble(backbone, config)
         for module, name in ((model.projector, _PROJECTOR_FILE), (model.regressor, _REGRESSOR_FILE)):
             if module is not None:
                 module.load_state_dict(_read_heads(directory / name, hub_kwargs, name_or_path), strict=True)
