@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from .common import (
 from .reporting import TensorBoardLog, arch_name, args_json, data_info, model_card, write_json
 
 __all__ = ["add_fit_projector_parser"]
+
+CHECKPOINT_NAME = "fit_projector_checkpoint.pt"
 
 
 def _unlabelled_dataset(args):
@@ -67,10 +70,15 @@ def _feature_cache(args):
     return FeatureCache(int(args.cache_memory_gb * 2**30), args.cache_dir, tag=tag, persist=args.cache_dir is not None)
 
 
+def _resume_command() -> str:
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    return "contrastive-landmarks " + " ".join([*argv, "--resume"])
+
+
 def _run_fit_projector(args: argparse.Namespace) -> int:
     from ..pipeline import LandmarkModel
     from ..tps import TPSParams
-    from ..train.projector_fitting import fit_projector
+    from ..train.projector_fitting import ProjectorFitInterrupted, fit_projector
 
     setup(args)
     try:
@@ -107,9 +115,14 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
                 device=args.device,
                 progress=progress_available(not args.no_progress),
                 callback=lambda row: board.log("projector", row, int(row["epoch"])),
+                checkpoint=Path(args.output) / CHECKPOINT_NAME,
+                resume=args.resume,
             )
         finally:
             board.close()
+    except ProjectorFitInterrupted as stop:
+        print(f"contrastive-landmarks fit-projector: {stop}; resume with:\n  {_resume_command()}", file=sys.stderr)
+        return 130
     except (UserError, ValueError, FileNotFoundError, TypeError) as error:
         return fail("fit-projector", error)
     seconds = time.time() - started
@@ -161,7 +174,9 @@ def add_fit_projector_parser(subparsers) -> argparse.ArgumentParser:
         "contrastive loss (Eq. 3 with x' = x, or TPS-warped pairs with --warp); the epoch with the lowest "
         "validation loss is kept. Defaults are the authors' recipe (24x24 training grid, SGD lr 1e-3 momentum "
         "0.9 wd 5e-4, batch 32, 10 epochs, temperature 1/7, distance^0.5 in input pixels). Writes a model "
-        "directory (backbone + projector) that LandmarkModel.from_pretrained and load_backbone read.",
+        "directory (backbone + projector) that LandmarkModel.from_pretrained and load_backbone read. The fit is "
+        f"saved to OUTPUT/{CHECKPOINT_NAME} after every epoch and on Ctrl-C; rerun with --resume to continue "
+        "exactly.",
     )
     add_model_arguments(parser)
     add_data_arguments(parser, split_default="train")
@@ -233,6 +248,11 @@ def add_fit_projector_parser(subparsers) -> argparse.ArgumentParser:
         "--cache-dir",
         default=None,
         help="also keep the stage maps here (safetensors), for what does not fit and for later runs",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue from OUTPUT/{CHECKPOINT_NAME} (the same data and settings; without it a fit starts afresh)",
     )
     parser.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT/tensorboard")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -19,6 +19,9 @@ grows as ``(h w)²``), SGD lr ``1e-3`` momentum 0.9 weight decay ``5e-4``, batch
 - Everything random (init, shuffling, warps) comes from one seeded generator: two runs with the
   same seed give identical weights. The authors also use photometric augmentations (JPEG, crops,
   colour jitter); pass an augmented dataset to get them (and ``cache=False``).
+- With ``checkpoint=PATH`` the fit is saved there (atomically) after every epoch and on Ctrl-C, at a
+  step boundary (:class:`ProjectorFitInterrupted` names the file); ``resume=True`` continues it to the
+  weights an uninterrupted run ends with.
 
 Samples follow the library's contract: ``data[i]["image"]`` is a ``(3, H, W)`` image in ``[0, 1]``
 (labels are not needed); a ``(M, 3, H, W)`` tensor of images works too. All images share one size.
@@ -28,10 +31,12 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,13 +46,20 @@ from ..hypercolumn import Hypercolumn, head_maps
 from ..losses import spatial_contrastive_loss
 from ..projector import SpatialProjector
 from ..tps import TPSParams, make_pair
+from .checkpoint import load_checkpoint, save_checkpoint
 from .feature_cache import CachedFeatures, FeatureCache
 from .features import check_dataset, collate, eval_mode, index_batches, module_device
+from .interrupt import StopOnInterrupt, TrainingInterrupted
 
-__all__ = ["ProjectorFitResult", "fit_projector", "projector_loss"]
+__all__ = ["ProjectorFitInterrupted", "ProjectorFitResult", "fit_projector", "projector_loss"]
 
 OPTIMIZERS = ("sgd", "adam")
 _VAL_SEED_OFFSET = 7919  # validation warps come from their own fixed stream
+_FORMAT = "contrastive_landmarks.projector_fit/1"
+
+
+class ProjectorFitInterrupted(TrainingInterrupted):
+    """Ctrl-C during :func:`fit_projector`: the fit after its last finished step was saved to :attr:`checkpoint`."""
 
 
 @dataclass
@@ -290,6 +302,8 @@ def fit_projector(
     progress: bool = False,
     callback: Callable[[dict[str, float]], None] | None = None,
     implementation: str = "auto",
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> ProjectorFitResult:
     """Train a spatial projector on frozen features with Eq. 3 and select it on validation data.
 
@@ -318,19 +332,21 @@ def fit_projector(
         progress: show a tqdm bar with images/s and the ETA (needs the ``train`` or ``dev`` extra).
         callback: called with each epoch's history row (e.g. to log to TensorBoard).
         implementation: the loss implementation (see :func:`~contrastive_landmarks.losses.spatial_contrastive_loss`).
+        checkpoint: a file to save the fit to after every epoch and on Ctrl-C (default: none, and Ctrl-C
+            stops at once).
+        resume: continue from ``checkpoint`` when it exists (the same data and settings; else start afresh).
 
     Returns:
         :class:`ProjectorFitResult`.
 
     Raises:
-        ValueError: empty data, bad settings, or images of different sizes.
+        ValueError: empty data, bad settings, images of different sizes, or a checkpoint of other settings.
+        ProjectorFitInterrupted: on Ctrl-C with a ``checkpoint``, after saving it.
     """
     data = _as_dataset(data, "data")
     val = None if val is None else _as_dataset(val, "val")
-    _check_settings(epochs, batch_size, optimizer, lr)
     grid, params = _pair_size(size), _warp_params(warp)
-    if cache not in (None, False) and params is not None:
-        raise ValueError("cache cannot be combined with warp (the warped images change every step)")
+    _check_settings(epochs, batch_size, optimizer, lr, cache, params, checkpoint, resume)
     device = module_device(features, device)
     features.to(device)
     generator = torch.Generator().manual_seed(seed)
@@ -360,11 +376,14 @@ def fit_projector(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
     loss_kwargs = _loss_kwargs(temperature, distance_power, implementation)
     run = _Fit(features, projector, opt, scheduler, generator, grid, loss_kwargs, config)
-    with eval_mode(features):
+    run.checkpoint = None if checkpoint is None else Path(checkpoint)
+    if resume and run.checkpoint.is_file():
+        _restore(run)
+    with eval_mode(features), StopOnInterrupt(run.checkpoint is not None) as interrupt:
         bar = _progress_bar(run, len(data)) if progress else None
         try:
             _attach_sources(run, data, val, device, cache, params)
-            _train(run, bar, callback)
+            _train(run, bar, callback, interrupt)
         finally:
             if bar is not None:
                 bar.close()
@@ -372,13 +391,17 @@ def fit_projector(
 
 
 # -- the parts of a fit ------------------------------------------------------------------------------------
-def _check_settings(epochs: int, batch_size: int, optimizer: str, lr: float) -> None:
+def _check_settings(epochs, batch_size, optimizer, lr, cache, params, checkpoint, resume) -> None:
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
+    if cache not in (None, False) and params is not None:
+        raise ValueError("cache cannot be combined with warp (the warped images change every step)")
+    if resume and checkpoint is None:
+        raise ValueError("resume needs checkpoint= (the file to continue from)")
 
 
 def _optimizer(
@@ -420,6 +443,8 @@ class _Fit:
     total: float = 0.0
     count: int = 0
     seconds: float = 0.0
+    checkpoint: Path | None = None
+    resumed: bool = False
 
     def __post_init__(self) -> None:
         if self.best_epoch < 0:
@@ -437,11 +462,73 @@ class _Fit:
     def seed(self) -> int:
         return self.config["seed"]
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.source) / self.batch_size)
+
+    @property
+    def steps_done(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.position
+
+    @property
+    def settings(self) -> dict:
+        """What a resumed fit must share with its checkpoint."""
+        return {**self.config, "softmax_multiplier": self.projector.softmax_multiplier}
+
 
 def _progress_bar(run: _Fit, images: int):
     from tqdm.auto import tqdm  # optional dependency, imported only when asked
 
-    return tqdm(total=run.epochs * images, desc="fit_projector", unit="img", dynamic_ncols=True)
+    done = run.epoch * images + run.count
+    return tqdm(total=run.epochs * images, initial=done, desc="fit_projector", unit="img", dynamic_ncols=True)
+
+
+def _state(run: _Fit) -> dict:
+    """The checkpoint of ``run`` after its last finished step."""
+    return {
+        "format": _FORMAT,
+        "settings": run.settings,
+        "projector": run.projector.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
+        "generator": run.generator.get_state(),
+        "position": {"epoch": run.epoch, "batch": run.position},
+        "order": run.order,
+        "running": {"total": run.total, "count": run.count, "seconds": run.seconds},
+        "history": run.history,
+        "best": {"state": run.best_state, "epoch": run.best_epoch, "score": run.best_score},
+        "initial_score": run.initial,
+    }
+
+
+def _restore(run: _Fit) -> None:
+    """Continue ``run`` from its checkpoint (written by a fit of the same data and settings)."""
+    saved = load_checkpoint(run.checkpoint)
+    if saved.get("format") != _FORMAT:
+        raise ValueError(f"{run.checkpoint} is not a fit_projector checkpoint of this library")
+    old, new = saved["settings"], run.settings
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
+    if changed:
+        raise ValueError(
+            f"cannot resume {run.checkpoint}: it was fitted with other settings or data ({'; '.join(changed)}); "
+            "use another checkpoint, or resume=False to start afresh"
+        )
+    run.projector.load_state_dict(saved["projector"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(saved["scheduler"])
+    run.generator.set_state(saved["generator"])
+    run.epoch, run.position, run.order = saved["position"]["epoch"], saved["position"]["batch"], saved["order"]
+    run.total, run.count, run.seconds = (saved["running"][k] for k in ("total", "count", "seconds"))
+    run.history = list(saved["history"])
+    run.best_state, run.best_epoch, run.best_score = (saved["best"][k] for k in ("state", "epoch", "score"))
+    run.initial, run.resumed = saved["initial_score"], True
+
+
+def _interrupted(run: _Fit) -> ProjectorFitInterrupted:
+    """Save ``run`` after Ctrl-C; the exception that says where."""
+    save_checkpoint(_state(run), run.checkpoint)
+    return ProjectorFitInterrupted(run.steps_done, run.checkpoint)
 
 
 def _attach_sources(
@@ -459,7 +546,8 @@ def _attach_sources(
         raise ValueError(
             f"train images are {run.source.image_size} but validation images are {run.val_source.image_size}"
         )
-    run.initial = _val_loss(run)
+    if not run.resumed:  # a resumed fit has the untrained projector's score in its checkpoint
+        run.initial = _val_loss(run)
 
 
 def _val_loss(run: _Fit) -> float:
@@ -484,21 +572,27 @@ def _step(run: _Fit, idx: Tensor) -> float:
     return float(loss.detach())
 
 
-def _epoch(run: _Fit, bar) -> dict[str, float]:
-    """Train epoch ``run.epoch`` from its batch ``run.position`` on; validate; returns its history row."""
+def _epoch(run: _Fit, bar, interrupt: StopOnInterrupt) -> dict[str, float]:
+    """Train epoch ``run.epoch`` from its batch ``run.position`` on; validate; returns its history row.
+
+    Ctrl-C (``interrupt``) stops it after a step, saved, unless that step was the fit's last.
+    """
     if run.order is None:
         run.order = torch.randperm(len(run.source), generator=run.generator)
-    started = time.perf_counter() - run.seconds
+    started, first = time.perf_counter() - run.seconds, run.position
     batches = list(index_batches(len(run.order), run.batch_size, run.order))
     for idx in batches[run.position :]:
         run.total += _step(run, idx) * len(idx)
         run.count += len(idx)
         run.position += 1
+        run.seconds = time.perf_counter() - started
         if bar is not None:
             bar.update(len(idx))
             bar.set_postfix(loss=f"{run.total / run.count:.4f}", refresh=False)
+        if interrupt.requested and run.steps_done < run.epochs * run.steps_per_epoch:
+            raise _interrupted(run)
     seconds = time.perf_counter() - started
-    if run.epoch == 0 and run.train_cache is not None:
+    if run.epoch == 0 and first == 0 and run.train_cache is not None:  # (a resumed epoch cached only a part)
         _warn_if_cache_too_small(run.train_cache, len(run.source))
     row = {
         "epoch": run.epoch,
@@ -519,15 +613,20 @@ def _epoch(run: _Fit, bar) -> dict[str, float]:
     return row
 
 
-def _train(run: _Fit, bar, callback: Callable[[dict[str, float]], None] | None) -> None:
-    """The loop: the epochs from ``run.epoch`` to ``run.epochs``, each row to the bar and the callback."""
+def _train(run: _Fit, bar, callback: Callable[[dict[str, float]], None] | None, interrupt: StopOnInterrupt) -> None:
+    """The loop: the epochs from ``run.epoch`` to ``run.epochs``, each row to the bar and the callback, each
+    finished epoch to the checkpoint; Ctrl-C stops it at a step boundary (:func:`_epoch`) or after an epoch."""
     run.projector.train()
     while run.epoch < run.epochs:
-        row = _epoch(run, bar)
+        row = _epoch(run, bar, interrupt)
         if bar is not None:
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
         if callback is not None:
             callback(row)
+        if run.checkpoint is not None:
+            save_checkpoint(_state(run), run.checkpoint)
+            if interrupt.requested and run.epoch < run.epochs:  # Ctrl-C during the validation
+                raise ProjectorFitInterrupted(run.steps_done, run.checkpoint)
 
 
 def _result(run: _Fit) -> ProjectorFitResult:

@@ -1,17 +1,27 @@
 """fit_projector / projector_loss: Eq. 3 against a naive formula, training lowers held-out loss, caching,
-determinism, validation selection, frozen backbone, TPS pairs."""
+determinism, validation selection, frozen backbone, TPS pairs, Ctrl-C checkpoints and exact resume."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import signal
 
 import pytest
 import torch
 
 from contrastive_landmarks import Hypercolumn, SpatialProjector, load_backbone
 from contrastive_landmarks.hypercolumn import hypercolumn
+from contrastive_landmarks.train.checkpoint import load_checkpoint
 from contrastive_landmarks.train.feature_cache import FeatureCache
-from contrastive_landmarks.train.projector_fitting import ProjectorFitResult, fit_projector, projector_loss
+from contrastive_landmarks.train.projector_fitting import (
+    ProjectorFitInterrupted,
+    ProjectorFitResult,
+    fit_projector,
+    projector_loss,
+)
+
+fitting = importlib.import_module("contrastive_landmarks.train.projector_fitting")
 
 SIZE, GRID, DIM = 32, 8, 16
 
@@ -157,3 +167,134 @@ def test_bad_input_is_named(hc):
         fit_projector(hc, images, warp="strong")
     with pytest.raises(ValueError, match="size"):
         fit_projector(hc, images, size=0)
+
+
+# -- Ctrl-C and resume ------------------------------------------------------------------------------------------
+def _ctrl_c_after(monkeypatch, step: int) -> None:
+    """Deliver a real SIGINT during optimisation step ``step`` (counting from 1 in this call)."""
+    real_step, calls = fitting._step, []
+
+    def step_then_ctrl_c(run, idx):
+        calls.append(1)
+        if len(calls) == step:
+            signal.raise_signal(signal.SIGINT)
+        return real_step(run, idx)
+
+    monkeypatch.setattr(fitting, "_step", step_then_ctrl_c)
+
+
+def _same_fit(a: ProjectorFitResult, b: ProjectorFitResult) -> None:
+    for name, value in a.projector.state_dict().items():
+        assert torch.equal(b.projector.state_dict()[name], value), name
+    timing = ("seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in a.history] == [
+        {k: v for k, v in r.items() if k not in timing} for r in b.history
+    ]
+    assert (a.best_epoch, a.best_score, a.initial_score, a.config) == (
+        b.best_epoch,
+        b.best_score,
+        b.initial_score,
+        b.config,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "stop_at"),
+    [
+        ({}, 5),  # cached x = x, SGD: mid-epoch (epoch 1, batch 2 of 3)
+        ({}, 3),  # the epoch's last step, before its validation
+        ({"warp": True, "optimizer": "adam", "lr": 1e-2, "cosine": True}, 4),  # TPS pairs: the warps' generator
+    ],
+)
+def test_ctrl_c_saves_the_fit_and_resume_ends_with_the_same_weights(hc, tmp_path, monkeypatch, settings, stop_at):
+    train, val = _images(12, 0), _images(4, 1)  # 3 steps of 4 images per epoch, 3 epochs
+
+    def fit(name, **extra):
+        return fit_projector(
+            hc,
+            train,
+            val,
+            dim=8,
+            size=GRID,
+            epochs=3,
+            batch_size=4,
+            seed=2,
+            checkpoint=tmp_path / name,
+            **settings,
+            **extra,
+        )
+
+    straight = fit("straight.pt")
+    _ctrl_c_after(monkeypatch, stop_at)
+    with pytest.raises(ProjectorFitInterrupted) as stop:
+        fit("part.pt")
+    assert stop.value.step == stop_at and stop.value.checkpoint == tmp_path / "part.pt"
+    assert f"interrupted after step {stop_at}; checkpoint written to {tmp_path / 'part.pt'}" in str(stop.value)
+    saved = load_checkpoint(tmp_path / "part.pt")
+    assert saved["position"] == {"epoch": (stop_at - 1) // 3, "batch": (stop_at - 1) % 3 + 1}
+    assert len(saved["history"]) == (stop_at - 1) // 3
+    monkeypatch.undo()
+    seen = []
+    resumed = fit("part.pt", resume=True, callback=seen.append)
+    _same_fit(straight, resumed)
+    assert [row["epoch"] for row in seen] == list(range((stop_at - 1) // 3, 3))  # only the epochs it ran
+    for name, value in load_checkpoint(tmp_path / "straight.pt")["projector"].items():
+        assert torch.equal(load_checkpoint(tmp_path / "part.pt")["projector"][name], value)
+
+
+def test_ctrl_c_without_a_checkpoint_stops_at_once_and_resume_checks_the_settings(hc, tmp_path, monkeypatch):
+    images = _images(8, 0)
+    _ctrl_c_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        fit_projector(hc, images, dim=8, size=GRID, epochs=2, batch_size=4)
+    assert not isinstance(stop.value, ProjectorFitInterrupted)
+    monkeypatch.undo()
+    path = tmp_path / "fit.pt"
+    fit_projector(hc, images, dim=8, size=GRID, epochs=1, batch_size=4, checkpoint=path)
+    with pytest.raises(ValueError, match=r"cannot resume .*lr: 0\.001 -> 0\.01"):
+        fit_projector(hc, images, dim=8, size=GRID, epochs=1, batch_size=4, lr=1e-2, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match=r"train_images: 8 -> 4"):
+        fit_projector(hc, images[:4], dim=8, size=GRID, epochs=1, batch_size=4, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match="resume needs checkpoint"):
+        fit_projector(hc, images, resume=True)
+    # resume=True and no checkpoint yet: a fresh fit; without resume an old checkpoint is not read
+    fresh = fit_projector(
+        hc, images, dim=8, size=GRID, epochs=1, batch_size=4, checkpoint=tmp_path / "new.pt", resume=True
+    )
+    again = fit_projector(hc, images, dim=8, size=GRID, epochs=1, batch_size=4, lr=1e-2, checkpoint=path)
+    assert (tmp_path / "new.pt").is_file() and not torch.equal(fresh.projector.weight, again.projector.weight)
+
+
+def test_cli_ctrl_c_exits_130_names_the_resume_command_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from contrastive_landmarks.cli import main
+    from contrastive_landmarks.train.checkpoint import load_checkpoint as load
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(_images(10, 3)):
+        Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()).save(folder / f"{i:02d}.png")
+    argv = ["fit-projector", "--backbone", "test_resnet", "--images", str(folder), "--image-size", str(SIZE)]
+    argv += ["--dim", "8", "--train-size", str(GRID), "--size", "16", "--epochs", "3", "--batch-size", "4"]
+    argv += ["--val-fraction", "0.2", "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "straight")]) == 0
+    part = [*argv, "--output", str(tmp_path / "part")]
+    monkeypatch.setattr("sys.argv", ["contrastive-landmarks", *part])
+    _ctrl_c_after(monkeypatch, 3)  # 8 training images: epoch 1, batch 1
+    assert main(part) == 130
+    err = capsys.readouterr().err
+    checkpoint = tmp_path / "part" / "fit_projector_checkpoint.pt"
+    assert f"interrupted after step 3; checkpoint written to {checkpoint}" in err
+    assert err.strip().endswith("contrastive-landmarks " + " ".join(part) + " --resume")
+    assert err.count("\n") <= 3 and checkpoint.is_file()  # a message, not a traceback
+    assert not (tmp_path / "part" / "projector.safetensors").exists()
+    monkeypatch.undo()
+    assert main([*part, "--resume"]) == 0
+    straight, resumed = load(tmp_path / "straight" / "fit_projector_checkpoint.pt"), load(checkpoint)
+    for name, value in straight["projector"].items():
+        assert torch.equal(resumed["projector"][name], value), name
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(tmp_path / d / "projector.safetensors")) for d in ("straight", "part"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
