@@ -169,7 +169,6 @@ def add_fit_projector_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``fit-projector``."""
     parser = subparsers.add_parser(
         "fit-projector",
-        help="train the spatial projector (Eq. 3) on a frozen backbone",
         description="Train a location-wise linear projection of the frozen hypercolumn with the spatially "
         "contrastive loss (Eq. 3 with x' = x, or TPS-warped pairs with --warp); the epoch with the lowest "
         "validation loss is kept. Defaults are the authors' recipe (24x24 training grid, SGD lr 1e-3 momentum "
