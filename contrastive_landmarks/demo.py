@@ -1,4 +1,4 @@
-"""The ``demo`` subcommand: detect face landmarks and match them between two faces, as pictures.
+"""The ``demo`` subcommand: detect face landmarks and match them into another view of a face, as pictures.
 
 ``contrastive-landmarks demo --out demo`` loads the built-in face model (``resnet18-faces``, shipped
 inside the package, no network), detects its 5 landmarks on a few face images and carries the

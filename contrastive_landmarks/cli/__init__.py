@@ -43,7 +43,7 @@ _COMMANDS: dict[str, _Command] = {
         "contrastive_landmarks.demo",
         "add_demo_parser",
         "viz",
-        "detect face landmarks and match them between two faces (writes two pictures)",
+        "detect face landmarks and match them into a warped copy, or between your photos (two pictures)",
     ),
     "pretrain": _Command(
         "contrastive_landmarks.cli.pretrain",
