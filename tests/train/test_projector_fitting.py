@@ -245,9 +245,12 @@ def test_ctrl_c_saves_the_fit_and_resume_ends_with_the_same_weights(hc, tmp_path
 def test_ctrl_c_without_a_checkpoint_stops_at_once_and_resume_checks_the_settings(hc, tmp_path, monkeypatch):
     images = _images(8, 0)
     _ctrl_c_after(monkeypatch, 1)
+    # Python's own Ctrl-C behaviour even where the process started with SIGINT ignored (a shell's background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt) as stop:
         fit_projector(hc, images, dim=8, size=GRID, epochs=2, batch_size=4)
     assert not isinstance(stop.value, ProjectorFitInterrupted)
+    signal.signal(signal.SIGINT, previous)
     monkeypatch.undo()
     path = tmp_path / "fit.pt"
     fit_projector(hc, images, dim=8, size=GRID, epochs=1, batch_size=4, checkpoint=path)
