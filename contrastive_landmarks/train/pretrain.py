@@ -9,7 +9,8 @@ unlabelled images and writes, under ``output_dir``:
   permutation seeded by ``seed + epoch`` and the augmentations of a step are seeded by
   ``(seed, step, rank)``, so a resumed run consumes exactly the batches an uninterrupted run would,
   and ends with bit-identical weights (on the same device and thread count).
-- ``log.jsonl`` -- one JSON record per ``log_every`` steps (loss, accuracy, lr, images/s).
+- ``log.jsonl`` -- one JSON record per ``log_every`` steps (loss, accuracy, lr, images/s; with
+  ``equivariance > 0`` also ``moco_loss`` and ``equivariance_loss``, the two terms of ``loss``).
 - ``config.json`` -- the configuration; ``backbone/`` -- the exported backbone at the end (``export``).
 
 Distributed: launch with ``torchrun --nproc_per_node=G [--nnodes=N ...] script.py``; the process group
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from ..backbone import DEFAULT_STAGES, Backbone
 from ..hub import save_pretrained
+from ..tps import TPSParams, make_pair
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .images import PretrainImages, cache_images
 from .interrupt import StopOnInterrupt, TrainingInterrupted
@@ -100,8 +102,19 @@ def _step_generator(*key: int) -> torch.Generator:
 
 
 def _check_resumable(saved: dict, config: PretrainConfig, num_images: int) -> None:
-    old = saved["config"]
-    fixed = ("arch", "dim", "queue_size", "batch_size", "preset", "image_size", "border", "mlp_head", "seed")
+    old = {"equivariance": 0.0, **saved["config"]}  # checkpoints from before the equivariance term
+    fixed = (
+        "arch",
+        "dim",
+        "queue_size",
+        "batch_size",
+        "preset",
+        "image_size",
+        "border",
+        "mlp_head",
+        "seed",
+        "equivariance",
+    )
     changed = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in fixed if old.get(k) != getattr(config, k)]
     if saved["num_images"] != num_images:
         changed.append(f"number of images: {saved['num_images']} -> {num_images}")
@@ -209,6 +222,7 @@ def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) 
         mean=preset.mean,
         std=preset.std,
         input_size=(preset.image_size, preset.image_size),
+        equivariance=config.equivariance,
     ).to(device)
     channels_last = config.memory_format == "channels-last" or (
         config.memory_format == "auto" and device.type == "cuda"
@@ -332,6 +346,20 @@ def _batches(run: _Run, images: Tensor | None) -> Iterator[tuple[int, Tensor]]:
             dist.barrier()
 
 
+#: The equivariance term's warps: DVE's TPS distribution, applied once to each query view (the first warp
+#: of :func:`~contrastive_landmarks.tps.make_pair` is the identity, so its ``image2`` is the view itself).
+EQUIVARIANCE_WARPS = TPSParams(im1_multiplier=0.0, im1_multiplier_aff=0.0)
+
+
+def _warped(run: _Run, im_q: Tensor) -> tuple[Tensor, Tensor] | None:
+    """A TPS warp of each query view and its correspondence grid (``None`` without the equivariance term)."""
+    if not run.config.equivariance:
+        return None
+    generator = _step_generator(run.config.seed, run.global_step, run.rank, 1)
+    pair = make_pair(im_q, params=EQUIVARIANCE_WARPS, generator=generator)
+    return pair.image1.contiguous(memory_format=torch.channels_last) if run.channels_last else pair.image1, pair.grid
+
+
 def _step(run: _Run, epoch: int, batch: Tensor) -> tuple[Tensor, Tensor, float]:
     """One optimisation step on a uint8 batch: ``(loss, accuracy, lr)``; advances ``run.global_step``."""
     config = run.config
@@ -344,9 +372,12 @@ def _step(run: _Run, epoch: int, batch: Tensor) -> tuple[Tensor, Tensor, float]:
     if run.channels_last:
         im_q = im_q.contiguous(memory_format=torch.channels_last)
         im_k = im_k.contiguous(memory_format=torch.channels_last)
+    warped = _warped(run, im_q)
     dtype = run.autocast_dtype
     with torch.autocast(run.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss, accuracy = run.runner(im_q, im_k, generator=_step_generator(config.seed, run.global_step, -1))
+        loss, accuracy = run.runner(
+            im_q, im_k, generator=_step_generator(config.seed, run.global_step, -1), warped=warped
+        )
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
@@ -391,6 +422,8 @@ def _train(run: _Run, images: Tensor | None, log: _Logger, checkpoint_path: Path
                         "images_per_s": throughput,
                         "train_time_s": run.train_time,
                     }
+                    if config.equivariance:
+                        record.update({f"{k}_loss": float(v) for k, v in run.model.terms.items()})
                     history.append(record)
                     log.log(record)
                 due = run.global_step % config.checkpoint_every == 0 or run.global_step == run.target
@@ -421,7 +454,7 @@ def learning_check(history: list[dict], queue_size: int, min_steps: int = 100) -
         return None
     chance = math.log(1 + queue_size)
     tail = history[-max(1, len(history) // 4) :]
-    loss = sum(r["loss"] for r in tail) / len(tail)
+    loss = sum(r.get("moco_loss", r["loss"]) for r in tail) / len(tail)  # MoCo's term alone
     if loss < CHANCE_SHARE * chance:
         return None
     return (
@@ -541,7 +574,7 @@ def export_backbone(
             f"{config['weight_decay']}, {config['schedule']} schedule, batch {config['batch_size']}; "
             f"preset {preset['name']} ({size} px, border {preset['border']}), "
             f"jpeg={preset.get('jpeg', config['jpeg'])}, blur={preset.get('blur', config['blur'])}, "
-            f"min_scale={config['min_scale']}"
+            f"min_scale={config['min_scale']}, equivariance={config.get('equivariance', 0.0)}"
         ),
         "epochs": f"{position['global_step'] / saved['steps_per_epoch']:.2f} of {config['epochs']} "
         f"({position['global_step']} steps)",

@@ -72,6 +72,15 @@ class PretrainConfig:
         default=None, metadata=_help("JPEG noise augmentation (default: the preset's, on for faces: authors' recipe)")
     )
     min_scale: float = field(default=0.2, metadata=_help("RandomResizedCrop minimum area fraction"))
+    equivariance: float = field(
+        default=0.0,
+        metadata=_help(
+            "weight of the paper's spatially contrastive (equivariance) loss, Eq. 3, added to MoCo's: each query "
+            "view and a TPS warp of it, matched location by location on the query encoder's conv3_x + conv4_x maps "
+            "(0: MoCo alone, the authors' recipe; 1 for footage of one animal in one rig, where views of different "
+            "frames hardly differ)"
+        ),
+    )
     epochs: int = field(default=800, metadata=_help("training epochs"))
     batch_size: int = field(default=256, metadata=_help("global batch size (split over processes)"))
     lr: float = field(default=0.03, metadata=_help("SGD learning rate"))
@@ -148,6 +157,8 @@ class PretrainConfig:
             raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not self.equivariance >= 0:
+            raise ValueError(f"equivariance must be >= 0, got {self.equivariance}")
         if not 0 < self.min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
         get_preset(self.preset_name, self.image_size, self.border)

@@ -384,3 +384,60 @@ def test_channels_last_training_matches_contiguous(tmp_path):
         torch.testing.assert_close(a[key].contiguous(), b[key].contiguous(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="memory_format"):
         _config(data, tmp_path / "bad", memory_format="nhwc").validate()
+
+
+def test_equivariance_term_against_a_naive_formula():
+    """MoCo(equivariance=λ): loss = InfoNCE + λ Eq. 3 between each query view's cells and a warp of it,
+    on per-stage L2-normalised conv3_x + conv4_x maps; checked against a per-location loop."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from contrastive_landmarks.tps import TPSParams, make_pair
+
+    torch.manual_seed(0)
+    model = MoCo("test_resnet", dim=8, queue_size=6, equivariance=0.5)
+    reference = copy.deepcopy(model)  # the state before forward() moves the key encoder and the queue
+    im_q, im_k = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    pair = make_pair(
+        im_q, params=TPSParams(im1_multiplier=0, im1_multiplier_aff=0), generator=torch.Generator().manual_seed(1)
+    )
+    torch.testing.assert_close(pair.image2, im_q, atol=1e-4, rtol=0)  # the first warp is the identity
+    loss, _ = model(im_q, im_k, warped=(pair.image1, pair.grid))
+
+    body = reference.encoder_q.backbone.body
+    stages = []
+    x = body.maxpool(body.act1(body.bn1(body.conv1(torch.cat([im_q, pair.image1])))))
+    for layer in (body.layer1, body.layer2, body.layer3, body.layer4):
+        x = layer(x)
+        stages.append(x)
+    query = F.normalize(reference.encoder_q.head.fc(stages[3].mean((2, 3))), dim=1)[:2]
+    conv3, conv4 = stages[1], stages[2]
+    h, w = conv3.shape[-2:]
+    conv4 = F.interpolate(conv4 / conv4.norm(dim=1, keepdim=True), size=(h, w), mode="bilinear")
+    desc = torch.cat([conv3 / conv3.norm(dim=1, keepdim=True), conv4], 1)
+    # g at the cell centres of the warped view, in its pixels; cells of the source view at their centres
+    step = 64 / h
+    centres = (torch.arange(h) + 0.5) * step - 0.5
+    cells = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), -1).reshape(-1, 2)  # (h*w, 2) x, y
+    g = F.interpolate(pair.grid.permute(0, 3, 1, 2), size=(h, w), mode="bilinear").permute(0, 2, 3, 1)
+    g = ((g + 1) * 64 - 1) / 2  # normalised (align_corners=False) -> pixels
+    total = 0.0
+    for b in range(2):
+        source, warped = desc[b].reshape(desc.shape[1], -1), desc[2 + b].reshape(desc.shape[1], -1)
+        for u in range(h * w):
+            cos = (warped[:, u] @ source) / (warped[:, u].norm() * source.norm(dim=0))
+            p = torch.softmax(cos * 7, 0)
+            total += (p * (g[b].reshape(-1, 2)[u] - cells).norm(dim=1).sqrt()).sum()
+    equivariance = total / (2 * h * w)
+    with torch.no_grad():
+        reference.momentum_update()
+        key = reference.encoder_k(im_k)
+    infonce, _ = moco_loss(query, key, reference.queue, reference.temperature)
+    torch.testing.assert_close(model.terms["equivariance"], equivariance.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.terms["moco"], infonce.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss.detach(), (infonce + 0.5 * equivariance).detach(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="warped views are needed"):
+        model(im_q, im_k)
+    with pytest.raises(ValueError, match="warped views are needed"):
+        MoCo("test_resnet", dim=8, queue_size=6)(im_q, im_k, warped=(pair.image1, pair.grid))

@@ -240,3 +240,33 @@ def test_pretrain_returns_and_warns_the_chance_check(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="near chance"):
         result = pretrain(_config(data, tmp_path / "run", max_steps=2))
     assert result["warning"] == "MoCo's loss stayed near chance"
+
+
+def test_equivariance_term_is_logged_resumes_exactly_and_learns(tmp_path):
+    data = _gratings(tmp_path / "images", count=10, size=48)
+    settings = dict(image_size=48, equivariance=0.5, max_steps=4)
+    full = pretrain(_config(data, tmp_path / "full", **settings))
+    for record in full["history"]:
+        assert record["loss"] == pytest.approx(record["moco_loss"] + 0.5 * record["equivariance_loss"], rel=1e-4)
+    assert full["history"][0]["equivariance_loss"] != full["history"][1]["equivariance_loss"]
+    pretrain(_config(data, tmp_path / "part", **{**settings, "max_steps": 2}))
+    resumed = pretrain(_config(data, tmp_path / "part", **settings, resume=True))
+    _same_weights(load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"]))
+    with pytest.raises(ValueError, match=r"equivariance: 0\.5 -> 1\.0"):
+        pretrain(_config(data, tmp_path / "part", **{**settings, "equivariance": 1.0, "max_steps": 6}, resume=True))
+    # the term falls when it is the objective that matters: views of 10 gratings, 40 steps
+    run = pretrain(
+        _config(data, tmp_path / "learn", **{**settings, "max_steps": None}, epochs=20, lr=0.1, schedule="constant")
+    )
+    terms = [r["equivariance_loss"] for r in run["history"]]
+    assert np.mean(terms[-8:]) < 0.9 * np.mean(terms[:8]), (terms[:8], terms[-8:])  # 4.3 -> 3.6 here
+
+
+def test_the_chance_check_reads_the_moco_term_when_equivariance_is_on():
+    from contrastive_landmarks.train.pretrain import learning_check
+
+    chance = math.log(1 + 512)
+    stuck = [{"step": s, "loss": chance + 1.0, "moco_loss": chance - 0.05} for s in range(10, 610, 10)]
+    assert "near chance" in learning_check(stuck, 512)
+    learnt = [{"step": s, "loss": chance + 1.0, "moco_loss": 2.0} for s in range(10, 610, 10)]
+    assert learning_check(learnt, 512) is None  # the total is above chance only because of the second term
