@@ -60,6 +60,8 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
             pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(args.seed))
             train_part = sorted(train_part[i] for i in pick[: args.num_labelled].tolist())
         eye_indices = args.eye_indices or getattr(dataset, "eye_indices", None)
+        if args.max_views < 1:
+            raise UserError(f"--max-views must be at least 1, got {args.max_views}")
         if args.metric == "iod" and eye_indices is None:
             raise UserError("--metric iod needs --eye-indices (the dataset names no eyes)")
         if args.size is not None:
@@ -77,6 +79,7 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
             init=args.init,
             steps=args.steps,
             batch_size=args.batch_size,
+            max_views=args.max_views,
             lr=args.lr,
             weight_decay=args.weight_decay,
             augment=Augment.none() if args.no_augment else None,
@@ -224,6 +227,13 @@ def add_fit_regressor_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (default 1e-4)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument(
+        "--max-views",
+        type=int,
+        default=6000,
+        help="augmented training views computed once and cached: at most this many, and no more than steps x "
+        "batch size (default 6000; memory grows with it)",
+    )
     parser.add_argument(
         "--patience", type=int, default=8, help="stop after this many validations without improvement (default 8)"
     )

@@ -338,7 +338,7 @@ def test_cli_and_python_defaults_give_the_same_model(data, tmp_path):
     from contrastive_landmarks.train.regressor_fitting import predict
 
     out = tmp_path / "defaults"
-    quick = ["--steps", "60"]  # the one option changed, on both sides, to keep the test short
+    quick = ["--steps", "60", "--max-views", "300"]  # the budget, on both sides, to keep the test short
     assert (
         main(
             [
@@ -364,7 +364,7 @@ def test_cli_and_python_defaults_give_the_same_model(data, tmp_path):
     dataset = by_name("csv", None, "train", image_size=96, path=str(data))
     train_part, val_part = split_indices(len(dataset), 0.1, 0, 1000)
     result = fit_regressor(
-        hc, KeypointSubset(dataset, train_part), KeypointSubset(dataset, val_part), steps=60, warn=False
+        hc, KeypointSubset(dataset, train_part), KeypointSubset(dataset, val_part), steps=60, max_views=300, warn=False
     )
     images, _ = _blobs(3, seed=11)
     images = torch.nn.functional.interpolate(images, size=(96, 96), mode="bilinear", align_corners=False)
@@ -436,3 +436,10 @@ def test_pretrain_under_torchrun_two_cpu_processes(data, tmp_path):
     saved = load_checkpoint(out / "checkpoint.pt")
     assert saved["position"]["global_step"] == 4 and (out / "backbone" / "model.safetensors").is_file()
     assert math.isfinite(json.loads((out / "log.jsonl").read_text().splitlines()[-1])["loss"])
+
+
+def test_fit_regressor_refuses_max_views_below_one(data, tmp_path, capsys):
+    argv = ["fit-regressor", "--backbone", "test_resnet", "--dataset", "csv", "--path", str(data)]
+    assert main([*argv, "--output", str(tmp_path / "m"), "--max-views", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["contrastive-landmarks fit-regressor: error: --max-views must be at least 1, got 0"]
