@@ -12,6 +12,8 @@ __all__ = [
     "DATASETS",
     "UserError",
     "add_data_arguments",
+    "add_dataset_arguments",
+    "add_frame_data_arguments",
     "add_model_arguments",
     "describe_backbone",
     "fail",
@@ -49,16 +51,35 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default cpu)")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, *, split_default: str = "test") -> None:
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dataset`` / ``--root`` / ``--path`` of the benchmark datasets (:data:`DATASETS`, read by ``by_name``)."""
     parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
     parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
-    parser.add_argument("--split", default=split_default, help=f"split to use (default {split_default})")
     parser.add_argument(
         "--path",
         default=None,
         help="annotation file for csv/coco (then --root, if given, is the folder its image paths are relative to), "
         "or a split list for cub",
     )
+
+
+def add_frame_data_arguments(parser: argparse.ArgumentParser, *, split_help: str, path_help: str) -> None:
+    """``--dataset`` / ``--root`` / ``--path`` / ``--split`` of a user's labelled frames (``FRAME_DATASETS``)."""
+    from ..data.registry import FRAME_DATASETS
+
+    parser.add_argument("--dataset", choices=FRAME_DATASETS, default="dlc", help="label format (default dlc)")
+    parser.add_argument(
+        "--root",
+        help="DeepLabCut project folder (or its labels CSV); for csv/coco with --path, the folder its image paths "
+        "are relative to",
+    )
+    parser.add_argument("--path", help=path_help)
+    parser.add_argument("--split", default=None, help=split_help)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, split_default: str = "test") -> None:
+    add_dataset_arguments(parser)
+    parser.add_argument("--split", default=split_default, help=f"split to use (default {split_default})")
     parser.add_argument(
         "--image-size", type=int, default=None, help="network input size in pixels (default: the model's own, else 96)"
     )

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..data.registry import by_name
 from .common import (
-    DATASETS,
     UserError,
     add_data_arguments,
+    add_dataset_arguments,
     add_model_arguments,
     describe_backbone,
     fail,
@@ -161,9 +161,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         "the test error once per seed beside the training set's mean shape on the same images.",
     )
     add_model_arguments(reg)
-    reg.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
-    reg.add_argument("--root", help="dataset folder")
-    reg.add_argument("--path", default=None, help="annotation file for csv/coco")
+    add_dataset_arguments(reg)
     reg.add_argument(
         "--val-split",
         default=None,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import UserError, fail, setup
+from .common import UserError, add_frame_data_arguments, fail, setup
 from .reporting import write_json
 
 __all__ = ["add_keypoints_parser"]
@@ -84,7 +84,6 @@ def _run_keypoints(args: argparse.Namespace) -> int:
 
 def add_keypoints_parser(sub) -> argparse.ArgumentParser:
     """Register ``evaluate keypoints`` on the ``evaluate`` protocols."""
-    from ..data.registry import FRAME_DATASETS
 
     parser = sub.add_parser(
         "keypoints",
@@ -94,10 +93,11 @@ def add_keypoints_parser(sub) -> argparse.ArgumentParser:
         "above 10 px, beside the training frames' mean pose; JSON plus a picture of test frames.",
     )
     parser.add_argument("model", help="a model directory (finetune / fit-regressor output) or a registry name")
-    parser.add_argument("--dataset", choices=FRAME_DATASETS, default="dlc", help="label format (default dlc)")
-    parser.add_argument("--root", help="DeepLabCut project folder (or its labels CSV)")
-    parser.add_argument("--path", help="labels file: CollectedData CSV, keypoint CSV or COCO JSON (your test set)")
-    parser.add_argument("--split", default=None, help="dlc: test (default), train or all; csv/coco: all")
+    add_frame_data_arguments(
+        parser,
+        split_help="dlc: test (default), train or all; csv/coco: all",
+        path_help="labels file: CollectedData CSV, keypoint CSV or COCO JSON (your test set)",
+    )
     parser.add_argument("--p-cutoff", type=float, default=0.6, help="likelihood cut-off (DeepLabCut's 0.6)")
     parser.add_argument("--output", help="write the metrics JSON here (and a picture beside it, .png)")
     parser.add_argument("--plot-frames", type=int, default=8, help="test frames in the picture (default 8)")

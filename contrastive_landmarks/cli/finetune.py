@@ -8,7 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from .common import UserError, add_model_arguments, describe_backbone, fail, progress_available, setup
+from .common import (
+    UserError,
+    add_frame_data_arguments,
+    add_model_arguments,
+    describe_backbone,
+    fail,
+    progress_available,
+    setup,
+)
 from .reporting import args_json, model_card, write_json
 
 __all__ = ["add_finetune_parser"]
@@ -102,8 +110,6 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``finetune``."""
-    from ..data.registry import FRAME_DATASETS
-
     parser = subparsers.add_parser(
         "finetune",
         description="Fine-tune a backbone with the paper's landmark regressor end to end on labelled frames "
@@ -113,11 +119,10 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_model_arguments(parser)
     parser.set_defaults(backbone="resnet18-faces")
-    parser.add_argument("--dataset", choices=FRAME_DATASETS, default="dlc", help="label format (default dlc)")
-    parser.add_argument("--root", help="DeepLabCut project folder (or its labels CSV)")
-    parser.add_argument("--path", help="labels file: a CollectedData CSV, a keypoint CSV, a COCO JSON")
-    parser.add_argument(
-        "--split", default=None, help="dlc: train (default; the library's 80/20 split by frame) or all; csv/coco: all"
+    add_frame_data_arguments(
+        parser,
+        split_help="dlc: train (default; the library's 80/20 split by frame) or all; csv/coco: all",
+        path_help="labels file: a CollectedData CSV, a keypoint CSV, a COCO JSON",
     )
     parser.add_argument("--output", help="model directory to write (checkpoints go there too)")
     parser.add_argument("--steps", type=int, default=1500, help="optimiser steps (default 1500)")

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from .common import (
-    DATASETS,
     UserError,
+    add_dataset_arguments,
     add_model_arguments,
     describe_backbone,
     fail,
@@ -171,9 +171,7 @@ def add_fit_regressor_parser(subparsers) -> argparse.ArgumentParser:
         "LandmarkModel.from_pretrained. The defaults are the library's validated recipe (docs/benchmarks.md).",
     )
     add_model_arguments(parser)
-    parser.add_argument("--dataset", choices=DATASETS, default="mtfl", help="dataset format (default mtfl)")
-    parser.add_argument("--root", help="dataset folder (for mtfl: the folder with train.csv and test.csv)")
-    parser.add_argument("--path", default=None, help="annotation file for csv/coco, or a split list for cub")
+    add_dataset_arguments(parser)
     parser.add_argument(
         "--image-size",
         type=int,
