@@ -50,6 +50,8 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
     try:
         if not args.output:
             raise UserError("--output DIR is required (where the model directory is written)")
+        if args.max_views < 1:
+            raise UserError(f"--max-views must be at least 1, got {args.max_views}")
         features = load_hypercolumn(args)
         dataset = labelled_dataset(args, jitter=args.face_crop)
         clean = labelled_dataset(args) if args.face_crop else dataset
@@ -60,8 +62,6 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
             pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(args.seed))
             train_part = sorted(train_part[i] for i in pick[: args.num_labelled].tolist())
         eye_indices = args.eye_indices or getattr(dataset, "eye_indices", None)
-        if args.max_views < 1:
-            raise UserError(f"--max-views must be at least 1, got {args.max_views}")
         if args.metric == "iod" and eye_indices is None:
             raise UserError("--metric iod needs --eye-indices (the dataset names no eyes)")
         if args.size is not None:
@@ -229,8 +229,8 @@ def add_fit_regressor_parser(subparsers) -> argparse.ArgumentParser:
         "--max-views",
         type=int,
         default=6000,
-        help="augmented training views computed once and cached: at most this many, and no more than steps x "
-        "batch size (default 6000; memory grows with it)",
+        help="augmented training views computed once and cached: about min(this, steps x batch size), at least one "
+        "per training image (default 6000; memory grows with it)",
     )
     parser.add_argument(
         "--patience", type=int, default=8, help="stop after this many validations without improvement (default 8)"

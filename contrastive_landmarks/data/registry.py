@@ -104,13 +104,16 @@ def frames_by_name(name: str, root: str | None, split: str = "all", *, path: str
     source = path or root
     if source is None:
         raise ValueError("give the labelled frames: a DeepLabCut project, a CollectedData CSV, a CSV or a COCO file")
+    image_root = root if path else None  # csv / coco: with both, root is the folder the image paths are relative to
     if name == "dlc":
+        if root and path and Path(root).resolve() != Path(path).resolve():
+            raise ValueError(f"dlc takes one project, as root or path; got root {root} and path {path}: pass only one")
         project = DLCProject(source)
         return project if split == "all" else KeypointSubset(project, dlc_split(project, split))
     if split != "all":
         raise ValueError(f"{name}: the file is the split (got split {split!r}); pass the test file itself to evaluate")
     if name == "csv":
-        return KeypointCSV(source)
+        return KeypointCSV(source, image_root)
     if name == "coco":
-        return COCOKeypoints(source)
+        return COCOKeypoints(source, image_root)
     raise ValueError(f"unknown keypoint format {name!r}; choose from {FRAME_DATASETS}")

@@ -77,8 +77,8 @@ class PretrainConfig:
         metadata=_help(
             "weight of the paper's spatially contrastive (equivariance) loss, Eq. 3, added to MoCo's: each query "
             "view and a TPS warp of it, matched location by location on the query encoder's conv3_x + conv4_x maps "
-            "(0: MoCo alone, the authors' recipe; 1 for footage of one animal in one rig, where views of different "
-            "frames hardly differ)"
+            "(0: MoCo alone, the authors' recipe; about 2.3x the step time; on the mirror-mouse video it did not "
+            "improve a frozen probe, docs/benchmarks.md)"
         ),
     )
     epochs: int = field(default=800, metadata=_help("training epochs"))

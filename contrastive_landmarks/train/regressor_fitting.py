@@ -136,8 +136,8 @@ def fit_regressor(
         device: where to train (default: the features' device).
         progress: a tqdm bar (``train`` extra). ``warn``: issue the result's warnings as ``UserWarning``.
     """
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    if steps < 1 or batch_size < 1 or max_views < 1:
+        raise ValueError(f"steps, batch_size and max_views must be positive, got {steps}, {batch_size} and {max_views}")
     check_dataset(train, "train")
     if val is not None:
         check_dataset(val, "val")

@@ -357,6 +357,15 @@ def test_cli_and_python_defaults_give_the_same_model(data, tmp_path):
         )
         == 0
     )
+    import argparse
+    import inspect
+
+    from contrastive_landmarks.cli.fit_regressor import add_fit_regressor_parser
+
+    parser = argparse.ArgumentParser()
+    add_fit_regressor_parser(parser.add_subparsers())
+    parsed = parser.parse_args(["fit-regressor"])
+    assert parsed.max_views == inspect.signature(fit_regressor).parameters["max_views"].default  # the budget set below
     report = json.loads((out / "fit_regressor.json").read_text())
     assert report["config"]["image_size"] == [96, 96]  # test_resnet records no input size: the paper's 96
     torch.manual_seed(0)  # the CLI seeds a random-init backbone with --seed (default 0)

@@ -280,6 +280,14 @@ def test_registry_root_with_path_is_the_image_folder_and_dlc_refuses_two_project
     assert table[0]["image"].shape == (3, 32, 32)  # --root was used, not ignored
     with pytest.raises(ValueError, match=r"dlc takes one project.*pass only one"):
         by_name("dlc", str(tmp_path / "a"), "train", path=str(tmp_path / "b"))
+    # the same for the labelled frames finetune and evaluate keypoints read
+    from contrastive_landmarks.data.registry import frames_by_name
+
+    with pytest.raises(FileNotFoundError, match=r"labels"):
+        frames_by_name("csv", None, path=csv_path)[0]
+    assert frames_by_name("csv", str(tmp_path / "images"), path=csv_path)[0]["image"].shape == (3, 10, 20)
+    with pytest.raises(ValueError, match=r"dlc takes one project.*pass only one"):
+        frames_by_name("dlc", str(tmp_path / "a"), "train", path=str(tmp_path / "b"))
 
 
 def test_aflw_m_layout(tmp_path):

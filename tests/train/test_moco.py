@@ -403,6 +403,9 @@ def test_equivariance_term_against_a_naive_formula():
         im_q, params=TPSParams(im1_multiplier=0, im1_multiplier_aff=0), generator=torch.Generator().manual_seed(1)
     )
     torch.testing.assert_close(pair.image2, im_q, atol=1e-4, rtol=0)  # the first warp is the identity
+    # the grid gives, for each pixel of the warped view, where it comes from in im_q
+    resampled = F.grid_sample(im_q, pair.grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    torch.testing.assert_close(resampled, pair.image1, atol=1e-4, rtol=0)
     loss, _ = model(im_q, im_k, warped=(pair.image1, pair.grid))
 
     body = reference.encoder_q.backbone.body
