@@ -66,6 +66,8 @@ class Preset:
         mean, std: normalisation (and what the exported backbone's config records).
         celeba_crop: pre-crop CelebA aligned images (178x218) to rows 30..208 before resizing.
         jpeg, blur, pca_std: the recipe's JPEG noise, Gaussian blur and PCA lighting std (0: off).
+        min_scale: RandomResizedCrop's smallest area fraction (MoCo's 0.2; animals 0.7: a whole frame of one
+            rig, where small crops mostly miss the animal, docs/benchmarks.md).
     """
 
     name: str
@@ -77,6 +79,7 @@ class Preset:
     jpeg: bool = True
     blur: bool = False
     pca_std: float = 0.1
+    min_scale: float = 0.2
 
     @property
     def resize(self) -> int:
@@ -88,7 +91,9 @@ PRESETS: dict[str, Preset] = {
     "faces": Preset("faces", 96, 20, CELEBA_MEAN, CELEBA_STD, celeba_crop=True),
     "birds": Preset("birds", 96, 0, IMAGENET_MEAN, IMAGENET_STD),
     "generic": Preset("generic", 64, 0, IMAGENET_MEAN, IMAGENET_STD),
-    "animals": Preset("animals", 128, 0, IMAGENET_MEAN, IMAGENET_STD, jpeg=False, blur=True, pca_std=0.0),
+    "animals": Preset(
+        "animals", 128, 0, IMAGENET_MEAN, IMAGENET_STD, jpeg=False, blur=True, pca_std=0.0, min_scale=0.7
+    ),
 }
 
 
@@ -156,8 +161,14 @@ class MoCoAugment(nn.Module):
 
     @classmethod
     def from_preset(cls, preset: Preset, **kwargs) -> MoCoAugment:
-        """The preset's views; ``kwargs`` (e.g. ``jpeg=False``) override its recipe."""
-        recipe = {"jpeg": preset.jpeg, "blur": preset.blur, "pca_std": preset.pca_std, **kwargs}
+        """The preset's views; ``kwargs`` (e.g. ``jpeg=False``, ``scale=(0.5, 1)``) override its recipe."""
+        recipe = {
+            "jpeg": preset.jpeg,
+            "blur": preset.blur,
+            "pca_std": preset.pca_std,
+            "scale": (preset.min_scale, 1.0),
+            **kwargs,
+        }
         return cls(preset.image_size, preset.border, mean=preset.mean, std=preset.std, **recipe)
 
     @property

@@ -230,7 +230,9 @@ def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     recipe = {k: v for k, v in (("jpeg", config.jpeg), ("blur", config.blur)) if v is not None}
-    augment = MoCoAugment.from_preset(preset, scale=(config.min_scale, 1.0), **recipe)
+    if config.min_scale is not None:
+        recipe["scale"] = (config.min_scale, 1.0)
+    augment = MoCoAugment.from_preset(preset, **recipe)
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -275,6 +277,7 @@ def _state(run: _Run) -> dict:
             "jpeg": run.augment.jpeg,
             "blur": run.augment.blur,
             "pca_std": run.augment.pca_std,
+            "min_scale": run.augment.scale[0],
         },
         "encoder_q": model.encoder_q.state_dict(),
         "encoder_k": model.encoder_k.state_dict(),
@@ -461,8 +464,8 @@ def learning_check(history: list[dict], queue_size: int, min_steps: int = 100) -
         f"MoCo's loss stayed near chance ({loss:.2f} over the last {len(tail)} logged steps; chance ln(1 + "
         f"{queue_size}) = {chance:.2f}): the encoder cannot yet tell views of one image from the others, so "
         "the backbone is little better than its start. With video, near-identical neighbouring frames are "
-        "each other's negatives: sample frames further apart (--every), add more footage, use a smaller "
-        "--queue-size, or train longer"
+        "each other's negatives and small crops of a whole frame miss the animal: keep crops large (--min-scale; "
+        "the animals preset's 0.7), sample frames further apart (--every), add more footage, or train longer"
     )
 
 
@@ -574,7 +577,8 @@ def export_backbone(
             f"{config['weight_decay']}, {config['schedule']} schedule, batch {config['batch_size']}; "
             f"preset {preset['name']} ({size} px, border {preset['border']}), "
             f"jpeg={preset.get('jpeg', config['jpeg'])}, blur={preset.get('blur', config['blur'])}, "
-            f"min_scale={config['min_scale']}, equivariance={config.get('equivariance', 0.0)}"
+            f"min_scale={preset.get('min_scale', config['min_scale'])}, "
+            f"equivariance={config.get('equivariance', 0.0)}"
         ),
         "epochs": f"{position['global_step'] / saved['steps_per_epoch']:.2f} of {config['epochs']} "
         f"({position['global_step']} steps)",

@@ -71,7 +71,10 @@ class PretrainConfig:
     jpeg: bool | None = field(
         default=None, metadata=_help("JPEG noise augmentation (default: the preset's, on for faces: authors' recipe)")
     )
-    min_scale: float = field(default=0.2, metadata=_help("RandomResizedCrop minimum area fraction"))
+    min_scale: float | None = field(
+        default=None,
+        metadata=_help("RandomResizedCrop minimum area fraction (default: the preset's, 0.2; animals 0.7)"),
+    )
     equivariance: float = field(
         default=0.0,
         metadata=_help(
@@ -159,7 +162,7 @@ class PretrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not self.equivariance >= 0:
             raise ValueError(f"equivariance must be >= 0, got {self.equivariance}")
-        if not 0 < self.min_scale <= 1:
+        if self.min_scale is not None and not 0 < self.min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
         get_preset(self.preset_name, self.image_size, self.border)
 

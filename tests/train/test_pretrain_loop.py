@@ -202,6 +202,8 @@ def test_pretrain_on_a_video_from_the_command_line(tmp_path):
     # videos alone get the animals recipe by default: no border, blur, no JPEG noise or PCA lighting
     assert saved["preset"]["name"] == "animals" and saved["preset"]["border"] == 0
     assert (saved["preset"]["jpeg"], saved["preset"]["blur"], saved["preset"]["pca_std"]) == (False, True, 0.0)
+    assert saved["preset"]["min_scale"] == 0.7  # milder crops of a whole frame
+    assert "min_scale=0.7" in (out / "backbone" / "README.md").read_text()
     assert (out / "backbone" / "model.safetensors").is_file()
 
 
@@ -213,6 +215,8 @@ def test_preset_defaults_and_recipe_overrides():
     assert (faces.jpeg, faces.blur, faces.pca_std, faces.border) == (True, False, 0.1, 20)
     assert (animals.jpeg, animals.blur, animals.pca_std, animals.border, animals.image_size) == (False, True, 0, 0, 64)
     assert MoCoAugment.from_preset(get_preset("animals"), jpeg=True).jpeg
+    assert (faces.scale, animals.scale) == ((0.2, 1.0), (0.7, 1.0))
+    assert MoCoAugment.from_preset(get_preset("animals"), scale=(0.3, 1.0)).scale == (0.3, 1.0)
     # a grey frame stays grey through the animals views (no PCA lighting, which adds a colour per sample)
     grey = torch.full((2, 3, 128, 128), 100, dtype=torch.uint8)
     out = MoCoAugment.from_preset(get_preset("animals"))(grey, torch.Generator().manual_seed(0))
@@ -270,3 +274,11 @@ def test_the_chance_check_reads_the_moco_term_when_equivariance_is_on():
     assert "near chance" in learning_check(stuck, 512)
     learnt = [{"step": s, "loss": chance + 1.0, "moco_loss": 2.0} for s in range(10, 610, 10)]
     assert learning_check(learnt, 512) is None  # the total is above chance only because of the second term
+
+
+def test_min_scale_defaults_to_the_presets_and_the_option_overrides_it(tmp_path):
+    data = _gratings(tmp_path / "images", count=8)
+    for given, used in ((None, 0.7), (0.5, 0.5)):
+        out = tmp_path / f"run-{given}"
+        pretrain(_config(data, out, preset="animals", image_size=32, max_steps=1, min_scale=given))
+        assert load_checkpoint(out / "checkpoint.pt")["preset"]["min_scale"] == used
