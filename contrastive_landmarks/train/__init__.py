@@ -1,6 +1,7 @@
-"""Training (the ``[train]`` extra: tqdm and Pillow): MoCo pretraining of the backbone and its export, and
-the frozen-backbone heads (spatial projector, landmark regressor). The same steps as commands:
-``contrastive-landmarks pretrain | export | fit-projector | fit-regressor | push`` (:mod:`.cli`).
+"""Training (the ``[train]`` extra: tqdm and Pillow): MoCo pretraining of the backbone and its export, the
+frozen-backbone heads (spatial projector, landmark regressor) and end-to-end fine-tuning on labelled frames. The
+same steps as commands: ``contrastive-landmarks pretrain | export | fit-projector | fit-regressor | finetune |
+push`` (:mod:`.cli`).
 
 >>> from contrastive_landmarks.train import PretrainConfig, pretrain
 >>> pretrain(PretrainConfig(data=["celeba/img_align_celeba"], arch="resnet50"))  # doctest: +SKIP
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from .batchnorm import recalibrate_batchnorm
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .finetune import FinetuneInterrupted, FinetuneOptions, FinetuneResult, finetune
 from .images import ImageSource, PretrainImages, cache_images, list_images
 from .moco import MoCo, MoCoEncoder, MoCoHead, moco_loss
 from .moco_views import PRESETS, MoCoAugment, Preset, get_preset
@@ -22,6 +24,9 @@ __all__ = [
     "PRESETS",
     "Augment",
     "CosineSchedule",
+    "FinetuneInterrupted",
+    "FinetuneOptions",
+    "FinetuneResult",
     "ImageSource",
     "MoCo",
     "MoCoAugment",
@@ -34,6 +39,7 @@ __all__ = [
     "RegressorFit",
     "cache_images",
     "export_backbone",
+    "finetune",
     "fit_projector",
     "fit_regressor",
     "get_preset",

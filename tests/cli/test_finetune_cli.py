@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_fit_regressor_on_dlc_frames_letterboxes_at_detect(tmp_path):
 
 
 def test_ctrl_c_prints_the_resume_command(tmp_path, capsys, monkeypatch):
-    from contrastive_landmarks.train import finetune as finetune_module
+    finetune_module = importlib.import_module("contrastive_landmarks.train.finetune")
 
     real_step, calls = finetune_module._step, []
 

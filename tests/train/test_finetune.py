@@ -1,5 +1,6 @@
 """End-to-end fine-tuning: it learns, it resumes exactly, it saves what it computes, and it refuses bad data."""
 
+import importlib
 import os
 import signal
 
@@ -8,9 +9,11 @@ import torch
 
 from contrastive_landmarks import LandmarkModel, load_backbone
 from contrastive_landmarks.framing import Framing
-from contrastive_landmarks.train import finetune as finetune_module
 from contrastive_landmarks.train.finetune import FinetuneInterrupted, FinetuneOptions, finetune, mean_pose
 from contrastive_landmarks.train.keypoint_views import KeypointViews, ViewAugment
+
+# the package exports the function ``finetune`` under the module's name
+finetune_module = importlib.import_module("contrastive_landmarks.train.finetune")
 
 
 def dot_frames(count: int, seed: int = 0, *, sizes=((60, 80), (72, 64))):
@@ -68,8 +71,9 @@ def test_views_move_points_with_pixels():
 
 def test_finetune_learns_dots_and_beats_the_mean_pose():
     torch.manual_seed(0)
-    # the tiny test network learns slowly; 300 steps already take it well below the mean pose
-    result = finetune(load_backbone("test_resnet"), dot_frames(40), options=tiny_options(steps=300, eval_every=50))
+    # the tiny test network learns slowly: 400 steps take it to 0.57-0.70 of the mean pose's error (1 or 2
+    # threads; 300 steps gave 0.75-0.81, too close to the bar on two threads)
+    result = finetune(load_backbone("test_resnet"), dot_frames(40), options=tiny_options(steps=400, eval_every=50))
     assert result.score < 0.8 * result.baseline, (result.score, result.baseline, result.history)
     assert result.score == min(h["val_error"] for h in result.history)  # the best state is the one returned
 
