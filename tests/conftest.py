@@ -36,6 +36,19 @@ def _seed():
     yield
 
 
+#: torch's thread count when the session started.
+THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """Each test runs with the session's thread count: a run with ``--threads 1`` (a test's, or a module fixture's)
+    would otherwise leave every later test single-threaded, and results dependent on the order tests run in."""
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(THREADS)
+
+
 # -- shared model fixtures ----------------------------------------------------------------------------
 #: Non-ImageNet statistics and a non-default grid, so that a loader falling back to defaults shows up.
 TINY_MEAN = TINY_STD = (0.5, 0.5, 0.5)
