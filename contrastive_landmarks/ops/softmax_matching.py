@@ -49,7 +49,7 @@ from .softmax_matching_reference import (
     softmax_expected_distance_reference,
     spacing_pair,
 )
-from .softmax_matching_streaming import SoftmaxExpectedDistanceFunction, sed_op
+from .softmax_matching_streaming import SoftmaxExpectedDistanceFunction, sed
 
 __all__ = [
     "SoftmaxExpectedDistanceFunction",
@@ -168,7 +168,7 @@ def softmax_expected_distance(
         )
     sx, sy = spacing_pair(spacing, "spacing")
     acc = accumulation_dtype(q.dtype)
-    out, _ = sed_op(
+    out, _ = sed(
         q,
         None if k is q else k,
         src_xy.detach().to(acc),

@@ -13,7 +13,14 @@ from torch import Tensor
 
 from .softmax_matching_reference import accumulation_dtype, distance_power, normalize_rows
 
-__all__ = ["STREAMING_TILE_BYTES", "SoftmaxExpectedDistanceFunction", "sed_backward_op", "sed_op", "triton_module"]
+__all__ = [
+    "STREAMING_TILE_BYTES",
+    "SoftmaxExpectedDistanceFunction",
+    "sed",
+    "sed_backward_op",
+    "sed_op",
+    "triton_module",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,6 +273,30 @@ def _triton_inputs(q: Tensor, k: Tensor | None, normalize: bool) -> tuple[Tensor
     return qn, (normalize_rows(k.float()).to(k.dtype) if normalize else k).contiguous()
 
 
+def _sed_forward(
+    q: Tensor,
+    k: Tensor | None,
+    src: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    normalize: bool,
+    backend: str,
+    block_q: int,
+    block_k: int,
+    allow_tf32: bool,
+) -> tuple[Tensor, Tensor]:
+    """What :func:`sed_op` computes (the eager path :class:`_EagerSoftmaxExpectedDistance` calls it directly)."""
+    if backend == "triton":
+        qn, kn = _triton_inputs(q, k, normalize)
+        return triton_module().forward(
+            qn, kn, src.contiguous(), key_w, sx, sy, scale, power, block_q, block_k, allow_tf32
+        )
+    return _streaming_forward(q, k, src, key_w, sx, sy, scale, power, block_q or None, block_k or None, normalize)
+
+
 @torch.library.custom_op("contrastive_landmarks::softmax_expected_distance", mutates_args=())
 def sed_op(
     q: Tensor,
@@ -283,12 +314,7 @@ def sed_op(
     allow_tf32: bool,
 ) -> tuple[Tensor, Tensor]:
     """``(L, lse)``, each ``(B, N)``; ``k=None``: keys are the queries; ``block_* = 0``: automatic tiles."""
-    if backend == "triton":
-        qn, kn = _triton_inputs(q, k, normalize)
-        return triton_module().forward(
-            qn, kn, src.contiguous(), key_w, sx, sy, scale, power, block_q, block_k, allow_tf32
-        )
-    return _streaming_forward(q, k, src, key_w, sx, sy, scale, power, block_q or None, block_k or None, normalize)
+    return _sed_forward(q, k, src, key_w, sx, sy, scale, power, normalize, backend, block_q, block_k, allow_tf32)
 
 
 @sed_op.register_fake
@@ -297,8 +323,7 @@ def _(q, k, src, key_w, sx, sy, scale, power, normalize, backend, block_q, block
     return q.new_empty(q.shape[:2], dtype=acc), q.new_empty(q.shape[:2], dtype=acc)
 
 
-@torch.library.custom_op("contrastive_landmarks::softmax_expected_distance_backward", mutates_args=())
-def sed_backward_op(
+def _sed_backward_impl(
     grad: Tensor,
     q: Tensor,
     k: Tensor | None,
@@ -316,7 +341,7 @@ def sed_backward_op(
     block_k: int,
     allow_tf32: bool,
 ) -> tuple[Tensor, Tensor]:
-    """``(dq, dk)`` in the dtypes and layouts of ``q`` and ``k`` (``dk`` empty when ``k`` is ``None``)."""
+    """What :func:`sed_backward_op` computes (the eager path calls it directly)."""
     if backend == "triton":
         acc = accumulation_dtype(q.dtype)
         qn, kn = _triton_inputs(q, k, normalize)
@@ -355,6 +380,31 @@ def sed_backward_op(
     return dq, dk
 
 
+@torch.library.custom_op("contrastive_landmarks::softmax_expected_distance_backward", mutates_args=())
+def sed_backward_op(
+    grad: Tensor,
+    q: Tensor,
+    k: Tensor | None,
+    src: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    normalize: bool,
+    backend: str,
+    block_q: int,
+    block_k: int,
+    allow_tf32: bool,
+) -> tuple[Tensor, Tensor]:
+    """``(dq, dk)`` in the dtypes and layouts of ``q`` and ``k`` (``dk`` empty when ``k`` is ``None``)."""
+    return _sed_backward_impl(
+        grad, q, k, src, out, lse, key_w, sx, sy, scale, power, normalize, backend, block_q, block_k, allow_tf32
+    )
+
+
 @sed_backward_op.register_fake
 def _(grad, q, k, src, out, lse, key_w, sx, sy, scale, power, normalize, backend, block_q, block_k, allow_tf32):
     return torch.empty_like(q), (q.new_empty(0) if k is None else torch.empty_like(k))
@@ -374,3 +424,51 @@ def _sed_backward(ctx, grad_out, grad_lse):
 
 
 sed_op.register_autograd(_sed_backward, setup_context=_sed_setup_context)
+
+
+class _EagerSoftmaxExpectedDistance(torch.autograd.Function):
+    """:func:`sed_op` and its autograd formula without the custom-op dispatcher, for eager calls.
+
+    A registered custom op runs its implementation under ``torch._disable_dynamo``, which imports
+    ``torch._dynamo`` (and with it sympy, triton and inductor) on the first call: about 200 MB of resident
+    memory in a fresh process, more than the op's own tiles (issue 31). Eager calls take this path, which runs
+    the same functions (:func:`_sed_forward`, :func:`_sed_backward_impl`), so values and gradients are the
+    custom op's; :func:`sed` uses the op only while ``torch.compile`` / ``torch.export`` traces.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, src, *args):
+        out, lse = _sed_forward(q, k, src, *args)
+        ctx.save_for_backward(q, k, src, out, lse)
+        ctx.args = args
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):
+        q, k, src, out, lse = ctx.saved_tensors
+        dq, dk = _sed_backward_impl(grad_out, q, k, src, out, lse, *ctx.args)
+        return (dq, None if k is None else dk, *([None] * (1 + len(ctx.args))))
+
+
+def sed(
+    q: Tensor,
+    k: Tensor | None,
+    src: Tensor,
+    key_w: int,
+    sx: float,
+    sy: float,
+    scale: float,
+    power: float,
+    normalize: bool,
+    backend: str,
+    block_q: int,
+    block_k: int,
+    allow_tf32: bool,
+) -> tuple[Tensor, Tensor]:
+    """:func:`sed_op` (arguments and result the same): the registered op under ``torch.compile`` / ``export``,
+    the same functions through a plain ``autograd.Function`` in eager mode (no ``torch._dynamo`` import)."""
+    args = (q, k, src, key_w, sx, sy, scale, power, normalize, backend, block_q, block_k, allow_tf32)
+    if torch.compiler.is_compiling():
+        return sed_op(*args)
+    return _EagerSoftmaxExpectedDistance.apply(*args)

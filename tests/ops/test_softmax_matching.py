@@ -408,3 +408,37 @@ def test_triton_through_the_public_op():
     zeros = torch.zeros(1, 4, 300, device=TRITON_DEVICE)
     with pytest.raises(ValueError, match="d <= 256"):
         softmax_expected_distance(zeros, zeros, zeros[..., :2], (2, 2), implementation="triton")
+
+
+_PEAK_RSS_SCRIPT = """
+import resource, sys
+import torch
+from contrastive_landmarks.losses import spatial_contrastive_loss
+
+torch.manual_seed(0)
+feats = torch.randn(8, 64, 48, 48, requires_grad=True)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+spatial_contrastive_loss(feats).backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, "torch._dynamo" in sys.modules)
+"""
+
+
+def test_spatial_contrastive_loss_streams_in_a_fresh_process():
+    # Issue 31: forward + backward at B=8, d=64, 48x48 (B*N*M = 4.2e7, the streaming form) grew peak RSS by
+    # 196-260 MB in a fresh process: the registered custom op imports torch._dynamo (sympy, triton, inductor) on
+    # its first call. Eager calls now skip the dispatcher; the naive form would hold ~510 MB (3 x 170 MB).
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    growth, dynamo = done.stdout.split()
+    assert float(growth) < 150, f"peak RSS grew by {float(growth):.0f} MB (bar 150 MB)"
+    assert dynamo == "False", "an eager call imported torch._dynamo"
