@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import Backbone
+from .calibration import LikelihoodCalibration
 from .check import as_image_list, content_problem, to_float_images
 from .coords import cell_centers, normalized_to_pixels
 from .framing import Framing
@@ -122,6 +123,9 @@ class LandmarkModel(nn.Module):
         framing: how :meth:`detect` frames each image (:class:`~contrastive_landmarks.framing.Framing`, what
             :func:`~contrastive_landmarks.train.finetune` trains): the letterboxed whole frame, then (two stages)
             a square crop around the first pass's points; ``None``: each image resized to :attr:`input_size`.
+        calibration: a :class:`~contrastive_landmarks.calibration.LikelihoodCalibration` that
+            ``detect(..., return_scores=True)`` applies to the raw scores (:func:`landmark_scores`), making them
+            ``P(error <= radius)``; ``None``: the raw scores (models saved before calibrations existed).
 
     Shape:
         - :meth:`descriptors`: ``(B, 3, H, W)`` images in ``[0, 1]`` (or a list of ``(3, H_i, W_i)``)
@@ -141,6 +145,7 @@ class LandmarkModel(nn.Module):
         regressor_input: str = "projector",
         landmark_names: Sequence[str] = (),
         framing: Framing | None = None,
+        calibration: LikelihoodCalibration | None = None,
     ) -> None:
         super().__init__()
         if regressor_input not in ("projector", "hypercolumn"):
@@ -155,6 +160,26 @@ class LandmarkModel(nn.Module):
         if framing is not None and (self.input_size is None or self.input_size[0] != self.input_size[1]):
             raise ValueError(f"a framed model needs a square input_size, got {self.input_size}")
         self.framing = framing
+        self.calibration = calibration
+
+    @property
+    def calibration(self) -> LikelihoodCalibration | None:
+        """The likelihood calibration ``detect(..., return_scores=True)`` applies (``None``: raw scores)."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, calibration: LikelihoodCalibration | None) -> None:
+        if calibration is not None:
+            if not isinstance(calibration, LikelihoodCalibration):
+                raise TypeError(
+                    f"calibration must be a LikelihoodCalibration or None, got {type(calibration).__name__}"
+                )
+            if self.regressor is None or calibration.num_landmarks != self.regressor.num_landmarks:
+                have = "no regressor" if self.regressor is None else f"{self.regressor.num_landmarks} landmarks"
+                raise ValueError(
+                    f"a calibration of {calibration.num_landmarks} landmarks does not fit a model with {have}"
+                )
+        self._calibration = calibration
 
     @property
     def backbone(self) -> Backbone:
@@ -277,26 +302,108 @@ class LandmarkModel(nn.Module):
             to_pixels(normalized), normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape)
         )
 
-    def _framed_regression(self, images: Tensor | Sequence[Tensor]) -> Regression:
-        """Crops of each frame (letterboxed whole, then around the points found) through :meth:`_regress`."""
-        from .framing import crop_images, frame_boxes, keypoint_boxes, uncrop_points
-
+    def _frames(self, images: Tensor | Sequence[Tensor]) -> tuple[list[Tensor], list[tuple[int, int]]]:
+        """Checked float32 frames ``[(3, H_i, W_i)]`` and their ``(H, W)``."""
         checked = as_image_list(images, "images")
         frames = [to_float_images(image, torch.float32, f"images[{i}]") for i, image in enumerate(checked)]
-        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in frames]
-        side = int(self.input_size[0])
+        return frames, [(int(f.shape[-2]), int(f.shape[-1])) for f in frames]
 
-        def look(boxes: Tensor) -> Regression:
-            batch = crop_images(frames, boxes, side).to(self.backbone.dtype)
-            return self._regress(batch, lambda xy: uncrop_points(normalized_to_pixels(xy, (side, side)), boxes, side))
+    def _crop_side(self) -> int:
+        size = self.input_size
+        if size is None or size[0] != size[1]:
+            raise ValueError(f"crops need a model with a square input_size, this one has {size}")
+        return int(size[0])
 
-        result = look(frame_boxes(sizes, device=frames[0].device))
+    def _look(self, frames: list[Tensor], boxes: Tensor) -> Regression:
+        """One pass: the ``(B, 4)`` boxes of the frames cropped to the input size, regressed, mapped back to frames."""
+        from .framing import crop_images, uncrop_points
+
+        side = self._crop_side()
+        batch = crop_images(frames, boxes, side).to(self.backbone.dtype)
+        return self._regress(batch, lambda xy: uncrop_points(normalized_to_pixels(xy, (side, side)), boxes, side))
+
+    def _framed_regression(self, images: Tensor | Sequence[Tensor]) -> Regression:
+        """Crops of each frame (letterboxed whole, then around the points found) through :meth:`_regress`."""
+        from .framing import frame_boxes
+
+        frames, sizes = self._frames(images)
+        result = self._look(frames, frame_boxes(sizes, device=frames[0].device))
         if self.framing.stages == 2:
-            framing = self.framing
-            result = look(
-                keypoint_boxes(result.points, None, sizes, margin=framing.margin, min_fraction=framing.min_fraction)
-            )
+            result = self._look(frames, self.boxes_around(result.points, sizes))
         return result
+
+    def boxes_around(self, points: Tensor, sizes: Sequence[tuple[int, int]], visible: Tensor | None = None) -> Tensor:
+        """The second pass's crop boxes around ``points``, by this model's framing rule (margin, smallest side).
+
+        What :meth:`detect` does between its two passes; a video tracker calls it on the previous frame's points
+        and gives the boxes to :meth:`detect_in_boxes`.
+
+        Args:
+            points: ``(B, N, 2)`` pixels of each frame.
+            sizes: each frame's ``(H, W)``.
+            visible: ``(B, N)`` bool, the points to frame (``None``: all finite ones); a frame with none gets the
+                whole frame, letterboxed.
+
+        Returns:
+            ``(B, 4)`` ``(cx, cy, side, angle)`` frame pixels (:func:`~contrastive_landmarks.framing.keypoint_boxes`).
+        """
+        from .framing import keypoint_boxes
+
+        framing = self.framing or Framing()
+        return keypoint_boxes(points, visible, sizes, margin=framing.margin, min_fraction=framing.min_fraction)
+
+    @overload
+    def detect_in_boxes(
+        self, images: Tensor | Sequence[Tensor], boxes: Tensor, *, return_scores: Literal[False] = ...
+    ) -> Tensor: ...
+
+    @overload
+    def detect_in_boxes(
+        self, images: Tensor | Sequence[Tensor], boxes: Tensor, *, return_scores: Literal[True]
+    ) -> tuple[Tensor, Tensor]: ...
+
+    @torch.no_grad()
+    def detect_in_boxes(
+        self, images: Tensor | Sequence[Tensor], boxes: Tensor, *, return_scores: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """One pass on given crops: each frame's box cropped to :attr:`input_size`, landmarks back in frame pixels.
+
+        :meth:`detect` is this on the letterboxed whole frame (:func:`~contrastive_landmarks.framing.frame_boxes`)
+        and, for a two-stage model, again on :meth:`boxes_around` its points; a caller that knows where the animal
+        is (the previous video frame's points through :meth:`boxes_around`) skips the first pass. The same code runs
+        in both, so ``detect_in_boxes(images, boxes)`` with the boxes :meth:`detect` would use gives its output
+        exactly.
+
+        Args:
+            images: ``(B, 3, H, W)`` or a list of ``(3, H_i, W_i)`` frames in ``[0, 1]`` (or ``uint8``).
+            boxes: ``(B, 4)`` ``(cx, cy, side, angle)`` in each frame's pixels (angle in degrees; see
+                :mod:`contrastive_landmarks.framing`); outside the frame reads as zeros.
+            return_scores: also return the likelihood ``(B, N)``, as :meth:`detect` does.
+
+        Returns:
+            ``points`` ``(B, N, 2)`` frame pixels, or ``(points, scores)``.
+        """
+        if self.regressor is None:
+            raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
+        self.eval()
+        frames, _ = self._frames(images)
+        if not isinstance(boxes, Tensor) or boxes.ndim != 2 or tuple(boxes.shape) != (len(frames), 4):
+            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"boxes must be a ({len(frames)}, 4) tensor of (cx, cy, side, angle), got {shape}")
+        if not bool(torch.isfinite(boxes).all()) or not bool((boxes[:, 2] > 0).all()):
+            raise ValueError("boxes must be finite with a positive side")
+        if not frames:
+            result = self.regression(torch.zeros(0, 3, *(self.input_size or (1, 1))))
+        else:
+            result = self._look(frames, boxes.to(device=frames[0].device, dtype=torch.float32))
+        if not return_scores:
+            return result.points
+        return result.points, self._likelihood(result)
+
+    def _likelihood(self, result: Regression) -> Tensor:
+        """The scores :meth:`detect` returns: :func:`landmark_scores`, through :attr:`calibration` when there is one."""
+        scores = landmark_scores(result)
+        return scores if self.calibration is None else self.calibration(scores)
 
     @overload
     def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[False] = ...) -> Tensor: ...
@@ -312,8 +419,10 @@ class LandmarkModel(nn.Module):
 
         Args:
             images: see :meth:`forward`.
-            return_scores: also return each landmark's confidence, ``(B, N)`` in ``[0, 1]``
-                (:func:`landmark_scores`: high on faces, low on noise, blank or scrambled images).
+            return_scores: also return each landmark's confidence, ``(B, N)`` in ``[0, 1]``: with a
+                :attr:`calibration`, the likelihood ``P(error <= radius)`` it was fitted for
+                (:mod:`contrastive_landmarks.calibration`); without one, the raw :func:`landmark_scores` (high on
+                faces, low on noise, blank or scrambled images; a relative scale).
 
         Returns:
             ``points`` or ``(points, scores)``.
@@ -327,7 +436,7 @@ class LandmarkModel(nn.Module):
         if not return_scores:
             return self(images)
         result = self.regression(images)
-        return result.points, landmark_scores(result)
+        return result.points, self._likelihood(result)
 
     # -- persistence -----------------------------------------------------------------------
     @property
@@ -348,6 +457,8 @@ class LandmarkModel(nn.Module):
             }
         if self.framing is not None:
             config["framing"] = self.framing.config
+        if self.calibration is not None:
+            config["likelihood"] = self.calibration.config
         return config
 
     def save_pretrained(
@@ -397,8 +508,16 @@ class LandmarkModel(nn.Module):
             names = head.pop("landmark_names", ())
             regressor = LandmarkRegressor(**head)
         framing = Framing(**config["framing"]) if config.get("framing") else None
+        likelihood = config.get("likelihood")
+        calibration = LikelihoodCalibration.from_config(likelihood) if likelihood else None
         model = cls(
-            hypercolumn, projector, regressor, regressor_input=regressor_input, landmark_names=names, framing=framing
+            hypercolumn,
+            projector,
+            regressor,
+            regressor_input=regressor_input,
+            landmark_names=names,
+            framing=framing,
+            calibration=calibration,
         )
         return model.float().eval()
 

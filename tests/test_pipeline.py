@@ -224,3 +224,127 @@ def test_a_normalized_hypercolumn_predicts_as_it_was_fitted(regressor_input):
     if projector is not None:  # descriptors: the projector on the normalised hypercolumn, as fit_projector trains it
         expected = projector([hc(hc.backbone.normalize(images))], 12)
         torch.testing.assert_close(model.descriptors(images), expected, rtol=0, atol=1e-5)
+
+
+# -- detect_in_boxes: the one pass detect runs, on crops a caller places ------------------------------------
+def _framed(stages: int = 2) -> LandmarkModel:
+    from contrastive_landmarks.framing import Framing
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model()
+    model.framing = Framing(stages=stages, margin=1.5, min_fraction=0.2)
+    return model
+
+
+FRAMES = [
+    torch.rand(3, 48, 80, generator=torch.Generator().manual_seed(1)),
+    torch.rand(3, 90, 40, generator=torch.Generator().manual_seed(2)),
+]
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_detect_in_boxes_on_detects_own_boxes_is_detect(stages):
+    from contrastive_landmarks.framing import frame_boxes
+
+    model = _framed(stages)
+    sizes = [tuple(f.shape[-2:]) for f in FRAMES]
+    points, scores = model.detect(FRAMES, return_scores=True)
+    first = model.detect_in_boxes(FRAMES, frame_boxes(sizes))
+    boxes = model.boxes_around(first, sizes) if stages == 2 else frame_boxes(sizes)
+    again, again_scores = model.detect_in_boxes(FRAMES, boxes, return_scores=True)
+    torch.testing.assert_close(again, points, rtol=0, atol=0)
+    torch.testing.assert_close(again_scores, scores, rtol=0, atol=0)
+    if stages == 2:  # the second pass moved the points: the test above compares two different passes
+        assert float((first - points).abs().max()) > 1e-3
+
+
+def test_detect_in_boxes_follows_the_box_and_checks_it():
+    model = _framed()
+    sizes = [tuple(f.shape[-2:]) for f in FRAMES]
+    boxes = model.boxes_around(torch.tensor([[[38.0, 24.0], [42.0, 26.0]], [[10.0, 40.0], [30.0, 70.0]]]), sizes)
+    assert boxes.tolist()[0] == pytest.approx([40.0, 25.0, 0.2 * 80, 0.0])  # at least min_fraction of the frame
+    assert boxes.tolist()[1] == pytest.approx([20.0, 55.0, 1.5 * 30, 0.0])  # margin x the box's longer side
+    # a frame and its shifted copy, each cropped at the same content: the points shift with it
+    frame = torch.rand(3, 60, 60)
+    shifted = torch.zeros(3, 60, 60)
+    shifted[:, 5:, 7:] = frame[:, :-5, :-7]
+    box = torch.tensor([[25.0, 25.0, 30.0, 0.0]])
+    here = model.detect_in_boxes([frame], box)
+    there = model.detect_in_boxes([shifted], box + torch.tensor([7.0, 5.0, 0.0, 0.0]))
+    torch.testing.assert_close(there, here + torch.tensor([7.0, 5.0]), rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match=r"boxes must be a \(2, 4\) tensor"):
+        model.detect_in_boxes(FRAMES, boxes[:1])
+    with pytest.raises(ValueError, match="positive side"):
+        model.detect_in_boxes(FRAMES, boxes * torch.tensor([1.0, 1.0, 0.0, 1.0]))
+
+
+# -- the calibrated likelihood in detect, save and load ---------------------------------------------------
+def _calibration(n: int = 5, radius: float | None = 4.0):
+    from contrastive_landmarks.calibration import LikelihoodCalibration
+
+    return LikelihoodCalibration([(2.0 + 0.5 * i, 1.0 - 0.3 * i) for i in range(n)], radius=radius)
+
+
+def test_detect_applies_the_calibration_and_the_directory_keeps_it(tmp_path):
+    from contrastive_landmarks.pipeline import landmark_scores
+
+    model = _framed()
+    raw_points, raw = model.detect(FRAMES, return_scores=True)
+    torch.testing.assert_close(raw, landmark_scores(model.regression(FRAMES)), rtol=0, atol=0)
+    model.calibration = _calibration()
+    points, likelihood = model.detect(FRAMES, return_scores=True)
+    torch.testing.assert_close(points, raw_points, rtol=0, atol=0)  # the points do not change
+    torch.testing.assert_close(likelihood, model.calibration(raw), rtol=0, atol=0)
+    assert float((likelihood - raw).abs().max()) > 0.05
+    directory = model.save_pretrained(tmp_path / "calibrated")
+    assert json.loads((directory / "config.json").read_text())["likelihood"]["radius_px"] == 4.0
+    loaded = LandmarkModel.from_pretrained(directory)
+    assert loaded.calibration.config == model.calibration.config
+    loaded_points, loaded_likelihood = loaded.detect(FRAMES, return_scores=True)
+    torch.testing.assert_close(loaded_points, points, rtol=0, atol=0)
+    torch.testing.assert_close(loaded_likelihood, likelihood, rtol=0, atol=0)
+
+
+def test_a_directory_without_a_calibration_keeps_its_raw_scores(tmp_path, tiny_model):
+    """Model directories written before calibrations existed load without one and score exactly as before."""
+    from contrastive_landmarks.pipeline import landmark_scores
+
+    directory = tiny_model.save_pretrained(tmp_path / "old")
+    assert "likelihood" not in json.loads((directory / "config.json").read_text())
+    loaded = LandmarkModel.from_pretrained(directory)
+    assert loaded.calibration is None
+    _, scores = loaded.detect(IMAGES, return_scores=True)
+    torch.testing.assert_close(scores, landmark_scores(tiny_model.regression(IMAGES)), rtol=0, atol=0)
+
+
+def test_a_calibration_must_fit_the_model():
+    model = _model()
+    with pytest.raises(ValueError, match="calibration of 3 landmarks does not fit a model with 5 landmarks"):
+        model.calibration = _calibration(3)
+    with pytest.raises(TypeError, match="must be a LikelihoodCalibration"):
+        model.calibration = {"method": "platt"}
+
+
+def test_fit_calibration_runs_the_model_on_raw_scores_and_attaches_the_result():
+    from contrastive_landmarks.calibration import fit_calibration, fit_likelihood
+    from contrastive_landmarks.pipeline import landmark_scores
+
+    model = _framed()
+    g = torch.Generator().manual_seed(5)
+    frames = [torch.rand(3, 40 + 4 * i, 56, generator=g) for i in range(6)]
+    keypoints = torch.rand(6, 5, 2, generator=g) * 30 + 5
+    visible = torch.ones(6, 5, dtype=torch.bool)
+    visible[0, 2] = False
+    calibration = fit_calibration(model, frames, keypoints, visible, radius=12.0)
+    assert model.calibration is calibration and calibration.points == [6, 6, 5, 6, 6]
+    assert calibration.own_fit == [False] * 5  # 29 points: one shared fit
+    points = model.detect(frames)
+    raw = landmark_scores(model.regression(frames))
+    expected = fit_likelihood(raw, (points - keypoints).norm(dim=-1), visible, radius=12.0)
+    assert calibration.config == expected.config
+    errors = (points - keypoints).norm(dim=-1)
+    assert calibration.good_share[0] == pytest.approx(float((errors[:, 0] <= 12.0).double().mean()))
+    # fitting again on a calibrated model reads the raw scores, so it gives the same mapping
+    assert fit_calibration(model, frames, keypoints, visible, radius=12.0).config == calibration.config
+    with pytest.raises(ValueError, match="6 frames but 5 sets of keypoints"):
+        fit_calibration(model, frames, keypoints[:5], visible[:5])
