@@ -25,8 +25,7 @@ The recipe (``docs/benchmarks.md``, "Fine-tuning", says which choices were compa
 
 from __future__ import annotations
 
-import copy
-import math
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,11 +37,13 @@ from torch import Tensor
 
 from ..backbone import Backbone
 from ..coords import cell_centers, pixels_to_normalized
+from ..device import autocast_dtype, resolve_device
 from ..framing import Framing, frame_boxes
 from ..hypercolumn import Hypercolumn
 from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
 from ..regressor import LandmarkRegressor, regression_loss, spatial_softmax
+from ._loop import BestState, check_resumable, holdout_split, warmup_cosine
 from .checkpoint import load_checkpoint, save_checkpoint
 from .features import check_dataset
 from .interrupt import StopOnInterrupt, TrainingInterrupted
@@ -56,7 +57,13 @@ CHECKPOINT_NAME = "finetune_checkpoint.pt"
 
 @dataclass
 class FinetuneOptions:
-    """Options of :func:`finetune` (the defaults are the validated recipe)."""
+    """Options of :func:`finetune` (the defaults are the validated recipe).
+
+    ``num_labelled``: fit on a seeded subset of this many training frames (the few-label setting; its
+    validation frames come out of the same subset). ``device``: ``None`` / ``"auto"`` (the GPU when there is
+    one), ``"cpu"``, ``"cuda"``, ...; ``precision``: autocast ``auto`` (bfloat16 where the device computes it
+    natively), ``fp32``, ``fp16`` or ``bf16``.
+    """
 
     steps: int = 1500
     batch_size: int = 8
@@ -73,8 +80,10 @@ class FinetuneOptions:
     framing: Framing = field(default_factory=Framing)
     augment: ViewAugment = field(default_factory=ViewAugment)
     val_fraction: float = 0.15
+    num_labelled: int | None = None
     eval_every: int | None = None
-    bfloat16: bool | None = None
+    device: str | None = None
+    precision: str = "auto"
     seed: int = 0
     checkpoint_every: int = 100
     output_dir: str | None = None
@@ -89,8 +98,18 @@ class FinetuneOptions:
             raise ValueError(f"image_size must be a multiple of 32 (the backbone's stride), got {self.image_size}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.num_labelled is not None and self.num_labelled < 1:
+            raise ValueError(f"num_labelled must be a positive number of frames, got {self.num_labelled}")
         if self.resume and not self.output_dir:
             raise ValueError("resume needs output_dir (where the checkpoint is)")
+        autocast_dtype(torch.device("cpu"), self.precision)  # refuses an unknown precision now, not after loading
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a checkpoint records and a resume must match: every option but where to write and how to show it."""
+        skip = ("output_dir", "resume", "progress", "checkpoint_every", "device")
+        values = {k: v for k, v in asdict(self).items() if k not in skip}
+        return json.loads(json.dumps(values))  # tuples -> lists, as a checkpoint stores them
 
 
 @dataclass
@@ -179,19 +198,6 @@ def distribution_loss(
     return (per_map * mask).sum() / mask.sum().clamp_min(1)
 
 
-def _bfloat16_default() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
-        return False
-
-
-def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    count = 0 if n < 10 or fraction == 0 else max(3, round(fraction * n))
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return sorted(order[count:]), sorted(order[:count])
-
-
 def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOptions, names) -> LandmarkModel:
     size = options.image_size
     grid = size // options.heatmap_stride
@@ -213,11 +219,12 @@ def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOpti
 
 @torch.no_grad()
 def _validate(model: LandmarkModel, frames, keypoints, visible) -> float:
-    preds = [model.detect(frames[i : i + 8]) for i in range(0, len(frames), 8)]
+    device = next(model.parameters()).device
+    preds = [model.detect([f.to(device) for f in frames[i : i + 8]]).cpu() for i in range(0, len(frames), 8)]
     return mean_pixel_error(torch.cat(preds), keypoints, visible)
 
 
-def _state(model, optimizer, schedule, generator, step, history, best) -> dict:
+def _state(model, optimizer, schedule, generator, step, history, best: BestState, settings) -> dict:
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -225,22 +232,14 @@ def _state(model, optimizer, schedule, generator, step, history, best) -> dict:
         "generator": generator.get_state(),
         "step": step,
         "history": history,
-        "best_error": best[0],
-        "best_step": best[1],
-        "best_model": best[2],
+        "best": best.state_dict(),
+        "settings": settings,
     }
 
 
 def _schedule(optimizer, options: FinetuneOptions):
     warmup, steps = max(0, options.warmup), options.steps
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, steps, warmup, floor=0.01))
 
 
 def finetune(
@@ -260,11 +259,19 @@ def finetune(
         FinetuneInterrupted: on Ctrl-C, after writing a checkpoint to ``options.output_dir``.
     """
     options = options or FinetuneOptions()
+    device = resolve_device(options.device)
     names = list(getattr(train, "names", None) or [])
     flip_pairs = getattr(train, "flip_pairs", None)
     frames, keypoints, visible = load_frames(train)
+    if options.num_labelled is not None:
+        frames, keypoints, visible = _labelled_subset(frames, keypoints, visible, options.num_labelled, options.seed)
     if val is None:
-        train_idx, val_idx = _split(len(frames), options.val_fraction, options.seed)
+        train_idx, val_idx = holdout_split(len(frames), options.val_fraction, options.seed, min_count=3, min_n=10)
+        if val_idx and len(train_idx) < 2:
+            raise ValueError(
+                f"val_fraction {options.val_fraction} holds out {len(val_idx)} of {len(frames)} frames and leaves "
+                f"{len(train_idx)} to train on: use a smaller fraction"
+            )
         val_data = ([frames[i] for i in val_idx], keypoints[val_idx], visible[val_idx]) if val_idx else None
         frames, keypoints, visible = [frames[i] for i in train_idx], keypoints[train_idx], visible[train_idx]
     else:
@@ -275,15 +282,16 @@ def finetune(
     views = KeypointViews(
         frames, keypoints, visible, options.image_size, framing=options.framing, flip_pairs=flip_pairs
     )
-    model = _build_model(backbone, views, options, names)
+    model = _build_model(backbone, views, options, names).to(device)
     check = val_data if val_data is not None else (frames, keypoints, visible)
     sizes = [tuple(f.shape[-2:]) for f in check[0]]
     pose = mean_pose(keypoints, visible, [tuple(f.shape[-2:]) for f in frames])
     baseline = mean_pixel_error(pose_in_frames(pose, sizes), check[1], check[2])
-    history, best, step = _train(model, views, check, options)
-    model.load_state_dict(best[2])
+    data = {"names": names, "train_frames": len(frames), "val_frames": 0 if val_data is None else len(check[0])}
+    history, best, step = _train(model, views, check, options, {**options.settings, "data": data})
+    model.load_state_dict(best.state)
     model.eval()
-    score = best[0] if val_data is not None else _validate(model, *check)
+    score = best.score if val_data is not None else _validate(model, *check)
     problems = diagnose("pixel", score, baseline, history, options.steps, step, val_data is not None)
     if options.steps < 200:
         problems.append(f"only {options.steps} optimiser steps: too few to fine-tune a backbone (the default is 1500)")
@@ -291,16 +299,26 @@ def finetune(
         **{k: v for k, v in asdict(options).items() if k not in ("framing", "augment")},
         "framing": options.framing.config,
         "augment": asdict(options.augment),
+        "device": str(device),
         "train_frames": len(frames),
-        "val_frames": 0 if val_data is None else len(val_data[0]),
+        "val_frames": data["val_frames"],
         "mean_pose": pose.tolist(),
     }
-    return FinetuneResult(model, score, baseline, best[1], step, history, problems, config)
+    return FinetuneResult(model, score, baseline, best.step, step, history, problems, config)
 
 
-def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneOptions):
-    """The optimisation loop: returns ``(history, (best_error, best_step, best_state), last_step)``."""
+def _labelled_subset(frames, keypoints: Tensor, visible: Tensor, count: int, seed: int):
+    """A seeded subset of ``count`` frames (the few-label setting), in their original order."""
+    if count > len(frames):
+        raise ValueError(f"num_labelled {count} is more than the {len(frames)} labelled training frames")
+    chosen = sorted(torch.randperm(len(frames), generator=torch.Generator().manual_seed(seed))[:count].tolist())
+    return [frames[i] for i in chosen], keypoints[chosen], visible[chosen]
+
+
+def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneOptions, settings: dict):
+    """The optimisation loop: returns ``(history, best, last_step)``."""
     backbone, head = model.backbone, list(model.regressor.parameters())
+    device = next(model.parameters()).device
     optimizer = torch.optim.Adam(
         [
             {"params": list(backbone.parameters()), "lr": options.lr},
@@ -311,25 +329,28 @@ def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneO
     schedule = _schedule(optimizer, options)
     generator = torch.Generator().manual_seed(options.seed)
     history: list[dict[str, float]] = []
-    best: tuple[float, int, dict] = (math.inf, 0, copy.deepcopy(model.state_dict()))
+    best = BestState(model)
     start = 0
     path = Path(options.output_dir) / CHECKPOINT_NAME if options.output_dir else None
-    if options.resume and path is not None and path.is_file():
-        state = load_checkpoint(path)
+    if options.resume:
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {options.output_dir}")
+        state = load_checkpoint(path, map_location=device)
+        check_resumable(state.get("settings", {}), settings, path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"])
         start, history = int(state["step"]), list(state["history"])
-        best = (float(state["best_error"]), int(state["best_step"]), state["best_model"])
-    bf16 = _bfloat16_default() if options.bfloat16 is None else options.bfloat16
+        best.load_state_dict(state["best"])
+    dtype = autocast_dtype(device, options.precision)
     eval_every = options.eval_every or max(25, options.steps // 20)
     bar = _bar(options, start)
     began, running, step = time.perf_counter(), 0.0, start
     with StopOnInterrupt(path is not None) as interrupt:
         try:
             for step in range(start + 1, options.steps + 1):
-                running += _step(model, views, options, optimizer, schedule, generator, bf16)
+                running += _step(model, views, options, optimizer, schedule, generator, dtype)
                 if bar is not None:
                     bar.update(1)
                 if step % eval_every == 0 or step == options.steps:
@@ -344,13 +365,12 @@ def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneO
                         }
                     )
                     running = 0.0
-                    if error < best[0]:
-                        best = (error, step, copy.deepcopy(model.state_dict()))
+                    best.update(error, step, model)
                     if bar is not None:
-                        bar.set_postfix(val_px=f"{error:.3g}", best=f"{best[0]:.3g}", refresh=False)
+                        bar.set_postfix(val_px=f"{error:.3g}", best=f"{best.score:.3g}", refresh=False)
                 last = step == options.steps
                 if path is not None and (step % options.checkpoint_every == 0 or last or interrupt.requested):
-                    save_checkpoint(_state(model, optimizer, schedule, generator, step, history, best), path)
+                    save_checkpoint(_state(model, optimizer, schedule, generator, step, history, best, settings), path)
                 if interrupt.requested and not last:
                     raise FinetuneInterrupted(step, path)
         finally:
@@ -359,13 +379,14 @@ def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneO
     return history, best, step
 
 
-def _step(model: LandmarkModel, views: KeypointViews, options: FinetuneOptions, optimizer, schedule, generator, bf16):
-    """One optimiser step on a fresh batch of views; returns the loss."""
+def _step(model: LandmarkModel, views: KeypointViews, options: FinetuneOptions, optimizer, schedule, generator, dtype):
+    """One optimiser step on a fresh batch of views (autocast to ``dtype`` unless ``None``); returns the loss."""
     regressor = model.regressor
     model.train()
     index = torch.randint(len(views), (options.batch_size,), generator=generator)
-    images, points, visible = views.sample(index, generator, options.augment)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    device = regressor.weight.device
+    images, points, visible = (t.to(device) for t in views.sample(index, generator, options.augment))
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         maps = model.hypercolumn.image_stage_maps(images)
     heatmaps = regressor.heatmaps([m.float() for m in maps], regressor.size)
     target = pixels_to_normalized(points, (options.image_size, options.image_size))

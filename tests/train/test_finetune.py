@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from contrastive_landmarks import LandmarkModel, load_backbone
+from contrastive_landmarks import Hypercolumn, LandmarkModel, load_backbone
 from contrastive_landmarks.framing import Framing
 from contrastive_landmarks.train.finetune import FinetuneInterrupted, FinetuneOptions, finetune, mean_pose
 from contrastive_landmarks.train.keypoint_views import KeypointViews, ViewAugment
@@ -163,3 +163,62 @@ def test_distribution_loss_matches_a_naive_formula():
             count += 1
     expected = total / count
     assert float(distribution_loss(probs, target, visible, (h, w), sigma)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_resume_refuses_changed_settings_and_a_missing_checkpoint(tmp_path):
+    data = dot_frames(12)
+    finetune(load_backbone("test_resnet"), data, options=tiny_options(steps=20, output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"image_size: 64 -> 96"):
+        finetune(
+            load_backbone("test_resnet"),
+            data,
+            options=tiny_options(steps=20, image_size=96, output_dir=str(tmp_path), resume=True),
+        )
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        finetune(
+            load_backbone("test_resnet"), data, options=tiny_options(output_dir=str(tmp_path / "typo"), resume=True)
+        )
+
+
+def test_num_labelled_takes_a_seeded_subset_and_refuses_more_than_there_are():
+    data = dot_frames(12)
+    result = finetune(load_backbone("test_resnet"), data, options=tiny_options(steps=5, num_labelled=10))
+    assert (result.config["train_frames"], result.config["val_frames"]) == (7, 3)
+    with pytest.raises(ValueError, match="num_labelled 13 is more than the 12"):
+        finetune(load_backbone("test_resnet"), data, options=tiny_options(num_labelled=13))
+
+
+def test_device_and_autocast_follow_the_device_asked_for(monkeypatch):
+    with pytest.raises(ValueError, match="'nonsense' is not a torch device"):
+        finetune(load_backbone("test_resnet"), dot_frames(12), options=tiny_options(device="nonsense"))
+    seen = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(device_type, dtype=None, enabled=True, **kwargs):
+        seen.append((device_type, dtype, enabled))
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(finetune_module.torch, "autocast", recording_autocast)
+    batches = []
+    real_maps = Hypercolumn.image_stage_maps
+
+    def recording_maps(self, images):
+        batches.append(images.device)
+        return real_maps(self, images)
+
+    monkeypatch.setattr(Hypercolumn, "image_stage_maps", recording_maps)
+    result = finetune(
+        load_backbone("test_resnet"), dot_frames(12), options=tiny_options(steps=3, device="cpu", precision="bf16")
+    )
+    assert seen and all(s == ("cpu", torch.bfloat16, True) for s in seen)
+    assert result.config["device"] == "cpu" and next(result.model.parameters()).device.type == "cpu"
+    assert batches and all(d.type == "cpu" for d in batches)
+    seen.clear()
+    finetune(load_backbone("test_resnet"), dot_frames(12), options=tiny_options(steps=3, precision="fp32"))
+    assert seen and not any(enabled for _, _, enabled in seen)
+    if torch.cuda.is_available():  # on a lent GPU: the model, the batches and autocast follow it
+        seen.clear()
+        result = finetune(load_backbone("test_resnet"), dot_frames(12), options=tiny_options(steps=3, device="cuda"))
+        assert next(result.model.parameters()).device.type == "cuda"
+        assert seen and all(s[0] == "cuda" and s[2] for s in seen)
+        assert batches[-1].type == "cuda"

@@ -1,0 +1,108 @@
+"""What every training recipe shares: the held-out split, the schedule, the best state, resumable settings.
+
+The recipes (:mod:`.pretrain`, :mod:`.projector_fitting`, :mod:`.regressor_fitting`, :mod:`.finetune`) keep only
+what is their own (the step, the data, the report); these are the parts written once:
+
+- :func:`holdout_split`: a seeded ``(train, val)`` split of ``range(n)``;
+- :func:`warmup_cosine`: a linear warm-up, then a cosine to a floor, as a factor of the base learning rate;
+- :class:`BestState`: the best validation score, its step and a copy of the weights, with patience;
+- :func:`check_resumable`: a checkpoint's recorded settings against this run's, refusing a resume that
+  changed any of them and naming what changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["BestState", "check_resumable", "holdout_split", "warmup_cosine"]
+
+
+def holdout_split(
+    n: int, fraction: float, seed: int, *, min_count: int = 0, max_count: int | None = None, min_n: int = 0
+) -> tuple[list[int], list[int]]:
+    """A seeded ``(train, val)`` split of ``range(n)``: ``round(fraction · n)`` held out, both lists sorted.
+
+    Args:
+        min_count, max_count: bounds on the held-out count (when anything is held out at all).
+        min_n: below this many items nothing is held out.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the validation fraction must be in [0, 1), got {fraction}")
+    count = 0 if n < min_n or fraction == 0 else max(min_count, round(fraction * n))
+    if max_count is not None:
+        count = min(count, max_count)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[count:]), sorted(order[:count])
+
+
+def warmup_cosine(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
+    """The learning-rate factor at ``step`` (0-based): ``(step + 1) / warmup`` during the warm-up, then a cosine
+    from 1 to ``floor`` over the remaining ``total - warmup`` steps (``floor`` after them)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class BestState:
+    """The best (lowest) validation score seen, the step it came at and a copy of the module's weights.
+
+    Args:
+        module: whose ``state_dict`` is copied at each improvement (and at the start, as step 0).
+        patience: :attr:`stale` becomes true after this many evaluations without improvement (``None``: never).
+    """
+
+    def __init__(self, module: torch.nn.Module, patience: int | None = None) -> None:
+        self.score, self.step, self.state = math.inf, 0, copy.deepcopy(module.state_dict())
+        self.patience, self.since = patience, 0
+
+    def update(self, score: float, step: int, module: torch.nn.Module) -> bool:
+        """Record an evaluation; returns whether it improved on the best."""
+        if score < self.score:
+            self.score, self.step, self.state, self.since = (
+                float(score),
+                int(step),
+                copy.deepcopy(module.state_dict()),
+                0,
+            )
+            return True
+        self.since += 1
+        return False
+
+    @property
+    def stale(self) -> bool:
+        return self.patience is not None and self.since >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "step": self.step, "state": self.state, "since": self.since}
+
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        self.score, self.step, self.state = float(saved["score"]), int(saved["step"]), saved["state"]
+        self.since = int(saved.get("since", 0))
+
+
+def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: object = "the checkpoint") -> None:
+    """Refuse to resume when any setting recorded in a checkpoint differs from this run's.
+
+    Args:
+        saved: the settings the checkpoint recorded; current: this run's, under the same keys.
+        path: the checkpoint, for the message.
+
+    Raises:
+        ValueError: naming every changed setting, ``name: old -> new``.
+    """
+    changed = [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume {path}: it was trained with other settings or data ({'; '.join(changed)}); "
+            "pass the same options, or use another output folder to start afresh"
+        )
