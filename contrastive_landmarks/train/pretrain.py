@@ -27,7 +27,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..backbone import DEFAULT_STAGES, Backbone
+from ..backbone import DEFAULT_STAGES, Backbone, load_backbone
 from ..hub import save_pretrained
 from ..tps import TPSParams, make_pair
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
@@ -102,7 +102,7 @@ def _step_generator(*key: int) -> torch.Generator:
 
 
 def _check_resumable(saved: dict, config: PretrainConfig, num_images: int) -> None:
-    old = {"equivariance": 0.0, **saved["config"]}  # checkpoints from before the equivariance term
+    old = {"equivariance": 0.0, "init": None, **saved["config"]}  # checkpoints from before these fields
     fixed = (
         "arch",
         "dim",
@@ -114,6 +114,7 @@ def _check_resumable(saved: dict, config: PretrainConfig, num_images: int) -> No
         "mlp_head",
         "seed",
         "equivariance",
+        "init",
     )
     changed = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in fixed if old.get(k) != getattr(config, k)]
     if saved["num_images"] != num_images:
@@ -203,6 +204,9 @@ class _Run:
 def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) -> _Run:
     """Data, model, augmentation, optimiser and schedule of a fresh run (raises ValueError on bad sizes)."""
     preset = get_preset(config.preset_name, config.image_size, config.border)
+    init = _init_backbone(config)
+    if init is not None:  # the weights were trained on inputs normalised their way
+        preset = replace(preset, mean=tuple(init.mean), std=tuple(init.std))
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} processes")
     dataset = PretrainImages(config.sources(), preset.resize, default_crop="auto" if preset.celeba_crop else None)
@@ -223,7 +227,11 @@ def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) 
         std=preset.std,
         input_size=(preset.image_size, preset.image_size),
         equivariance=config.equivariance,
-    ).to(device)
+    )
+    if init is not None:
+        for encoder in (model.encoder_q, model.encoder_k):
+            encoder.backbone.body.load_state_dict(init.body.state_dict())
+    model = model.to(device)
     channels_last = config.memory_format == "channels-last" or (
         config.memory_format == "auto" and device.type == "cuda"
     )
@@ -258,6 +266,16 @@ def _build(config: PretrainConfig, rank: int, world: int, device: torch.device) 
         autocast_dtype=autocast_dtype,
         channels_last=channels_last,
     )
+
+
+def _init_backbone(config: PretrainConfig) -> Backbone | None:
+    """The backbone ``config.init`` names (``None`` without one); its architecture must be ``config.arch``."""
+    if not config.init:
+        return None
+    init = load_backbone(config.init)
+    if init.arch != config.arch:
+        raise ValueError(f"init {config.init!r} is a {init.arch}, but arch is {config.arch!r}: pass --arch {init.arch}")
+    return init
 
 
 def _state(run: _Run) -> dict:

@@ -60,6 +60,13 @@ class PretrainConfig:
     )
     border: int | None = field(default=None, metadata=_help("border crop in pixels (default: the preset's, scaled)"))
     arch: str = field(default="resnet50", metadata=_help("timm ResNet: resnet18, resnet50, ... (test_resnet: tests)"))
+    init: str | None = field(
+        default=None,
+        metadata=_help(
+            "start from this backbone instead of a random init: a registry name (resnet18-faces), a model directory "
+            "or a checkpoint load_backbone reads; its architecture must be --arch, and its normalisation is kept"
+        ),
+    )
     dim: int = field(default=128, metadata=_help("embedding size of the MoCo head"))
     queue_size: int = field(default=4096, metadata=_help("MoCo queue length K (negatives)"))
     temperature: float = field(default=0.07, metadata=_help("softmax temperature"))

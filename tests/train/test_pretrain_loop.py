@@ -282,3 +282,32 @@ def test_min_scale_defaults_to_the_presets_and_the_option_overrides_it(tmp_path)
         out = tmp_path / f"run-{given}"
         pretrain(_config(data, out, preset="animals", image_size=32, max_steps=1, min_scale=given))
         assert load_checkpoint(out / "checkpoint.pt")["preset"]["min_scale"] == used
+
+
+def test_init_starts_both_encoders_from_the_given_backbone_and_keeps_its_normalisation(tmp_path):
+    from contrastive_landmarks import load_backbone
+
+    torch.manual_seed(3)
+    start = load_backbone("test_resnet", weights=None).with_preprocessing(mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))
+    folder = start.save_pretrained(tmp_path / "start")
+    data = _gratings(tmp_path / "images")
+    result = pretrain(_config(data, tmp_path / "run", init=str(folder), max_steps=0))
+    saved = load_checkpoint(result["checkpoint"])
+    body = load_backbone(str(folder)).body.state_dict()
+    for key in ("encoder_q", "encoder_k"):
+        weights = {k.removeprefix("backbone.body."): v for k, v in saved[key].items() if k.startswith("backbone.body.")}
+        assert weights.keys() == body.keys()
+        assert all(torch.equal(weights[k], body[k]) for k in body), key
+    assert (saved["preset"]["mean"], saved["preset"]["std"]) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+    fresh = load_checkpoint(pretrain(_config(data, tmp_path / "fresh", max_steps=0))["checkpoint"])
+    assert not torch.equal(fresh["encoder_q"]["backbone.body.conv1.0.weight"], body["conv1.0.weight"])
+    with pytest.raises(ValueError, match="resume"):
+        pretrain(_config(data, tmp_path / "run", max_steps=0, resume=True))  # init dropped: refused, named
+
+
+def test_init_of_another_architecture_is_refused_naming_both(tmp_path):
+    from contrastive_landmarks import load_backbone
+
+    folder = load_backbone("test_resnet", weights=None).save_pretrained(tmp_path / "start")
+    with pytest.raises(ValueError, match=r"test_resnet.*resnet18"):
+        pretrain(_config(_gratings(tmp_path / "images"), tmp_path / "run", init=str(folder), arch="resnet18"))
