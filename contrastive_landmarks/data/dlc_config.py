@@ -140,7 +140,8 @@ def read_dlc_config(path: str | os.PathLike) -> dict:
     """The keys of a DeepLabCut ``config.yaml`` this reader uses (``scorer``, ``bodyparts``, ``skeleton``,
     ``multianimalproject``, ``individuals``, ``uniquebodyparts``, ``multianimalbodyparts``, ``Task``),
     parsed without a YAML library: scalars, flow sequences (``[a, [b, c]]``) and block sequences
-    (``- a``, ``- - a``). Other keys are skipped unread.
+    (``- a``, ``- - a``); and ``video_sets`` as the list of its video paths (the mapping's keys, as written).
+    Other keys are skipped unread.
 
     Raises:
         FileNotFoundError: no such file.
@@ -173,7 +174,25 @@ def read_dlc_config(path: str | os.PathLike) -> dict:
             config[key] = _scalar(inline)
         else:
             config[key] = _block(lines, path)
+    if "video_sets" in entries:
+        config["video_sets"] = _mapping_keys(entries["video_sets"][1])
     return config
+
+
+def _mapping_keys(lines: list[tuple[int, str]]) -> list[str]:
+    """The keys of a block mapping's outermost level (``path:`` or ``path: value`` lines), in order; a key
+    may itself hold colons (``C:\\videos\\a.mp4:``), so it ends at the last ``:`` that ends the line or
+    precedes a space."""
+    if not lines:
+        return []
+    outer = min(indent for indent, _ in lines)
+    keys = []
+    for indent, text in lines:
+        if indent != outer:
+            continue
+        key = text[:-1] if text.endswith(":") else text.rsplit(": ", 1)[0]
+        keys.append(key.strip().strip("'\""))
+    return keys
 
 
 # -- CollectedData_<scorer>.csv / .h5 ---------------------------------------------------------------------------

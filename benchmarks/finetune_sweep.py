@@ -1,0 +1,159 @@
+"""One validation-only fit of the fine-tuning recipe, written as a JSON record: the sweep harness of issue 29.
+
+Fits :func:`~contrastive_landmarks.train.finetune` on the *training* frames of a development project (the
+library's seed-0 80/20 split; the test frames are never read), optionally after the footage step
+(:func:`~contrastive_landmarks.train.footage.adapt_to_footage` on the project's own videos), and writes one record
+to ``--out``: command, commit, torch version, machine, seed, options, the validation curve, the validation error
+beside the training frames' mean pose, and the minutes of each part. Run several single-thread fits at once::
+
+    python benchmarks/finetune_sweep.py lp --footage-steps 150 --seed 1 --threads 1 \
+        --out benchmarks/results/sweep/lp-faces-footage150-s1.json &
+    python benchmarks/finetune_sweep.py lp --footage-steps 0 --num-labelled 10 --set augment.rotation=180 ...
+
+``--set`` takes :class:`~contrastive_landmarks.train.FinetuneOptions` fields (``lr=3e-4``), ``framing.*`` /
+``augment.*`` fields of its :class:`~contrastive_landmarks.framing.Framing` and
+:class:`~contrastive_landmarks.train.keypoint_views.ViewAugment`, and ``footage.*`` fields of
+:class:`~contrastive_landmarks.train.footage.FootageOptions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from contrastive_landmarks import load_backbone
+from contrastive_landmarks.data.base import KeypointSubset
+from contrastive_landmarks.data.dlc import DLCProject, dlc_split
+from contrastive_landmarks.train.finetune import FinetuneOptions, finetune
+from contrastive_landmarks.train.footage import FootageOptions, adapt_to_footage, project_videos
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+PROJECTS = {"dlc": DATA / "dlc-reaching", "lp": DATA / "lp-mirror-mouse" / "CollectedData.csv"}
+
+
+def _value(text: str, like):
+    if isinstance(like, bool):
+        return text.lower() in ("1", "true", "yes", "on")
+    if like is None:
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return None if text == "None" else text
+    return type(like)(text)
+
+
+def _options(items: list[str]) -> tuple[FinetuneOptions, FootageOptions]:
+    """``FinetuneOptions`` and ``FootageOptions`` with ``--set key=value`` applied (``augment.x``, ``framing.x``,
+    ``footage.x`` address the nested dataclasses)."""
+    base, footage = FinetuneOptions(), FootageOptions()
+    top: dict = {}
+    nested: dict[str, dict] = {"augment": {}, "framing": {}, "footage": {}}
+    for item in items:
+        key, text = item.split("=", 1)
+        group, _, name = key.rpartition(".")
+        if group:
+            owner = footage if group == "footage" else getattr(base, group)
+            nested[group][name] = _value(text, getattr(owner, name))
+        else:
+            top[key] = _value(text, getattr(base, key))
+    for group in ("augment", "framing"):
+        if nested[group]:
+            top[group] = dataclasses.replace(getattr(base, group), **nested[group])
+    return dataclasses.replace(base, **top), dataclasses.replace(footage, **nested["footage"])
+
+
+def _machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+        )
+        if os.path.exists("/proc/cpuinfo")
+        else platform.processor(),
+        "cpus": os.cpu_count(),
+        "load_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        status = ["git", "status", "--porcelain", "contrastive_landmarks"]
+        dirty = subprocess.run(status, capture_output=True, text=True)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("project", choices=sorted(PROJECTS))
+    parser.add_argument("--backbone", default="resnet18-faces", help="what load_backbone reads (resnet18: random)")
+    parser.add_argument("--footage-steps", type=int, default=0, help="MoCo steps on the project's videos (0: none)")
+    parser.add_argument("--num-labelled", type=int, default=None, help="a seeded subset of the training frames")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fit, the subset and the footage step")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], help="option overrides, key=value")
+    parser.add_argument("--out", required=True, help="JSON record to write")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    options, footage = _options(args.set)
+    footage = dataclasses.replace(footage, steps=args.footage_steps, seed=args.seed)
+    options = dataclasses.replace(options, seed=args.seed, num_labelled=args.num_labelled, progress=False)
+    project = DLCProject(PROJECTS[args.project])
+    train = KeypointSubset(project, dlc_split(project, "train"))
+    torch.manual_seed(args.seed)  # a random init, when the backbone has no weights
+    backbone = load_backbone(args.backbone)
+    record: dict = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": _commit(),
+        "torch": torch.__version__,
+        "machine": _machine(),
+        "project": args.project,
+        "backbone": args.backbone,
+        "seed": args.seed,
+        "set": args.set,
+        "options": options.settings,
+        "footage": dataclasses.asdict(footage),
+        "split": "seed-0 dlc_split train frames; validation held out of them; test frames not read",
+    }
+    started = time.perf_counter()
+    if footage.steps:
+        with tempfile.TemporaryDirectory() as folder:
+            backbone = adapt_to_footage(backbone, project_videos(PROJECTS[args.project]), folder, footage)
+    record["footage_minutes"] = (time.perf_counter() - started) / 60
+    fitted = time.perf_counter()
+    result = finetune(backbone, train, options=options)
+    record.update(
+        {
+            "finetune_minutes": (time.perf_counter() - fitted) / 60,
+            "minutes": (time.perf_counter() - started) / 60,
+            "val_error_px": result.score,
+            "mean_pose_px": result.baseline,
+            "best_step": result.best_step,
+            "train_frames": result.config["train_frames"],
+            "val_frames": result.config["val_frames"],
+            "curve": result.history,
+            "warnings": result.warnings,
+            "load_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        }
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("val_error_px", "mean_pose_px", "best_step", "minutes")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
