@@ -25,7 +25,10 @@ The recipe (``docs/benchmarks.md``, "Fine-tuning", says which choices were compa
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,16 +39,17 @@ import torch
 from torch import Tensor
 
 from ..backbone import Backbone
-from ..coords import cell_centers, pixels_to_normalized
+from ..coords import pixels_to_normalized
 from ..device import autocast_dtype, resolve_device
 from ..framing import Framing, frame_boxes
 from ..hypercolumn import Hypercolumn
 from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
-from ..regressor import LandmarkRegressor, regression_loss, spatial_softmax
+from ..regressor import LandmarkRegressor, distribution_loss, regression_loss, spatial_softmax
 from ._loop import BestState, check_resumable, holdout_split, warmup_cosine
 from .checkpoint import load_checkpoint, save_checkpoint
 from .features import check_dataset
+from .footage import RECORD_NAME, FootageOptions, adapt_to_footage
 from .interrupt import StopOnInterrupt, TrainingInterrupted
 from .keypoint_views import KeypointViews, ViewAugment
 from .regressor_fitting import default_heatmaps, diagnose
@@ -62,7 +66,8 @@ class FinetuneOptions:
     ``num_labelled``: fit on a seeded subset of this many training frames (the few-label setting; its
     validation frames come out of the same subset). ``device``: ``None`` / ``"auto"`` (the GPU when there is
     one), ``"cpu"``, ``"cuda"``, ...; ``precision``: autocast ``auto`` (bfloat16 where the device computes it
-    natively), ``fp32``, ``fp16`` or ``bf16``.
+    natively), ``fp32``, ``fp16`` or ``bf16``. ``footage``: the footage step's budget, run when :func:`finetune`
+    is given videos (:mod:`.footage`).
     """
 
     steps: int = 1500
@@ -79,6 +84,7 @@ class FinetuneOptions:
     heatmaps_per_landmark: int | None = None
     framing: Framing = field(default_factory=Framing)
     augment: ViewAugment = field(default_factory=ViewAugment)
+    footage: FootageOptions = field(default_factory=FootageOptions)
     val_fraction: float = 0.15
     num_labelled: int | None = None
     eval_every: int | None = None
@@ -106,8 +112,9 @@ class FinetuneOptions:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What a checkpoint records and a resume must match: every option but where to write and how to show it."""
-        skip = ("output_dir", "resume", "progress", "checkpoint_every", "device")
+        """What a checkpoint records and a resume must match: every option but where to write and how to show it
+        (the footage step checks its own, :func:`~.footage.adapt_to_footage`)."""
+        skip = ("output_dir", "resume", "progress", "checkpoint_every", "device", "footage")
         values = {k: v for k, v in asdict(self).items() if k not in skip}
         return json.loads(json.dumps(values))  # tuples -> lists, as a checkpoint stores them
 
@@ -169,35 +176,6 @@ def pose_in_frames(pose: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
     return pose[None] * boxes[:, None, 2:3] + boxes[:, None, :2]
 
 
-def distribution_loss(
-    probs: Tensor, target: Tensor, visible: Tensor, grid: tuple[int, int], sigma: float = 1.0
-) -> Tensor:
-    """Cross-entropy of each heatmap's spatial softmax against a Gaussian at its landmark (DSNT's regulariser).
-
-    Soft-argmax regression alone only asks each heatmap's *mean* to be right; this asks its mass to sit at the
-    target too (Nibali et al. 2018, "Numerical coordinate regression with convolutional neural networks"), which
-    gives every location a gradient and trains much faster from few labels.
-
-    Args:
-        probs: ``(B, N·K, h·w)`` spatial softmax of the ``K`` heatmaps of each of ``N`` landmarks.
-        target: ``(B, N, 2)`` normalised targets; ``visible``: ``(B, N)``.
-        grid: ``(h, w)``; ``sigma``: the Gaussian's standard deviation in grid cells.
-
-    Returns:
-        the mean over visible landmarks and their ``K`` heatmaps of ``-Σ q log p`` (``q`` the normalised Gaussian).
-    """
-    b, n = target.shape[:2]
-    k = probs.shape[1] // n
-    centres = cell_centers(tuple(grid), dtype=probs.dtype, device=probs.device)  # (h*w, 2) normalised
-    cell = centres.new_tensor([2.0 / grid[1], 2.0 / grid[0]])
-    offsets = (centres[None, None] - target.to(probs.dtype)[:, :, None]) / cell  # (B, N, h*w, 2) in cells
-    q = torch.softmax(-0.5 * offsets.pow(2).sum(-1) / sigma**2, dim=-1)  # (B, N, h*w)
-    log_p = probs.clamp_min(1e-12).log().reshape(b, n, k, -1)
-    per_map = -(q[:, :, None] * log_p).sum(-1).mean(-1)  # (B, N)
-    mask = visible.bool()
-    return (per_map * mask).sum() / mask.sum().clamp_min(1)
-
-
 def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOptions, names) -> LandmarkModel:
     size = options.image_size
     grid = size // options.heatmap_stride
@@ -243,23 +221,40 @@ def _schedule(optimizer, options: FinetuneOptions):
 
 
 def finetune(
-    backbone: Backbone, train: Any, val: Any | None = None, options: FinetuneOptions | None = None
+    backbone: Backbone,
+    train: Any,
+    val: Any | None = None,
+    options: FinetuneOptions | None = None,
+    *,
+    videos: Sequence[str | os.PathLike] = (),
 ) -> FinetuneResult:
     """Train ``backbone`` and a landmark regressor end to end on labelled frames; select on validation frames.
 
+    With ``videos``, the footage step comes first (once the labelled frames are read and checked): ``backbone``
+    adapted to the videos by a short MoCo run (:func:`~.footage.adapt_to_footage`, ``options.footage``; its run
+    goes to ``output_dir/footage``, resumable like the rest).
+
     Args:
-        backbone: the starting :class:`~contrastive_landmarks.Backbone` (trained in place).
+        backbone: the starting :class:`~contrastive_landmarks.Backbone` (trained in place, unless the footage
+            step replaces it with its adapted copy).
         train: labelled samples at their stored sizes (no resizing transform): ``image`` ``(3, H, W)`` in
             ``[0, 1]``, ``keypoints`` ``(N, 2)`` pixels, ``visible`` ``(N,)``. Its ``names`` and ``flip_pairs``
             attributes, when present, name the landmarks and allow flips.
         val: held-out labelled frames (never the test set); ``None``: ``options.val_fraction`` of ``train``.
         options: :class:`FinetuneOptions`.
+        videos: the project's unlabelled recordings, for the footage step (none: no footage step).
 
     Raises:
         FinetuneInterrupted: on Ctrl-C, after writing a checkpoint to ``options.output_dir``.
+        PretrainInterrupted: on Ctrl-C during the footage step (its checkpoint is in ``output_dir/footage``).
+        FileNotFoundError: ``resume`` with nothing to resume in ``output_dir``.
     """
     options = options or FinetuneOptions()
     device = resolve_device(options.device)
+    out = Path(options.output_dir) if options.output_dir else None
+    begun = out is not None and (out / CHECKPOINT_NAME).is_file()
+    if options.resume and not begun and not (videos and (out / "footage" / RECORD_NAME).is_file()):
+        raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {options.output_dir}")
     names = list(getattr(train, "names", None) or [])
     flip_pairs = getattr(train, "flip_pairs", None)
     frames, keypoints, visible = load_frames(train)
@@ -279,6 +274,12 @@ def finetune(
     never = [names[j] if names else str(j) for j in range(keypoints.shape[1]) if not bool(visible[:, j].any())]
     if never:
         raise ValueError(f"body parts {never} are labelled in none of the {len(frames)} training frames")
+    footage = None
+    if videos and options.footage.steps:
+        began = time.perf_counter()
+        backbone = _adapt(backbone, videos, options, device)
+        footage = {"videos": [str(v) for v in videos], "steps": options.footage.steps}
+        footage["minutes"] = (time.perf_counter() - began) / 60
     views = KeypointViews(
         frames, keypoints, visible, options.image_size, framing=options.framing, flip_pairs=flip_pairs
     )
@@ -288,7 +289,12 @@ def finetune(
     pose = mean_pose(keypoints, visible, [tuple(f.shape[-2:]) for f in frames])
     baseline = mean_pixel_error(pose_in_frames(pose, sizes), check[1], check[2])
     data = {"names": names, "train_frames": len(frames), "val_frames": 0 if val_data is None else len(check[0])}
-    history, best, step = _train(model, views, check, options, {**options.settings, "data": data})
+    settings = {**options.settings, "data": data}
+    if footage is not None:  # recorded only when it ran, so that checkpoints from before it still resume
+        settings["footage"] = {**asdict(options.footage), "videos": [Path(v).name for v in videos]}
+    history, best, step = _train(
+        model, views, check, dataclasses.replace(options, resume=options.resume and begun), settings
+    )
     model.load_state_dict(best.state)
     model.eval()
     score = best.score if val_data is not None else _validate(model, *check)
@@ -299,12 +305,22 @@ def finetune(
         **{k: v for k, v in asdict(options).items() if k not in ("framing", "augment")},
         "framing": options.framing.config,
         "augment": asdict(options.augment),
+        "footage": footage,
         "device": str(device),
         "train_frames": len(frames),
         "val_frames": data["val_frames"],
         "mean_pose": pose.tolist(),
     }
     return FinetuneResult(model, score, baseline, best.step, step, history, problems, config)
+
+
+def _adapt(backbone: Backbone, videos, options: FinetuneOptions, device: torch.device) -> Backbone:
+    """The footage step, in ``output_dir/footage`` (a temporary folder without an output directory)."""
+    kwargs = {"device": str(device), "resume": options.resume, "progress": options.progress}
+    if options.output_dir:
+        return adapt_to_footage(backbone, videos, Path(options.output_dir) / "footage", options.footage, **kwargs)
+    with tempfile.TemporaryDirectory() as folder:
+        return adapt_to_footage(backbone, videos, folder, options.footage, **kwargs)
 
 
 def _labelled_subset(frames, keypoints: Tensor, visible: Tensor, count: int, seed: int):
@@ -333,8 +349,6 @@ def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneO
     start = 0
     path = Path(options.output_dir) / CHECKPOINT_NAME if options.output_dir else None
     if options.resume:
-        if path is None or not path.is_file():
-            raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {options.output_dir}")
         state = load_checkpoint(path, map_location=device)
         check_resumable(state.get("settings", {}), settings, path)
         model.load_state_dict(state["model"])

@@ -14,19 +14,24 @@ adapted ``backbone/``; a finished step is not redone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..backbone import Backbone, load_backbone
 from ..data.video import VIDEO_EXTENSIONS, video_info
+from ._loop import check_resumable
 from .pretrain import export_backbone, pretrain
 from .pretrain_config import PretrainConfig
 
 __all__ = ["FootageOptions", "adapt_to_footage", "project_videos"]
+
+RECORD_NAME = "footage.json"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,27 @@ def project_videos(project: str | os.PathLike) -> list[Path]:
     return sorted(unique.values())
 
 
+def _settings(backbone: Backbone, videos: Sequence[Path], options: FootageOptions) -> dict:
+    """What a resumed footage step must match: the videos (name and size), the options and the start's weights."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(backbone.body.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return {
+        "videos": [f"{v.name} ({v.stat().st_size} bytes)" for v in videos],
+        "options": asdict(options),
+        "start": f"{backbone.arch} {digest.hexdigest()[:16]}",
+    }
+
+
+def _clear(out: Path) -> None:
+    """Remove what an earlier footage step wrote in ``out`` (and nothing else), so that a fresh run starts afresh."""
+    for name in ("backbone", "init"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in (RECORD_NAME, "checkpoint.pt", "log.jsonl", "config.json"):
+        (out / name).unlink(missing_ok=True)
+
+
 def _frames_used(videos: Sequence[Path], max_frames: int) -> tuple[int, int]:
     """``(every, frames)``: the frame stride that keeps at most ``max_frames`` of the longest video, and the
     frames all videos give with it (each video opened: an unreadable one is named here, before any work)."""
@@ -115,10 +141,12 @@ def adapt_to_footage(
     Args:
         backbone: where to start (weights and normalisation); it is not modified.
         videos: the unlabelled recordings (any file PyAV reads; the ``[video]`` extra).
-        output_dir: folder for the run (``init/`` while it runs, ``checkpoint.pt``, ``log.jsonl``, ``backbone/``).
+        output_dir: folder for the run (``footage.json``, ``init/`` while it runs, ``checkpoint.pt``, ``log.jsonl``,
+            ``config.json``, ``backbone/``).
         options: the budget and sizes (:class:`FootageOptions`).
         device: ``None`` / ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"``, ...
-        resume: continue an interrupted run in ``output_dir`` (a finished one is read back either way).
+        resume: continue the run in ``output_dir`` (a finished one is read back), refused naming what changed when
+            the videos, options or starting weights differ; without it, what an earlier run wrote there is removed.
         progress: show a progress bar with the time left.
 
     Returns:
@@ -128,7 +156,6 @@ def adapt_to_footage(
     Raises:
         ValueError: no videos, an unreadable one (named), fewer frames than one batch, or a checkpoint in
             ``output_dir`` of other settings when resuming.
-        FileExistsError: ``output_dir`` holds an unfinished run and ``resume`` is false.
         PretrainInterrupted: Ctrl-C; the checkpoint of the last finished step is in ``output_dir``.
     """
     options = options or FootageOptions()
@@ -138,7 +165,12 @@ def adapt_to_footage(
     if not videos:
         raise ValueError("the footage step needs at least one video (none given or found in the project)")
     out = Path(output_dir)
-    adapted = out / "backbone"
+    adapted, record = out / "backbone", out / RECORD_NAME
+    settings = _settings(backbone, videos, options)
+    if resume and record.is_file():
+        check_resumable(json.loads(record.read_text()), settings, out)
+    elif not resume:
+        _clear(out)
     if not (adapted / "config.json").is_file():
         every, frames = _frames_used(videos, options.max_frames)
         if frames < options.batch_size:
@@ -146,6 +178,8 @@ def adapt_to_footage(
                 f"the videos hold {frames} frames, fewer than one footage batch of {options.batch_size}: "
                 "give longer videos or a smaller footage batch size"
             )
+        out.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(settings, indent=1) + "\n")
         init = out / "init"
         if not (init / "config.json").is_file():
             backbone.save_pretrained(init)
@@ -166,7 +200,7 @@ def adapt_to_footage(
                 lr=options.lr,
                 schedule="cosine-step",
                 max_steps=options.steps,
-                resume=resume,
+                resume=resume and (out / "checkpoint.pt").is_file(),
                 checkpoint_every=50,
                 num_workers=0,
                 device=device or "auto",

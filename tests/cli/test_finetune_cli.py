@@ -159,3 +159,61 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, capsys, monkeypatch):
     assert main([*argv, *FAST, "--resume"]) == 0
     report = json.loads((tmp_path / "m" / "finetune.json").read_text())
     assert report["steps"] == 8
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_the_footage_step_adapts_to_the_named_video_and_is_recorded(tmp_path, capsys):
+    pytest.importorskip("av")
+    from tests.data.test_video import make_video
+
+    labels = write_csv(tmp_path / "train")
+    video = make_video(tmp_path / "clip.mp4", frames=66, size=(48, 40))
+    out = tmp_path / "model"
+    argv = ["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "4", "--output", str(out), *FAST]
+    assert main([*argv, "--video", str(video), "--footage-steps", "1"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "finetune.json").read_text())
+    assert report["footage"]["steps"] == 1 and report["footage"]["videos"] == [str(video)]
+    assert (out / "footage" / "backbone" / "config.json").is_file()
+    assert "adapted to 1 video(s)" in (out / "README.md").read_text()
+    # without a video the default path says there is no footage step and goes on
+    capsys.readouterr()
+    assert main([*argv[: -len(FAST)], *FAST, "--output", str(tmp_path / "plain")]) == 0
+    assert "no footage step" in capsys.readouterr().out
+    assert json.loads((tmp_path / "plain" / "finetune.json").read_text())["footage"] is None
+
+
+def test_finetune_refuses_in_one_line_what_it_cannot_do(tmp_path, capsys):
+    labels = write_csv(tmp_path / "train")
+    base = ["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "2", *FAST]
+    out = ["--output", str(tmp_path / "m")]
+    assert main([*base, *out, "--footage-steps", "3"]) == 2
+    assert "needs videos" in _one_line_error(capsys)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert main([*base, *out, "--video", str(broken)]) == 2
+    assert "broken.mp4" in _one_line_error(capsys)
+    assert main([*base, *out, "--split", "test"]) == 2
+    assert "its own test frames" in _one_line_error(capsys)
+    assert main([*base, *out, "--resume"]) == 2
+    assert "nothing to resume" in _one_line_error(capsys)
+    assert main([*base, *out, "--device", "nonsense"]) == 2
+    assert "nonsense" in _one_line_error(capsys)
+    assert main([*base, *out, "--num-labelled", "50"]) == 2
+    assert "50" in _one_line_error(capsys)
+    (tmp_path / "file").write_text("x")
+    assert main([*base, "--output", str(tmp_path / "file")]) == 2
+    assert "existing file" in _one_line_error(capsys)
+
+
+def test_num_labelled_fits_on_that_many_frames(tmp_path, capsys):
+    labels = write_csv(tmp_path / "train")
+    out = tmp_path / "few"
+    argv = ["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "2", "--output", str(out), *FAST]
+    assert main([*argv, "--num-labelled", "6"]) == 0, capsys.readouterr().err
+    config = json.loads((out / "finetune.json").read_text())["config"]
+    assert config["train_frames"] + config["val_frames"] == 6

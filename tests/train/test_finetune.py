@@ -142,7 +142,7 @@ def test_mean_pose_lives_in_letterbox_units():
 
 
 def test_distribution_loss_matches_a_naive_formula():
-    from contrastive_landmarks.train.finetune import distribution_loss
+    from contrastive_landmarks.regressor import distribution_loss
 
     g = torch.Generator().manual_seed(0)
     b, n, k, h, w, sigma = 2, 3, 2, 5, 7, 1.3
