@@ -1,5 +1,6 @@
-"""The package's import graph (issue 20): no cycle among module-level imports, and no import that runs upward
-through the layers core < ``train`` < ``evaluation`` < ``cli`` (lazy imports included)."""
+"""The package's import graph (issue 20): no cycle among module-level imports, type-only ones under
+``if TYPE_CHECKING:`` included (issue 28: a type-only cycle is still two modules that need each other), and no
+import that runs upward through the layers core < ``train`` < ``evaluation`` < ``cli`` (lazy imports included)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ def _module_name(path) -> str:
 
 
 def _imports(path) -> list[tuple[str, bool]]:
-    """``(imported module, at module level)`` for every import of the package in ``path``."""
+    """``(imported module, at module level)`` for every import of the package in ``path``; the imports in a
+    module-level ``if`` block (``if TYPE_CHECKING:`` among them) count as module level."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     tree = ast.parse(path.read_text())
     top_level = {id(node) for node in tree.body}
-    top_level |= {id(n) for node in tree.body if isinstance(node, ast.If) for n in node.body}  # TYPE_CHECKING
+    top_level |= {id(n) for node in tree.body if isinstance(node, ast.If) for n in (*node.body, *node.orelse)}
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -42,16 +44,8 @@ def _imports(path) -> list[tuple[str, bool]]:
             continue
         for target in targets:
             if target.startswith("contrastive_landmarks"):
-                typing_only = isinstance(node, ast.ImportFrom) and _under_type_checking(tree, node)
-                found.append((target, id(node) in top_level and not typing_only))
+                found.append((target, id(node) in top_level))
     return found
-
-
-def _under_type_checking(tree, node) -> bool:
-    return any(
-        isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test) and node in block.body
-        for block in tree.body
-    )
 
 
 def _layer(module: str) -> int:
@@ -108,3 +102,5 @@ def test_the_check_sees_imports():
     graph = _graph()
     assert ("contrastive_landmarks.backbone", True) in graph["contrastive_landmarks.pipeline"]
     assert any(t.startswith("contrastive_landmarks.train") for t, _ in graph["contrastive_landmarks.cli.pretrain"])
+    # type-only imports (under ``if TYPE_CHECKING:``) are module-level edges too
+    assert ("contrastive_landmarks.data.base", True) in graph["contrastive_landmarks.data"]

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
 from ..metrics import resolve_metric
+from ..train._loop import holdout_split
 from ..train.features import collate, eval_mode, index_batches, regressor_maps
 from ..train.regressor_fitting import RegressorFit, fit_regressor
 from .matching import describe
@@ -28,14 +29,9 @@ __all__ = ["StageSubset", "evaluate_regression", "predict_dataset", "split_indic
 
 
 def split_indices(n: int, val_fraction: float, seed: int, max_val: int | None = None) -> tuple[list[int], list[int]]:
-    """A fixed random ``(train, val)`` split of ``range(n)`` (``torch.Generator`` seeded with ``seed``)."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    count = round(n * val_fraction)
-    if max_val is not None:
-        count = min(count, max_val)
-    return sorted(order[count:]), sorted(order[:count])
+    """A fixed random ``(train, val)`` split of ``range(n)``: ``round(val_fraction · n)`` held out (at most
+    ``max_val``), drawn with ``seed``; the training recipes' own split (:func:`~.train._loop.holdout_split`)."""
+    return holdout_split(n, val_fraction, seed, max_count=max_val)
 
 
 class StageSubset(nn.Module):

@@ -10,6 +10,7 @@ push`` (:mod:`.cli`).
 
 from __future__ import annotations
 
+from ..metrics import mean_shape
 from .batchnorm import recalibrate_batchnorm
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .finetune import FinetuneInterrupted, FinetuneOptions, FinetuneResult, finetune
@@ -18,7 +19,8 @@ from .moco import MoCo, MoCoEncoder, MoCoHead, moco_loss
 from .moco_views import PRESETS, MoCoAugment, Preset, get_preset
 from .pretrain import CosineSchedule, PretrainConfig, export_backbone, pretrain
 from .projector_fitting import ProjectorFitResult, fit_projector, projector_loss
-from .regressor_fitting import Augment, RegressorFit, fit_regressor, mean_shape
+from .regressor_fitting import RegressorFit, fit_regressor
+from .regressor_views import Augment
 
 __all__ = [
     "PRESETS",

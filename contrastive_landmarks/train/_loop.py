@@ -55,15 +55,16 @@ class BestState:
     Args:
         module: whose ``state_dict`` is copied at each improvement (and at the start, as step 0).
         patience: :attr:`stale` becomes true after this many evaluations without improvement (``None``: never).
+        min_improvement: a score counts as better only below ``best · (1 - min_improvement)`` (0: any lower score).
     """
 
-    def __init__(self, module: torch.nn.Module, patience: int | None = None) -> None:
+    def __init__(self, module: torch.nn.Module, patience: int | None = None, min_improvement: float = 0.0) -> None:
         self.score, self.step, self.state = math.inf, 0, copy.deepcopy(module.state_dict())
-        self.patience, self.since = patience, 0
+        self.patience, self.since, self.min_improvement = patience, 0, float(min_improvement)
 
     def update(self, score: float, step: int, module: torch.nn.Module) -> bool:
         """Record an evaluation; returns whether it improved on the best."""
-        if score < self.score:
+        if score < self.score * (1 - self.min_improvement):
             self.score, self.step, self.state, self.since = (
                 float(score),
                 int(step),

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
 from ..metrics import mean_shape, spread_ratio
 from ..regressor import LandmarkRegressor
-
-if TYPE_CHECKING:
-    from .regressor_fitting import Head, Run, Schedule, Views
+from .regressor_training import Head, Run, Schedule, Views
 
 __all__ = ["RegressorFit", "diagnose", "report"]
 

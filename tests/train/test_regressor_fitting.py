@@ -10,9 +10,10 @@ import torch
 
 from contrastive_landmarks import Hypercolumn, SpatialProjector, load_backbone
 from contrastive_landmarks.evaluation.regression import StageSubset
-from contrastive_landmarks.train import Augment, fit_regressor, mean_shape
+from contrastive_landmarks.metrics import mean_shape, resolve_metric
+from contrastive_landmarks.train import Augment, fit_regressor
 from contrastive_landmarks.train.features import StageMapBank, eval_mode, regressor_maps
-from contrastive_landmarks.train.regressor_fitting import predict, resolve_metric
+from contrastive_landmarks.train.regressor_fitting import predict
 
 
 def blobs(n: int, seed: int, size: int = 48) -> list[dict]:
@@ -232,3 +233,10 @@ def test_defaults_beat_the_mean_shape_by_a_quarter_on_real_faces(shared_data, si
     result = fit_regressor(Hypercolumn(load_backbone("resnet18"), size=None), train, val, warn=False)
     assert result.improvement >= 0.25, (result.score, result.baseline)
     assert result.spread >= 0.6
+
+
+def test_a_device_torch_does_not_know_is_refused_in_one_line(features):
+    with pytest.raises(ValueError, match="'nonsense' is not a torch device"):
+        fit_regressor(features, blobs(4, 0), device="nonsense", **QUICK)
+    with pytest.raises(ValueError, match="'nonsense' is not a torch device"):
+        predict(features, fit_regressor(features, blobs(4, 0), **QUICK).regressor, blobs(2, 1), device="nonsense")
