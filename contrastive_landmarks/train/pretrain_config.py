@@ -11,7 +11,15 @@ from dataclasses import dataclass, field, fields
 
 from .moco_views import get_preset
 
-__all__ = ["CosineSchedule", "PretrainConfig"]
+__all__ = ["RECIPE_DEFAULTS", "CosineSchedule", "PretrainConfig"]
+
+#: What ``arch``, ``batch_size``, ``queue_size`` and ``epochs`` default to: the authors' recipe (ResNet-50, batch
+#: 256, 800 epochs: days on a CPU), and for the ``animals`` preset a ResNet-18 run of minutes on a CPU (the
+#: settings the footage step of ``finetune`` uses, :mod:`.footage`).
+RECIPE_DEFAULTS = {
+    "authors": {"arch": "resnet50", "batch_size": 256, "queue_size": 4096, "epochs": 800},
+    "animals": {"arch": "resnet18", "batch_size": 64, "queue_size": 512, "epochs": 10},
+}
 
 
 def _help(text: str) -> dict:
@@ -22,7 +30,9 @@ def _help(text: str) -> dict:
 class PretrainConfig:
     """Everything a MoCo pretraining run needs; the defaults are the authors' recipe (faces).
 
-    Each field's ``metadata["help"]`` is its command-line help text.
+    Each field's ``metadata["help"]`` is its command-line help text. ``arch``, ``batch_size``, ``queue_size`` and
+    ``epochs`` left ``None`` follow the preset (:data:`RECIPE_DEFAULTS`): the authors' GPU recipe, or for the
+    ``animals`` preset (a user's own videos) a run of minutes on a CPU; :meth:`validate` fills them in.
     """
 
     data: list[str] = field(
@@ -59,7 +69,13 @@ class PretrainConfig:
         ),
     )
     border: int | None = field(default=None, metadata=_help("border crop in pixels (default: the preset's, scaled)"))
-    arch: str = field(default="resnet50", metadata=_help("timm ResNet: resnet18, resnet50, ... (test_resnet: tests)"))
+    arch: str | None = field(
+        default=None,
+        metadata=_help(
+            "timm ResNet: resnet18, resnet50, ... (test_resnet: tests); default resnet50 (the authors'), resnet18 "
+            "for the animals preset"
+        ),
+    )
     init: str | None = field(
         default=None,
         metadata=_help(
@@ -68,7 +84,9 @@ class PretrainConfig:
         ),
     )
     dim: int = field(default=128, metadata=_help("embedding size of the MoCo head"))
-    queue_size: int = field(default=4096, metadata=_help("MoCo queue length K (negatives)"))
+    queue_size: int | None = field(
+        default=None, metadata=_help("MoCo queue length K (negatives); default 4096, 512 for the animals preset")
+    )
     temperature: float = field(default=0.07, metadata=_help("softmax temperature"))
     key_momentum: float = field(default=0.999, metadata=_help("EMA momentum of the key encoder (over parameters)"))
     mlp_head: bool = field(default=False, metadata=_help("MoCo v2 MLP head instead of the authors' linear head"))
@@ -91,8 +109,16 @@ class PretrainConfig:
             "improve a frozen probe, docs/benchmarks.md)"
         ),
     )
-    epochs: int = field(default=800, metadata=_help("training epochs"))
-    batch_size: int = field(default=256, metadata=_help("global batch size (split over processes)"))
+    epochs: int | None = field(
+        default=None,
+        metadata=_help(
+            "training epochs; default 800 (the authors'), 10 for the animals preset (about 1.5 minutes of a 2-core "
+            "CPU on a 1,000-frame video; thin long videos with --every / --max-frames)"
+        ),
+    )
+    batch_size: int | None = field(
+        default=None, metadata=_help("global batch size (split over processes); default 256, 64 for the animals preset")
+    )
     lr: float = field(default=0.03, metadata=_help("SGD learning rate"))
     momentum: float = field(default=0.9, metadata=_help("SGD momentum"))
     weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay"))
@@ -142,13 +168,18 @@ class PretrainConfig:
     export: bool = field(default=True, metadata=_help("export the backbone to output_dir/backbone when training ends"))
 
     def validate(self) -> None:
-        """Raise :class:`ValueError` naming the first bad field."""
+        """Fill the preset's defaults into the fields left ``None``; raise :class:`ValueError` naming the first bad
+        field."""
         if isinstance(self.data, (str, os.PathLike)):
             self.data = [str(self.data)]
         if isinstance(self.video, (str, os.PathLike)):
             self.video = [str(self.video)]
         if not self.data and not self.video:
             raise ValueError("data: give at least one image folder, list file or video")
+        recipe = RECIPE_DEFAULTS["animals" if self.preset_name == "animals" else "authors"]
+        for name, value in recipe.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.every < 1 or (self.max_frames is not None and self.max_frames < 1):
             raise ValueError(f"every and max_frames must be >= 1, got {self.every} and {self.max_frames}")
         choices = {

@@ -444,3 +444,17 @@ def test_equivariance_term_against_a_naive_formula():
         model(im_q, im_k)
     with pytest.raises(ValueError, match="warped views are needed"):
         MoCo("test_resnet", dim=8, queue_size=6)(im_q, im_k, warped=(pair.image1, pair.grid))
+
+
+def test_video_only_runs_get_the_cpu_sized_recipe_and_images_the_authors():
+    from contrastive_landmarks.train.pretrain_config import RECIPE_DEFAULTS
+
+    video = PretrainConfig(video=["a.mp4"])
+    video.validate()
+    assert (video.arch, video.batch_size, video.queue_size, video.epochs) == ("resnet18", 64, 512, 10)
+    faces = PretrainConfig(data=["faces/"])
+    faces.validate()
+    assert (faces.arch, faces.batch_size, faces.queue_size, faces.epochs) == ("resnet50", 256, 4096, 800)
+    chosen = PretrainConfig(video=["a.mp4"], arch="resnet50", epochs=3)
+    chosen.validate()  # what the user sets is kept
+    assert (chosen.arch, chosen.epochs, chosen.batch_size) == ("resnet50", 3, RECIPE_DEFAULTS["animals"]["batch_size"])
