@@ -187,11 +187,25 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``contrastive-landmarks`` console script."""
-    from .evaluate_keypoints import shorthand
+    """Entry point of the ``contrastive-landmarks`` console script.
 
-    argv = shorthand(list(sys.argv[1:] if argv is None else argv))
-    command = _command_of(argv)
+    Ctrl-C anywhere (while a subcommand's module imports torch at start-up, or during a command that does not
+    stop cleanly on its own) prints one line and returns 130, the shell's status for an interrupt.
+    """
+    command: str | None = None
+    try:
+        from .evaluate_keypoints import shorthand
+
+        argv = shorthand(list(sys.argv[1:] if argv is None else argv))
+        command = _command_of(argv)
+        return _run(argv, command)
+    except KeyboardInterrupt:
+        print(f"contrastive-landmarks{f' {command}' if command else ''}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str], command: str | None) -> int:
+    """Parse ``argv`` (``command``'s module imported only) and run the subcommand."""
     parser = build_parser([command] if command else [])
     args = parser.parse_args(argv)
     if args.config:

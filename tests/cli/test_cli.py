@@ -88,3 +88,40 @@ def test_other_errors_still_raise(monkeypatch):
     monkeypatch.setattr(demo, "_run", handler)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["demo"])
+
+
+# -- Ctrl-C (issue 31) ----------------------------------------------------------------------------------------
+def test_ctrl_c_while_a_subcommand_imports_torch_is_one_line_and_exit_130(tmp_path):
+    """A real start-up: a fresh interpreter whose ``import torch`` is interrupted, as Ctrl-C during the 1-2 s
+    that import takes does (it printed a 90-line traceback from inside torch before)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from contrastive_landmarks.cli import main\n"
+        "sys.exit(main(['predict', 'resnet18-faces', 'video.mp4']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "contrastive-landmarks predict: interrupted (Ctrl-C)\n"
+
+
+def test_ctrl_c_in_parsing_or_in_a_command_is_one_line_and_exit_130(monkeypatch, capsys):
+    from contrastive_landmarks import demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    assert cli.main(["predict", "resnet18-faces", "a.mp4"]) == 130
+    assert capsys.readouterr().err == "contrastive-landmarks predict: interrupted (Ctrl-C)\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(demo, "_run", interrupted)
+    assert cli.main(["demo"]) == 130
+    assert capsys.readouterr().err == "contrastive-landmarks demo: interrupted (Ctrl-C)\n"
