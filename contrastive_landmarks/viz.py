@@ -1,4 +1,4 @@
-"""Plots: landmarks on images, matches, PCA-to-RGB of descriptor maps, NMF parts, few-shot curves.
+"""Plots: landmarks on images, matches, PCA-to-RGB of descriptor maps, NMF parts, few-shot curves, trajectories.
 
 Every plot is one function returning a :class:`matplotlib.figure.Figure` and, given ``path``,
 saving it as a PNG (``dpi`` pixels per inch, so a figure of ``figsize = (w, h)`` inches is exactly
@@ -29,6 +29,7 @@ __all__ = [
     "plot_matches",
     "plot_nmf_parts",
     "plot_pca",
+    "plot_trajectories",
 ]
 
 
@@ -440,4 +441,79 @@ def plot_keypoints(
         fig.legend(loc="lower center", ncol=min(len(names), 6), fontsize=7, frameon=False)
     fig.suptitle("dots: labels, crosses: predictions, lines join them", fontsize=8)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.08 if names else 0.01, top=0.94, wspace=0.03, hspace=0.05)
+    return _save(fig, path, dpi)
+
+
+def plot_trajectories(
+    xy,
+    likelihood,
+    names: Sequence[str],
+    *,
+    pcutoff: float = 0.6,
+    frames: Sequence[int] | None = None,
+    fps: float | None = None,
+    hide_below_pcutoff: bool = False,
+    title: str | None = None,
+    width: float = 10.0,
+    panel_height: float = 2.2,
+    dpi: int = 100,
+    path: str | os.PathLike | None = None,
+):
+    """x, y and likelihood of each body part over time: three stacked panels sharing the time axis, one line per
+    body part in each (colours as ``predict --labelled-video`` draws them: matplotlib's tab10, in order) and a
+    dashed line at the p-cutoff on the likelihood panel.
+
+    Args:
+        xy: ``(T, N, 2)`` ``(x, y)`` pixels (array or tensor).
+        likelihood: ``(T, N)``.
+        names: the N body part names (the legend).
+        pcutoff: the likelihood line; with ``hide_below_pcutoff``, points below it are left out of the x and y
+            panels (as DeepLabCut's ``plot_trajectories`` does).
+        frames: the T frame numbers (default ``0 .. T-1``); with ``fps``, the axis is in seconds.
+        title: the figure title.
+        width, panel_height: inches; the PNG is ``width * dpi`` by ``(3 * panel_height + 0.6) * dpi`` pixels.
+        path: save a PNG here.
+
+    Returns:
+        the Figure; ``fig.axes[:3]`` are the x, y and likelihood panels.
+    """
+    import numpy as np
+
+    points = np.asarray(xy.detach().cpu() if isinstance(xy, Tensor) else xy, dtype=np.float64)
+    scores = np.asarray(likelihood.detach().cpu() if isinstance(likelihood, Tensor) else likelihood, dtype=np.float64)
+    if points.ndim != 3 or points.shape[-1] != 2 or scores.shape != points.shape[:2]:
+        raise ValueError(f"xy must be (T, N, 2) and likelihood (T, N), got {points.shape} and {scores.shape}")
+    if len(names) != points.shape[1]:
+        raise ValueError(f"{len(names)} names for {points.shape[1]} body parts")
+    time = np.arange(len(points), dtype=np.float64) if frames is None else np.asarray(frames, dtype=np.float64)
+    if fps:
+        time = time / fps
+    if hide_below_pcutoff:
+        points = np.where((scores >= pcutoff)[..., None], points, np.nan)
+    plt = _plt()
+    fig = _figure(plt, (width, 3 * panel_height + 0.6), dpi)
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20" if points.shape[1] > 10 else "tab10"]
+    axes = fig.subplots(3, 1, sharex=True)
+    for j, name in enumerate(names):
+        colour = colours(j % colours.N)
+        axes[0].plot(time, points[:, j, 0], color=colour, linewidth=0.9, label=name)
+        axes[1].plot(time, points[:, j, 1], color=colour, linewidth=0.9)
+        axes[2].plot(time, scores[:, j], color=colour, linewidth=0.9)
+    axes[2].axhline(pcutoff, color="black", linestyle="--", linewidth=0.9, label=f"p-cutoff {pcutoff:g}")
+    axes[0].set_ylabel("x (px)")
+    axes[1].set_ylabel("y (px, down)")
+    axes[1].invert_yaxis()  # up in the plot is up in the image
+    axes[2].set_ylabel("likelihood")
+    axes[2].set_ylim(-0.02, 1.02)
+    axes[2].set_xlabel("time (s)" if fps else "frame")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.margins(x=0)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    axes[2].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path, dpi)

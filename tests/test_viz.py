@@ -97,3 +97,41 @@ def test_plot_fewshot(tmp_path):
 def test_bad_images_are_named():
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         viz.plot_landmarks(torch.rand(2, 1, 8, 8))
+
+
+def test_plot_trajectories_draws_x_y_and_likelihood_of_each_body_part(tmp_path):
+    t = np.arange(120.0)
+    xy = np.stack([np.stack([t, 50 + 0 * t], -1), np.stack([200 - t, 10 + t / 2], -1)], 1)  # (T, 2, 2)
+    likelihood = np.stack([np.full(120, 0.9), np.linspace(0, 1, 120)], 1)
+    scores = torch.from_numpy(likelihood)  # arrays or tensors
+    size = {"width": 6, "panel_height": 1.5, "dpi": 80}
+    fig = viz.plot_trajectories(
+        xy, scores, ["nose", "tail"], pcutoff=0.5, fps=30.0, hide_below_pcutoff=True, path=tmp_path / "t.png", **size
+    )
+    assert png_size(tmp_path / "t.png") == (6 * 80, round((3 * 1.5 + 0.6) * 80))
+    x_panel, y_panel, p_panel = fig.axes[:3]
+    assert [line.get_label() for line in x_panel.get_lines()] == ["nose", "tail"]
+    np.testing.assert_allclose(x_panel.get_lines()[0].get_xdata(), t / 30.0)  # seconds, with fps
+    np.testing.assert_allclose(p_panel.get_lines()[1].get_ydata(), likelihood[:, 1])
+    tail_y = y_panel.get_lines()[1].get_ydata()
+    assert np.isnan(tail_y[likelihood[:, 1] < 0.5]).all() and np.isfinite(tail_y[likelihood[:, 1] >= 0.5]).all()
+    assert y_panel.yaxis_inverted() and p_panel.get_lines()[-1].get_ydata()[0] == 0.5  # the p-cutoff line
+    with pytest.raises(ValueError, match=r"xy must be \(T, N, 2\)"):
+        viz.plot_trajectories(xy[..., 0], likelihood, ["nose", "tail"])
+    with pytest.raises(ValueError, match="1 names for 2 body parts"):
+        viz.plot_trajectories(xy, likelihood, ["nose"])
+
+
+def test_the_plot_trajectories_command_writes_a_png(tmp_path, capsys):
+    from contrastive_landmarks.cli import main
+    from contrastive_landmarks.data.dlc_output import Track, write_track
+
+    rng = np.random.default_rng(0)
+    track = Track(rng.uniform(0, 100, (50, 3, 2)), rng.uniform(0, 1, (50, 3)), ["a", "b", "c"], list(range(50)))
+    write_track(tmp_path / "v.csv", track, "dlc")
+    assert main(["plot-trajectories", str(tmp_path / "v.csv"), "-o", str(tmp_path / "v.png")]) == 0
+    assert png_size(tmp_path / "v.png") == (1000, 720)
+    assert "3 body parts, 50 rows, p-cutoff 0.6 from the default" in capsys.readouterr().err
+    assert main(["plot-trajectories", str(tmp_path / "v.csv"), "-o", str(tmp_path / "no" / "v.png")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and err.count("\n") == 1

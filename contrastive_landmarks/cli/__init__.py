@@ -85,7 +85,19 @@ _COMMANDS: dict[str, _Command] = {
         "contrastive_landmarks.cli.predict",
         "add_predict_parser",
         "train",
-        "landmarks and confidences of a model for image files or a video (CSV, JSON or DeepLabCut CSV)",
+        "landmarks and confidences of a model for image files or videos (CSV, JSON, DeepLabCut CSV or .h5)",
+    ),
+    "filter": _Command(
+        "contrastive_landmarks.cli.filter",
+        "add_filter_parser",
+        "h5",
+        "filter a video's predictions: uncertain points interpolated, swaps undone, jitter smoothed",
+    ),
+    "plot-trajectories": _Command(
+        "contrastive_landmarks.cli.filter",
+        "add_plot_trajectories_parser",
+        "viz",
+        "x, y and likelihood of each body part over time, from a predictions file (PNG)",
     ),
     "evaluate": _Command(
         "contrastive_landmarks.cli.evaluate",
@@ -141,6 +153,19 @@ def _load_config(path: str) -> dict:
     return {k.replace("-", "_"): v for k, v in json.loads(text).items()}
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, with the help column placed after the longest subcommand name: argparse measures the
+    names without the indent it prints them with, so ``plot-trajectories`` would wrap onto a line of its own."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        choices = getattr(action, "_choices_actions", [])
+        if choices and action.help is not argparse.SUPPRESS:
+            longest = max(len(self._format_action_invocation(choice)) for choice in choices)
+            indent = self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest + indent)
+
+
 def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser: ``commands`` (default: all) with their options, the others listed by name.
 
@@ -149,6 +174,7 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     wanted = set(_COMMANDS) if commands is None else set(commands)
     parser = argparse.ArgumentParser(
         prog="contrastive-landmarks",
+        formatter_class=_HelpFormatter,
         description="Learn object-landmark representations without labels (MoCo + hypercolumns + spatial "
         "projector) and turn them into keypoints with a few labels.",
     )

@@ -1,36 +1,55 @@
-"""The ``predict`` subcommand: a model's landmarks and confidences for image files or a video, as CSV, JSON or
-DeepLabCut CSV.
+"""The ``predict`` subcommand: a model's landmarks and confidences for image files or videos, as CSV, JSON,
+DeepLabCut CSV or DeepLabCut's ``.h5``; ``--filter`` also writes the filtered track of each video.
 
 Images of any size are read as they are; :meth:`~contrastive_landmarks.LandmarkModel.detect` resizes each to the
 model's input size and returns points in the image's own pixels (pixel centres at integers), so the output
 can be drawn on the original files. Scores are :func:`~contrastive_landmarks.pipeline.landmark_scores`.
 
-A video (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.m4v``, or any file PyAV opens; the ``[video]`` extra) is
-decoded once, in order, in batches of ``--batch-size`` frames, and written one row per frame (the row's index is
-the frame number), in DeepLabCut's layout by default; ``--labelled-video`` also writes a copy with the points
-drawn as coloured dots.
+Videos (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.m4v``, or any file PyAV opens; the ``[video]`` extra), given
+as files or folders, are each decoded once, in order, in batches of ``--batch-size`` frames, and written one row
+per frame (the row's index is the frame number), in DeepLabCut's layout by default. Each output goes beside its
+video (or into the ``--output`` folder) under DeepLabCut's naming, ``<video stem>DLC_<model folder name>.csv``
+(``.h5`` with ``--format h5``; DeepLabCut's own is ``<video stem>DLC_<network><task><date>shuffle<n>_<iteration>.h5``:
+the scorer, ``DLC_...``, appended to the stem, which is what DeepLabCut's tools look for), with that scorer in the
+file's ``scorer`` level. ``--labelled-video`` also writes a copy with the points drawn as coloured dots
+(``<stem>DLC_<model>_labeled.mp4`` in a folder). Every input video is opened (a truncated or unreadable one is
+named) and every output checked to be writable before the first frame is predicted. ``--filter median|savgol``
+then writes ``<output stem>_filtered<ext>`` (and, for an ``.h5``, the ``_filtered.csv`` DeepLabCut's
+``filterpredictions`` writes beside it) with :func:`~contrastive_landmarks.filtering.filter_track`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
+import os
 import sys
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..data.dlc_output import FORMATS, format_for, write_track
 from .common import UserError, fail, progress_available, setup
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["add_predict_parser", "draw_points", "image_files", "positive_int", "write_predictions"]
+    from ..data.dlc_output import Track
 
-FORMATS = ("csv", "json", "dlc")
+__all__ = [
+    "add_predict_parser",
+    "check_writable",
+    "dlc_scorer",
+    "draw_points",
+    "positive_int",
+    "predict_inputs",
+    "track_of",
+]
+
+#: What a DeepLabCut-named output's extension is, per format.
+SUFFIXES = {"csv": ".csv", "dlc": ".csv", "json": ".json", "h5": ".h5"}
 #: Dot colours of a labelled video, one per landmark in turn (matplotlib's tab10), RGB 0..255.
 PALETTE = (
     (31, 119, 180),
@@ -57,58 +76,74 @@ def positive_int(text: str) -> int:
     return value
 
 
-def image_files(paths: list[str]) -> list[Path]:
-    """The image files ``paths`` names; a folder gives its images, sorted. Raises a :class:`UserError` naming
-    a path that does not exist or a folder without images."""
-    from ..data.folder import IMAGE_EXTENSIONS
+def _folder_videos(folder: Path) -> list[Path]:
+    """The videos of ``folder`` by suffix, sorted, leaving out labelled copies (``*_labeled.*``, DeepLabCut's
+    naming and ``--labelled-video``'s)."""
+    from ..data.video import VIDEO_EXTENSIONS
 
-    files: list[Path] = []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.stem.endswith("_labeled")
+    )
+
+
+def predict_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
+    """``(videos, images)`` that ``paths`` name, one of them empty.
+
+    A folder gives its videos (:data:`~contrastive_landmarks.data.video.VIDEO_EXTENSIONS`, labelled copies left
+    out), else its images; a file is an image by its suffix, else a video if it is one
+    (:func:`~contrastive_landmarks.data.video.is_video_file`), else an image (which then fails to load, named).
+
+    Raises:
+        UserError: a path that does not exist, a folder with neither, or videos and images together.
+    """
+    from ..data.folder import IMAGE_EXTENSIONS
+    from ..data.video import VIDEO_EXTENSIONS, is_video_file
+
+    videos: list[Path] = []
+    images: list[Path] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise UserError(f"folder {path} has no images in it ({', '.join(IMAGE_EXTENSIONS)})")
-            files.extend(found)
+            found = _folder_videos(path)
+            if found:
+                videos += found
+                continue
+            pictures = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not pictures:
+                raise UserError(
+                    f"folder {path} has no videos ({', '.join(VIDEO_EXTENSIONS)}) or images "
+                    f"({', '.join(IMAGE_EXTENSIONS)}) in it"
+                )
+            images += pictures
         elif not path.is_file():
-            raise UserError(f"image not found: {path}")
+            raise UserError(f"input not found: {path}")
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS and is_video_file(path):
+            videos.append(path)
         else:
-            files.append(path)
-    return files
+            images.append(path)
+    if videos and images:
+        raise UserError(f"predict reads videos or images, not both in one call: got video {videos[0]} and {images[0]}")
+    return list(dict.fromkeys(videos)), images
 
 
-def write_predictions(
-    path: Path, rows: list[dict], names: list[str], fmt: str, scorer: str = "model", *, key: str = "image"
-) -> None:
-    """Write ``rows`` (``{key, "points": [(x, y)] * N, "scores": [s] * N}``) to ``path`` as ``fmt``.
+def dlc_scorer(model: str) -> str:
+    """DeepLabCut's scorer for a model directory or registry name: ``DLC_<its folder name>``."""
+    return f"DLC_{Path(str(model).rstrip('/').rstrip(os.sep)).name}"
 
-    ``csv``: ``<key>,<name>_x,<name>_y,<name>_score,...``. ``json``: a list of ``{<key>, "landmarks":
-    {name: {"x", "y", "score"}}}``. ``dlc``: DeepLabCut's 3-row header (scorer / bodyparts / coords
-    ``x, y, likelihood``), one row per image. ``key`` is ``"image"`` (a path) or ``"frame"`` (a frame number).
-    """
-    if fmt == "json":
-        payload = [
-            {
-                key: r[key],
-                "landmarks": {
-                    n: {"x": p[0], "y": p[1], "score": s} for n, p, s in zip(names, r["points"], r["scores"])
-                },
-            }
-            for r in rows
-        ]
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-        return
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        if fmt == "dlc":
-            writer.writerow(["scorer", *[scorer] * (3 * len(names))])
-            writer.writerow(["bodyparts", *[n for n in names for _ in range(3)]])
-            writer.writerow(["coords", *["x", "y", "likelihood"] * len(names)])
-        else:
-            writer.writerow([key, *[f"{n}_{c}" for n in names for c in ("x", "y", "score")]])
-        for r in rows:
-            values = [f"{v:.3f}" for p, s in zip(r["points"], r["scores"]) for v in (p[0], p[1], s)]
-            writer.writerow([r[key], *values])
+
+def track_of(rows: list[dict], names: list[str], scorer: str = "model", *, key: str = "image") -> Track:
+    """``rows`` (``{key, "points": (N, 2), "scores": (N,)}`` each) as a
+    :class:`~contrastive_landmarks.data.dlc_output.Track` of ``len(rows)`` rows and the N landmarks ``names``."""
+    import numpy as np
+
+    from ..data.dlc_output import Track
+
+    count = len(names)
+    points = np.asarray([r["points"] for r in rows], dtype=np.float64).reshape(len(rows), count, 2)
+    scores = np.asarray([r["scores"] for r in rows], dtype=np.float64).reshape(len(rows), count)
+    return Track(points, scores, names, [r[key] for r in rows], scorer=scorer, key=key)
 
 
 def draw_points(images: Tensor, points: Tensor, radius: int | None = None) -> Tensor:
@@ -140,34 +175,102 @@ def draw_points(images: Tensor, points: Tensor, radius: int | None = None) -> Te
     return images
 
 
-def _video_input(paths: list[str]) -> Path | None:
-    """The video ``paths`` names (by suffix, or a file PyAV opens), or ``None`` when they name images."""
-    from ..data.folder import IMAGE_EXTENSIONS
-    from ..data.video import is_video_file
-
-    videos = [Path(p) for p in paths if Path(p).suffix.lower() not in IMAGE_EXTENSIONS and not Path(p).is_dir()]
-    videos = [p for p in videos if is_video_file(p)]
-    if not videos:
-        return None
-    if len(paths) > 1:
-        raise UserError(f"predict reads one video at a time, or image files; got {len(paths)} inputs with {videos[0]}")
-    return videos[0]
+def _is_folder_name(name: str) -> bool:
+    return Path(name).is_dir() or name.endswith(("/", os.sep))
 
 
-def _output_path(args: argparse.Namespace, video: Path | None) -> Path:
+def check_writable(path: Path, inputs: list[Path]) -> None:
+    """A :class:`UserError` unless ``path`` can be written: its folder exists and is writable, it is not a folder,
+    not a read-only file, and not one of the ``inputs``."""
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: the output folder {path.parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot write {path}: no permission to write there")
+    if path.exists() and any(path.resolve() == i.resolve() for i in inputs):
+        raise UserError(f"{path} is an input; write the output elsewhere")
+
+
+@dataclass
+class _VideoJob:
+    """One video and where its outputs go: predictions, an optional labelled copy, and the ``(file, format)``
+    pairs of the filtered track (none without ``--filter``)."""
+
+    video: Path
+    output: Path
+    labelled: Path | None
+    filtered: list[tuple[Path, str]]
+
+
+def _plan_videos(args: argparse.Namespace, videos: list[Path], scorer: str) -> tuple[list[_VideoJob], str]:
+    """Where each video's outputs go, and the format; every output checked writable (before any prediction)."""
+    from .filter import filtered_outputs
+
+    single = len(videos) == 1
+    folder: Path | None = None
+    output_file: Path | None = None
     if args.output is not None:
-        output = Path(args.output)
-    elif video is not None:  # DeepLabCut's habit: beside the video, named after it and the model
-        output = video.with_name(f"{video.stem}_{Path(str(args.model)).name}.csv")
-    else:
-        raise UserError("give the file to write with --output (.csv or .json)")
-    written = [output] + ([Path(args.labelled_video)] if args.labelled_video else [])
+        if _is_folder_name(args.output):
+            folder = Path(args.output)
+            if not folder.is_dir():
+                raise UserError(f"the output folder {folder} does not exist")
+        elif not single:
+            raise UserError(
+                f"--output {args.output} names one file but there are {len(videos)} videos: give a folder (each "
+                f"video's predictions are written there as <video>{scorer}.csv or .h5), or leave --output out to "
+                "write each beside its video"
+            )
+        else:
+            output_file = Path(args.output)
+    fmt = _output_format(args.format, output_file, "dlc")
+    labelled_folder: Path | None = None
+    if args.labelled_video and _is_folder_name(args.labelled_video):
+        labelled_folder = Path(args.labelled_video)
+        if not labelled_folder.is_dir():
+            raise UserError(f"the folder {labelled_folder} for --labelled-video does not exist")
+    elif args.labelled_video and not single:
+        raise UserError(
+            f"--labelled-video {args.labelled_video} names one file but there are {len(videos)} videos: give a "
+            f"folder (each copy is written there as <video>{scorer}_labeled.mp4)"
+        )
+    jobs = []
+    for video in videos:
+        output = output_file or (folder or video.parent) / f"{video.stem}{scorer}{SUFFIXES[fmt]}"
+        labelled = None
+        if labelled_folder is not None:
+            labelled = labelled_folder / f"{video.stem}{scorer}_labeled.mp4"
+        elif args.labelled_video:
+            labelled = Path(args.labelled_video)
+        filtered = filtered_outputs(output, fmt) if args.filter else []
+        jobs.append(_VideoJob(video, output, labelled, filtered))
+    written = [p for job in jobs for p in (job.output, job.labelled, *(f for f, _ in job.filtered)) if p is not None]
+    repeated = sorted({str(p) for p in written if written.count(p) > 1})
+    if repeated:
+        raise UserError(f"two outputs would be written to {repeated[0]} (videos with the same name?)")
     for path in written:
-        if not path.parent.is_dir():
-            raise UserError(f"the output folder {path.parent} does not exist")
-        if video is not None and path.resolve() == video.resolve():
-            raise UserError(f"{path} is the input video; write the output elsewhere")
-    return output
+        check_writable(path, videos)
+    return jobs, fmt
+
+
+def _image_output(args: argparse.Namespace, files: list[Path]) -> tuple[Path, str]:
+    if args.output is None:
+        raise UserError("give the file to write with --output (.csv, .json or .h5)")
+    output = Path(args.output)
+    check_writable(output, files)
+    return output, _output_format(args.format, output, "csv")
+
+
+def _output_format(given: str | None, output: Path | None, default: str) -> str:
+    """``--format``, else the one ``output``'s suffix asks for, else ``default``; a :class:`UserError` when
+    ``--format`` and a known suffix disagree (an HDF5 file named ``.csv`` is read by nothing)."""
+    implied = format_for(output, default) if output is not None else default
+    if given is None:
+        return implied
+    suffix = output.suffix.lower() if output is not None else ""
+    if suffix in (".csv", ".json", ".h5", ".hdf5") and SUFFIXES[given] != {".hdf5": ".h5"}.get(suffix, suffix):
+        raise UserError(f"--format {given} writes a {SUFFIXES[given]} file, but --output {output} ends in {suffix}")
+    return given
 
 
 @contextmanager
@@ -204,7 +307,7 @@ def _predict_images(model, files: list[Path], batch_size: int) -> list[dict]:
     return rows
 
 
-def _predict_video(model, video: Path, args: argparse.Namespace) -> list[dict]:
+def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path | None) -> list[dict]:
     """One row per frame (``{"frame", "points", "scores"}``), decoding once; the labelled copy as it goes."""
     import torch
 
@@ -217,7 +320,6 @@ def _predict_video(model, video: Path, args: argparse.Namespace) -> list[dict]:
         from tqdm import tqdm
 
         bar = tqdm(total=len(frames), unit="frame", desc=video.name, file=sys.stderr)
-    labelled = Path(args.labelled_video) if args.labelled_video else None
     writer = VideoWriter(labelled, frames.fps or 30.0) if labelled is not None else None
     rows: list[dict] = []
     flagged: dict[str, list[int]] = {}
@@ -239,7 +341,10 @@ def _predict_video(model, video: Path, args: argparse.Namespace) -> list[dict]:
                 bar.update(len(numbers))
         done = True
         _warn_content(
-            [f"{len(f)} frames are {why} (the first: {', '.join(map(str, f[:5]))})" for why, f in flagged.items()]
+            [
+                f"{len(f)} frames of {video.name} are {why} (the first: {', '.join(map(str, f[:5]))})"
+                for why, f in flagged.items()
+            ]
         )
     finally:
         frames.close()
@@ -256,64 +361,113 @@ def _run_predict(args: argparse.Namespace) -> int:
     from ..pipeline import LandmarkModel
 
     setup(args)
+    videos: list[Path] = []
+    jobs: list[_VideoJob] = []
+    done = 0
     try:
-        video = _video_input(args.images)
-        if args.labelled_video and video is None:
+        videos, files = predict_inputs(args.images)
+        if args.labelled_video and not videos:
             raise UserError("--labelled-video needs a video input")
-        files = image_files(args.images) if video is None else []
-        output = _output_path(args, video)
-        fmt = args.format or {".json": "json"}.get(output.suffix.lower(), "csv" if video is None else "dlc")
+        if args.filter and not videos:
+            raise UserError("--filter needs video input (it smooths each track over time)")
+        settings = {"--window": args.window, "--pcutoff": args.pcutoff, "--max-jump": args.max_jump}
+        unused = [option for option, value in settings.items() if value is not None]
+        if unused and not args.filter:
+            raise UserError(f"{', '.join(unused)} set how --filter filters: add --filter median or --filter savgol")
+        scorer = dlc_scorer(args.model)
+        if videos:
+            from ..data.video import video_info
+
+            for video in videos:  # a truncated or unreadable video is named before any work starts
+                video_info(video)
+            jobs, fmt = _plan_videos(args, videos, scorer)
+        else:
+            output, fmt = _image_output(args, files)
+        if fmt == "h5":
+            from ..data.dlc_output import require_h5
+
+            require_h5()
         model = LandmarkModel.from_pretrained(args.model)
         if model.regressor is None:
             raise UserError(f"{args.model} has no landmark regressor (fit one with fit-regressor)")
         names = list(model.landmark_names) or [f"point{i}" for i in range(model.regressor.num_landmarks)]
-        if video is None:
+        if not videos:
             rows = _predict_images(model, files, args.batch_size)
-        else:
-            rows = _predict_video(model, video, args)
-        scorer = Path(str(args.model)).name
-        write_predictions(output, rows, names, fmt, scorer=scorer, key="image" if video is None else "frame")
+            write_track(output, track_of(rows, names, scorer, key="image"), fmt)
+            print(f"wrote {len(rows)} predictions of {len(names)} landmarks to {output} ({fmt})", file=sys.stderr)
+        for job in jobs:
+            rows = _predict_video(model, job.video, args, job.labelled)
+            track = track_of(rows, names, scorer, key="frame")
+            write_track(job.output, track, fmt)
+            line = f"wrote {len(rows)} predictions (frames of {job.video}) of {len(names)} landmarks to {job.output}"
+            line += f" ({fmt})"
+            if job.labelled is not None:
+                line += f"; labelled video {job.labelled}"
+            if job.filtered:
+                from .filter import describe_filtering, filter_and_write, resolve_pcutoff
+
+                pcutoff, source = resolve_pcutoff(args, job.video)
+                result = filter_and_write(track, job.filtered, args, args.filter, pcutoff)
+                written = ", ".join(str(path) for path, _ in job.filtered)
+                line += f"; filtered ({describe_filtering(result, args.filter, pcutoff, source)}) to {written}"
+            print(line, file=sys.stderr)
+            done += 1
     except (UserError, ValueError, FileNotFoundError, ImportError) as error:
-        return fail("predict", error)
-    source = "" if video is None else f" (frames of {video})"
-    extra = f"; labelled video {args.labelled_video}" if args.labelled_video else ""
-    summary = f"wrote {len(rows)} predictions{source} of {len(names)} landmarks to {output} ({fmt}){extra}"
-    print(summary, file=sys.stderr)
+        finished = f" (after {done} of {len(jobs)} videos were written)" if done else ""
+        return fail("predict", f"{error}{finished}")
     return 0
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``predict``."""
+    from .filter import add_filter_arguments
+
     parser = subparsers.add_parser(
         "predict",
         description="Detect the landmarks of a model directory, registry name (resnet18-faces) or Hub id in image "
-        "files or folders of images, of any size, or in every frame of a video (the [video] extra); points are in "
-        "each image's own pixels (centres at integers), with a confidence per landmark.",
+        "files or folders of images, of any size, or in every frame of videos or folders of videos (the [video] "
+        "extra); points are in each image's own pixels (centres at integers), with a confidence per landmark. Each "
+        "video's predictions go beside it as <video>DLC_<model>.csv (DeepLabCut's naming and layout; .h5 with "
+        "--format h5, the [h5] extra).",
     )
     parser.add_argument("model", help="model directory, registry name or Hub repo id (LandmarkModel.from_pretrained)")
     parser.add_argument(
-        "images", nargs="+", help="image files or folders of images, or one video (.mp4, .avi, .mov, .mkv, .m4v)"
+        "images",
+        nargs="+",
+        metavar="INPUT",
+        help="image files or folders of images, or videos (.mp4, .avi, .mov, .mkv, .m4v) or folders of videos",
     )
     parser.add_argument(
         "--output",
         default=None,
-        help="file to write (.csv or .json); required for images, for a video the default is "
-        "VIDEO-STEM_MODEL.csv beside the video",
+        help="file to write (.csv, .json or .h5), required for images; for videos a folder to write "
+        "<video>DLC_<model>.csv (or .h5 / .json) into, or a file when there is one video; default: beside each video",
     )
     parser.add_argument(
         "--format",
         choices=FORMATS,
         default=None,
-        help="csv (one row per image or frame), json, or dlc (DeepLabCut's 3-row header, x / y / likelihood); "
-        "default: json for a .json output, else dlc for a video and csv for images",
+        help="csv (one row per image or frame), json, dlc (DeepLabCut's CSV: 3-row header, x / y / likelihood) or "
+        "h5 (DeepLabCut's .h5, the [h5] extra); default: from the --output suffix (.json, .h5), else dlc for "
+        "videos and csv for images",
     )
     parser.add_argument(
-        "--labelled-video", default=None, metavar="FILE", help="also write a copy of the video with the points drawn"
+        "--labelled-video",
+        default=None,
+        metavar="FILE|FOLDER",
+        help="also write a copy of the video with the points drawn (a folder: <video>DLC_<model>_labeled.mp4 in it)",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=32, help="images or frames per forward pass (default 32)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for a video)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--filter",
+        choices=("median", "savgol"),
+        default=None,
+        help="also write each video's filtered track as <output>_filtered (see `contrastive-landmarks filter`)",
+    )
+    add_filter_arguments(parser)
     parser.set_defaults(func=_run_predict)
     return parser

@@ -78,7 +78,8 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "missing.png" in err and "Traceback" not in err and err.count("\n") == 1
     (tmp_path / "empty").mkdir()
     assert main(["predict", "resnet18-faces", str(tmp_path / "empty"), "--output", str(tmp_path / "o.csv")]) == 2
-    assert "has no images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "empty has no videos (.mp4" in err and "or images (.jpg" in err and err.count("\n") == 1
     (tmp_path / "a.png").write_text("not an image")
     assert main(["predict", "resnet18-faces", str(tmp_path / "a.png"), "--output", str(tmp_path / "o.csv")]) == 2
     assert "cannot read image" in capsys.readouterr().err
