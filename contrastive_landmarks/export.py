@@ -43,6 +43,7 @@ from .regressor import combine_points, spatial_softmax
 __all__ = [
     "ANTIALIAS",
     "DEFAULT_OPSET",
+    "MIN_OPSET",
     "SIDECAR_FORMAT",
     "OnePass",
     "compare_with_detect",
@@ -53,6 +54,8 @@ __all__ = [
 
 #: ONNX opset of the exported graph (onnxruntime >= 1.12 runs it).
 DEFAULT_OPSET = 17
+#: The oldest opset the graph exports to (its einsum needs 12).
+MIN_OPSET = 12
 #: The sidecar's format name and version.
 SIDECAR_FORMAT = "contrastive_landmarks.onnx/1"
 #: How :func:`~contrastive_landmarks.framing.crop_images` antialiases a crop whose pixels are much larger than the
@@ -206,7 +209,7 @@ def export_onnx(
             model, or a built-in one with a regressor such as ``resnet18-faces``); exported as a float32 CPU copy,
             the model itself is left as it is.
         path: the ``.onnx`` file to write; the sidecar goes beside it as ``.json`` (same stem).
-        opset: the ONNX opset (:data:`DEFAULT_OPSET`).
+        opset: the ONNX opset (:data:`DEFAULT_OPSET`; :data:`MIN_OPSET` or later).
         reference: also write ``<stem>_framing.py``, the numpy-only implementation of the sidecar
             (:mod:`contrastive_landmarks.export_reference`).
 
@@ -214,7 +217,8 @@ def export_onnx(
         the ``.onnx`` path.
 
     Raises:
-        ValueError: a model without a regressor or input size, or a path that is not ``.onnx``.
+        ValueError: a model without a regressor or input size, a path that is not ``.onnx``, an opset below
+            :data:`MIN_OPSET`.
         FileNotFoundError: the folder of ``path`` does not exist.
         ImportError: ``onnx`` is not installed (the ``onnx`` extra).
 
@@ -227,6 +231,8 @@ def export_onnx(
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the ONNX file must end in .onnx, got {path}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"the export needs ONNX opset {MIN_OPSET} or later, got {opset}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"the folder {path.parent} for {path.name} does not exist")
     try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +26,12 @@ from tests.conftest import make_tiny_model
 TOLERANCE_PX = 0.1
 
 
-def _tiny(stages: int | None) -> torch.nn.Module:
+def _tiny(stages: int | None, min_fraction: float = 0.2, sharpen: float = 1.0) -> torch.nn.Module:
+    """The tiny calibrated model; ``sharpen`` scales its heatmap filters, which spreads its (random) points."""
     model = make_tiny_model()
-    model.framing = None if stages is None else Framing(stages=stages, margin=1.5, min_fraction=0.2)
+    model.framing = None if stages is None else Framing(stages=stages, margin=1.5, min_fraction=min_fraction)
+    with torch.no_grad():
+        model.regressor.weight.mul_(sharpen)
     model.calibration = LikelihoodCalibration([(2.0 + 0.5 * i, 1.0 - 0.3 * i) for i in range(5)], radius=4.0)
     return model
 
@@ -77,14 +82,22 @@ def test_boxes_are_the_librarys():
 
 
 # -- the round trip -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stages", [None, 1, 2])
-def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages):
+@pytest.mark.parametrize(
+    ("stages", "min_fraction", "sharpen"),
+    [
+        (None, 0.2, 1.0),  # the frame resized to the input
+        (1, 0.2, 1.0),  # the letterboxed frame
+        (2, 0.2, 1.0),  # then a crop of the smallest side (a fifth of the frame)
+        (2, 0.02, 30.0),  # then a crop of margin x the points' spread (130-170 px)
+    ],
+)
+def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages, min_fraction, sharpen):
     """A calibrated tiny model, exported and run in onnxruntime with the numpy framing, on 640x480 and 832x747
     frames (float and uint8): the points of detect within 0.1 px, its scores within 1e-4."""
     _onnx()
     from contrastive_landmarks.export import compare_with_detect, export_onnx, sample_frames
 
-    model = _tiny(stages)
+    model = _tiny(stages, min_fraction, sharpen)
     path = export_onnx(model, tmp_path / "tiny.onnx")
     frames = sample_frames(((480, 640), (747, 832)))
     gap = compare_with_detect(model, path, frames)
@@ -97,8 +110,11 @@ def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages):
         raw = landmark_scores(model.regression(frames))
     assert float((scores - raw).abs().max()) > 0.05  # a graph without the calibration would fail the comparison
     if stages == 2:  # the second pass moved the points: the comparison covers both passes
-        first = model.detect_in_boxes(frames, frame_boxes([(480, 640), (747, 832)]))
+        sizes = [(480, 640), (747, 832)]
+        first = model.detect_in_boxes(frames, frame_boxes(sizes))
         assert float((first - points).abs().max()) > 0.5
+        side, smallest = model.boxes_around(first, sizes)[:, 2], torch.tensor([min_fraction * max(s) for s in sizes])
+        assert bool((side == smallest).all()) if min_fraction == 0.2 else bool((side > smallest + 1).all()), side
 
 
 def test_the_built_in_face_model_exports(tmp_path, faces_model):
@@ -145,6 +161,16 @@ def test_sidecar_and_the_standalone_framing(tmp_path):
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
     assert imported <= {"__future__", "json", "math", "os", "collections", "pathlib", "numpy", "onnxruntime"}, imported
+    code = (  # as a caller without this library or torch runs it
+        "import sys\n"
+        "sys.modules['torch'] = sys.modules['contrastive_landmarks'] = None\n"
+        "import numpy as np\n"
+        "from animal_framing import ExportedModel\n"
+        "points, scores = ExportedModel('animal.onnx').detect([np.zeros((48, 80, 3), np.uint8)])\n"
+        "assert points.shape == (1, 5, 2) and scores.shape == (1, 5), (points.shape, scores.shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_export_refuses_what_it_cannot_export(tmp_path):
@@ -155,6 +181,8 @@ def test_export_refuses_what_it_cannot_export(tmp_path):
     model = _tiny(2)
     with pytest.raises(ValueError, match=r"must end in \.onnx"):
         export_onnx(model, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="opset 12 or later"):
+        export_onnx(model, tmp_path / "model.onnx", opset=11)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_onnx(model, tmp_path / "missing" / "model.onnx")
     with pytest.raises(ValueError, match="landmark regressor"):

@@ -18,8 +18,8 @@ def _opset(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ONNX opset number, got {text!r}") from None
-    if value < 11:
-        raise argparse.ArgumentTypeError(f"the export needs opset 11 or later, got {value}")
+    if value < 12:
+        raise argparse.ArgumentTypeError(f"the export needs opset 12 or later, got {value}")
     return value
 
 
@@ -72,7 +72,7 @@ def add_export_onnx_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="model directory, registry name or Hub repo id (LandmarkModel.from_pretrained)")
     parser.add_argument("output", help="the .onnx file to write; the .json sidecar and _framing.py go beside it")
-    parser.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=_opset, default=None, help="ONNX opset, 12 or later (default 17)")
     parser.add_argument(
         "--no-reference", action="store_true", help="do not write OUT_framing.py (the numpy framing) beside it"
     )
