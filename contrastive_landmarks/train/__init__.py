@@ -17,7 +17,8 @@ from .finetune import FinetuneInterrupted, FinetuneOptions, FinetuneResult, fine
 from .images import ImageSource, PretrainImages, cache_images, list_images
 from .moco import MoCo, MoCoEncoder, MoCoHead, moco_loss
 from .moco_views import PRESETS, MoCoAugment, Preset, get_preset
-from .pretrain import CosineSchedule, PretrainConfig, export_backbone, pretrain
+from .pretrain import PretrainConfig, export_backbone, pretrain
+from .pretrain_config import CosineSchedule
 from .projector_fitting import ProjectorFitResult, fit_projector, projector_loss
 from .regressor_fitting import RegressorFit, fit_regressor
 from .regressor_views import Augment

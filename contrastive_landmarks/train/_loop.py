@@ -87,15 +87,24 @@ class BestState:
         self.since = int(saved.get("since", 0))
 
 
-def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: object = "the checkpoint") -> None:
+def check_resumable(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    path: object = "the checkpoint",
+    *,
+    reason: str = "it was trained with other settings or data",
+    remedy: str = "pass the same options, or use another output folder to start afresh",
+) -> None:
     """Refuse to resume when any setting recorded in a checkpoint differs from this run's.
 
     Args:
         saved: the settings the checkpoint recorded; current: this run's, under the same keys.
-        path: the checkpoint, for the message.
+        path: the checkpoint, for the message; ``reason``, ``remedy``: the message's words around the changes
+            (each recipe says what its user can do).
 
     Raises:
-        ValueError: naming every changed setting, ``name: old -> new``.
+        ValueError: ``cannot resume {path}: {reason} (name: old -> new; ...); {remedy}``, naming every changed
+            setting in the order of their names.
     """
     changed = [
         f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
@@ -103,7 +112,4 @@ def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], path: 
         if saved.get(key) != current.get(key)
     ]
     if changed:
-        raise ValueError(
-            f"cannot resume {path}: it was trained with other settings or data ({'; '.join(changed)}); "
-            "pass the same options, or use another output folder to start afresh"
-        )
+        raise ValueError(f"cannot resume {path}: {reason} ({'; '.join(changed)}); {remedy}")

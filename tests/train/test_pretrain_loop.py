@@ -14,8 +14,11 @@ import torch
 from PIL import Image
 
 from contrastive_landmarks.cli import main as cli_main
-from contrastive_landmarks.train import MoCoAugment, PretrainConfig, PretrainImages, get_preset, pretrain
+from contrastive_landmarks.device import cpu_has_bfloat16
+from contrastive_landmarks.train import PretrainConfig, pretrain
 from contrastive_landmarks.train.checkpoint import load_checkpoint
+from contrastive_landmarks.train.images import PretrainImages
+from contrastive_landmarks.train.moco_views import MoCoAugment, get_preset
 from contrastive_landmarks.train.pretrain import PretrainInterrupted
 
 # the package exports the function ``pretrain`` under the module's name
@@ -135,7 +138,7 @@ def test_cli_ctrl_c_exits_130_and_prints_the_resume_command(tmp_path, monkeypatc
     assert load_checkpoint(out / "checkpoint.pt")["position"]["global_step"] == 4
 
 
-@pytest.mark.skipif(not pretrain_module._cpu_has_bf16(), reason="this CPU has no native bfloat16")
+@pytest.mark.skipif(not cpu_has_bfloat16(), reason="this CPU has no native bfloat16")
 def test_auto_precision_is_bf16_on_this_cpu_and_close_to_fp32(tmp_path):
     data = _gratings(tmp_path / "images", count=8)
     runs = {p: pretrain(_config(data, tmp_path / p, max_steps=1, precision=p)) for p in ("auto", "fp32", "bf16")}
@@ -144,16 +147,23 @@ def test_auto_precision_is_bf16_on_this_cpu_and_close_to_fp32(tmp_path):
     assert runs["auto"]["history"][0]["loss"] == pytest.approx(runs["fp32"]["history"][0]["loss"], rel=0.02)
 
 
-def test_precision_auto_choice(monkeypatch):
-    config = PretrainConfig(data=["x"])
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(pretrain_module, "_cpu_has_bf16", lambda: True)
-    assert pretrain_module._precision(config, cpu) == torch.bfloat16
-    monkeypatch.setattr(pretrain_module, "_cpu_has_bf16", lambda: False)
-    assert pretrain_module._precision(config, cpu) is None
-    config.precision = "fp32"
-    monkeypatch.setattr(pretrain_module, "_cpu_has_bf16", lambda: True)
-    assert pretrain_module._precision(config, cpu) is None
+def test_precision_auto_choice(tmp_path, monkeypatch):
+    """The run's autocast dtype is the device's (:func:`contrastive_landmarks.device.autocast_dtype`)."""
+    from contrastive_landmarks.train.pretrain_run import build_run
+
+    data, cpu = _gratings(tmp_path / "images", count=4), torch.device("cpu")
+    monkeypatch.setattr("contrastive_landmarks.device.cpu_has_bfloat16", lambda: True)
+    assert build_run(_config(data, tmp_path / "a"), 0, 1, cpu).autocast_dtype == torch.bfloat16
+    monkeypatch.setattr("contrastive_landmarks.device.cpu_has_bfloat16", lambda: False)
+    assert build_run(_config(data, tmp_path / "b"), 0, 1, cpu).autocast_dtype is None
+    monkeypatch.setattr("contrastive_landmarks.device.cpu_has_bfloat16", lambda: True)
+    assert build_run(_config(data, tmp_path / "c", precision="fp32"), 0, 1, cpu).autocast_dtype is None
+
+
+def test_a_device_torch_does_not_know_is_refused_in_one_line(tmp_path):
+    data = _gratings(tmp_path / "images", count=4)
+    with pytest.raises(ValueError, match="'nonsense' is not a torch device"):
+        pretrain(_config(data, tmp_path / "out", device="nonsense"))
 
 
 # -- videos -------------------------------------------------------------------------------------------
