@@ -301,3 +301,10 @@ def test_cli_ctrl_c_exits_130_names_the_resume_command_and_resumes_exactly(tmp_p
 
     a, b = (load_file(str(tmp_path / d / "projector.safetensors")) for d in ("straight", "part"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_device_torch_does_not_know_is_refused_in_one_line(hc):
+    with pytest.raises(ValueError, match="'nonsense' is not a torch device"):
+        fit_projector(hc, _images(4, 0), dim=8, size=GRID, epochs=1, batch_size=4, device="nonsense")
+    with pytest.raises(ValueError, match="'nonsense' is not a torch device"):
+        projector_loss(hc, _untrained(hc), _images(2, 0), size=GRID, device="nonsense")
