@@ -59,3 +59,47 @@ def test_import_is_lazy_and_names_resolve_to_their_modules_objects():
             importlib.import_module(f"contrastive_landmarks.{module}"), name
         )
     assert set(dir(contrastive_landmarks)) >= PUBLIC
+
+
+#: ``contrastive_landmarks.train``: the recipes with their options, results and interrupts and the types they take
+TRAIN_PUBLIC = {
+    "Augment",
+    "FeatureCache",
+    "FinetuneInterrupted",
+    "FinetuneOptions",
+    "FinetuneResult",
+    "Framing",
+    "PretrainConfig",
+    "PretrainInterrupted",
+    "ProjectorFitInterrupted",
+    "ProjectorFitResult",
+    "RegressorFit",
+    "TPSParams",
+    "TrainingInterrupted",
+    "ViewAugment",
+    "export_backbone",
+    "finetune",
+    "fit_projector",
+    "fit_regressor",
+    "pretrain",
+    "projector_loss",
+    "recalibrate_batchnorm",
+}
+
+
+def test_train_exports_the_recipes_and_the_types_they_take():
+    import dataclasses
+
+    from contrastive_landmarks import train
+
+    assert set(train.__all__) == TRAIN_PUBLIC
+    assert all(hasattr(train, name) for name in TRAIN_PUBLIC)
+    options = {f.name: f.type for f in dataclasses.fields(train.FinetuneOptions)}
+    assert options["framing"] == "Framing" and options["augment"] == "ViewAugment"  # both exported
+    for internal in ("MoCoEncoder", "CosineSchedule", "get_rng_state", "set_rng_state", "mean_shape"):
+        assert internal not in train.__all__ and internal not in dir(train)
+    # still importable from here, for code written against the old surface: the module's own object
+    from contrastive_landmarks.train import MoCo
+    from contrastive_landmarks.train.moco import MoCo as own
+
+    assert MoCo is own

@@ -3,6 +3,20 @@ frozen-backbone heads (spatial projector, landmark regressor) and end-to-end fin
 same steps as commands: ``contrastive-landmarks pretrain | export | fit-projector | fit-regressor | finetune |
 push`` (:mod:`.cli`).
 
+The public names are the recipes, with their options, results and interrupts and the types they take:
+
+- :func:`pretrain` (:class:`PretrainConfig`, :class:`PretrainInterrupted`), :func:`export_backbone`,
+  :func:`recalibrate_batchnorm`;
+- :func:`fit_projector` (:class:`ProjectorFitResult`, :class:`ProjectorFitInterrupted`; ``warp``
+  :class:`TPSParams`, ``cache`` :class:`FeatureCache`) and its validation score :func:`projector_loss`;
+- :func:`fit_regressor` (:class:`RegressorFit`; ``augment`` :class:`Augment`);
+- :func:`finetune` (:class:`FinetuneOptions` with :class:`Framing` and :class:`ViewAugment`,
+  :class:`FinetuneResult`, :class:`FinetuneInterrupted`);
+- :class:`TrainingInterrupted`, the base of every interrupt.
+
+Everything else (the MoCo model, its augmentations and presets, the learning-rate schedule, checkpoints and RNG
+state, the image sources) lives in its own module and is not part of the public surface.
+
 >>> from contrastive_landmarks.train import PretrainConfig, pretrain
 >>> pretrain(PretrainConfig(data=["celeba/img_align_celeba"], arch="resnet50"))  # doctest: +SKIP
 >>> result = fit_projector(Hypercolumn(load_backbone("runs/moco/backbone")), images)  # doctest: +SKIP
@@ -10,50 +24,70 @@ push`` (:mod:`.cli`).
 
 from __future__ import annotations
 
-from ..metrics import mean_shape
+import importlib
+from typing import Any
+
+from ..framing import Framing
+from ..tps import TPSParams
 from .batchnorm import recalibrate_batchnorm
-from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .feature_cache import FeatureCache
 from .finetune import FinetuneInterrupted, FinetuneOptions, FinetuneResult, finetune
-from .images import ImageSource, PretrainImages, cache_images, list_images
-from .moco import MoCo, MoCoEncoder, MoCoHead, moco_loss
-from .moco_views import PRESETS, MoCoAugment, Preset, get_preset
-from .pretrain import PretrainConfig, export_backbone, pretrain
-from .pretrain_config import CosineSchedule
-from .projector_fitting import ProjectorFitResult, fit_projector, projector_loss
+from .interrupt import TrainingInterrupted
+from .keypoint_views import ViewAugment
+from .pretrain import PretrainConfig, PretrainInterrupted, export_backbone, pretrain
+from .projector_fitting import ProjectorFitInterrupted, ProjectorFitResult, fit_projector, projector_loss
 from .regressor_fitting import RegressorFit, fit_regressor
 from .regressor_views import Augment
 
 __all__ = [
-    "PRESETS",
     "Augment",
-    "CosineSchedule",
+    "FeatureCache",
     "FinetuneInterrupted",
     "FinetuneOptions",
     "FinetuneResult",
-    "ImageSource",
-    "MoCo",
-    "MoCoAugment",
-    "MoCoEncoder",
-    "MoCoHead",
-    "Preset",
+    "Framing",
     "PretrainConfig",
-    "PretrainImages",
+    "PretrainInterrupted",
+    "ProjectorFitInterrupted",
     "ProjectorFitResult",
     "RegressorFit",
-    "cache_images",
+    "TPSParams",
+    "TrainingInterrupted",
+    "ViewAugment",
     "export_backbone",
     "finetune",
     "fit_projector",
     "fit_regressor",
-    "get_preset",
-    "get_rng_state",
-    "list_images",
-    "load_checkpoint",
-    "mean_shape",
-    "moco_loss",
     "pretrain",
     "projector_loss",
     "recalibrate_batchnorm",
-    "save_checkpoint",
-    "set_rng_state",
 ]
+
+#: Internals this package exported before (issue 28), still importable from here for code written against it;
+#: import them from their modules instead. Not in ``__all__`` or ``dir()``.
+_MOVED = {
+    "CosineSchedule": ".pretrain_config",
+    "ImageSource": ".images",
+    "MoCo": ".moco",
+    "MoCoAugment": ".moco_views",
+    "MoCoEncoder": ".moco",
+    "MoCoHead": ".moco",
+    "PRESETS": ".moco_views",
+    "Preset": ".moco_views",
+    "PretrainImages": ".images",
+    "cache_images": ".images",
+    "get_preset": ".moco_views",
+    "get_rng_state": ".checkpoint",
+    "list_images": ".images",
+    "load_checkpoint": ".checkpoint",
+    "mean_shape": "..metrics",
+    "moco_loss": ".moco",
+    "save_checkpoint": ".checkpoint",
+    "set_rng_state": ".checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
