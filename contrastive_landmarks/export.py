@@ -106,8 +106,10 @@ class OnePass(nn.Module):
         size = model.hypercolumn.output_size(images)
         maps = head_maps(model.hypercolumn.image_stage_maps(images), size, normalize=model.hypercolumn.normalize)
         if model.regressor_input == "projector":
-            maps = [_project(maps, model.projector.weight, model.projector.bias, size)]
-        heatmaps = _project(maps, regressor.weight, None, size)  # (B, N*K, S_h, S_w)
+            projected = _project(maps, model.projector.weight, model.projector.bias, size)
+            heatmaps = regressor.heatmaps(projected)  # (B, N*K, S_h, S_w)
+        else:
+            heatmaps = _project(maps, regressor.weight, None, size)
         probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
         grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)
         n, k = regressor.num_landmarks, regressor.heatmaps_per_landmark

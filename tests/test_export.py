@@ -26,9 +26,13 @@ from tests.conftest import make_tiny_model
 TOLERANCE_PX = 0.1
 
 
-def _tiny(stages: int | None, min_fraction: float = 0.2, sharpen: float = 1.0) -> torch.nn.Module:
-    """The tiny calibrated model; ``sharpen`` scales its heatmap filters, which spreads its (random) points."""
+def _tiny(
+    stages: int | None, min_fraction: float = 0.2, sharpen: float = 1.0, normalize: bool = False
+) -> torch.nn.Module:
+    """The tiny calibrated model; ``sharpen`` scales its heatmap filters, which spreads its (random) points;
+    ``normalize``: per-stage L2-normalised hypercolumn."""
     model = make_tiny_model()
+    model.hypercolumn.normalize = normalize
     model.framing = None if stages is None else Framing(stages=stages, margin=1.5, min_fraction=min_fraction)
     with torch.no_grad():
         model.regressor.weight.mul_(sharpen)
@@ -83,21 +87,22 @@ def test_boxes_are_the_librarys():
 
 # -- the round trip -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("stages", "min_fraction", "sharpen"),
+    ("stages", "min_fraction", "sharpen", "normalize"),
     [
-        (None, 0.2, 1.0),  # the frame resized to the input
-        (1, 0.2, 1.0),  # the letterboxed frame
-        (2, 0.2, 1.0),  # then a crop of the smallest side (a fifth of the frame)
-        (2, 0.02, 30.0),  # then a crop of margin x the points' spread (130-170 px)
+        (None, 0.2, 1.0, False),  # the frame resized to the input
+        (1, 0.2, 1.0, False),  # the letterboxed frame
+        (2, 0.2, 1.0, False),  # then a crop of the smallest side (a fifth of the frame)
+        (2, 0.02, 30.0, False),  # then a crop of margin x the points' spread (130-170 px)
+        (2, 0.2, 1.0, True),  # heads on the per-stage normalised hypercolumn
     ],
 )
-def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages, min_fraction, sharpen):
+def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages, min_fraction, sharpen, normalize):
     """A calibrated tiny model, exported and run in onnxruntime with the numpy framing, on 640x480 and 832x747
     frames (float and uint8): the points of detect within 0.1 px, its scores within 1e-4."""
     _onnx()
     from contrastive_landmarks.export import compare_with_detect, export_onnx, sample_frames
 
-    model = _tiny(stages, min_fraction, sharpen)
+    model = _tiny(stages, min_fraction, sharpen, normalize)
     path = export_onnx(model, tmp_path / "tiny.onnx")
     frames = sample_frames(((480, 640), (747, 832)))
     gap = compare_with_detect(model, path, frames)
@@ -215,3 +220,18 @@ def test_cli_exports_a_model_directory_and_checks_it(tmp_path, capsys):
     args = _parser().parse_args(["export-onnx", str(directory), str(tmp_path / "out.pt")])
     with pytest.raises(UserError, match=r"must be a \.onnx file"):
         args.func(args)
+
+
+def test_cli_registered_as_the_registry_line_says(tmp_path, monkeypatch, capsys):
+    """``main`` with ``export-onnx`` registered by the line cli/__init__.py's ``_COMMANDS`` is to hold: errors are one
+    line with exit status 2."""
+    from contrastive_landmarks import cli
+
+    command = cli._Command(
+        "contrastive_landmarks.cli.export_onnx", "add_export_onnx_parser", "onnx", "export a model to ONNX"
+    )
+    monkeypatch.setitem(cli._COMMANDS, "export-onnx", command)
+    assert cli.main(["export-onnx", "resnet18-faces", str(tmp_path / "faces.txt")]) == 2
+    assert "must be a .onnx file" in capsys.readouterr().err
+    assert cli.main(["export-onnx", "resnet18-faces", str(tmp_path / "missing" / "faces.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
