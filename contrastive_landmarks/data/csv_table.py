@@ -146,6 +146,13 @@ def _number(text: str) -> float:
     return math.nan if not text else float(text)
 
 
+def _is_deeplabcut(rows: list[list[str]]) -> bool:
+    """Whether ``rows`` start with DeepLabCut's header: ``scorer``, then ``bodyparts`` (after ``individuals`` for
+    multi-animal projects) and ``coords`` in the first column."""
+    first = [row[0].strip().lower() if row else "" for row in rows[:4]]
+    return bool(first) and first[0] == "scorer" and "bodyparts" in first and "coords" in first
+
+
 def read_keypoint_csv(path: str | os.PathLike, *, with_names: bool = False):
     """Parse a keypoint CSV (see the module docstring for the layouts).
 
@@ -163,6 +170,11 @@ def read_keypoint_csv(path: str | os.PathLike, *, with_names: bool = False):
     if not rows:
         raise ValueError(f"{path} is empty; expected {_LAYOUT}")
     header = [h.strip() for h in rows[0]]
+    if _is_deeplabcut(rows):
+        raise ValueError(
+            f"{path} is a DeepLabCut labels file (header rows scorer / bodyparts / coords), not a keypoint table: "
+            "read it with --dataset dlc (DLCProject in Python)"
+        )
     if "image" not in header:
         raise ValueError(f"{path}: header has no 'image' column (got {header}); expected {_LAYOUT}")
     names, columns = _columns(path, header)

@@ -492,3 +492,22 @@ def test_a_missing_image_names_the_path_tried_and_the_folder_it_is_relative_to(t
     message = str(error.value)
     assert str(tmp_path / "labels" / "frames" / "gone.png") in message
     assert f"'frames/gone.png' relative to {folder}" in message
+
+
+# -- issue 31: a DeepLabCut labels file given as a plain keypoint CSV ------------------------------------------
+@pytest.mark.parametrize("multi_animal", [False, True])
+def test_a_deeplabcut_csv_read_as_a_keypoint_table_suggests_dataset_dlc(tmp_path, multi_animal):
+    from contrastive_landmarks.data.csv_table import read_keypoint_csv
+
+    header = [
+        "scorer,,,Alex,Alex,Alex,Alex",
+        *(["individuals,,,mouse1,mouse1,mouse1,mouse1"] if multi_animal else []),
+        "bodyparts,,,nose,nose,tail,tail",
+        "coords,,,x,y,x,y",
+    ]
+    path = tmp_path / "CollectedData_Alex.csv"
+    path.write_text("\n".join([*header, "labeled-data,video1,img000.png,10,12,30,31"]) + "\n")
+    with pytest.raises(ValueError, match=r"CollectedData_Alex\.csv is a DeepLabCut labels file.*--dataset dlc"):
+        read_keypoint_csv(path)
+    with pytest.raises(ValueError, match="--dataset dlc"):
+        KeypointCSV(path)
