@@ -9,6 +9,7 @@ once with a message saying what to download).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -30,11 +31,16 @@ __all__ = [
     "read_config",
     "resolve_weights",
     "save_pretrained",
+    "training_state_files",
 ]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+# Training state a command leaves beside a model (finetune_checkpoint.pt, fit_projector_checkpoint.pt,
+# checkpoint.pt): optimiser moments, queues, step counters, hundreds of MiB that no reader of the model needs.
+# A model directory's weights are always safetensors, so nothing a loader reads matches these.
+TRAINING_STATE_PATTERNS = ("*.pt", "*.pth", "*.ckpt")
 _BUILTIN_DIR = Path(__file__).parent / "weights"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -306,6 +312,17 @@ def save_pretrained(
         )
     (directory / CARD_NAME).write_text(card)
     return directory
+
+
+def training_state_files(directory: str | os.PathLike) -> list[Path]:
+    """The files under ``directory`` that are training state (:data:`TRAINING_STATE_PATTERNS`), not the model:
+    what ``push`` leaves out of an upload, sorted."""
+    root = Path(directory)
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in TRAINING_STATE_PATTERNS)
+    )
 
 
 def registry_as_dicts() -> list[dict]:

@@ -167,3 +167,20 @@ def test_directory_round_trip_normalises_with_the_saved_statistics(tmp_path):
     images = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(loaded.normalize(images), backbone.normalize(images))
     assert loaded.preprocessing == backbone.preprocessing
+
+
+# -- issue 31: what push publishes ---------------------------------------------------------------------------
+def test_training_state_files_are_the_checkpoints_beside_a_model(tmp_path):
+    from contrastive_landmarks.hub import training_state_files
+
+    backbone = _trained_backbone()
+    folder = save_pretrained(tmp_path / "model", backbone.body.state_dict(), backbone.config)
+    (folder / "finetune_checkpoint.pt").write_bytes(b"\0")
+    (folder / "fit_projector_checkpoint.pt").write_bytes(b"\0")
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events.out").write_bytes(b"\0")
+    (folder / "old").mkdir()
+    (folder / "old" / "epoch3.ckpt").write_bytes(b"\0")
+    found = [str(path.relative_to(folder)) for path in training_state_files(folder)]
+    assert found == ["finetune_checkpoint.pt", "fit_projector_checkpoint.pt", "old/epoch3.ckpt"]
+    assert training_state_files(tmp_path / "model") and not training_state_files(tmp_path / "nowhere")

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.registry import DATASETS, by_name
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DATASETS",
@@ -15,11 +22,14 @@ __all__ = [
     "add_dataset_arguments",
     "add_frame_data_arguments",
     "add_model_arguments",
+    "check_landmark_names",
+    "check_output_dir",
     "describe_backbone",
     "fail",
     "labelled_dataset",
     "load_hypercolumn",
     "progress_available",
+    "resolve_device_option",
     "resolve_image_size",
     "setup",
     "split_train_val",
@@ -33,11 +43,98 @@ class UserError(Exception):
 
 
 def fail(command: str, error: BaseException | str) -> int:
+    """Print ``contrastive-landmarks COMMAND: error: ERROR`` on stderr; returns the exit status 2."""
     print(f"contrastive-landmarks {command}: error: {error}", file=sys.stderr)
     return 2
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def check_output_dir(path: str | os.PathLike, option: str = "--output") -> Path:
+    """``path`` as a :class:`~pathlib.Path`, or a :class:`UserError` when no folder can be made there.
+
+    For the commands that write a model (or run) directory: called before any work, so an ``--output`` that
+    is an existing file (or lies under one) is refused at once rather than in a traceback after training.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{option} {folder} is an existing file, not a folder: name a folder to write the model into")
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {folder}: {parent} is a file, not a folder")
+            break
+    return folder
+
+
+def resolve_device_option(args: argparse.Namespace) -> torch.device | None:
+    """``--device`` as a :class:`torch.device` (:func:`~contrastive_landmarks.device.resolve_device`), or ``None``
+    when it was not given (the command's own default); sets it on ``args``. Called before any work, so a GPU
+    this machine does not have is one line at once rather than a traceback from the first ``.to(device)``.
+
+    Raises:
+        ValueError: a name torch does not know, or a CUDA device this machine does not have (one line).
+    """
+    from ..device import resolve_device
+
+    name = getattr(args, "device", None)
+    args.device = None if name is None else resolve_device(name)
+    return args.device
+
+
+def _listed(names: Sequence[str]) -> str:
+    return f" ({', '.join(names)})" if names else " (unnamed)"
+
+
+def check_landmark_names(
+    model_names: Sequence[str], model_count: int, data_names: Sequence[str], data_count: int, *, model: str, data: str
+) -> str | None:
+    """Refuse scoring a model's landmarks against data that labels other body parts.
+
+    Args:
+        model_names: the model's landmark names, in order (empty: it names none).
+        model_count: how many landmarks the model predicts.
+        data_names: the data's body-part names, in order (empty: it names none).
+        data_count: how many landmarks the data labels.
+        model, data: what to call the two in messages (a directory, a file).
+
+    Returns:
+        ``None`` when the names agree, else a warning saying which side names no landmarks (the landmarks are
+        then paired by position).
+
+    Raises:
+        UserError: the model predicts another number of landmarks than the data labels, or the same number
+            under other names or in another order; the message names the body parts on both sides.
+    """
+    model_names, data_names = list(model_names), list(data_names)
+    if model_count != data_count:
+        raise UserError(
+            f"{model} predicts {model_count} landmarks{_listed(model_names)} but {data} labels "
+            f"{data_count}{_listed(data_names)}: evaluate it on data with the body parts it was trained on"
+        )
+    if model_names and data_names and model_names != data_names:
+        if sorted(model_names) == sorted(data_names):
+            raise UserError(
+                f"{model} predicts {', '.join(model_names)} but {data} lists them in another order "
+                f"({', '.join(data_names)}): the points would be compared with the wrong body parts"
+            )
+        only_model = [name for name in model_names if name not in data_names]
+        only_data = [name for name in data_names if name not in model_names]
+        raise UserError(
+            f"{model} predicts other body parts than {data} labels: {', '.join(only_model) or 'none'} only in the "
+            f"model, {', '.join(only_data) or 'none'} only in the data (model: {', '.join(model_names)}; data: "
+            f"{', '.join(data_names)})"
+        )
+    if not model_names and not data_names:
+        return f"neither {model} nor {data} names its landmarks: their {data_count} points are compared in order"
+    if not model_names:
+        return f"{model} names no landmarks: its {model_count} points are compared in order with {data}'s"
+    if not data_names:
+        return f"{data} names no body parts: its points are compared in order with {model}'s{_listed(model_names)}"
+    return None
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """``--backbone`` / ``--weights`` / ``--threads``, and ``--device`` where the command runs its work there
+    (``device=False`` for commands that run on the CPU only: an option they would ignore is not offered)."""
     parser.add_argument(
         "--backbone",
         default="resnet18",
@@ -48,7 +145,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", default=None, help="checkpoint file/directory or Hub id; omit for a randomly initialised backbone"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default cpu)")
+    if device:
+        parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default cpu)")
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..data.registry import by_name
@@ -19,9 +20,11 @@ from .common import (
     add_data_arguments,
     add_dataset_arguments,
     add_model_arguments,
+    check_landmark_names,
     describe_backbone,
     fail,
     load_hypercolumn,
+    resolve_device_option,
     setup,
     split_train_val,
 )
@@ -48,6 +51,7 @@ def _run_regression(args) -> int:
 
     setup(args)
     try:
+        resolve_device_option(args)
         features = load_hypercolumn(args, args.size)
         if args.root is None and args.path is None:
             raise UserError("give the data with --root DIR (or --path FILE for csv/coco)")
@@ -223,7 +227,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         description="Match each image's landmarks into a TPS-warped copy (same identity) and into "
         "the next image (different identity); mean error in the 70-pixel frame.",
     )
-    add_model_arguments(mat)
+    add_model_arguments(mat, device=False)
     add_data_arguments(mat)
     mat.add_argument(
         "--crop",
@@ -245,8 +249,52 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 
     from .evaluate_keypoints import add_keypoints_parser
 
-    add_keypoints_parser(sub)
+    keypoints = add_keypoints_parser(sub)
+    keypoints.set_defaults(func=_names_checked(keypoints.get_default("func")))
     return parser
+
+
+# -- evaluate keypoints: the model's landmarks against the data's body parts -----------------------------------
+def _check_keypoint_names(args: argparse.Namespace) -> str | None:
+    """Compare the landmarks ``args.model`` predicts with the body parts the data labels (:func:`check_landmark_names`),
+    reading only the model's ``config.json`` and the labels, before the model runs."""
+    from ..data.registry import frames_by_name
+    from ..hub import resolve_weights
+
+    config = resolve_weights(args.model).config or {}
+    head = config.get("regressor")
+    if not head:  # no keypoint head: the command itself says so
+        return None
+    split = args.split or ("test" if args.dataset == "dlc" else "all")
+    data = frames_by_name(args.dataset, args.root, split, path=args.path)
+    names = list(getattr(data, "names", None) or ())
+    if not names and not len(data):  # no frames: the command itself says so
+        return None
+    count = len(names) if names else int(data[0]["keypoints"].shape[0])
+    return check_landmark_names(
+        head.get("landmark_names") or (),
+        int(head["num_landmarks"]),
+        names,
+        count,
+        model=f"the model {args.model}",
+        data=f"the data {args.path or args.root}",
+    )
+
+
+def _names_checked(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run`` (the ``evaluate keypoints`` handler), after :func:`_check_keypoint_names`: a model of other body
+    parts is refused naming them, names missing on either side are a warning and the evaluation goes on."""
+
+    def checked(args: argparse.Namespace) -> int:
+        try:
+            warning = _check_keypoint_names(args)
+        except (UserError, ValueError, FileNotFoundError) as error:
+            return fail("evaluate", error)
+        if warning:
+            print(f"contrastive-landmarks evaluate: warning: {warning}", file=sys.stderr)
+        return run(args)
+
+    return checked
 
 
 # -- plot --------------------------------------------------------------------------------------------------------
@@ -343,7 +391,7 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_data_arguments(p)
         if model:
-            add_model_arguments(p)
+            add_model_arguments(p, device=False)
         p.add_argument("--start", type=int, default=0, help="index of the first image (default 0)")
         p.add_argument("--num", type=int, default=count, help=f"number of images (default {count})")
         p.add_argument("--ncols", type=int, default=4, help="images per row (default 4)")
@@ -354,7 +402,7 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
     image_plot("landmarks", "annotated landmarks on a grid of images", _plot_landmarks, model=False)
     matches = sub.add_parser("matches", help="nearest-neighbour matches of one image's landmarks in another")
     add_data_arguments(matches)
-    add_model_arguments(matches)
+    add_model_arguments(matches, device=False)
     matches.add_argument("--pair", type=int, nargs=2, default=[0, 1], help="indices of the two images (default 0 1)")
     matches.add_argument("--output", required=True, help="PNG file to write")
     matches.set_defaults(func=_plot_matches)

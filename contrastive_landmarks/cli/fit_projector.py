@@ -11,11 +11,13 @@ from .common import (
     UserError,
     add_data_arguments,
     add_model_arguments,
+    check_output_dir,
     describe_backbone,
     fail,
     labelled_dataset,
     load_hypercolumn,
     progress_available,
+    resolve_device_option,
     setup,
     split_train_val,
 )
@@ -84,6 +86,8 @@ def _run_fit_projector(args: argparse.Namespace) -> int:
     try:
         if not args.output:
             raise UserError("--output DIR is required (where the projector bundle is written)")
+        check_output_dir(args.output)
+        resolve_device_option(args)
         from torch.utils.data import Subset
 
         features = load_hypercolumn(args, args.size)

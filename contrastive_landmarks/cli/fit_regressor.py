@@ -11,11 +11,13 @@ from .common import (
     UserError,
     add_dataset_arguments,
     add_model_arguments,
+    check_output_dir,
     describe_backbone,
     fail,
     labelled_dataset,
     load_hypercolumn,
     progress_available,
+    resolve_device_option,
     setup,
     split_train_val,
 )
@@ -50,6 +52,8 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
     try:
         if not args.output:
             raise UserError("--output DIR is required (where the model directory is written)")
+        check_output_dir(args.output)
+        resolve_device_option(args)
         if args.max_views < 1:
             raise UserError(f"--max-views must be at least 1, got {args.max_views}")
         features = load_hypercolumn(args)

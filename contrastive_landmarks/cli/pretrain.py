@@ -23,7 +23,7 @@ import typing
 import warnings
 from pathlib import Path
 
-from .common import UserError, fail, progress_available
+from .common import UserError, check_output_dir, fail, progress_available
 
 __all__ = ["add_config_options", "add_export_parser", "add_pretrain_parser", "add_push_parser", "config_from_args"]
 
@@ -53,12 +53,21 @@ def _option_type(annotation) -> tuple[type, bool, bool]:
     return annotation, False, optional
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    skip: tuple[str, ...] = (),
+    notes: typing.Mapping[str, str] | None = None,
+) -> None:
     """One option per field of dataclass ``cls``: ``--field-name``, help from ``metadata["help"]``.
 
     Booleans become ``--flag`` / ``--no-flag``, lists take several values (``nargs="+"``), ``X | None``
-    fields take an ``X`` and default to ``None``. The parsed value's ``dest`` is the field name.
+    fields take an ``X`` and default to ``None``. The parsed value's ``dest`` is the field name. A list
+    without a default is marked "(required)" unless ``notes`` gives its field another ending (e.g.
+    ``{"data": " (one of --data / --video is required)"}``).
     """
+    notes = dict(notes or {})
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -81,7 +90,9 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
                 help=text if default is None else f"{text} (default: {'on' if default else 'off'})",
             )
             continue
-        if is_list:
+        if f.name in notes:
+            suffix = notes[f.name]
+        elif is_list:
             suffix = f" (default: {' '.join(map(str, default))})" if default else " (required)"
         elif default is None:
             suffix = "" if "default" in text else " (default: none)"
@@ -115,6 +126,29 @@ def _resume_command() -> str:
     return "contrastive-landmarks " + " ".join([*argv, "--resume"])
 
 
+_ONE_SOURCE = " (one of --data / --video is required)"
+
+
+def _check_pretrain_inputs(config) -> None:
+    """Refuse, before any work, what the command line got wrong: no source, a ``--video`` that is no video,
+    an ``--output-dir`` that is a file, a ``--device`` this machine does not have."""
+    from ..data.video import VIDEO_EXTENSIONS
+    from ..device import resolve_device
+
+    if not config.data and not config.video:
+        raise UserError("give the images with --data FOLDER/LIST or the videos with --video FILE (one is required)")
+    for spec in config.video:
+        path = Path(str(spec).split(";", 1)[0].strip())
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            kind = "a folder" if path.is_dir() else "not a video"
+            raise UserError(
+                f"--video {path} is {kind} (videos end in {', '.join(VIDEO_EXTENSIONS)}); give images with --data"
+            )
+    check_output_dir(config.output_dir, "--output-dir")
+    if config.device != "auto":
+        resolve_device(config.device)
+
+
 def _run_pretrain(args: argparse.Namespace) -> int:
     import sys
 
@@ -122,6 +156,10 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     from ..train.pretrain import PretrainInterrupted
 
     config = config_from_args(PretrainConfig, args)
+    try:
+        _check_pretrain_inputs(config)
+    except (UserError, ValueError) as error:
+        return fail("pretrain", error)
     config.progress = progress_available(config.progress)
     try:
         with warnings.catch_warnings():  # printed below as one line
@@ -162,7 +200,7 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
             "(--batch-size is the global batch). A run's OUTPUT_DIR/config.json works as --config.",
         ),
     )
-    add_config_options(parser, PretrainConfig)
+    add_config_options(parser, PretrainConfig, notes={"data": _ONE_SOURCE, "video": _ONE_SOURCE})
     parser.set_defaults(func=_run_pretrain)
     return parser
 
@@ -254,6 +292,8 @@ def _offline() -> bool:
 
 
 def _run_push(args: argparse.Namespace) -> int:
+    import sys
+
     from ..hub import WEIGHTS_NAME, read_config
 
     folder = Path(args.directory)
@@ -274,11 +314,22 @@ def _run_push(args: argparse.Namespace) -> int:
         )
     from huggingface_hub import HfApi
 
+    from ..hub import TRAINING_STATE_PATTERNS, training_state_files
+
+    left_out = training_state_files(folder)
+    if left_out:
+        size = sum(path.stat().st_size for path in left_out) / 2**20
+        names = ", ".join(str(path.relative_to(folder)) for path in left_out)
+        print(f"leaving out training state ({size:.1f} MiB): {names}", file=sys.stderr)
     api = HfApi()  # token: HF_TOKEN or the saved `huggingface-cli login`
     try:
         api.create_repo(args.repo_id, private=args.private, exist_ok=True)
         commit = api.upload_folder(
-            repo_id=args.repo_id, folder_path=str(folder), commit_message=args.message, revision=args.revision
+            repo_id=args.repo_id,
+            folder_path=str(folder),
+            commit_message=args.message,
+            revision=args.revision,
+            ignore_patterns=list(TRAINING_STATE_PATTERNS),
         )
     except Exception as error:  # network, authentication, permission: one readable line
         logger.debug("upload failed", exc_info=True)
@@ -298,8 +349,9 @@ def add_push_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``push``."""
     parser = subparsers.add_parser(
         "push",
-        description="Upload a model directory (from export, fit-projector or fit-regressor) to a Hugging Face Hub "
-        "model repository, creating it if needed. The token comes from the environment (HF_TOKEN) or a saved "
+        description="Upload a model directory (from export, fit-projector, fit-regressor or finetune) to a Hugging "
+        "Face Hub model repository, creating it if needed; training state left beside the model (checkpoints: "
+        "*.pt, *.pth, *.ckpt) is not uploaded. The token comes from the environment (HF_TOKEN) or a saved "
         "`huggingface-cli login`; it is never taken on the command line.",
     )
     parser.add_argument("directory", help="model directory (config.json + model.safetensors)")

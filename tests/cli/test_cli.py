@@ -125,3 +125,76 @@ def test_ctrl_c_in_parsing_or_in_a_command_is_one_line_and_exit_130(monkeypatch,
     monkeypatch.setattr(demo, "_run", interrupted)
     assert cli.main(["demo"]) == 130
     assert capsys.readouterr().err == "contrastive-landmarks demo: interrupted (Ctrl-C)\n"
+
+
+# -- issue 31: evaluate compares the model's landmarks with the data's body parts -------------------------------
+def _keypoint_model(folder, names: tuple[str, ...], count: int | None = None):
+    """A tiny ``test_resnet`` keypoint model of ``count`` landmarks (default: one per name) saved in ``folder``."""
+    import torch
+
+    from contrastive_landmarks import Hypercolumn, LandmarkModel, LandmarkRegressor, load_backbone
+
+    torch.manual_seed(0)
+    hypercolumn = Hypercolumn(load_backbone("test_resnet"), size=8)
+    regressor = LandmarkRegressor(hypercolumn.channels, count or len(names), size=8)
+    model = LandmarkModel(hypercolumn, None, regressor, regressor_input="hypercolumn", landmark_names=names)
+    return model.save_pretrained(folder)
+
+
+def _frames(folder, header: str):
+    """Two smooth 32x32 frames and a keypoint CSV of them with ``header``'s columns (after ``image``)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ys, xs = np.mgrid[:32, :32]
+    rows = [f"image,{header}"]
+    columns = len(header.split(","))
+    for i in range(2):
+        smooth = np.stack([xs * 6, ys * 6, (xs + ys) * 3 + 40 * i], -1)  # not noise: no warning about the input
+        Image.fromarray(smooth.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+        rows.append(f"{i}.png," + ",".join(str(8 + 2 * j + i) for j in range(columns)))
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+NAMED = "nose_x,nose_y,tail_x,tail_y,paw_x,paw_y"
+
+
+def test_evaluate_refuses_a_model_of_other_body_parts_naming_them(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    labels = _frames(tmp_path / "data", NAMED)
+    model = _keypoint_model(tmp_path / "ears", ("nose", "left_ear", "right_ear"))
+    assert cli.main(["evaluate", str(model), "--dataset", "csv", "--path", str(labels)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other body parts" in err[0], err
+    assert "left_ear, right_ear only in the model" in err[0] and "tail, paw only in the data" in err[0]
+    reordered = _keypoint_model(tmp_path / "reordered", ("tail", "nose", "paw"))
+    assert cli.main(["evaluate", str(reordered), "--dataset", "csv", "--path", str(labels)]) == 2
+    assert "another order" in capsys.readouterr().err
+
+
+def test_evaluate_of_a_model_with_more_landmarks_names_the_body_parts(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    labels = _frames(tmp_path / "data", NAMED)
+    model = _keypoint_model(tmp_path / "five", ("a", "b", "c", "d", "e"))
+    assert cli.main(["evaluate", str(model), "--dataset", "csv", "--path", str(labels)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predicts 5 landmarks (a, b, c, d, e)" in err[0], err
+    assert "labels 3 (nose, tail, paw)" in err[0] and "shape" not in err[0]
+
+
+def test_evaluate_with_names_missing_on_a_side_says_so_and_goes_on(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    unnamed = _keypoint_model(tmp_path / "unnamed", (), count=3)
+    labels = _frames(tmp_path / "data", NAMED)
+    assert cli.main(["evaluate", str(unnamed), "--dataset", "csv", "--path", str(labels)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the model" in captured.err and "names no landmarks" in captured.err
+    assert "mean" in captured.out
+    numbered = _frames(tmp_path / "numbered", "x1,x2,x3,y1,y2,y3")
+    named = _keypoint_model(tmp_path / "named", ("nose", "tail", "paw"))
+    assert cli.main(["evaluate", str(named), "--dataset", "csv", "--path", str(numbered)]) == 0
+    assert "names no body parts" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(named), "--dataset", "csv", "--path", str(labels)]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -452,3 +452,150 @@ def test_fit_regressor_refuses_max_views_below_one(data, tmp_path, capsys):
     assert main([*argv, "--output", str(tmp_path / "m"), "--max-views", "0", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["contrastive-landmarks fit-regressor: error: --max-views must be at least 1, got 0"]
+
+
+# -- issue 31 (outside finetune): output files, devices, pretrain's sources, push without training state ------
+def _argv(command: str, data: Path, output: Path, *extra: str) -> list[str]:
+    """The smallest command line of ``command`` on the blob data, writing to ``output``."""
+    if command == "pretrain":
+        return _pretrain_args(data.parent, output, *extra)
+    if command == "fit-projector":
+        return [command, "--backbone", "test_resnet", "--images", str(data.parent), "--output", str(output), *extra]
+    labels = ["--dataset", "csv", "--path", str(data)]
+    return [command, "--backbone", "test_resnet", *labels, "--output", str(output), *extra]
+
+
+def _no_work(monkeypatch) -> None:
+    """Make any model building or training fail loudly: what these tests refuse must be refused before it."""
+    import contrastive_landmarks.train as train
+
+    def work(*args, **kwargs):
+        raise AssertionError("the command started working before refusing its options")
+
+    monkeypatch.setattr("contrastive_landmarks.load_backbone", work)
+    monkeypatch.setattr(train, "pretrain", work)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "fit-projector", "fit-regressor"])
+def test_an_output_that_is_an_existing_file_is_refused_before_any_work(command, data, tmp_path, monkeypatch, capsys):
+    _no_work(monkeypatch)
+    existing = tmp_path / "model"
+    existing.write_text("not a folder")
+    assert main(_argv(command, data, existing)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{existing} is an existing file, not a folder" in err[0], err
+    assert main(_argv(command, data, existing / "below")) == 2
+    assert f"{existing} is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["pretrain", "fit-projector", "fit-regressor", "evaluate"])
+@pytest.mark.parametrize("device", ["nonsense", "cuda:99"])
+def test_a_device_that_cannot_be_used_is_one_line_before_any_work(command, device, data, tmp_path, monkeypatch, capsys):
+    _no_work(monkeypatch)
+    if command == "evaluate":
+        argv = ["evaluate", "regression", "--backbone", "test_resnet", "--dataset", "csv", "--path", str(data)]
+    else:
+        argv = _argv(command, data, tmp_path / "out")
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device" in err[0] and device in err[0] and "Traceback" not in err[0], err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_fit_regressor_device_cuda_without_a_gpu_is_one_line(data, tmp_path, capsys):
+    assert main(_argv("fit-regressor", data, tmp_path / "out", "--device", "cuda", "--no-progress")) == 2
+    assert capsys.readouterr().err == (
+        "contrastive-landmarks fit-regressor: error: --device cuda: no CUDA device is available on this machine "
+        "(use cpu)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "command, target",
+    [
+        ("fit-regressor", "contrastive_landmarks.train.fit_regressor"),
+        ("fit-projector", "contrastive_landmarks.train.projector_fitting.fit_projector"),
+        ("evaluate", "contrastive_landmarks.evaluation.evaluate_regression"),
+    ],
+)
+def test_device_reaches_where_the_work_runs(command, target, data, tmp_path, monkeypatch):
+    """``--device`` is handed, resolved, to the function that moves the model and batches."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def work(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(target, work)
+    if command == "evaluate":
+        argv = ["evaluate", "regression", "--backbone", "test_resnet", "--dataset", "csv", "--path", str(data)]
+    else:
+        argv = _argv(command, data, tmp_path / "out")
+    with pytest.raises(Stop):
+        main([*argv, "--device", "cpu", "--image-size", str(SIZE)])
+    assert seen["device"] == torch.device("cpu")
+
+
+def test_device_is_offered_only_where_it_is_used():
+    """matching and the plots run on the CPU: an option they would ignore is not offered."""
+    commands = build_parser()._subparsers._group_actions[0].choices
+
+    def options(parser) -> set[str]:
+        return {flag for action in parser._actions for flag in action.option_strings}
+
+    for command in ("fit-regressor", "fit-projector", "pretrain"):
+        assert "--device" in options(commands[command])
+    protocols = commands["evaluate"]._subparsers._group_actions[0].choices
+    assert "--device" in options(protocols["regression"]) and "--device" not in options(protocols["matching"])
+    plots = commands["plot"]._subparsers._group_actions[0].choices
+    assert not any("--device" in options(plot) for plot in plots.values())
+
+
+def test_pretrain_video_that_is_an_image_says_so(data, tmp_path, monkeypatch, capsys):
+    _no_work(monkeypatch)
+    photo = data.parent / "00.png"
+    argv = [a for a in _argv("pretrain", data, tmp_path / "out") if a != str(data.parent)]
+    argv.remove("--data")
+    assert main([*argv, "--video", str(photo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--video {photo} is not a video" in err[0] and "every=" not in err[0], err
+    assert main(argv) == 2  # neither --data nor --video
+    assert "--data" in capsys.readouterr().err
+
+
+def test_pretrain_help_does_not_mark_both_sources_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(required)" not in text
+    assert text.count("(one of --data / --video is required)") == 2
+
+
+def test_push_leaves_training_state_out(backbone_dir, tmp_path, monkeypatch, capsys):
+    """A finished finetune leaves its training checkpoint in the model directory: it is not published. The upload
+    API is a fake and HF_HUB_OFFLINE stays set, so nothing here reaches the network."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    import contrastive_landmarks.cli.pretrain as pretrain_cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(pretrain_cli, "_offline", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeApi)
+    _FakeApi.calls = []
+    folder = tmp_path / "model"
+    shutil.copytree(backbone_dir, folder)
+    (folder / "finetune_checkpoint.pt").write_bytes(b"\0" * 2**20)
+    (folder / "runs").mkdir()
+    (folder / "runs" / "checkpoint.pt").write_bytes(b"\0" * 10)
+    (folder / "finetune.json").write_text("{}")
+    assert main(["push", str(folder), "me/model"]) == 0
+    upload = next(c[1] for c in _FakeApi.calls if c[0] == "upload_folder")
+    files = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+    sent = set(filter_repo_objects(files, ignore_patterns=upload.get("ignore_patterns")))
+    assert sent == {"config.json", "model.safetensors", "README.md", "finetune.json"}
+    err = capsys.readouterr().err
+    assert "leaving out training state (1.0 MiB): finetune_checkpoint.pt, runs/checkpoint.pt" in err
