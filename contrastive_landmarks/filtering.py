@@ -17,7 +17,7 @@
    (``inf`` switches outlier removal off).
 3. **Gaps.** Missing points are interpolated linearly in time between the nearest kept frames of the same body
    part; before the first and after the last kept frame the nearest kept point is held (no extrapolation). A
-   body part with no kept frame at all is left as it was.
+   body part with no kept frame at all is left as it was (:attr:`FilteredTrack.unfiltered`).
 4. **Jitter.** Each coordinate is smoothed over ``window`` frames: a running median (``"median"``; frames past
    either end repeat the end value, where DeepLabCut's ``medfilt`` pads with zeros), or a Savitzky-Golay filter
    (``"savgol"``: the value at the centre of a least-squares polynomial of degree ``polyorder`` fitted to the
@@ -79,6 +79,8 @@ class FilteredTrack(NamedTuple):
             are interpolated (or held at the ends).
         swapped: ``(T, N)`` bool, points exchanged back with another body part's.
         max_jump: ``(N,)`` the outlier threshold used per body part, in pixels.
+        unfiltered: ``(N,)`` bool, body parts with no point to keep (none at or above the p-cutoff), returned as
+            they were: neither interpolated nor smoothed.
     """
 
     xy: np.ndarray
@@ -86,6 +88,7 @@ class FilteredTrack(NamedTuple):
     filled: np.ndarray
     swapped: np.ndarray
     max_jump: np.ndarray
+    unfiltered: np.ndarray
 
 
 def _odd_window(window: int, what: str) -> int:
@@ -254,8 +257,9 @@ def filter_track(
     kept &= ~outlier
     filled = ~kept
     out = np.empty_like(xy)
+    unfiltered = ~kept.any(0)  # (N,)
     for n in range(parts):
-        if not kept[:, n].any():
+        if unfiltered[n]:
             out[:, n] = xy[:, n]
             filled[:, n] = False
             continue
@@ -264,7 +268,7 @@ def filter_track(
             if window > 1 and frames > 1:
                 track = median_filter(track, window) if method == "median" else savgol_filter(track, window, polyorder)
             out[:, n, c] = track
-    return FilteredTrack(out, likelihood, filled, swapped, threshold)
+    return FilteredTrack(out, likelihood, filled, swapped, threshold, unfiltered)
 
 
 _PCUTOFF_LINE = re.compile(r"^pcutoff\s*:\s*([0-9.eE+-]+)\s*(?:#.*)?$", re.MULTILINE)

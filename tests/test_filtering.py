@@ -141,7 +141,7 @@ def test_a_body_part_never_above_the_cutoff_is_left_as_it_was():
     likelihood = np.stack([np.full(20, 0.9), np.full(20, 0.1)], 1)
     result = filter_track(xy, likelihood, window=1, max_jump=math.inf)
     np.testing.assert_array_equal(result.xy[:, 1], xy[:, 1])
-    assert not result.filled[:, 1].any()
+    assert not result.filled[:, 1].any() and result.unfiltered.tolist() == [False, True]
 
 
 def test_find_pcutoff_reads_the_project_config(tmp_path):
@@ -261,6 +261,13 @@ def test_the_filter_command_reads_the_projects_pcutoff_and_names_bad_input(tmp_p
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err, err
         return err
+
+    likelihood[:, 1] = 0.3  # a body part the model is never sure of: said, not silently passed through
+    write(tmp_path / "unsure.csv", xy, likelihood, "dlc")
+    assert main(["filter", str(tmp_path / "unsure.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "; tail_base left unfiltered, no point of it reaching the p-cutoff (set a lower --pcutoff)" in err
+    np.testing.assert_allclose(read_track_xy(tmp_path / "unsure_filtered.csv")[:, 1], xy[:, 1], atol=5e-4)
 
     assert "predictions not found" in one_line(tmp_path / "missing.h5")
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")

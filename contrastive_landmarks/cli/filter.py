@@ -134,12 +134,19 @@ def filter_and_write(
     return result
 
 
-def describe_filtering(result: FilteredTrack, method: str, pcutoff: float, source: str) -> str:
-    """One line: what :func:`filter_and_write` did."""
-    return (
+def describe_filtering(result: FilteredTrack, method: str, pcutoff: float, source: str, names: list[str]) -> str:
+    """One line: what :func:`filter_and_write` did, naming the body parts (of ``names``) it left as they were."""
+    line = (
         f"{method}, p-cutoff {pcutoff:g} from {source}: {int(result.filled.sum())} points interpolated, "
         f"{int(result.swapped.sum())} swapped back"
     )
+    left = [name for name, skipped in zip(names, result.unfiltered) if skipped]
+    if left:
+        line += (
+            f"; {', '.join(left)} left unfiltered, no point of {'it' if len(left) == 1 else 'them'} reaching the "
+            "p-cutoff (set a lower --pcutoff)"
+        )
+    return line
 
 
 def _run_filter(args: argparse.Namespace) -> int:
@@ -164,7 +171,7 @@ def _run_filter(args: argparse.Namespace) -> int:
                 raise UserError(f"{path} holds images, not the frames of a video: there is no track to filter")
             pcutoff, source = resolve_pcutoff(args, path)
             result = filter_and_write(track, outputs, args, args.method, pcutoff)
-            what = describe_filtering(result, args.method, pcutoff, source)
+            what = describe_filtering(result, args.method, pcutoff, source, track.names)
             written = ", ".join(str(output) for output, _ in outputs)
             print(f"filtered {path} ({len(track.index)} frames, {what}): wrote {written}", file=sys.stderr)
     except (UserError, ValueError, FileNotFoundError, ImportError) as error:

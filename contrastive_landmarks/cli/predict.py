@@ -409,7 +409,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                 pcutoff, source = resolve_pcutoff(args, job.video)
                 result = filter_and_write(track, job.filtered, args, args.filter, pcutoff)
                 written = ", ".join(str(path) for path, _ in job.filtered)
-                line += f"; filtered ({describe_filtering(result, args.filter, pcutoff, source)}) to {written}"
+                what = describe_filtering(result, args.filter, pcutoff, source, names)
+                line += f"; filtered ({what}) to {written}"
             print(line, file=sys.stderr)
             done += 1
     except (UserError, ValueError, FileNotFoundError, ImportError) as error:
