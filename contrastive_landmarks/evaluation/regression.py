@@ -137,6 +137,24 @@ def _best_fit(
     return best, best_lr
 
 
+def _train_and_val(
+    train_set: Any, val_set: Any | None, val_fraction: float, split_seed: int, max_val: int | None
+) -> tuple[list[int], Any | None]:
+    """The training part's indices and the validation samples: ``val_set``, else a split of ``train_set``."""
+    if val_set is not None:
+        return list(range(len(train_set))), val_set
+    train_part, val_part = split_indices(len(train_set), val_fraction, split_seed, max_val)
+    return train_part, (KeypointSubset(train_set, val_part) if val_part else None)
+
+
+def _test_scores(
+    features: nn.Module, fit: RegressorFit, test_set: Any, score_fn, projector, device
+) -> tuple[float, float]:
+    """The selected fit's error on the test set, and the training set's mean shape's, scored the same way."""
+    pred, truth, visible = predict_dataset(features, fit, test_set, projector=projector, device=device)
+    return score_fn(pred, truth, visible), score_fn(fit.mean_shape.expand_as(truth).clone(), truth, visible)
+
+
 def evaluate_regression(
     model: Hypercolumn,
     train_set: Any,
@@ -184,14 +202,9 @@ def evaluate_regression(
     eye_indices = eye_indices if eye_indices is not None else getattr(train_set, "eye_indices", None)
     metric_name, score_fn = resolve_metric(metric, eye_indices)
     features = StageSubset(model, stages) if stages is not None else model
-    if val_set is None:
-        train_part, val_part = split_indices(len(train_set), val_fraction, split_seed, max_val)
-        val_set = KeypointSubset(train_set, val_part) if val_part else None
-    else:
-        train_part = list(range(len(train_set)))
+    train_part, val_set = _train_and_val(train_set, val_set, val_fraction, split_seed, max_val)
     started = time.time()
-    results: dict[str, list[float]] = {"test": [], "test_baseline": [], "val": [], "val_baseline": []}
-    selections, problems = [], []
+    rows, selections, problems = [], [], []
     for seed in seeds:
         labelled = _few_shot(train_part, num_labelled, seed)
         best, best_lr = _best_fit(
@@ -210,19 +223,13 @@ def evaluate_regression(
         )
         if fits is not None:
             fits.append(best)
-        pred, truth, visible = predict_dataset(features, best, test_set, projector=projector, device=device)
-        shape = best.mean_shape.expand_as(truth).clone()
-        results["test"].append(score_fn(pred, truth, visible))
-        results["test_baseline"].append(score_fn(shape, truth, visible))
-        results["val"].append(best.score)
-        results["val_baseline"].append(best.baseline)
+        test, test_baseline = _test_scores(features, best, test_set, score_fn, projector, device)
+        rows.append({"test": test, "test_baseline": test_baseline, "val": best.score, "val_baseline": best.baseline})
         selections.append({"seed": seed, "lr": best_lr, "step": best.best_step, "labelled": len(labelled)})
         problems += [f"seed {seed}: {w}" for w in best.warnings]
-        say(
-            f"seed {seed}: test {metric_name} {results['test'][-1]:.3f} (mean shape {results['test_baseline'][-1]:.3f})"
-        )
+        say(f"seed {seed}: test {metric_name} {test:.3f} (mean shape {test_baseline:.3f})")
     return {
-        **{key: _summary(values) for key, values in results.items()},
+        **{key: _summary([row[key] for row in rows]) for key in ("test", "test_baseline", "val", "val_baseline")},
         "selected": selections,
         "metric": {"iod": "inter-ocular error (%)", "pixel": "mean pixel error"}.get(metric_name, metric_name),
         "warnings": problems,

@@ -191,10 +191,7 @@ def fit_projector(
     _check_settings(epochs, batch_size, optimizer, lr, cache, params, checkpoint, resume)
     device = module_device(features, None if device is None else resolve_device(device))
     features.to(device)
-    generator = torch.Generator().manual_seed(seed)
-    projector = SpatialProjector(features.channels, dim, mode=mode, softmax_multiplier=softmax_multiplier, size=grid)
-    projector.reset_parameters(generator)
-    projector.to(device)
+    projector, generator = _new_projector(features, dim, mode, softmax_multiplier, grid, seed, device)
     opt = _optimizer(projector, optimizer, lr, momentum, weight_decay)
     config = {
         "in_channels": features.channels,
@@ -218,10 +215,15 @@ def fit_projector(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
     loss_kwargs = eq3_options(temperature, distance_power, implementation)
     run = Fit(features, projector, opt, scheduler, generator, grid, loss_kwargs, config, BestState(projector))
+    return _fit(run, data, val, device, cache, params, checkpoint, resume, progress, callback)
+
+
+def _fit(run: Fit, data, val, device, cache, params, checkpoint, resume, progress, callback) -> ProjectorFitResult:
+    """Run a fresh ``run`` (resumed from ``checkpoint`` when asked and it exists) to its end; its result."""
     run.checkpoint = None if checkpoint is None else Path(checkpoint)
     if resume and run.checkpoint.is_file():
         restore_fit(run)
-    with eval_mode(features), StopOnInterrupt(run.checkpoint is not None) as interrupt:
+    with eval_mode(run.features), StopOnInterrupt(run.checkpoint is not None) as interrupt:
         bar = _progress_bar(run, len(data)) if progress else None
         try:
             _attach_sources(run, data, val, device, cache, params)
@@ -244,6 +246,16 @@ def _check_settings(epochs, batch_size, optimizer, lr, cache, params, checkpoint
         raise ValueError("cache cannot be combined with warp (the warped images change every step)")
     if resume and checkpoint is None:
         raise ValueError("resume needs checkpoint= (the file to continue from)")
+
+
+def _new_projector(
+    features: Hypercolumn, dim: int, mode: str, softmax_multiplier: float, grid, seed: int, device: torch.device
+) -> tuple[SpatialProjector, torch.Generator]:
+    """The untrained projector (drawn from the fit's generator, seeded with ``seed``) and that generator."""
+    generator = torch.Generator().manual_seed(seed)
+    projector = SpatialProjector(features.channels, dim, mode=mode, softmax_multiplier=softmax_multiplier, size=grid)
+    projector.reset_parameters(generator)
+    return projector.to(device), generator
 
 
 def _optimizer(
