@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..backbone import Backbone
+from ..calibration import fit_calibration
 from ..coords import pixels_to_normalized
 from ..device import autocast_dtype, resolve_device
 from ..framing import Framing, frame_boxes
@@ -298,7 +299,9 @@ def finetune(
     model.load_state_dict(best.state)
     model.eval()
     score = best.score if val_data is not None else _validate(model, *check)
-    problems = diagnose("pixel", score, baseline, history, options.steps, step, val_data is not None)
+    problems: list[str] = []
+    likelihood = _calibrate(model, val_data, problems)
+    problems += diagnose("pixel", score, baseline, history, options.steps, step, val_data is not None)
     if options.steps < 200:
         problems.append(f"only {options.steps} optimiser steps: too few to fine-tune a backbone (the default is 1500)")
     config = {
@@ -306,12 +309,27 @@ def finetune(
         "framing": options.framing.config,
         "augment": asdict(options.augment),
         "footage": footage,
+        "likelihood": likelihood,
         "device": str(device),
         "train_frames": len(frames),
         "val_frames": data["val_frames"],
         "mean_pose": pose.tolist(),
     }
     return FinetuneResult(model, score, baseline, best.step, step, history, problems, config)
+
+
+def _calibrate(model: LandmarkModel, val_data, problems: list[str]) -> str | None:
+    """Fit the model's likelihood on the validation frames (:func:`~contrastive_landmarks.calibration.fit_calibration`,
+    attached to the model); returns its description, or ``None`` (with the reason in ``problems``) without one."""
+    if val_data is None:
+        problems.append("no validation frames: the likelihood is the raw score, not calibrated")
+        return None
+    frames, keypoints, visible = val_data
+    try:
+        return fit_calibration(model, frames, keypoints, visible).describe()
+    except ValueError as error:
+        problems.append(f"the likelihood is the raw score, not calibrated: {error}")
+        return None
 
 
 def _adapt(backbone: Backbone, videos, options: FinetuneOptions, device: torch.device) -> Backbone:

@@ -9,6 +9,7 @@ import torch
 
 from contrastive_landmarks import Hypercolumn, LandmarkModel, load_backbone
 from contrastive_landmarks.framing import Framing
+from contrastive_landmarks.pipeline import landmark_scores
 from contrastive_landmarks.train.finetune import FinetuneInterrupted, FinetuneOptions, finetune, mean_pose
 from contrastive_landmarks.train.keypoint_views import KeypointViews, ViewAugment
 
@@ -89,6 +90,12 @@ def test_save_load_round_trip_computes_the_same(tmp_path):
     torch.testing.assert_close(points2, points)
     torch.testing.assert_close(scores2, scores)
     assert loaded.framing == Framing()
+    # the likelihood was calibrated on the validation frames, and the loaded model applies the same mapping
+    assert result.model.calibration is not None and "diagonal" in result.config["likelihood"]
+    assert loaded.calibration is not None and loaded.calibration.config == result.model.calibration.config
+    raw = landmark_scores(loaded.regression(frames))
+    torch.testing.assert_close(scores2, loaded.calibration(raw))
+    assert not torch.allclose(scores2, raw)
 
 
 def test_interrupt_writes_a_checkpoint_and_resume_is_exact(tmp_path, monkeypatch):
