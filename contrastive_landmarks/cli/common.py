@@ -118,6 +118,11 @@ def check_landmark_names(
             )
         only_model = [name for name in model_names if name not in data_names]
         only_data = [name for name in data_names if name not in model_names]
+        if len(only_model) == len(model_names):  # nothing in common: both lists say it
+            raise UserError(
+                f"{model} predicts other body parts ({', '.join(model_names)}) than {data} labels "
+                f"({', '.join(data_names)}): evaluate it on data with the body parts it was trained on"
+            )
         raise UserError(
             f"{model} predicts other body parts than {data} labels: {', '.join(only_model) or 'none'} only in the "
             f"model, {', '.join(only_data) or 'none'} only in the data (model: {', '.join(model_names)}; data: "

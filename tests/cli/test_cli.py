@@ -169,6 +169,9 @@ def test_evaluate_refuses_a_model_of_other_body_parts_naming_them(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other body parts" in err[0], err
     assert "left_ear, right_ear only in the model" in err[0] and "tail, paw only in the data" in err[0]
+    strange = _keypoint_model(tmp_path / "fins", ("fin", "gill", "tail_fin"))
+    assert cli.main(["evaluate", str(strange), "--dataset", "csv", "--path", str(labels)]) == 2
+    assert "other body parts (fin, gill, tail_fin) than the data" in capsys.readouterr().err
     reordered = _keypoint_model(tmp_path / "reordered", ("tail", "nose", "paw"))
     assert cli.main(["evaluate", str(reordered), "--dataset", "csv", "--path", str(labels)]) == 2
     assert "another order" in capsys.readouterr().err
