@@ -99,6 +99,12 @@ _COMMANDS: dict[str, _Command] = {
         "viz",
         "x, y and likelihood of each body part over time, from a predictions file (PNG)",
     ),
+    "export-onnx": _Command(
+        "contrastive_landmarks.cli.export_onnx",
+        "add_export_onnx_parser",
+        "onnx",
+        "export a model to ONNX for deployment: one pass of the network, its framing in a JSON sidecar and numpy",
+    ),
     "evaluate": _Command(
         "contrastive_landmarks.cli.evaluate",
         "add_evaluate_parser",
