@@ -18,12 +18,13 @@ SCALED_DOWN = ["--backbone", "test_resnet", "--steps", "4", "--image-size", "64"
 
 def readme_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Your own keypoints", 1)[1].split("\n## ", 1)[0]
+    # the three steps on the labelled project (the "Videos" subsection needs a project with videos)
+    section = text.split("## Your own keypoints", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
         for line in block.splitlines():
             if line.startswith("contrastive-landmarks "):
-                commands.append(shlex.split(line)[1:])
+                commands.append(shlex.split(line, comments=True)[1:])
     return commands
 
 
