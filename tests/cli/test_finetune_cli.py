@@ -217,3 +217,36 @@ def test_num_labelled_fits_on_that_many_frames(tmp_path, capsys):
     assert main([*argv, "--num-labelled", "6"]) == 0, capsys.readouterr().err
     config = json.loads((out / "finetune.json").read_text())["config"]
     assert config["train_frames"] + config["val_frames"] == 6
+
+
+def test_ctrl_c_in_the_footage_step_resumes_it_and_then_fits(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("av")
+    from dataclasses import replace
+
+    from contrastive_landmarks.train import footage as footage_module
+    from contrastive_landmarks.train.pretrain import PretrainInterrupted
+    from tests.data.test_video import make_video
+
+    real_pretrain, calls = footage_module.pretrain, []
+
+    def stopped_after_one_step(config):
+        calls.append(config.resume)
+        if len(calls) == 1:  # as a Ctrl-C after step 1 would: its checkpoint written, then the interrupt
+            result = real_pretrain(replace(config, max_steps=1))
+            raise PretrainInterrupted(1, result["checkpoint"])
+        return real_pretrain(config)
+
+    monkeypatch.setattr(footage_module, "pretrain", stopped_after_one_step)
+    labels = write_csv(tmp_path / "train")
+    video = make_video(tmp_path / "clip.mp4", frames=66, size=(48, 40))
+    out = tmp_path / "m"
+    argv = ["finetune", "--dataset", "csv", "--path", str(labels), "--steps", "3", "--output", str(out), *FAST]
+    argv += ["--video", str(video), "--footage-steps", "2"]
+    assert main(argv) == 130
+    assert "interrupted after step 1" in capsys.readouterr().err
+    assert not (out / "finetune_checkpoint.pt").exists()
+    assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
+    assert calls == [False, True]  # the second call continued the footage run
+    steps = [json.loads(line)["step"] for line in (out / "footage" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    assert json.loads((out / "finetune.json").read_text())["footage"]["steps"] == 2
