@@ -58,10 +58,24 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    expected_format: str | None = None,
+    kind: str = "training checkpoint",
+) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
 
     Partial temporary files of ``path`` that a killed writer left are removed first, with a warning.
+
+    Args:
+        expected_format: the ``"format"`` entry the checkpoint must hold (a recipe's own tag); ``kind`` names
+            that recipe's checkpoints in the error.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not a dict, or (with ``expected_format``) ``{path} is not a {kind} of this library``.
     """
     path = Path(path)
     stale = remove_stale_temp_files(path)
@@ -76,6 +90,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a training checkpoint (a dict), got {type(state).__name__}")
+    if expected_format is not None and state.get("format") != expected_format:
+        raise ValueError(f"{path} is not a {kind} of this library")
     return state
 
 

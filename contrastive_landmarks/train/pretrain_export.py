@@ -32,9 +32,7 @@ def export_backbone(
     Returns:
         ``Path(out_dir)``.
     """
-    saved = load_checkpoint(checkpoint_path)
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint_path} is not a MoCo pretraining checkpoint of this library")
+    saved = load_checkpoint(checkpoint_path, expected_format=CHECKPOINT_FORMAT, kind="MoCo pretraining checkpoint")
     config, preset = saved["config"], saved["preset"]
     size = int(preset["image_size"])
     backbone = Backbone(config["arch"], DEFAULT_STAGES, mean=preset["mean"], std=preset["std"], input_size=(size, size))

@@ -227,9 +227,7 @@ def run_state(run: Run) -> dict:
 
 def restore_run(run: Run, checkpoint_path: Path) -> None:
     """Continue ``run`` from its checkpoint (the settings that fix the data order must be unchanged)."""
-    saved = load_checkpoint(checkpoint_path)
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint_path} is not a MoCo pretraining checkpoint of this library")
+    saved = load_checkpoint(checkpoint_path, expected_format=CHECKPOINT_FORMAT, kind="MoCo pretraining checkpoint")
     _check_resumable(saved, run.config, run.num_images, checkpoint_path)
     run.model.encoder_q.load_state_dict(saved["encoder_q"])
     run.model.encoder_k.load_state_dict(saved["encoder_k"])

@@ -55,6 +55,7 @@ class _Images:
 
 
 def as_dataset(data: Any, what: str) -> Any:
+    """``data`` as a checked dataset of sample dicts (a ``(M, 3, H, W)`` tensor wrapped); ``what`` names it."""
     if isinstance(data, Tensor):
         data = _Images(data)
     check_dataset(data, what)
@@ -62,6 +63,7 @@ def as_dataset(data: Any, what: str) -> Any:
 
 
 def pair_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """The loss grid ``(S_h, S_w)`` of ``S`` or ``(S_h, S_w)`` (positive ints)."""
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
     size = tuple(size)
@@ -112,11 +114,22 @@ class FeatureSource:
 
 
 def _project(projector: SpatialProjector, maps: list[Tensor], size: tuple[int, int], normalize: bool) -> Tensor:
-    # what the projector reads when the fitted model predicts (the normalised hypercolumn with normalize=True)
+    """``(B, d, S_h, S_w)`` projected descriptors of ``(B, C_s, h_s, w_s)`` stage maps: what the projector reads
+    when the fitted model predicts (the per-stage normalised hypercolumn with ``normalize=True``)."""
     return projector(head_maps([m.float() for m in maps], size, normalize=normalize), size)
 
 
-def batch_loss(projector, features, source: FeatureSource, idx, generator, size, loss_kwargs) -> Tensor:
+def batch_loss(
+    projector: SpatialProjector,
+    features: Hypercolumn,
+    source: FeatureSource,
+    idx: Tensor,
+    generator: torch.Generator | None,
+    size: tuple[int, int],
+    loss_kwargs: dict,
+) -> Tensor:
+    """The Eq. 3 loss (a scalar) of the samples at ``idx`` (``(B,)``), on a ``size`` grid; warps (when the source
+    warps) drawn from ``generator``; ``loss_kwargs``: :func:`eq3_options`."""
     maps1, maps2, grid = source.batch(idx, generator)
     f1 = _project(projector, maps1, size, features.normalize)
     f2 = None if maps2 is None else _project(projector, maps2, size, features.normalize)
@@ -124,7 +137,17 @@ def batch_loss(projector, features, source: FeatureSource, idx, generator, size,
 
 
 @torch.no_grad()
-def mean_loss(projector, features, source: FeatureSource, batch_size: int, size, loss_kwargs, seed: int) -> float:
+def mean_loss(
+    projector: SpatialProjector,
+    features: Hypercolumn,
+    source: FeatureSource,
+    batch_size: int,
+    size: tuple[int, int],
+    loss_kwargs: dict,
+    seed: int,
+) -> float:
+    """:func:`batch_loss` averaged over every sample of ``source`` (no gradients, the projector in eval mode
+    meanwhile); warps drawn from ``seed``, so the same pairs every call."""
     was_training = projector.training
     projector.eval()
     generator = torch.Generator().manual_seed(seed)  # the same validation pairs every time
@@ -151,6 +174,7 @@ def warn_if_cache_too_small(cache: FeatureCache, count: int) -> None:
 
 
 def warp_params(warp: bool | TPSParams) -> TPSParams | None:
+    """The TPS distribution of ``warp`` (``True``: the default :class:`TPSParams`), ``None`` for ``x' = x``."""
     if warp is True:
         return TPSParams()
     if warp is False or warp is None:
@@ -161,6 +185,7 @@ def warp_params(warp: bool | TPSParams) -> TPSParams | None:
 
 
 def eq3_options(temperature: float, distance_power: float, implementation: str) -> dict:
+    """The keyword arguments of :func:`~contrastive_landmarks.losses.spatial_contrastive_loss` a fit uses."""
     return {"temperature": temperature, "distance_power": distance_power, "implementation": implementation}
 
 

@@ -109,9 +109,7 @@ def fit_state(run: Fit) -> dict:
 
 def restore_fit(run: Fit) -> None:
     """Continue ``run`` from its checkpoint (written by a fit of the same data and settings)."""
-    saved = load_checkpoint(run.checkpoint)
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{run.checkpoint} is not a fit_projector checkpoint of this library")
+    saved = load_checkpoint(run.checkpoint, expected_format=CHECKPOINT_FORMAT, kind="fit_projector checkpoint")
     check_resumable(
         saved["settings"],
         run.settings,

@@ -321,3 +321,12 @@ def test_init_of_another_architecture_is_refused_naming_both(tmp_path):
     folder = load_backbone("test_resnet", weights=None).save_pretrained(tmp_path / "start")
     with pytest.raises(ValueError, match=r"test_resnet.*resnet18"):
         pretrain(_config(_gratings(tmp_path / "images"), tmp_path / "run", init=str(folder), arch="resnet18"))
+
+
+def test_a_checkpoint_of_another_recipe_is_refused_naming_what_it_is_not(tmp_path):
+    from contrastive_landmarks.train.checkpoint import save_checkpoint
+    from contrastive_landmarks.train.pretrain import export_backbone
+
+    save_checkpoint({"format": "contrastive_landmarks.projector_fit/1"}, tmp_path / "fit.pt")
+    with pytest.raises(ValueError, match=r"fit\.pt is not a MoCo pretraining checkpoint of this library"):
+        export_backbone(tmp_path / "fit.pt", tmp_path / "out")
