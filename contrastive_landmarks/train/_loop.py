@@ -7,7 +7,8 @@ what is their own (the step, the data, the report); these are the parts written 
 - :func:`warmup_cosine`: a linear warm-up, then a cosine to a floor, as a factor of the base learning rate;
 - :class:`BestState`: the best validation score, its step and a copy of the weights, with patience;
 - :func:`check_resumable`: a checkpoint's recorded settings against this run's, refusing a resume that
-  changed any of them and naming what changed.
+  changed any of them and naming what changed;
+- :func:`progress_bar`: a tqdm bar when asked for (tqdm imported only then), else ``None``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BestState", "check_resumable", "holdout_split", "warmup_cosine"]
+__all__ = ["BestState", "check_resumable", "holdout_split", "progress_bar", "warmup_cosine"]
 
 
 def holdout_split(
@@ -113,3 +114,13 @@ def check_resumable(
     ]
     if changed:
         raise ValueError(f"cannot resume {path}: {reason} ({'; '.join(changed)}); {remedy}")
+
+
+def progress_bar(enabled: bool, total: int, desc: str, unit: str, initial: int = 0, **options: Any) -> Any | None:
+    """A ``tqdm.auto`` bar over ``total`` units from ``initial`` when ``enabled`` (tqdm, of the ``train`` extra, is
+    imported only then), else ``None``; ``options`` go to tqdm (``mininterval``, ``dynamic_ncols``, ...)."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, **options)

@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..tps import TPSParams, make_pair
+from ._loop import progress_bar
 from .checkpoint import save_checkpoint
 from .images import cache_images
 from .interrupt import StopOnInterrupt, TrainingInterrupted
@@ -131,11 +132,9 @@ def _step(run: Run, epoch: int, batch: Tensor) -> tuple[Tensor, Tensor, float]:
 def _train(run: Run, images: Tensor | None, log: RunLog, checkpoint_path: Path) -> list[dict]:
     """The loop: steps to ``run.target``, logging, checkpoints, a progress bar, Ctrl-C at a step boundary."""
     config, main_process = run.config, run.rank == 0
-    bar = None
-    if config.progress and main_process:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=run.target, initial=run.global_step, unit="step", desc="MoCo", dynamic_ncols=True)
+    bar = progress_bar(
+        config.progress and main_process, run.target, "MoCo", "step", run.global_step, dynamic_ncols=True
+    )
     history: list[dict] = []
     run.model.train()
     throughput = None

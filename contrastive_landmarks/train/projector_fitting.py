@@ -47,7 +47,7 @@ from ..device import resolve_device
 from ..hypercolumn import Hypercolumn
 from ..projector import SpatialProjector
 from ..tps import TPSParams
-from ._loop import BestState
+from ._loop import BestState, progress_bar
 from .checkpoint import save_checkpoint
 from .feature_cache import FeatureCache
 from .features import eval_mode, index_batches, module_device
@@ -268,10 +268,9 @@ def _optimizer(
 
 
 def _progress_bar(run: Fit, images: int):
-    from tqdm.auto import tqdm  # optional dependency, imported only when asked
-
+    """A bar over every epoch's ``images``, from where ``run`` is (tqdm imported only here)."""
     done = run.epoch * images + run.count
-    return tqdm(total=run.epochs * images, initial=done, desc="fit_projector", unit="img", dynamic_ncols=True)
+    return progress_bar(True, run.epochs * images, "fit_projector", "img", done, dynamic_ncols=True)
 
 
 def _interrupted(run: Fit) -> ProjectorFitInterrupted:

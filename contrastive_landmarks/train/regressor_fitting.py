@@ -39,7 +39,7 @@ from ..device import resolve_device
 from ..hypercolumn import Hypercolumn
 from ..metrics import Metric, resolve_metric
 from ..regressor import LandmarkRegressor
-from ._loop import holdout_split
+from ._loop import holdout_split, progress_bar
 from .features import check_dataset, collate, eval_mode, index_batches, module_device, regressor_maps
 from .regressor_report import RegressorFit, diagnose, report
 from .regressor_training import Schedule, build_views, default_heatmaps, init_head, train_head
@@ -126,11 +126,7 @@ def fit_regressor(
     generator = torch.Generator().manual_seed(seed)  # then draws, in order: the views, the init, the batches
     if copies is None:
         copies = max(1, min(max_views, steps * batch_size) // len(train))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(train) * copies + steps, desc="fit_regressor", unit="it", mininterval=5.0)
+    bar = progress_bar(progress, len(train) * copies + steps, "fit_regressor", "it", mininterval=5.0)
     schedule = Schedule(steps, batch_size, lr, weight_decay, betas, eval_every or max(25, steps // 40), patience)
     with eval_mode(features), eval_mode(projector):
         views = build_views(features, train, val, copies, augment, flip_pairs, generator, device, bar)
