@@ -8,7 +8,9 @@ what is their own (the step, the data, the report); these are the parts written 
 - :class:`BestState`: the best validation score, its step and a copy of the weights, with patience;
 - :func:`check_resumable`: a checkpoint's recorded settings against this run's, refusing a resume that
   changed any of them and naming what changed;
-- :func:`progress_bar`: a tqdm bar when asked for (tqdm imported only then), else ``None``.
+- :func:`progress_bar`: a tqdm bar when asked for (tqdm imported only then), else ``None``;
+- :class:`FitResult`: what a recipe that selects on validation returns beside its model (the score beside a
+  no-learning baseline, the history, the warnings of :func:`diagnose`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["BestState", "check_resumable", "holdout_split", "progress_bar", "warmup_cosine"]
+__all__ = ["BestState", "FitResult", "check_resumable", "diagnose", "holdout_split", "progress_bar", "warmup_cosine"]
 
 
 def holdout_split(
@@ -124,3 +127,61 @@ def progress_bar(enabled: bool, total: int, desc: str, unit: str, initial: int =
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, **options)
+
+
+@dataclass(kw_only=True)
+class FitResult:
+    """What a recipe that selects its weights on validation data returns beside the model (keyword-only fields,
+    so that a subclass puts its own, the model first, positionally).
+
+    Attributes:
+        score: the selected state's error on the validation data (the training data when there was none).
+        baseline: a prediction that learned nothing (the training set's mean shape or pose), scored the same way.
+        best_step: the optimiser step of the selected state; ``steps``: steps run (early stopping may end sooner).
+        history: one dict per evaluation: ``step``, ``lr``, ``train_loss``, ``val_error`` (and the recipe's own).
+        warnings: plain-words problems (:func:`diagnose`); ``config``: every option used, for reports.
+    """
+
+    score: float
+    baseline: float
+    best_step: int
+    steps: int
+    history: list[dict[str, float]]
+    warnings: list[str]
+    config: dict[str, Any]
+
+    @property
+    def improvement(self) -> float:
+        """``1 - score / baseline``: the fraction of the baseline's error the model removes."""
+        return 1.0 - self.score / self.baseline if self.baseline > 0 else float("nan")
+
+
+def diagnose(
+    metric: str, score: float, baseline: float, history: list[dict], steps: int, ran: int, has_val: bool
+) -> list[str]:
+    """Plain-words problems of a fit: no validation data, not clearly better (by 10 %) than the mean shape's
+    ``baseline``, or (``ran == steps``, at least 4 evaluations in ``history``) still improving at the end."""
+    problems = []
+    unit = "%" if metric == "iod" else (" px" if metric == "pixel" else "")
+    where = "validation" if has_val else "training (no validation data)"
+    if not has_val:
+        problems.append(
+            "no validation images (fewer than 10 labelled): the regressor could not be selected or "
+            "checked on held-out data; its error below is on the training images"
+        )
+    if not score < 0.9 * baseline:
+        problems.append(
+            f"the regressor is not clearly better than predicting the training set's mean shape "
+            f"({metric} {score:.3g}{unit} vs {baseline:.3g}{unit} on the {where} images): it has "
+            "learned little beyond the average layout; try more steps, more labels or another backbone"
+        )
+    if ran == steps and len(history) >= 4:
+        late = [h["val_error"] for h in history[-max(2, len(history) // 4) :]]
+        earlier = history[-max(2, len(history) // 4) - 1]["val_error"]
+        if late[-1] < earlier * 0.95 and late[-1] <= min(late) * 1.001:
+            problems.append(
+                f"the {where} error was still falling at the last of {steps} steps "
+                f"({earlier:.4g} -> {late[-1]:.4g}{unit} over the last quarter): the regressor is "
+                f"probably undertrained; pass more steps (e.g. steps={2 * steps})"
+            )
+    return problems
