@@ -5,7 +5,9 @@ size, with its keypoints moved exactly with the pixels:
 
 - **framing**: with probability ``frame_probability`` the letterboxed whole frame (what a two-stage model's
   first pass sees), else a box around the frame's labelled points at ``Framing.margin`` (its second pass);
-- **geometry**: scale (the box's side times ``2^U(-s, s)``), rotation (``U(-r, r)`` degrees), translation
+- **geometry**: scale (the box's side times ``2^U(-s, s)``), rotation (``U(-r, r)`` degrees; by default ``r``
+  follows the labelled poses, :func:`rotation_for_poses`: a full turn where the animals face every way, as in a
+  top view, else 25 degrees), translation
   (the centre moves by ``U(-t, t)`` of the side), and a horizontal flip that swaps the named left/right
   parts, only where the data names them;
 - **photometry**: brightness and contrast (torchvision's ``ColorJitter`` without hue), random Gaussian blur,
@@ -25,7 +27,52 @@ from torch import Tensor
 from ..framing import Framing, crop_images, crop_points, frame_boxes, keypoint_boxes
 from .image_ops import color_jitter, gaussian_blur, rgb_to_grayscale
 
-__all__ = ["KeypointViews", "ViewAugment"]
+__all__ = ["KeypointViews", "ViewAugment", "heading_spread", "rotation_for_poses"]
+
+#: Rotation range (degrees) of views of animals that keep one heading (side views, head-fixed or reaching animals).
+NARROW_ROTATION = 25.0
+#: ... and of animals that face every way (a freely moving animal seen from above): a full turn.
+FULL_ROTATION = 180.0
+#: The circular spread of the labelled headings (degrees) above which the full turn is used.
+SPREAD_FOR_FULL_TURN = 60.0
+
+
+def heading_spread(keypoints: Tensor, visible: Tensor) -> float:
+    """How much the labelled animals turn between frames: the circular standard deviation, in degrees, of the
+    direction between the two body parts that lie farthest apart on average (among the pairs labelled together in
+    at least 80 % of the frames). About 0 for a head-fixed or side-view animal; 80 or more when headings are
+    uniform (a top view of a freely moving animal, even from 10 frames). ``0.0`` when no pair qualifies.
+
+    Args:
+        keypoints: ``(M, N, 2)`` pixels; visible: ``(M, N)`` bool.
+    """
+    import math
+
+    keypoints = torch.nan_to_num(keypoints.float())
+    visible = visible.bool()
+    m, n = visible.shape
+    best, pair = -1.0, None
+    for a in range(n):
+        for b in range(a + 1, n):
+            both = visible[:, a] & visible[:, b]
+            if int(both.sum()) < max(2, math.ceil(0.8 * m)):
+                continue
+            distance = float((keypoints[both, a] - keypoints[both, b]).norm(dim=-1).mean())
+            if distance > best:
+                best, pair = distance, (a, b)
+    if pair is None:
+        return 0.0
+    both = visible[:, pair[0]] & visible[:, pair[1]]
+    direction = keypoints[both, pair[1]] - keypoints[both, pair[0]]
+    angle = torch.atan2(direction[:, 1], direction[:, 0]).double()
+    length = float(torch.stack([angle.cos().mean(), angle.sin().mean()]).norm())
+    return math.degrees(math.sqrt(-2 * math.log(max(length, 1e-12))))
+
+
+def rotation_for_poses(keypoints: Tensor, visible: Tensor) -> float:
+    """The views' rotation range for these labelled poses: :data:`FULL_ROTATION` when their
+    :func:`heading_spread` exceeds :data:`SPREAD_FOR_FULL_TURN`, else :data:`NARROW_ROTATION`."""
+    return FULL_ROTATION if heading_spread(keypoints, visible) > SPREAD_FOR_FULL_TURN else NARROW_ROTATION
 
 
 @dataclass(frozen=True)
@@ -33,7 +80,7 @@ class ViewAugment:
     """Strengths of the random view augmentation (module docstring); ``ViewAugment.none()`` turns it off."""
 
     scale: float = 0.35  # log2: sides between 0.78x and 1.27x
-    rotation: float = 25.0  # degrees
+    rotation: float | None = None  # degrees; None: from the labelled poses (rotation_for_poses)
     translation: float = 0.1  # of the side
     flip: bool = True
     brightness: float = 0.3
@@ -85,6 +132,8 @@ class KeypointViews:
         self.flip_pairs = [tuple(p) for p in flip_pairs] if flip_pairs else None
         self.frame_probability = float(frame_probability) if self.framing.stages == 2 else 1.0
         self.gray = [bool((f[0] == f[1]).all() and (f[1] == f[2]).all()) for f in self.frames]
+        #: the rotation range used where :attr:`ViewAugment.rotation` is ``None`` (:func:`rotation_for_poses`)
+        self.pose_rotation = rotation_for_poses(self.keypoints, self.visible)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -108,7 +157,8 @@ class KeypointViews:
             [_uniform(n, augment.translation, generator), _uniform(n, augment.translation, generator)], 1
         )
         boxes[:, :2] = boxes[:, :2] + shift * boxes[:, 2:3]
-        boxes[:, 3] = _uniform(n, augment.rotation, generator)
+        rotation = self.pose_rotation if augment.rotation is None else augment.rotation
+        boxes[:, 3] = _uniform(n, rotation, generator)
         return boxes
 
     def sample(

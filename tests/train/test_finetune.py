@@ -1,6 +1,7 @@
 """End-to-end fine-tuning: it learns, it resumes exactly, it saves what it computes, and it refuses bad data."""
 
 import importlib
+import math
 import os
 import signal
 
@@ -229,3 +230,26 @@ def test_device_and_autocast_follow_the_device_asked_for(monkeypatch):
         assert next(result.model.parameters()).device.type == "cuda"
         assert seen and all(s[0] == "cuda" and s[2] for s in seen)
         assert batches[-1].type == "cuda"
+
+
+def test_views_turn_fully_only_where_the_labelled_animals_face_every_way():
+    from contrastive_landmarks.train.keypoint_views import KeypointViews, ViewAugment, heading_spread
+
+    g = torch.Generator().manual_seed(0)
+    m = 10
+    heading = torch.rand(m, generator=g) * 2 * math.pi  # a top view: any direction
+    body = torch.stack([torch.cos(heading), torch.sin(heading)], -1) * 30
+    centre = torch.full((m, 2), 100.0)
+    top = torch.stack([centre - body, centre + body, centre + 0.2 * body], 1)  # tail, nose, neck
+    side = torch.stack([centre - torch.tensor([30.0, 0]), centre + torch.tensor([30.0, 0]), centre], 1)
+    side = side + torch.randn(side.shape, generator=g) * 2  # one heading, a little noise
+    visible = torch.ones(m, 3, dtype=torch.bool)
+    assert heading_spread(top, visible) > 60 > 10 > heading_spread(side, visible)
+    frames = [torch.rand(3, 200, 200, generator=g) for _ in range(m)]
+    for points, expected in ((top, 180.0), (side, 25.0)):
+        views = KeypointViews(frames, points, visible, 64)
+        assert views.pose_rotation == expected
+        angles = views.boxes(torch.arange(m).repeat(20), torch.Generator().manual_seed(1), ViewAugment())[:, 3]
+        assert float(angles.abs().max()) <= expected and float(angles.abs().max()) > 0.8 * expected
+        fixed = views.boxes(torch.arange(m), torch.Generator().manual_seed(1), ViewAugment(rotation=5.0))[:, 3]
+        assert float(fixed.abs().max()) <= 5.0
