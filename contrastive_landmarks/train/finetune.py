@@ -47,7 +47,7 @@ from ..hypercolumn import Hypercolumn
 from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
 from ..regressor import LandmarkRegressor, distribution_loss, regression_loss, spatial_softmax
-from ._loop import BestState, check_resumable, holdout_split, warmup_cosine
+from ._loop import BestState, FitResult, check_resumable, holdout_split, progress_bar, warmup_cosine
 from .checkpoint import load_checkpoint, save_checkpoint
 from .features import check_dataset
 from .footage import RECORD_NAME, FootageOptions, adapt_to_footage
@@ -121,26 +121,16 @@ class FinetuneOptions:
 
 
 @dataclass
-class FinetuneResult:
-    """What :func:`finetune` returns: the selected model and how it got there.
+class FinetuneResult(FitResult):
+    """What :func:`finetune` returns: the selected model and how it got there (:class:`~._loop.FitResult`: the
+    validation error in pixels of each frame, beside the training frames' mean pose scored the same way; the
+    history's records also hold ``seconds``).
 
     Attributes:
         model: the fine-tuned :class:`~contrastive_landmarks.LandmarkModel` (best validation state, eval mode).
-        score: its mean pixel error on the validation frames (their own pixels; training frames when none).
-        baseline: the training frames' mean pose, scored the same way.
-        best_step, steps: the selected step and the steps run.
-        history: one dict per evaluation (``step``, ``lr``, ``train_loss``, ``val_error``, ``seconds``).
-        warnings: plain-words problems; ``config``: the options and data sizes, for reports.
     """
 
     model: LandmarkModel
-    score: float
-    baseline: float
-    best_step: int
-    steps: int
-    history: list[dict[str, float]]
-    warnings: list[str]
-    config: dict[str, Any]
 
 
 class FinetuneInterrupted(TrainingInterrupted):
@@ -315,7 +305,16 @@ def finetune(
         "val_frames": data["val_frames"],
         "mean_pose": pose.tolist(),
     }
-    return FinetuneResult(model, score, baseline, best.step, step, history, problems, config)
+    return FinetuneResult(
+        model,
+        score=score,
+        baseline=baseline,
+        best_step=best.step,
+        steps=step,
+        history=history,
+        warnings=problems,
+        config=config,
+    )
 
 
 def _rotation(augment: ViewAugment, views: KeypointViews) -> float:
@@ -441,8 +440,4 @@ def _step(model: LandmarkModel, views: KeypointViews, options: FinetuneOptions, 
 
 
 def _bar(options: FinetuneOptions, start: int):
-    if not options.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=options.steps, initial=start, desc="finetune", unit="step", mininterval=2.0)
+    return progress_bar(options.progress, options.steps, "finetune", "step", initial=start, mininterval=2.0)
