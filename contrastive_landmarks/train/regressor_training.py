@@ -21,7 +21,7 @@ from ..coords import normalized_to_pixels, pixels_to_normalized
 from ..hypercolumn import Hypercolumn
 from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
-from ._loop import BestState
+from ._loop import BestState, warmup_cosine
 from .features import StageMapBank, index_batches, regressor_maps
 from .regressor_views import Augment
 
@@ -211,7 +211,7 @@ def train_head(head: Head, views: Views, score_fn, schedule: Schedule, generator
     regressor, bank, size, s = head.regressor, views.train, views.image_size, schedule
     _, peak_init, _ = evaluate(head, views, score_fn, limit=256)
     optimizer = torch.optim.Adam(regressor.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.steps, eta_min=s.lr * 1e-2)
+    cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: warmup_cosine(i, s.steps, floor=1e-2))
     history: list[dict[str, float]] = []
     best = BestState(regressor, patience=s.patience, min_improvement=1e-3)
     running, step = 0.0, 0
