@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, NamedTuple, overload
 
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Backbone
+from .backbone import Backbone, _autocast_enabled
 from .calibration import LikelihoodCalibration
 from .check import as_image_list, content_problem, to_float_images
 from .coords import cell_centers, normalized_to_pixels
@@ -287,16 +288,26 @@ class LandmarkModel(nn.Module):
         return self._regress(batch, lambda normalized: self._to_pixels(normalized, sizes))
 
     def _regress(self, batch: Tensor, to_pixels) -> Regression:
-        """The regressor on a ``[0, 1]`` batch at the input size; ``to_pixels`` maps its normalised points to pixels."""
+        """The regressor on a ``[0, 1]`` batch at the input size; ``to_pixels`` maps its normalised points to pixels.
+
+        Under an active autocast (a caller's ``torch.autocast``) only the backbone runs in the lower precision.
+        """
         regressor, size = self.regressor, self._size(batch)
-        maps = head_maps(self.hypercolumn.image_stage_maps(batch), size, normalize=self.hypercolumn.normalize)
-        features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
-        heatmaps = regressor.heatmaps(features, size) if isinstance(features, list) else regressor.heatmaps(features)
-        probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
-        grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)
-        b, n, k = probs.shape[0], regressor.num_landmarks, regressor.heatmaps_per_landmark
-        intermediate = (probs @ grid).reshape(b, n, k, 2)
-        normalized = combine_points(intermediate, regressor.combine.to(intermediate.dtype))
+        stage_maps = self.hypercolumn.image_stage_maps(batch)
+        mixed = _autocast_enabled(batch.device.type)
+        if mixed:  # the heads in float32, as finetune trains them: a soft-argmax in bfloat16 is off by pixels
+            stage_maps = [m.float() for m in stage_maps]
+        with torch.autocast(batch.device.type, enabled=False) if mixed else nullcontext():
+            maps = head_maps(stage_maps, size, normalize=self.hypercolumn.normalize)
+            features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
+            heatmaps = (
+                regressor.heatmaps(features, size) if isinstance(features, list) else regressor.heatmaps(features)
+            )
+            probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
+            grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)
+            b, n, k = probs.shape[0], regressor.num_landmarks, regressor.heatmaps_per_landmark
+            intermediate = (probs @ grid).reshape(b, n, k, 2)
+            normalized = combine_points(intermediate, regressor.combine.to(intermediate.dtype))
         grid_shape = (b, n, k, *heatmaps.shape[-2:])
         return Regression(
             to_pixels(normalized), normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape)
