@@ -16,6 +16,13 @@ file's ``scorer`` level. ``--labelled-video`` also writes a copy with the points
 named) and every output checked to be writable before the first frame is predicted. ``--filter median|savgol``
 then writes ``<output stem>_filtered<ext>`` (and, for an ``.h5``, the ``_filtered.csv`` DeepLabCut's
 ``filterpredictions`` writes beside it) with :func:`~contrastive_landmarks.filtering.filter_track`.
+
+A two-stage model's videos are *tracked* by default (:mod:`contrastive_landmarks.tracking`): each frame's crop is
+placed from the frames before it and only the second pass runs, the whole-frame two-pass path taking over on the
+first frame, where the likelihood drops and where the animal nears the crop's edge; ``--every-frame`` runs the
+two-pass :meth:`~contrastive_landmarks.LandmarkModel.detect` on every frame instead. ``--device`` picks where the
+network runs (default: the GPU when there is one) and ``--precision`` its autocast (default ``auto``: bfloat16 on a
+CPU or GPU that computes it natively, for the backbone only; ``fp32`` is exactly ``detect``).
 """
 
 from __future__ import annotations
@@ -288,31 +295,43 @@ def _warn_content(what: list[str]) -> None:
         print(f"warning: {listed}: their points are guesses, not landmarks", file=sys.stderr)
 
 
-def _predict_images(model, files: list[Path], batch_size: int) -> list[dict]:
+def _predict_images(model, files: list[Path], args: argparse.Namespace) -> list[dict]:
     import torch
 
     from ..check import content_problem
     from ..data.base import load_image
+    from ..tracking import inference_precision
+
+    batch_size = args.batch_size
 
     rows, flagged = [], []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         images = [load_image(f) for f in chunk]
         flagged += [f"{f} is {why}" for f, image in zip(chunk, images) if (why := content_problem(image))]
-        with torch.no_grad(), _named_content_warnings():
+        images = [image.to(args.device) for image in images]
+        with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision):
             points, scores = model.detect(images, return_scores=True)
-        for file, p, s in zip(chunk, points.tolist(), scores.tolist()):
+        for file, p, s in zip(chunk, points.float().tolist(), scores.float().tolist()):
             rows.append({"image": str(file), "points": p, "scores": s})
     _warn_content(flagged)
     return rows
 
 
-def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path | None) -> list[dict]:
-    """One row per frame (``{"frame", "points", "scores"}``), decoding once; the labelled copy as it goes."""
+def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path | None) -> tuple[list[dict], int]:
+    """One row per frame (``{"frame", "points", "scores"}``), decoding once; the labelled copy as it goes.
+
+    Returns:
+        the rows, and how many frames took the whole-frame two-pass path (all of them unless tracked).
+    """
     import torch
 
     from ..check import content_problem
     from ..data.video import VideoFrames, VideoWriter
+    from ..tracking import TrackState, can_track, inference_precision, track_frames
+
+    tracked = can_track(model) and not args.every_frame
+    state, full = TrackState(), 0
 
     frames = VideoFrames(video)
     bar = None
@@ -328,8 +347,15 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
         for start in range(0, len(frames), args.batch_size):
             numbers = range(start, min(start + args.batch_size, len(frames)))
             images = torch.stack([frames[i]["image"] for i in numbers])
-            with torch.no_grad(), _named_content_warnings():
-                points, scores = model.detect(images, return_scores=True)
+            batch = images.to(args.device)
+            with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision):
+                if tracked:
+                    points, scores, used, state = track_frames(model, batch, state)
+                    full += int(used.sum())
+                else:
+                    points, scores = model.detect(batch, return_scores=True)
+                    full += len(numbers)
+            points, scores = points.float().cpu(), scores.float().cpu()
             for i, image, p, s in zip(numbers, images, points.tolist(), scores.tolist()):
                 frame = frames.locate(i)[1]
                 rows.append({"frame": frame, "points": p, "scores": s})
@@ -354,10 +380,11 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
             writer.close()
             if not done:
                 labelled.unlink(missing_ok=True)
-    return rows
+    return rows, full
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from ..device import autocast_dtype, resolve_device
     from ..pipeline import LandmarkModel
 
     setup(args)
@@ -374,6 +401,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         unused = [option for option, value in settings.items() if value is not None]
         if unused and not args.filter:
             raise UserError(f"{', '.join(unused)} set how --filter filters: add --filter median or --filter savgol")
+        args.device = resolve_device(args.device)
+        autocast_dtype(args.device, args.precision)  # an unknown precision is refused before any work
         scorer = dlc_scorer(args.model)
         if videos:
             from ..data.video import video_info
@@ -387,20 +416,23 @@ def _run_predict(args: argparse.Namespace) -> int:
             from ..data.dlc_output import require_h5
 
             require_h5()
-        model = LandmarkModel.from_pretrained(args.model)
+        model = LandmarkModel.from_pretrained(args.model).to(args.device)
         if model.regressor is None:
             raise UserError(f"{args.model} has no landmark regressor (fit one with fit-regressor)")
         names = list(model.landmark_names) or [f"point{i}" for i in range(model.regressor.num_landmarks)]
         if not videos:
-            rows = _predict_images(model, files, args.batch_size)
+            rows = _predict_images(model, files, args)
             write_track(output, track_of(rows, names, scorer, key="image"), fmt)
             print(f"wrote {len(rows)} predictions of {len(names)} landmarks to {output} ({fmt})", file=sys.stderr)
         for job in jobs:
-            rows = _predict_video(model, job.video, args, job.labelled)
+            rows, full = _predict_video(model, job.video, args, job.labelled)
             track = track_of(rows, names, scorer, key="frame")
             write_track(job.output, track, fmt)
             line = f"wrote {len(rows)} predictions (frames of {job.video}) of {len(names)} landmarks to {job.output}"
-            line += f" ({fmt})"
+            line += f" ({fmt}"
+            if full < len(rows):
+                line += f"; tracked, {full} frames on the whole frame"
+            line += ")"
             if job.labelled is not None:
                 line += f"; labelled video {job.labelled}"
             if job.filtered:
@@ -463,6 +495,23 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for a video)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--device", default=None, help="torch device: cpu, cuda, cuda:1, ... (default: the GPU when there is one)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="autocast of the backbone: auto (bfloat16 where the CPU or GPU computes it natively, else float32), "
+        "fp32 (exactly LandmarkModel.detect), bf16, fp16 (default auto)",
+    )
+    parser.add_argument(
+        "--every-frame",
+        action="store_true",
+        help="run the whole-frame two-pass detection on every video frame instead of tracking (a two-stage model's "
+        "videos are tracked by default: each frame's crop placed from the frames before it, one pass a frame, the "
+        "two passes where the likelihood drops or the animal nears the crop's edge)",
+    )
     parser.add_argument(
         "--filter",
         choices=("median", "savgol"),

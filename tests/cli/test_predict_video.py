@@ -35,7 +35,17 @@ def detected(model, path):
 
 def test_one_deeplabcut_row_per_frame_equal_to_detect(recording, faces_model, tmp_path):
     out = tmp_path / "points.csv"
-    args = ["predict", "resnet18-faces", str(recording), "--output", str(out), "--batch-size", "4"]
+    args = [
+        "predict",
+        "resnet18-faces",
+        str(recording),
+        "--output",
+        str(out),
+        "--batch-size",
+        "4",
+        "--precision",
+        "fp32",
+    ]
     assert main([*args, "--labelled-video", str(tmp_path / "labelled.mp4")]) == 0
     lines = list(csv.reader(out.open()))
     names = list(faces_model.landmark_names)
@@ -71,7 +81,7 @@ def test_json_csv_and_the_default_output(recording, faces_model, tmp_path):
     assert set(payload[0]["landmarks"]["nose"]) == {"x", "y", "score"}
     out = tmp_path / "p.csv"
     args = ["predict", "resnet18-faces", str(video), "--format", "csv", "--output", str(out), "--no-progress"]
-    assert main(args) == 0
+    assert main([*args, "--precision", "fp32"]) == 0
     rows = list(csv.DictReader(out.open()))
     points, _ = detected(faces_model, recording)
     assert [r["frame"] for r in rows] == [str(i) for i in range(10)]
@@ -255,3 +265,55 @@ def test_named_one_line_errors_before_any_frame_is_predicted(recording, tiny, tm
     assert 'pip install "contrastive-landmarks[h5]"' in one_line(tiny, good, "--output", tmp_path / "q.h5")
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["a.mp4", "b.mp4"]
     assert not any((tmp_path / name).exists() for name in ("p.csv", "o.csv", "q.h5"))
+
+
+# -- tracked prediction (issue 30, item 1) ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory):
+    """The tiny model with a two-stage framing (whole frame, then a crop around the points), saved as ``framed``."""
+    from contrastive_landmarks.framing import Framing
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model()
+    model.framing = Framing()
+    return model.save_pretrained(tmp_path_factory.mktemp("models") / "framed")
+
+
+def test_a_two_stage_models_video_is_tracked_unless_every_frame(recording, two_stage, tmp_path, capsys):
+    from contrastive_landmarks import LandmarkModel
+    from contrastive_landmarks.tracking import TrackState, track_frames
+
+    model = LandmarkModel.from_pretrained(two_stage)
+    frames = torch.stack([image for _, image in read_video_frames(recording)])
+    fp32 = ("--precision", "fp32", "--device", "cpu")
+    assert predict(two_stage, recording, "--output", tmp_path / "every.csv", "--every-frame", *fp32) == 0
+    assert "tracked" not in capsys.readouterr().err
+    _, _, xy = read_dlc_labels(tmp_path / "every.csv")
+    assert torch.allclose(torch.from_numpy(xy).float(), model.detect(frames), atol=2e-3)  # detect on every frame
+    assert predict(two_stage, recording, "--output", tmp_path / "tracked.csv", *fp32) == 0
+    err = capsys.readouterr().err
+    assert "wrote 10 predictions" in err and "tracked, " in err and " frames on the whole frame" in err
+    _, _, xy = read_dlc_labels(tmp_path / "tracked.csv")
+    state, expected = TrackState(), []
+    for start in range(0, 10, 4):  # --batch-size 4: the decoded chunks, fed to the tracker in order
+        result = track_frames(model, frames[start : start + 4], state)
+        state = result.state
+        expected.append(result.points)
+    assert torch.allclose(torch.from_numpy(xy).float(), torch.cat(expected), atol=2e-3)
+    # the default precision (bfloat16 where this CPU has it) writes the same rows
+    assert predict(two_stage, recording, "--output", tmp_path / "auto.csv") == 0
+    _, _, auto = read_dlc_labels(tmp_path / "auto.csv")
+    assert auto.shape == xy.shape and (abs(auto) < 1e4).all()
+
+
+def test_device_and_precision_are_named_one_line_errors(recording, two_stage, tmp_path, capsys):
+    assert predict(two_stage, recording, "--device", "nonsense", "--output", tmp_path / "o.csv") == 2
+    err = capsys.readouterr().err
+    assert "--device 'nonsense' is not a torch device" in err and err.count("\n") == 1
+    if not torch.cuda.is_available():
+        assert predict(two_stage, recording, "--device", "cuda", "--output", tmp_path / "o.csv") == 2
+        err = capsys.readouterr().err
+        assert "no CUDA device is available" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        predict(two_stage, recording, "--precision", "int8")
+    assert not (tmp_path / "o.csv").exists()
