@@ -158,8 +158,8 @@ def sidecar(model: LandmarkModel, onnx_name: str = "model.onnx", opset: int = DE
             "align_corners=False, padding_mode='zeros'), on [0, 1] RGB",
             "antialias": f"when s = min(1, max_step {w} / side) < below, the frame is first resized to "
             "(H', W') = (round(H s), round(W s)) (Python round, at least 1) by antialiased bilinear interpolation "
-            "(PyTorch F.interpolate(..., antialias=True), PIL's triangle filter), and the box becomes "
-            "((cx + 0.5) W' / W - 0.5, (cy + 0.5) H' / H - 0.5, side sqrt(W' H' / (W H)), angle)",
+            "(PyTorch F.interpolate(..., antialias=True), PIL's triangle filter), and each position (x, y) the crop "
+            "reads becomes ((x + 0.5) W' / W - 0.5, (y + 0.5) H' / H - 0.5) in the resized frame",
             "points_back": f"a point q of the crop goes back to the frame at R((q + 0.5) side / {w} - side / 2) + "
             "(cx, cy)",
         }

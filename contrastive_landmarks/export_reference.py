@@ -135,7 +135,8 @@ def crop(
     """The ``(C, S, S)`` crop of a ``(C, H, W)`` frame at ``box`` (``crop_images``; zeros outside the frame).
 
     When a crop pixel would cover more than ``max_step`` frame pixels (scale ``min(1, max_step S / side)`` below
-    ``below``), the frame is first resized (:func:`resize`) so that it covers ``max_step``, and the box with it.
+    ``below``), the frame is first resized (:func:`resize`) so that it covers ``max_step``, and the sampling
+    positions are mapped into the resized frame, each axis by its own factor (the rounded sizes differ slightly).
     """
     h, w = frame.shape[-2:]
     cx, cy, side, angle = (float(v) for v in np.asarray(box, dtype=np.float32))
@@ -143,10 +144,10 @@ def crop(
     if scale < below:
         small = (max(1, round(h * scale)), max(1, round(w * scale)))
         frame = resize(frame, small)
-        sy, sx = small[0] / h, small[1] / w
-        cx, cy, side = (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5, side * math.sqrt(sx * sy)
     v, u = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij")
     source = uncrop_points(np.stack([u.ravel(), v.ravel()], -1), (cx, cy, side, angle), size)
+    if scale < below:  # frame pixels -> pixels of the resized frame, each axis by its own factor
+        source = (source + 0.5) * np.array([small[1] / w, small[0] / h]) - 0.5
     return sample_bilinear(frame, source[:, 0].reshape(size, size), source[:, 1].reshape(size, size))
 
 

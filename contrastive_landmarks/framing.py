@@ -18,7 +18,6 @@ an ``S``-wide crop sits at ``(u + 0.5) · side / S - side / 2`` from the box cen
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -136,18 +135,16 @@ def crop_images(images: Tensor | Sequence[Tensor], boxes: Tensor, size: int) -> 
     out = []
     for frame, box in zip(frames, boxes.float()):
         h, w = frame.shape[-2:]
+        source = uncrop_points(grid_px, box[None], size)[0]  # (S*S, 2) frame pixels
         scale = min(1.0, 2.0 * size / float(box[2]))  # frame pixels per crop pixel at most 2
         if scale < 0.75:
             small = (max(1, round(h * scale)), max(1, round(w * scale)))
             frame = F.interpolate(
                 frame[None].float(), size=small, mode="bilinear", antialias=True, align_corners=False
             )[0]
-            sy, sx = small[0] / h, small[1] / w
-            box = torch.stack(
-                [(box[0] + 0.5) * sx - 0.5, (box[1] + 0.5) * sy - 0.5, box[2] * math.sqrt(sx * sy), box[3]]
-            )
+            # each axis by its own factor: the rounded sizes make them differ slightly
+            source = (source + 0.5) * source.new_tensor([small[1] / w, small[0] / h]) - 0.5
             h, w = small
-        source = uncrop_points(grid_px, box[None], size)[0]  # (S*S, 2) frame pixels
         normalised = torch.stack([(2 * source[:, 0] + 1) / w - 1, (2 * source[:, 1] + 1) / h - 1], -1)
         sampled = F.grid_sample(
             frame[None].float(), normalised.reshape(1, size, size, 2).to(frame.device), align_corners=False

@@ -266,12 +266,13 @@ class LandmarkBox:
 class Letterbox:
     """Fit the whole image into a ``size × size`` square keeping its aspect ratio (zero padding).
 
-    The image is padded to a square of its longer side (the padding split evenly, the odd pixel at the
-    bottom/right, at whole source pixels) and that square resized to ``size``: one uniform scale on
-    both axes, so a point goes ``x -> (x + 0.5) · scale - 0.5 + pad_x`` (likewise ``y``), with
-    ``sample["letterbox"] = (scale, pad_x, pad_y)`` recorded (``pad`` in output pixels) so that
-    predictions can be mapped back to the source image with :meth:`to_source`. Unlike
-    :class:`Resize` (which squashes), frames of different shapes keep their geometry.
+    The one letterbox of the library: the crop :func:`~contrastive_landmarks.framing.frame_boxes` places (a square
+    of the longer side, centred exactly, so the padding may be half a pixel on each side) sampled by
+    :func:`~contrastive_landmarks.framing.crop_images`, the very crop a model's first pass takes at ``detect``, so
+    that what a head is fitted on and what it is run on cannot drift apart. One uniform scale on both axes: a point
+    goes ``x -> (x + 0.5) · scale - 0.5 + pad_x`` (likewise ``y``), with ``sample["letterbox"] = (scale, pad_x,
+    pad_y)`` recorded (``pad`` in output pixels) so that predictions can be mapped back to the source image with
+    :meth:`to_source`. Unlike :class:`Resize` (which squashes), frames of different shapes keep their geometry.
     """
 
     def __init__(self, size: int) -> None:
@@ -280,12 +281,22 @@ class Letterbox:
         self.size = int(size)
 
     def __call__(self, sample: dict) -> dict:
-        h, w = (int(v) for v in sample["image"].shape[-2:])
-        side = max(h, w)
-        pad_left, pad_top = (side - w) // 2, (side - h) // 2
-        sample = Resize(self.size)(Crop(-pad_top, -pad_left, side, side)(sample))
-        scale = self.size / side
-        sample["letterbox"] = (scale, pad_left * scale, pad_top * scale)
+        from ..framing import crop_images, crop_points, frame_boxes
+
+        sample = dict(sample)
+        image = sample["image"]
+        h, w = (int(v) for v in image.shape[-2:])
+        box = frame_boxes([(h, w)], device=image.device)
+        sample["image"] = crop_images(image[None].float(), box, self.size)[0].to(image.dtype)
+        if "keypoints" in sample:
+            points = torch.as_tensor(sample["keypoints"])
+            points = points if points.is_floating_point() else points.float()
+            sample["keypoints"] = crop_points(points[None], box, self.size)[0]
+        scale = self.size / max(h, w)
+        pad_x, pad_y = (max(h, w) - w) / 2 * scale, (max(h, w) - h) / 2 * scale
+        if "box" in sample:  # (x0, y0, x1, y1) pixel edges
+            sample["box"] = sample["box"] * scale + sample["box"].new_tensor([pad_x, pad_y, pad_x, pad_y])
+        sample["letterbox"] = (scale, pad_x, pad_y)
         return sample
 
     @staticmethod
