@@ -41,6 +41,8 @@ from ..data.dlc_output import FORMATS, format_for, write_track
 from .common import UserError, fail, progress_available, setup
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from torch import Tensor
 
     from ..data.dlc_output import Track
@@ -318,6 +320,32 @@ def _predict_images(model, files: list[Path], args: argparse.Namespace) -> list[
     return rows
 
 
+def _decoded(frames, batch_size: int) -> Iterator[tuple[range, Tensor, list[str | None]]]:
+    """A video's frames in batches: ``(frame indices, (B, 3, H, W) images, each image's content problem)``.
+
+    The next batch is decoded (and checked, :func:`~contrastive_landmarks.check.content_problem`) in a thread
+    while the caller predicts this one: PyAV and NumPy release the GIL, so decoding overlaps the network.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from ..check import content_problem
+
+    def read(start: int) -> tuple[range, Tensor, list[str | None]]:
+        numbers = range(start, min(start + batch_size, len(frames)))
+        images = torch.stack([frames[i]["image"] for i in numbers])
+        return numbers, images, [content_problem(image) for image in images]
+
+    starts = list(range(0, len(frames), batch_size))
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
+        pending = pool.submit(read, starts[0]) if starts else None
+        for following in [*starts[1:], None]:
+            batch = pending.result()
+            pending = pool.submit(read, following) if following is not None else None
+            yield batch
+
+
 def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path | None) -> tuple[list[dict], int]:
     """One row per frame (``{"frame", "points", "scores"}``), decoding once; the labelled copy as it goes.
 
@@ -326,7 +354,6 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
     """
     import torch
 
-    from ..check import content_problem
     from ..data.video import VideoFrames, VideoWriter
     from ..tracking import TrackState, can_track, inference_precision, track_frames
 
@@ -343,10 +370,9 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
     rows: list[dict] = []
     flagged: dict[str, list[int]] = {}
     done = False
+    batches = _decoded(frames, args.batch_size)
     try:
-        for start in range(0, len(frames), args.batch_size):
-            numbers = range(start, min(start + args.batch_size, len(frames)))
-            images = torch.stack([frames[i]["image"] for i in numbers])
+        for numbers, images, problems in batches:
             batch = images.to(args.device)
             with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision):
                 if tracked:
@@ -356,10 +382,10 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
                     points, scores = model.detect(batch, return_scores=True)
                     full += len(numbers)
             points, scores = points.float().cpu(), scores.float().cpu()
-            for i, image, p, s in zip(numbers, images, points.tolist(), scores.tolist()):
+            for i, why, p, s in zip(numbers, problems, points.tolist(), scores.tolist()):
                 frame = frames.locate(i)[1]
                 rows.append({"frame": frame, "points": p, "scores": s})
-                if why := content_problem(image):
+                if why:
                     flagged.setdefault(why, []).append(frame)
             if writer is not None:
                 writer.write(draw_points(images, points))
@@ -373,6 +399,7 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
             ]
         )
     finally:
+        batches.close()  # waits for a batch being decoded before the decoder is closed
         frames.close()
         if bar is not None:
             bar.close()
