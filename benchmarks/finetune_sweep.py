@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,8 @@ def main() -> None:
             "curve": result.history,
             "warnings": result.warnings,
             "load_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            # CPU time of this process: comparable between runs on a shared machine, unlike wall minutes
+            "cpu_minutes": (lambda t: (t.ru_utime + t.ru_stime) / 60)(resource.getrusage(resource.RUSAGE_SELF)),
         }
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

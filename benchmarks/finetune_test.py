@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,8 @@ def main() -> None:
         "project": args.project,
         "seed": args.seed,
         "minutes": minutes,
+        # CPU time of the finetune, evaluate and predict processes: comparable on a shared machine
+        "cpu_minutes": (lambda t: (t.ru_utime + t.ru_stime) / 60)(resource.getrusage(resource.RUSAGE_CHILDREN)),
         "footage": report.get("footage"),
         "val_error_px": report["score_px"],
         "best_step": report["best_step"],

@@ -70,16 +70,23 @@ def _sweep_table(records: list[dict]) -> list[str]:
         groups[key].append(r)
     lines = [
         "| project | start | footage steps | labelled | other options | seeds | val error px | mean pose px "
-        "| minutes |",
+        "| minutes (load) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (project, backbone, steps, labelled, extra), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         lines.append(
             f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "
             f"| {_spread([r['val_error_px'] for r in runs])} | {_spread([r['mean_pose_px'] for r in runs])} "
-            f"| {_spread([r['minutes'] for r in runs], 1)} |"
+            f"| {_spread([r['minutes'] for r in runs], 1)} ({_loads(runs)}) |"
         )
     return lines
+
+
+def _loads(runs: list[dict]) -> str:
+    """The machine's load average over the runs (start and end), e.g. ``load 1.0-3.2``."""
+    values = [r["machine"].get("load_at_start") for r in runs] + [r.get("load_at_end") for r in runs]
+    values = [v for v in values if v is not None]
+    return f"load {min(values):.1f}-{max(values):.1f}" if values else "load ?"
 
 
 def render() -> str:
@@ -96,7 +103,8 @@ def render() -> str:
         "validation frames are held out of the training frames, the test frames are read once per reported row.",
         "",
         f"Machines: {'; '.join(machines) or '-'}. Commits: {', '.join(commits) or '-'}. Minutes are wall time on "
-        "that machine, often shared with other jobs (the records keep the load average at start).",
+        "that machine, often shared with other jobs: the load average (2 = both cores busy) stands beside them, and "
+        "newer records also keep the CPU minutes.",
         "",
         "Projects: " + "; ".join(f"`{k}` = {v}" for k, v in PROJECTS.items()) + ".",
         "",
