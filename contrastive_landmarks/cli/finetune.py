@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .common import (
     UserError,
+    _random_init,
     add_frame_data_arguments,
     add_model_arguments,
     check_output_dir,
@@ -31,7 +32,6 @@ def _load_backbone(args):
     import torch
 
     from .. import load_backbone
-    from .common import _random_init
 
     if _random_init(args):
         torch.manual_seed(args.seed)
@@ -119,6 +119,12 @@ def _run_finetune(args: argparse.Namespace) -> int:
         resolve_device_option(args)
         train = frames_by_name(args.dataset, args.root, args.split, path=args.path)
         videos, footage = _footage(args)
+        if _random_init(args) and not (videos and footage.steps):
+            print(
+                f"warning: {args.backbone} starts from a random init and there is no footage step: on a DeepLabCut "
+                "mouse project this recipe then ends worse than the mean pose; give the project's videos (--video) "
+                "or start from resnet18-faces (the default)"
+            )
         options = dataclasses.replace(_options(args), footage=footage)
         result = finetune(_load_backbone(args), train, options=options, videos=videos)
     except TrainingInterrupted as stop:
