@@ -35,7 +35,7 @@ import torch
 from contrastive_landmarks import load_backbone
 from contrastive_landmarks.data.base import KeypointSubset
 from contrastive_landmarks.data.dlc import DLCProject, dlc_split
-from contrastive_landmarks.train.finetune import FinetuneOptions, finetune
+from contrastive_landmarks.train.finetuning import FinetuneOptions, finetune
 from contrastive_landmarks.train.footage import FootageOptions, adapt_to_footage, project_videos
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

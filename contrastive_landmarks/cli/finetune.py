@@ -40,7 +40,7 @@ def _load_backbone(args):
 
 def _options(args):
     from ..framing import Framing
-    from ..train.finetune import FinetuneOptions
+    from ..train.finetuning import FinetuneOptions
 
     return FinetuneOptions(
         steps=args.steps,
@@ -104,7 +104,7 @@ def _resume_command() -> str:
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from ..data.registry import frames_by_name
-    from ..train.finetune import finetune
+    from ..train.finetuning import finetune
     from ..train.interrupt import TrainingInterrupted
 
     setup(args)

@@ -153,7 +153,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     import sys
 
     from ..train import PretrainConfig, pretrain
-    from ..train.pretrain import PretrainInterrupted
+    from ..train.pretraining import PretrainInterrupted
 
     config = config_from_args(PretrainConfig, args)
     try:
@@ -233,7 +233,7 @@ def _run_export(args: argparse.Namespace) -> int:
     import torch
 
     from ..hub import WEIGHTS_NAME
-    from ..train.pretrain import CHECKPOINT_NAME, export_backbone
+    from ..train.pretraining import CHECKPOINT_NAME, export_backbone
 
     try:
         checkpoint = Path(args.checkpoint)

@@ -9,7 +9,7 @@ Errors are Euclidean distances in pixels of each stored frame, over the labelled
   (0.6, DeepLabCut's default) and the share of labelled points kept;
 - how well the likelihood separates good from bad points: the ROC AUC of ``1 - likelihood`` for "error above
   10 pixels";
-- the training frames' mean pose scored the same way (:func:`~contrastive_landmarks.train.finetune.mean_pose`),
+- the training frames' mean pose scored the same way (:func:`~contrastive_landmarks.train.finetuning.mean_pose`),
   where it is known.
 """
 
@@ -94,13 +94,13 @@ def evaluate_keypoints(
     Args:
         model: a :class:`~contrastive_landmarks.LandmarkModel` with a regressor.
         data: labelled samples (``image``, ``keypoints``, ``visible``), any sizes.
-        mean_pose: the training frames' mean pose (:func:`~contrastive_landmarks.train.finetune.mean_pose`).
+        mean_pose: the training frames' mean pose (:func:`~contrastive_landmarks.train.finetuning.mean_pose`).
 
     Returns:
         ``(metrics, arrays)``: the metrics (:func:`keypoint_errors`, plus ``mean_pose`` scored the same way),
         and ``pred`` / ``truth`` ``(M, N, 2)``, ``visible`` / ``likelihood`` ``(M, N)`` tensors.
     """
-    from ..train.finetune import load_frames, pose_in_frames
+    from ..train.finetuning import load_frames, pose_in_frames
 
     frames, truth, visible = load_frames(data)
     preds, scores = [], []

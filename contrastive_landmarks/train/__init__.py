@@ -31,10 +31,10 @@ from ..framing import Framing
 from ..tps import TPSParams
 from .batchnorm import recalibrate_batchnorm
 from .feature_cache import FeatureCache
-from .finetune import FinetuneInterrupted, FinetuneOptions, FinetuneResult, finetune
+from .finetuning import FinetuneInterrupted, FinetuneOptions, FinetuneResult, finetune
 from .interrupt import TrainingInterrupted
 from .keypoint_views import ViewAugment
-from .pretrain import PretrainConfig, PretrainInterrupted, export_backbone, pretrain
+from .pretraining import PretrainConfig, PretrainInterrupted, export_backbone, pretrain
 from .projector_fitting import ProjectorFitInterrupted, ProjectorFitResult, fit_projector, projector_loss
 from .regressor_fitting import RegressorFit, fit_regressor
 from .regressor_views import Augment

@@ -26,8 +26,8 @@ from pathlib import Path
 from ..backbone import Backbone, load_backbone
 from ..data.video import VIDEO_EXTENSIONS, video_info
 from ._loop import check_resumable
-from .pretrain import export_backbone, pretrain
 from .pretrain_config import PretrainConfig
+from .pretraining import export_backbone, pretrain
 
 __all__ = ["FootageOptions", "adapt_to_footage", "project_videos"]
 

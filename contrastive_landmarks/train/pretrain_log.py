@@ -1,4 +1,4 @@
-"""What a :func:`~.pretrain.pretrain` run writes and says: ``log.jsonl`` (and TensorBoard), and
+"""What a :func:`~.pretraining.pretrain` run writes and says: ``log.jsonl`` (and TensorBoard), and
 :func:`learning_check`, the warning when MoCo's loss stayed near chance."""
 
 from __future__ import annotations

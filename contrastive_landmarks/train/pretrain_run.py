@@ -1,4 +1,4 @@
-"""What one :func:`~.pretrain.pretrain` run trains with, built fresh or continued from its checkpoint.
+"""What one :func:`~.pretraining.pretrain` run trains with, built fresh or continued from its checkpoint.
 
 - :func:`setup_distributed`: this process's rank, the world size and its device (one per GPU under torchrun);
 - :func:`build_run`: the data, the MoCo model (optionally from a trained backbone), the augmentation, the

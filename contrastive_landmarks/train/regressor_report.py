@@ -1,6 +1,6 @@
 """What :func:`~contrastive_landmarks.train.fit_regressor` returns and says: :class:`RegressorFit` (a
 :class:`~._loop.FitResult`), built by :func:`report` from the fitting loop's pieces, with the plain-words
-warnings of :func:`~._loop.diagnose` (shared with :func:`~contrastive_landmarks.train.finetune.finetune`)."""
+warnings of :func:`~._loop.diagnose` (shared with :func:`~contrastive_landmarks.train.finetuning.finetune`)."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def test_fit_regressor_on_dlc_frames_letterboxes_at_detect(tmp_path):
 
 
 def test_ctrl_c_prints_the_resume_command(tmp_path, capsys, monkeypatch):
-    finetune_module = importlib.import_module("contrastive_landmarks.train.finetune")
+    finetune_module = importlib.import_module("contrastive_landmarks.train.finetuning")
 
     real_step, calls = finetune_module._step, []
 
@@ -225,7 +225,7 @@ def test_ctrl_c_in_the_footage_step_resumes_it_and_then_fits(tmp_path, capsys, m
     from dataclasses import replace
 
     from contrastive_landmarks.train import footage as footage_module
-    from contrastive_landmarks.train.pretrain import PretrainInterrupted
+    from contrastive_landmarks.train.pretraining import PretrainInterrupted
     from tests.data.test_video import make_video
 
     real_pretrain, calls = footage_module.pretrain, []

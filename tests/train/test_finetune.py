@@ -11,11 +11,11 @@ import torch
 from contrastive_landmarks import Hypercolumn, LandmarkModel, load_backbone
 from contrastive_landmarks.framing import Framing
 from contrastive_landmarks.pipeline import landmark_scores
-from contrastive_landmarks.train.finetune import FinetuneInterrupted, FinetuneOptions, finetune, mean_pose
+from contrastive_landmarks.train.finetuning import FinetuneInterrupted, FinetuneOptions, finetune, mean_pose
 from contrastive_landmarks.train.keypoint_views import KeypointViews, ViewAugment
 
 # the package exports the function ``finetune`` under the module's name
-finetune_module = importlib.import_module("contrastive_landmarks.train.finetune")
+finetune_module = importlib.import_module("contrastive_landmarks.train.finetuning")
 
 
 def dot_frames(count: int, seed: int = 0, *, sizes=((60, 80), (72, 64))):

@@ -19,10 +19,10 @@ from contrastive_landmarks.train import PretrainConfig, pretrain
 from contrastive_landmarks.train.checkpoint import load_checkpoint
 from contrastive_landmarks.train.images import PretrainImages
 from contrastive_landmarks.train.moco_views import MoCoAugment, get_preset
-from contrastive_landmarks.train.pretrain import PretrainInterrupted
+from contrastive_landmarks.train.pretraining import PretrainInterrupted
 
 # the package exports the function ``pretrain`` under the module's name
-pretrain_module = importlib.import_module("contrastive_landmarks.train.pretrain")
+pretrain_module = importlib.import_module("contrastive_landmarks.train.pretraining")
 
 
 def _gratings(folder, count: int = 8, size: int = 40):
@@ -237,7 +237,7 @@ def test_preset_defaults_and_recipe_overrides():
 
 
 def test_a_loss_that_stays_at_chance_is_reported_and_a_falling_one_is_not():
-    from contrastive_landmarks.train.pretrain import learning_check
+    from contrastive_landmarks.train.pretraining import learning_check
 
     chance = math.log(1 + 512)
     stuck = [{"step": s, "loss": chance - 0.05} for s in range(10, 610, 10)]  # the mirror-mouse video run
@@ -277,7 +277,7 @@ def test_equivariance_term_is_logged_resumes_exactly_and_learns(tmp_path):
 
 
 def test_the_chance_check_reads_the_moco_term_when_equivariance_is_on():
-    from contrastive_landmarks.train.pretrain import learning_check
+    from contrastive_landmarks.train.pretraining import learning_check
 
     chance = math.log(1 + 512)
     stuck = [{"step": s, "loss": chance + 1.0, "moco_loss": chance - 0.05} for s in range(10, 610, 10)]
@@ -325,7 +325,7 @@ def test_init_of_another_architecture_is_refused_naming_both(tmp_path):
 
 def test_a_checkpoint_of_another_recipe_is_refused_naming_what_it_is_not(tmp_path):
     from contrastive_landmarks.train.checkpoint import save_checkpoint
-    from contrastive_landmarks.train.pretrain import export_backbone
+    from contrastive_landmarks.train.pretraining import export_backbone
 
     save_checkpoint({"format": "contrastive_landmarks.projector_fit/1"}, tmp_path / "fit.pt")
     with pytest.raises(ValueError, match=r"fit\.pt is not a MoCo pretraining checkpoint of this library"):
