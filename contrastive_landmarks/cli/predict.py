@@ -21,8 +21,8 @@ A two-stage model's videos are *tracked* by default (:mod:`contrastive_landmarks
 placed from the frames before it and only the second pass runs, the whole-frame two-pass path taking over on the
 first frame, where the likelihood drops and where the animal nears the crop's edge; ``--every-frame`` runs the
 two-pass :meth:`~contrastive_landmarks.LandmarkModel.detect` on every frame instead. ``--device`` picks where the
-network runs (default: the GPU when there is one) and ``--precision`` its autocast (default ``auto``: bfloat16 on a
-CPU or GPU that computes it natively, for the backbone only; ``fp32`` is exactly ``detect``).
+network runs (default: the GPU when there is one) and ``--precision`` its autocast (default for videos ``auto``:
+bfloat16 for the backbone on a CPU or GPU that computes it natively; for images ``fp32``, exactly ``detect``).
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ def _predict_images(model, files: list[Path], args: argparse.Namespace) -> list[
         images = [load_image(f) for f in chunk]
         flagged += [f"{f} is {why}" for f, image in zip(chunk, images) if (why := content_problem(image))]
         images = [image.to(args.device) for image in images]
-        with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision):
+        with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision or "fp32"):
             points, scores = model.detect(images, return_scores=True)
         for file, p, s in zip(chunk, points.float().tolist(), scores.float().tolist()):
             rows.append({"image": str(file), "points": p, "scores": s})
@@ -374,7 +374,7 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
     try:
         for numbers, images, problems in batches:
             batch = images.to(args.device)
-            with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision):
+            with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision or "auto"):
                 if tracked:
                     points, scores, used, state = track_frames(model, batch, state)
                     full += int(used.sum())
@@ -429,7 +429,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         if unused and not args.filter:
             raise UserError(f"{', '.join(unused)} set how --filter filters: add --filter median or --filter savgol")
         args.device = resolve_device(args.device)
-        autocast_dtype(args.device, args.precision)  # an unknown precision is refused before any work
+        autocast_dtype(args.device, args.precision or "auto")  # an unknown precision is refused before any work
         scorer = dlc_scorer(args.model)
         if videos:
             from ..data.video import video_info
@@ -528,9 +528,9 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
+        default=None,
         help="autocast of the backbone: auto (bfloat16 where the CPU or GPU computes it natively, else float32), "
-        "fp32 (exactly LandmarkModel.detect), bf16, fp16 (default auto)",
+        "fp32 (exactly LandmarkModel.detect), bf16, fp16 (default: auto for videos, fp32 for images)",
     )
     parser.add_argument(
         "--every-frame",
