@@ -13,13 +13,13 @@ Fused Triton kernels (``_triton_upsample``, imported lazily) run for CUDA tensor
 installed; :func:`select_backend` says which implementation a call uses.
 """
 
+from .similarity import stage_similarity, stage_similarity_reference
 from .softmax_matching import (
     softmax_expected_coordinates,
     softmax_expected_distance,
     softmax_expected_distance_reference,
 )
-from .stage_similarity import stage_similarity, stage_similarity_reference
-from .upsample_sum import project_stages, project_stages_reference, select_backend, upsample_sum, upsample_sum_reference
+from .upsampling import project_stages, project_stages_reference, select_backend, upsample_sum, upsample_sum_reference
 
 __all__ = [
     "project_stages",

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .upsample_sum import Backend, check_stage_maps, grid_size, select_backend
+from .upsampling import Backend, check_stage_maps, grid_size, select_backend
 
 __all__ = ["stage_similarity", "stage_similarity_reference"]
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from contrastive_landmarks.ops import stage_similarity, stage_similarity_reference
 
-us_module = importlib.import_module("contrastive_landmarks.ops.upsample_sum")
-ss_module = importlib.import_module("contrastive_landmarks.ops.stage_similarity")
+us_module = importlib.import_module("contrastive_landmarks.ops.upsampling")
+ss_module = importlib.import_module("contrastive_landmarks.ops.similarity")
 triton_only = pytest.mark.skipif(
     not us_module.triton_available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
     reason="needs triton (on CUDA, or the CPU interpreter that conftest.py enables)",

@@ -18,7 +18,7 @@ from contrastive_landmarks.ops import (
     upsample_sum_reference,
 )
 
-us_module = importlib.import_module("contrastive_landmarks.ops.upsample_sum")  # the module, not the function
+us_module = importlib.import_module("contrastive_landmarks.ops.upsampling")  # the module, not the function
 HAS_TRITON = us_module.triton_available()
 triton_only = pytest.mark.skipif(
     not HAS_TRITON or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
