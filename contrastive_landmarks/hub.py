@@ -40,7 +40,7 @@ CARD_NAME = "README.md"
 # Training state a command leaves beside a model (finetune_checkpoint.pt, fit_projector_checkpoint.pt,
 # checkpoint.pt): optimiser moments, queues, step counters, hundreds of MiB that no reader of the model needs.
 # A model directory's weights are always safetensors, so nothing a loader reads matches these.
-TRAINING_STATE_PATTERNS = ("*.pt", "*.pth", "*.ckpt")
+TRAINING_STATE_PATTERNS = ("*.pt", "*.pth", "*.ckpt", "footage/*")  # footage/: finetune's footage step
 _BUILTIN_DIR = Path(__file__).parent / "weights"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -321,7 +321,11 @@ def training_state_files(directory: str | os.PathLike) -> list[Path]:
     return sorted(
         path
         for path in root.rglob("*")
-        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in TRAINING_STATE_PATTERNS)
+        if path.is_file()
+        and any(
+            fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(path.relative_to(root).as_posix(), pattern)
+            for pattern in TRAINING_STATE_PATTERNS
+        )
     )
 
 

@@ -181,6 +181,13 @@ def test_training_state_files_are_the_checkpoints_beside_a_model(tmp_path):
     (folder / "tensorboard" / "events.out").write_bytes(b"\0")
     (folder / "old").mkdir()
     (folder / "old" / "epoch3.ckpt").write_bytes(b"\0")
+    (folder / "footage" / "backbone").mkdir(parents=True)  # finetune's footage step: its run, not the model
+    (folder / "footage" / "backbone" / "model.safetensors").write_bytes(b"\0")
     found = [str(path.relative_to(folder)) for path in training_state_files(folder)]
-    assert found == ["finetune_checkpoint.pt", "fit_projector_checkpoint.pt", "old/epoch3.ckpt"]
+    assert found == [
+        "finetune_checkpoint.pt",
+        "fit_projector_checkpoint.pt",
+        "footage/backbone/model.safetensors",
+        "old/epoch3.ckpt",
+    ]
     assert training_state_files(tmp_path / "model") and not training_state_files(tmp_path / "nowhere")
