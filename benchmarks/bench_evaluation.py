@@ -10,8 +10,8 @@ the same process, and checking that both give the same numbers:
 - ``matching``: ``evaluate_matching`` end to end on the first ``--match-images`` test faces (old: with the
   reference ``make_pair`` patched in).
 (The third measurement this script had, the regression protocol's feature phase, compared code that was
-replaced by ``train.fit_regressor``'s bank of augmented views; its figures in ``docs/benchmarks.md`` are kept
-as history.)
+replaced by ``train.fit_regressor``'s bank of augmented views; its figures in ``docs/performance.md``, "Evaluation
+speed", are kept as history.)
 
     python benchmarks/bench_evaluation.py [--root ../shared/data/mtfl] [--threads 1] [--repeats 3]
         [--tps-batch 16] [--match-images 32]

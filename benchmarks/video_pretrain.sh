@@ -1,6 +1,7 @@
 #!/bin/bash
 # MoCo on the mirror-mouse video (issue 21), in segments that each resume the last exactly, exporting a backbone at
-# every segment's end for benchmarks/video_learning_curve.sh. The recipe of docs/benchmarks.md's learning curve:
+# every segment's end for benchmarks/video_learning_curve.sh. The recipe of the learning curve in
+# docs/notes/2026-12-benchmarks.md ("Pretraining on the user's own video"):
 # ResNet-18, every frame, 128 px (animals preset: crops of at least 0.7 of the frame; EXTRA="--min-scale 0.2" for the
 # earlier runs), batch 64, queue 512, 40 epochs = 600 steps.
 # Usage: [EXTRA="--min-scale 0.7"] benchmarks/video_pretrain.sh OUT_DIR [EQUIVARIANCE_WEIGHT] [THREADS]

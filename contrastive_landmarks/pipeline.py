@@ -95,8 +95,8 @@ def landmark_scores(regression: Regression) -> Tensor:
       soft-argmax points (those :meth:`LandmarkModel.detect` combines) from their mean.
 
     Chosen by ``benchmarks/bench_scores.py`` among peakiness, point agreement, mass near the predicted
-    point and others (``docs/benchmarks.md``, "Landmark confidence scores"): it separates real faces from
-    noise, blank and patch-shuffled images best. The scale is relative: compare scores of one model
+    point and others (``docs/notes/2026-12-benchmarks.md``, "Landmark confidence scores"): it separates real
+    faces from noise, blank and patch-shuffled images best. The scale is relative: compare scores of one model
     (faces score about 1.5x the negatives' level on ``resnet18-faces``), not an absolute probability.
     """
     logits = regression.heatmaps.flatten(-2).float()  # (B, N, K, h*w)

@@ -1,6 +1,6 @@
 """Landmark matching of a face model on the real MTFL test faces (the paper's Table 1 protocol).
 
-The matching numbers of the built-in ``resnet18-faces`` model card and of ``docs/benchmarks.md`` come
+The matching numbers of the built-in ``resnet18-faces`` model card and of ``docs/notes/2026-12-benchmarks.md`` come
 from this script (the regression numbers from ``scripts/regression_benchmarks.py``): the first
 ``--match-images`` AFLW test faces, resized to ``input + 2*border`` and border-cropped to ``input`` after
 warping; Table 1's TPS pairs (same identity) and consecutive pairs (different identity), nearest

@@ -1,5 +1,5 @@
-"""Landmark-regression numbers of docs/benchmarks.md: random init vs MoCo vs MoCo + projector, every error beside
-the training set's mean shape, with the library's one fitting recipe (``train.fit_regressor`` defaults).
+"""Landmark-regression numbers of docs/notes/2026-12-benchmarks.md: random init vs MoCo vs MoCo + projector, every
+error beside the training set's mean shape, with the library's one fitting recipe (``train.fit_regressor`` defaults).
 
 Protocols (64-px faces, ``../shared/data/mtfl``):
 

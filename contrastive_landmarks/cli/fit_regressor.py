@@ -172,7 +172,8 @@ def add_fit_regressor_parser(subparsers) -> argparse.ArgumentParser:
         "training images, or a few with --num-labelled): augmented views computed once, a fixed number of "
         "optimiser steps, the state with the lowest validation error kept, the training set's mean shape scored "
         "beside it, and backbone + regressor (+ projector) saved as a model directory for "
-        "LandmarkModel.from_pretrained. The defaults are the library's validated recipe (docs/benchmarks.md).",
+        "LandmarkModel.from_pretrained. The defaults are the library's validated recipe "
+        "(docs/notes/2026-12-benchmarks.md).",
     )
     add_model_arguments(parser)
     add_dataset_arguments(parser)

@@ -29,7 +29,8 @@ __all__ = [
 
 #: Bytes of one ``(batch, queries, keys)`` score tile of the streaming form. Each step keeps two or
 #: three such tiles alive; staying well under glibc's 32 MB mmap threshold keeps them on the heap
-#: (fresh mmapped pages are zero-filled at ~4 GB/s on the dev VM, see docs/benchmarks.md).
+#: (fresh mmapped pages are zero-filled at ~4 GB/s on the dev VM, see docs/performance.md, "Hypercolumn heads and
+#: per-stage matching").
 STREAMING_TILE_BYTES = 4 << 20
 
 _NORM_EPS = 1e-12  # F.normalize's default

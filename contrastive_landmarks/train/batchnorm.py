@@ -7,7 +7,7 @@ statistics differ, so each ReLU clips at the wrong place. Re-estimating the stat
 unlabelled images (an equal-weight average over the batches, not an exponential one) removes that
 mismatch without touching a single weight. On our CPU-trained face ResNet-18 it lowered the
 regression error of the hypercolumn on held-out training faces from 23.4 % to 19.9 % IOD (see
-``docs/benchmarks.md``).
+``docs/notes/2026-12-benchmarks.md``, "The built-in face model").
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ trained through the backbone instead of on frozen features), and returns a
 :class:`~contrastive_landmarks.LandmarkModel` that frames its input as it was trained (two passes by default:
 the whole frame, then a crop around the animal; :mod:`contrastive_landmarks.framing`).
 
-The recipe (``docs/benchmarks.md``, "Fine-tuning", says which choices were compared on validation frames):
+The recipe (``docs/notes/2026-12-benchmarks.md``, "Fine-tuning on a user's own keypoints", says which choices
+were compared on validation frames):
 
 - **views**: random square crops of the labelled frames (:mod:`.keypoint_views`): half of them the whole
   frame, half a box around the labelled points, with scale, rotation, translation, left/right flips where

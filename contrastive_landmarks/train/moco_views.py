@@ -67,7 +67,7 @@ class Preset:
         celeba_crop: pre-crop CelebA aligned images (178x218) to rows 30..208 before resizing.
         jpeg, blur, pca_std: the recipe's JPEG noise, Gaussian blur and PCA lighting std (0: off).
         min_scale: RandomResizedCrop's smallest area fraction (MoCo's 0.2; animals 0.7: a whole frame of one
-            rig, where small crops mostly miss the animal, docs/benchmarks.md).
+            rig, where small crops mostly miss the animal, docs/notes/2026-12-benchmarks.md, "Milder crops").
     """
 
     name: str

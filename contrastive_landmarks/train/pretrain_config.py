@@ -106,7 +106,7 @@ class PretrainConfig:
             "weight of the paper's spatially contrastive (equivariance) loss, Eq. 3, added to MoCo's: each query "
             "view and a TPS warp of it, matched location by location on the query encoder's conv3_x + conv4_x maps "
             "(0: MoCo alone, the authors' recipe; about 2.3x the step time; on the mirror-mouse video it did not "
-            "improve a frozen probe, docs/benchmarks.md)"
+            "improve a frozen probe, docs/notes/2026-12-benchmarks.md)"
         ),
     )
     epochs: int | None = field(

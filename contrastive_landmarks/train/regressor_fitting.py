@@ -2,7 +2,8 @@
 
 Every regressor in the library comes from :func:`fit_regressor`: the ``fit-regressor`` command, the
 evaluation protocols (:mod:`contrastive_landmarks.evaluation`), the few-shot curves and the built-in
-bundle. Its defaults were chosen on validation data (``docs/benchmarks.md``, "regressor recipe"):
+bundle. Its defaults were chosen on validation data (``docs/notes/2026-12-benchmarks.md``, "Landmark regression:
+the recipe, the baseline, the numbers"):
 
 - **views**: each training image is shown ``copies`` times, each view with a fresh random augmentation
   (the dataset's own random transform, if any, then a small affine/TPS warp and, where the dataset
