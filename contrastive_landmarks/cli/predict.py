@@ -85,18 +85,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _folder_videos(folder: Path) -> list[Path]:
-    """The videos of ``folder`` by suffix, sorted, leaving out labelled copies (``*_labeled.*``, DeepLabCut's
-    naming and ``--labelled-video``'s)."""
-    from ..data.video import VIDEO_EXTENSIONS
-
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.stem.endswith("_labeled")
-    )
-
-
 def predict_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
     """``(videos, images)`` that ``paths`` name, one of them empty.
 
@@ -108,14 +96,14 @@ def predict_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
         UserError: a path that does not exist, a folder with neither, or videos and images together.
     """
     from ..data.folder import IMAGE_EXTENSIONS
-    from ..data.video import VIDEO_EXTENSIONS, is_video_file
+    from ..data.video import VIDEO_EXTENSIONS, folder_videos, is_video_file
 
     videos: list[Path] = []
     images: list[Path] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            found = _folder_videos(path)
+            found = folder_videos(path)
             if found:
                 videos += found
                 continue

@@ -31,6 +31,7 @@ __all__ = [
     "VideoFrames",
     "VideoInfo",
     "VideoWriter",
+    "folder_videos",
     "is_video_file",
     "read_video_frames",
     "video_info",
@@ -52,6 +53,19 @@ def _av():
             'reading videos needs PyAV, which is the [video] extra: pip install "contrastive-landmarks[video]"'
         ) from error
     return av
+
+
+def folder_videos(folder: str | os.PathLike) -> list[Path]:
+    """The videos of ``folder`` by suffix (:data:`VIDEO_EXTENSIONS`), sorted, leaving out labelled copies
+    (``*_labeled.*``, DeepLabCut's naming and ``predict --labelled-video``'s); ``[]`` when it is no folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.stem.endswith("_labeled")
+    )
 
 
 def is_video_file(path: str | os.PathLike) -> bool:

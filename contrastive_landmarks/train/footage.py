@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..backbone import Backbone, load_backbone
-from ..data.video import VIDEO_EXTENSIONS, video_info
+from ..data.video import folder_videos, video_info
 from ._loop import check_resumable
 from .pretrain_config import PretrainConfig
 from .pretraining import export_backbone, pretrain
@@ -60,17 +60,6 @@ class FootageOptions:
             raise ValueError(f"footage steps must be >= 0 (0 skips the footage step), got {self.steps}")
 
 
-def _videos_in(folder: Path) -> list[Path]:
-    """The videos of ``folder`` by suffix, sorted, leaving out labelled copies (``*_labeled.*``)."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.stem.endswith("_labeled")
-    )
-
-
 def project_videos(project: str | os.PathLike) -> list[Path]:
     """The unlabelled videos of a labelled project, as a DeepLabCut or Lightning Pose user keeps them.
 
@@ -92,7 +81,7 @@ def project_videos(project: str | os.PathLike) -> list[Path]:
                 if candidate.is_file():
                     found.append(candidate)
                     break
-    found += _videos_in(folder / "videos")
+    found += folder_videos(folder / "videos")
     unique = {p.resolve(): p for p in found}
     return sorted(unique.values())
 
