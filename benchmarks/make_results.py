@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -45,11 +46,13 @@ def _records(kind: str) -> list[dict]:
 def _test_table(records: list[dict]) -> list[str]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        options = r["command"].split(" --no-progress", 1)[1].strip() if " --no-progress" in r["command"] else ""
+        options = r["command"].split(" --no-progress", 1)[1] if " --no-progress" in r["command"] else ""
+        options = re.sub(r"\s*--threads \d+", "", options).strip()  # how it ran, not what it ran
         groups[(r["project"], options or "(defaults)")].append(r)
     lines = [
-        "| project | options | seeds | test error px | mean pose px | median px | minutes | footage min | check |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| project | options | seeds | test error px | mean pose px | median px | likelihood AUC, error > 10 px "
+        "| minutes | footage min | check |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (project, options), runs in sorted(groups.items()):
         checks = [next((x for x in r["cross_check"] if x.startswith("mean ")), "?").split(",")[0] for r in runs]
@@ -57,7 +60,9 @@ def _test_table(records: list[dict]) -> list[str]:
         lines.append(
             f"| {project} | `{options}` | {len(runs)} | {_spread([r['test']['mean_px'] for r in runs])} "
             f"| {_spread([r['test']['mean_pose']['mean_px'] for r in runs])} "
-            f"| {_spread([r['test']['median_px'] for r in runs])} | {_spread([r['minutes'] for r in runs], 1)} "
+            f"| {_spread([r['test']['median_px'] for r in runs])} "
+            f"| {_spread([a for r in runs if (a := r['test'].get('likelihood_auc_error_above_10px')) is not None])} "
+            f"| {_spread([r['minutes'] for r in runs], 1)} "
             f"| {_spread(footage, 1)} | {'; '.join(sorted(set(checks)))} |"
         )
     return lines
