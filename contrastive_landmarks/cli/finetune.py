@@ -74,9 +74,8 @@ def _footage_videos(args) -> list[Path]:
 
 
 def _footage(args) -> tuple[list[Path], object]:
-    """``(videos, FootageOptions)`` of the footage step: the project's videos and ``--video``'s, each opened (an
-    unreadable one is named here, before any work); none (said on stdout) or ``--footage-steps 0``: no step."""
-    from ..data.video import video_info
+    """``(videos, FootageOptions)`` of the footage step: the project's videos and ``--video``'s, an unreadable one is
+    named by the footage step before it trains; none (said on stdout) or ``--footage-steps 0``: no step."""
     from ..train.footage import FootageOptions
 
     options = FootageOptions(seed=args.seed, **({} if args.footage_steps is None else {"steps": args.footage_steps}))
@@ -92,8 +91,6 @@ def _footage(args) -> tuple[list[Path], object]:
             "contrastive-landmarks finetune: no videos found beside the labels, so no footage step (name the "
             "project's recordings with --video to adapt the backbone to them first)"
         )
-    for video in videos:
-        video_info(video)
     return videos, options
 
 

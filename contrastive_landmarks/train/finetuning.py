@@ -298,7 +298,7 @@ def finetune(
     config = {
         **{k: v for k, v in asdict(options).items() if k not in ("framing", "augment")},
         "framing": options.framing.config,
-        "augment": {**asdict(options.augment), "rotation": _rotation(options.augment, views)},
+        "augment": {**asdict(options.augment), "rotation": views.rotation(options.augment)},
         "footage": footage,
         "likelihood": likelihood,
         "device": str(device),
@@ -316,11 +316,6 @@ def finetune(
         warnings=problems,
         config=config,
     )
-
-
-def _rotation(augment: ViewAugment, views: KeypointViews) -> float:
-    """The views' rotation range: the option, or the one the labelled poses chose (:func:`.rotation_for_poses`)."""
-    return views.pose_rotation if augment.rotation is None else augment.rotation
 
 
 def _calibrate(model: LandmarkModel, val_data, problems: list[str]) -> str | None:

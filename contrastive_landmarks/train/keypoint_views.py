@@ -138,6 +138,10 @@ class KeypointViews:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def rotation(self, augment: ViewAugment) -> float:
+        """The views' rotation range (degrees): ``augment.rotation``, else :attr:`pose_rotation`."""
+        return self.pose_rotation if augment.rotation is None else augment.rotation
+
     def boxes(self, index: Tensor, generator: torch.Generator, augment: ViewAugment) -> Tensor:
         """``(B, 4)`` random boxes ``(cx, cy, side, angle)`` of frames ``index``."""
         sizes = [self.sizes[i] for i in index.tolist()]
@@ -157,8 +161,7 @@ class KeypointViews:
             [_uniform(n, augment.translation, generator), _uniform(n, augment.translation, generator)], 1
         )
         boxes[:, :2] = boxes[:, :2] + shift * boxes[:, 2:3]
-        rotation = self.pose_rotation if augment.rotation is None else augment.rotation
-        boxes[:, 3] = _uniform(n, rotation, generator)
+        boxes[:, 3] = _uniform(n, self.rotation(augment), generator)
         return boxes
 
     def sample(
