@@ -10,6 +10,14 @@ beside the training frames' mean pose, and the minutes of each part. Run several
         --out benchmarks/results/sweep/lp-faces-footage150-s1.json &
     python benchmarks/finetune_sweep.py lp --footage-steps 0 --num-labelled 10 --set augment.rotation=180 ...
 
+With ``--holdout F`` (the few-label setting), a fixed fraction of the training frames (drawn with seed 0, the same
+for every run) is set aside before anything else; the fit sees only the rest (``--num-labelled`` draws from it, and
+the recipe holds out its own validation frames out of those, as a user's run would), and the record adds the
+fitted model's error on the set-aside frames beside the mean pose of the frames it was given, scored on them too:
+with 10 labelled frames the recipe's own 3 validation frames are too few to compare options on.
+``--footage-dir`` keeps the footage step's output so that runs with the same footage options reuse it (run one
+first, then the others).
+
 ``--set`` takes :class:`~contrastive_landmarks.train.FinetuneOptions` fields (``lr=3e-4``), ``framing.*`` /
 ``augment.*`` fields of its :class:`~contrastive_landmarks.framing.Framing` and
 :class:`~contrastive_landmarks.train.keypoint_views.ViewAugment`, and ``footage.*`` fields of
@@ -35,7 +43,9 @@ import torch
 from contrastive_landmarks import load_backbone
 from contrastive_landmarks.data.base import KeypointSubset
 from contrastive_landmarks.data.dlc import DLCProject, dlc_split
-from contrastive_landmarks.train.finetuning import FinetuneOptions, finetune
+from contrastive_landmarks.metrics import mean_pixel_error
+from contrastive_landmarks.train._loop import holdout_split
+from contrastive_landmarks.train.finetuning import FinetuneOptions, finetune, load_frames, pose_in_frames
 from contrastive_landmarks.train.footage import FootageOptions, adapt_to_footage, project_videos
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -98,6 +108,24 @@ def _commit() -> str:
         return "unknown"
 
 
+@torch.no_grad()
+def _score_holdout(result, holdout) -> dict:
+    """The fitted model on the set-aside frames, beside the mean pose of the frames the fit was given."""
+    frames, keypoints, visible = load_frames(holdout)
+    model = result.model
+    pred = torch.cat([model.detect(frames[i : i + 8]) for i in range(0, len(frames), 8)])
+    pose = torch.tensor(result.config["mean_pose"])
+    baseline = pose_in_frames(pose, [tuple(f.shape[-2:]) for f in frames])
+    per_point = (pred - keypoints).norm(dim=-1)
+    return {
+        "holdout_frames": len(frames),
+        "holdout_error_px": mean_pixel_error(pred, keypoints, visible),
+        "holdout_median_px": float(per_point[visible].median()),
+        "holdout_mean_pose_px": mean_pixel_error(baseline, keypoints, visible),
+        "holdout_part_error_px": [float(per_point[:, j][visible[:, j]].mean()) for j in range(keypoints.shape[1])],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project", choices=sorted(PROJECTS))
@@ -105,6 +133,8 @@ def main() -> None:
     parser.add_argument("--footage-steps", type=int, default=0, help="MoCo steps on the project's videos (0: none)")
     parser.add_argument("--num-labelled", type=int, default=None, help="a seeded subset of the training frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fit, the subset and the footage step")
+    parser.add_argument("--holdout", type=float, default=0.0, help="training frames set aside to score on")
+    parser.add_argument("--footage-dir", default=None, help="where the footage step writes (reused when it is done)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], help="option overrides, key=value")
     parser.add_argument("--out", required=True, help="JSON record to write")
@@ -115,6 +145,10 @@ def main() -> None:
     options = dataclasses.replace(options, seed=args.seed, num_labelled=args.num_labelled, progress=False)
     project = DLCProject(PROJECTS[args.project])
     train = KeypointSubset(project, dlc_split(project, "train"))
+    holdout = None
+    if args.holdout:
+        kept, aside = holdout_split(len(train), args.holdout, 0)
+        train, holdout = KeypointSubset(project, [train.indices[i] for i in kept]), [train.indices[i] for i in aside]
     torch.manual_seed(args.seed)  # a random init, when the backbone has no weights
     backbone = load_backbone(args.backbone)
     record: dict = {
@@ -129,9 +163,12 @@ def main() -> None:
         "options": options.settings,
         "footage": dataclasses.asdict(footage),
         "split": "seed-0 dlc_split train frames; validation held out of them; test frames not read",
+        "holdout": args.holdout,
     }
     started = time.perf_counter()
-    if footage.steps:
+    if footage.steps and args.footage_dir:
+        backbone = adapt_to_footage(backbone, project_videos(PROJECTS[args.project]), args.footage_dir, footage)
+    elif footage.steps:
         with tempfile.TemporaryDirectory() as folder:
             backbone = adapt_to_footage(backbone, project_videos(PROJECTS[args.project]), folder, footage)
     record["footage_minutes"] = (time.perf_counter() - started) / 60
@@ -153,9 +190,12 @@ def main() -> None:
             "cpu_minutes": (lambda t: (t.ru_utime + t.ru_stime) / 60)(resource.getrusage(resource.RUSAGE_SELF)),
         }
     )
+    if holdout is not None:
+        record.update(_score_holdout(result, KeypointSubset(project, holdout)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: record[k] for k in ("val_error_px", "mean_pose_px", "best_step", "minutes")}), flush=True)
+    keys = ("val_error_px", "mean_pose_px", "holdout_error_px", "holdout_mean_pose_px", "best_step", "minutes")
+    print(json.dumps({k: record[k] for k in keys if k in record}), flush=True)
 
 
 if __name__ == "__main__":
