@@ -23,7 +23,8 @@ import time
 
 import torch
 
-from contrastive_landmarks.train import MoCo, MoCoAugment, get_preset
+from contrastive_landmarks.train.moco import MoCo
+from contrastive_landmarks.train.moco_views import MoCoAugment, get_preset
 
 VARIANTS = {
     "fp32": (None, False),

@@ -19,7 +19,9 @@ from PIL import Image
 
 from contrastive_landmarks import Hypercolumn, LandmarkModel, SpatialProjector, load_backbone, save_pretrained
 from contrastive_landmarks.cli import build_parser, main
-from contrastive_landmarks.train import MoCo, PretrainConfig, load_checkpoint
+from contrastive_landmarks.train import PretrainConfig
+from contrastive_landmarks.train.checkpoint import load_checkpoint
+from contrastive_landmarks.train.moco import MoCo
 
 SIZE = 32
 COMMANDS = ("pretrain", "fit-projector", "fit-regressor", "export", "push")

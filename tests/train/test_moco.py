@@ -16,21 +16,8 @@ pytest.importorskip("tqdm")
 from PIL import Image
 
 from contrastive_landmarks import load_backbone
-from contrastive_landmarks.train import (
-    ImageSource,
-    MoCo,
-    MoCoAugment,
-    PretrainConfig,
-    PretrainImages,
-    export_backbone,
-    get_preset,
-    get_rng_state,
-    load_checkpoint,
-    moco_loss,
-    pretrain,
-    save_checkpoint,
-    set_rng_state,
-)
+from contrastive_landmarks.train import PretrainConfig, export_backbone, pretrain
+from contrastive_landmarks.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from contrastive_landmarks.train.image_ops import (
     color_jitter,
     gaussian_blur,
@@ -40,6 +27,9 @@ from contrastive_landmarks.train.image_ops import (
     random_resized_crop,
     resized_crop,
 )
+from contrastive_landmarks.train.images import ImageSource, PretrainImages
+from contrastive_landmarks.train.moco import MoCo, moco_loss
+from contrastive_landmarks.train.moco_views import MoCoAugment, get_preset
 
 
 def _smooth_image(size: int = 64) -> np.ndarray:
