@@ -24,9 +24,6 @@ state, the image sources) lives in its own module and is not part of the public 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from ..framing import Framing
 from ..tps import TPSParams
 from .batchnorm import recalibrate_batchnorm
@@ -62,32 +59,3 @@ __all__ = [
     "projector_loss",
     "recalibrate_batchnorm",
 ]
-
-#: Internals this package exported before (issue 28), still importable from here for code written against it;
-#: import them from their modules instead. Not in ``__all__`` or ``dir()``.
-_MOVED = {
-    "CosineSchedule": ".pretrain_config",
-    "ImageSource": ".images",
-    "MoCo": ".moco",
-    "MoCoAugment": ".moco_views",
-    "MoCoEncoder": ".moco",
-    "MoCoHead": ".moco",
-    "PRESETS": ".moco_views",
-    "Preset": ".moco_views",
-    "PretrainImages": ".images",
-    "cache_images": ".images",
-    "get_preset": ".moco_views",
-    "get_rng_state": ".checkpoint",
-    "list_images": ".images",
-    "load_checkpoint": ".checkpoint",
-    "mean_shape": "..metrics",
-    "moco_loss": ".moco",
-    "save_checkpoint": ".checkpoint",
-    "set_rng_state": ".checkpoint",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
