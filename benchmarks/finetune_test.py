@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--keep", default=None, help="copy the fitted model directory here (for plots and reuse)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
@@ -61,6 +63,8 @@ def main() -> None:
         _run([*CLI, "evaluate", str(model), *data, "--split", "test", "--output", str(metrics_path)], env)
         metrics = json.loads(metrics_path.read_text())
         check = _cross_check(model, project, Path(folder), env)
+        if args.keep:
+            shutil.copytree(model, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pt", "footage"))
     record = {
         "command": "contrastive-landmarks " + " ".join(command),
         "harness": " ".join([Path(sys.executable).name, *sys.argv]),
