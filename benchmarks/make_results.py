@@ -87,6 +87,28 @@ def _sweep_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def _holdout_table(records: list[dict]) -> list[str]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        key = (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), " ".join(r["set"]))
+        groups[key].append(r)
+    lines = [
+        "| project | start | footage steps | labelled | other options | seeds | set-aside error px | mean pose px "
+        "| median px | own val error px (frames) | minutes (load) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (project, backbone, steps, labelled, extra), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        own = _spread([r["val_error_px"] for r in runs if r["val_frames"]])
+        lines.append(
+            f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "
+            f"| {_spread([r['holdout_error_px'] for r in runs])} "
+            f"| {_spread([r['holdout_mean_pose_px'] for r in runs])} "
+            f"| {_spread([r['holdout_median_px'] for r in runs])} | {own} ({runs[0]['val_frames']}) "
+            f"| {_spread([r['minutes'] for r in runs], 1)} ({_loads(runs)}) |"
+        )
+    return lines
+
+
 def _loads(runs: list[dict]) -> str:
     """The machine's load average over the runs (start and end), e.g. ``load 1.0-3.2``."""
     values = [r["machine"].get("load_at_start") for r in runs] + [r.get("load_at_end") for r in runs]
@@ -95,9 +117,11 @@ def _loads(runs: list[dict]) -> str:
 
 
 def render() -> str:
-    tests, sweeps = _records("test"), _records("sweep")
-    machines = sorted({f"{r['machine']['processor']}, {r['machine']['cpus']} CPUs" for r in tests + sweeps})
-    commits = sorted({r["commit"] for r in tests + sweeps})
+    tests, records = _records("test"), _records("sweep")
+    sweeps = [r for r in records if not r.get("holdout")]
+    held = [r for r in records if r.get("holdout")]
+    machines = sorted({f"{r['machine']['processor']}, {r['machine']['cpus']} CPUs" for r in tests + records})
+    commits = sorted({r["commit"] for r in tests + records})
     page = [
         "# Results",
         "",
@@ -126,6 +150,15 @@ def render() -> str:
         "One option changed at a time on the training frames; the test frames are not read.",
         "",
         *(_sweep_table(sweeps) if sweeps else ["No sweeps recorded yet."]),
+        "",
+        "## Few labels, scored on set-aside training frames (`finetune_sweep.py --holdout`)",
+        "",
+        "A fixed quarter of the training frames (seed 0) is set aside before anything else; the fit draws its "
+        "labelled frames from the rest and holds out its own validation frames from those, as a user's run would "
+        "(3 of 10, which choose the step and fit the likelihood); the fitted model is then scored on the set-aside "
+        "frames, beside the mean pose of the frames it was given. The test frames are not read.",
+        "",
+        *(_holdout_table(held) if held else ["No runs recorded yet."]),
         "",
     ]
     return "\n".join(page)
