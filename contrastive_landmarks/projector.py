@@ -9,8 +9,9 @@ Two output modes:
 
 - ``"linear"`` (default): the plain projection of the paper.
 - ``"softmax"``: the authors' released variant, a softmax over *spatial locations* per output
-  channel (multiplier 7), so each channel is a spatial heatmap and the descriptor at ``u`` is the
-  vector of the ``d`` heatmap values at ``u``. Their code comments say it "works the best".
+  channel (multiplier 7; the library's one :func:`~contrastive_landmarks.regressor.spatial_softmax`), so
+  each channel is a spatial heatmap and the descriptor at ``u`` is the vector of the ``d`` heatmap values
+  at ``u``. Their code comments say it "works the best".
 
 Like :class:`~contrastive_landmarks.regressor.LandmarkRegressor`, it accepts either a
 hypercolumn or the backbone's stage maps; for stage maps the projection runs per stage at native
@@ -30,25 +31,11 @@ from torch import Tensor, nn
 from .check import size_pair
 from .configurable import Configurable
 from .ops import project_stages
+from .regressor import spatial_softmax
 
-__all__ = ["PROJECTOR_MODES", "SpatialProjector", "spatial_softmax"]
+__all__ = ["PROJECTOR_MODES", "SpatialProjector"]
 
 PROJECTOR_MODES = ("linear", "softmax")
-
-
-def spatial_softmax(maps: Tensor, multiplier: float = 7.0) -> Tensor:
-    """Softmax over the spatial locations of each channel.
-
-    Args:
-        maps: ``(B, d, H, W)``.
-        multiplier: inverse temperature.
-
-    Returns:
-        ``(B, d, H, W)``, each ``(b, c)`` map summing to one.
-    """
-    if maps.ndim != 4:
-        raise ValueError(f"maps must be (B, d, H, W), got {tuple(maps.shape)}")
-    return torch.softmax(maps.flatten(2) * multiplier, dim=-1).view_as(maps)
 
 
 class SpatialProjector(Configurable, nn.Module):
@@ -130,6 +117,6 @@ class SpatialProjector(Configurable, nn.Module):
 
     def forward(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
         out = self.project(features, size)
-        if self.mode == "softmax":
-            out = spatial_softmax(out, self.softmax_multiplier)
+        if self.mode == "softmax":  # each channel a spatial heatmap, (B, dim, S_h, S_w) again
+            out = spatial_softmax(out, self.softmax_multiplier).view_as(out)
         return out

@@ -64,20 +64,29 @@ __all__ = [
 INITS = {"soft": 1.0, "paper": 100.0}
 
 
-def spatial_softmax(heatmaps: Tensor, multiplier: float = 1.0) -> Tensor:
-    """``softmax(multiplier · heatmap)`` over all ``h·w`` locations of each map.
+def spatial_softmax(maps: Tensor, multiplier: float = 1.0) -> Tensor:
+    """``softmax(multiplier · map)`` over all ``h·w`` locations of each map: the library's one spatial softmax.
+
+    The regressor's heatmaps go through it (their multiplier is :attr:`LandmarkRegressor.softmax_multiplier`),
+    and so does :class:`~contrastive_landmarks.SpatialProjector`'s ``"softmax"`` mode (multiplier 7 there,
+    its own default), which views the result back as ``(B, M, h, w)``.
 
     Args:
-        heatmaps: ``(B, M, h, w)`` logits.
+        maps: ``(B, M, h, w)`` logits.
         multiplier: inverse temperature.
 
     Returns:
         ``(B, M, h·w)`` probabilities (row-major locations).
     """
-    if heatmaps.ndim != 4:
-        raise ValueError(f"heatmaps must be (B, M, h, w), got {tuple(heatmaps.shape)}")
-    b, m, h, w = heatmaps.shape
-    return torch.softmax(heatmaps.reshape(b, m, h * w) * multiplier, dim=-1)
+    if maps.ndim != 4:
+        raise ValueError(f"maps must be (B, M, h, w), got {tuple(maps.shape)}")
+    b, m, h, w = maps.shape
+    return torch.softmax(maps.reshape(b, m, h * w) * multiplier, dim=-1)
+
+
+def _expected_points(probs: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``(B, M, 2)`` expected cell centres (normalised frame) of ``(B, M, h·w)`` probabilities on an ``(h, w)`` grid."""
+    return probs @ cell_centers(grid, dtype=probs.dtype, device=probs.device)
 
 
 def spatial_soft_argmax(heatmaps: Tensor, multiplier: float = 1.0) -> Tensor:
@@ -90,9 +99,7 @@ def spatial_soft_argmax(heatmaps: Tensor, multiplier: float = 1.0) -> Tensor:
     Returns:
         ``(B, M, 2)`` expected ``(x, y)`` in the ``align_corners=False`` normalised frame.
     """
-    probs = spatial_softmax(heatmaps, multiplier)
-    grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)  # (h*w, 2)
-    return probs @ grid
+    return _expected_points(spatial_softmax(heatmaps, multiplier), tuple(heatmaps.shape[-2:]))
 
 
 def combine_points(points: Tensor, weight: Tensor) -> Tensor:
@@ -231,9 +238,23 @@ class LandmarkRegressor(Configurable, nn.Module):
 
     def decode(self, heatmaps: Tensor) -> Tensor:
         """Landmarks ``(B, N, 2)`` (normalised frame) from the ``(B, N·K, S_h, S_w)`` heatmap logits."""
-        points = spatial_soft_argmax(heatmaps, self.softmax_multiplier)  # (B, N*K, 2)
+        return self.decode_steps(heatmaps)[0]
+
+    def decode_steps(self, heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`decode` and the steps on its way, from the ``(B, N·K, S_h, S_w)`` heatmap logits.
+
+        The regressor's one decoding: training, validation and prediction
+        (:func:`~contrastive_landmarks.pipeline.regress`) all read their landmarks through it.
+
+        Returns:
+            ``(landmarks, points, probs)``: the ``(B, N, 2)`` landmarks (normalised frame), each heatmap's
+            soft-argmax point ``(B, N, K, 2)`` that :attr:`combine` maps to them, and each heatmap's spatial
+            softmax ``(B, N·K, S_h·S_w)`` (:func:`spatial_softmax` at :attr:`softmax_multiplier`).
+        """
+        probs = spatial_softmax(heatmaps, self.softmax_multiplier)  # (B, N*K, S_h*S_w)
+        points = _expected_points(probs, tuple(heatmaps.shape[-2:]))  # (B, N*K, 2)
         points = points.reshape(points.shape[0], self.num_landmarks, self.heatmaps_per_landmark, 2)
-        return combine_points(points, self.combine.to(points.dtype))
+        return combine_points(points, self.combine.to(points.dtype)), points, probs
 
     def peakiness(self, features: Tensor | Sequence[Tensor], size: int | Sequence[int] | None = None) -> Tensor:
         """How peaked each landmark's spatial softmax is: the largest location probability of each

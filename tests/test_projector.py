@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastive_landmarks.projector import SpatialProjector, spatial_softmax
+from contrastive_landmarks.projector import SpatialProjector
+from contrastive_landmarks.regressor import spatial_softmax
 
 
 def test_linear_mode_is_locationwise_affine():
@@ -30,8 +31,8 @@ def test_softmax_mode():
     lin = proj.project(x)
     naive = torch.exp(7 * lin) / torch.exp(7 * lin).sum((-1, -2), keepdim=True)
     assert torch.allclose(out, naive, atol=1e-12)
-    big = spatial_softmax(torch.randn(1, 2, 4, 4) * 1e4, 7.0)
-    assert torch.isfinite(big).all()
+    big = spatial_softmax(torch.randn(1, 2, 4, 4) * 1e4, 7.0)  # the one spatial softmax, the regressor's too
+    assert big.shape == (1, 2, 16) and torch.isfinite(big).all()
 
 
 @pytest.mark.parametrize("mode", ["linear", "softmax"])

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from contrastive_landmarks.coords import normalized_to_pixels
-from contrastive_landmarks.regressor import LandmarkRegressor, combine_points, regression_loss, spatial_soft_argmax
+from contrastive_landmarks.regressor import (
+    LandmarkRegressor,
+    combine_points,
+    regression_loss,
+    spatial_soft_argmax,
+    spatial_softmax,
+)
 
 
 @pytest.mark.parametrize(
@@ -127,6 +133,16 @@ def test_soft_argmax_peaks_at_cell_centres():
     # cell (i=5, j=2) of an 8x6 map covering a 48x36 image is centred at pixel (2.5*6-0.5, 5.5*6-0.5)
     px = normalized_to_pixels(pt, (48, 36))
     assert torch.allclose(px, torch.tensor([2.5 * 6 - 0.5, 5.5 * 6 - 0.5]), atol=1e-4)
+
+
+def test_decode_steps_are_decode_and_the_steps_on_its_way():
+    reg = LandmarkRegressor(6, 2, 3, softmax_multiplier=2.0)
+    heat = torch.randn(4, 6, 5, 7)
+    landmarks, points, probs = reg.decode_steps(heat)
+    assert torch.equal(landmarks, reg.decode(heat))
+    assert torch.equal(points, spatial_soft_argmax(heat, 2.0).reshape(4, 2, 3, 2))
+    assert torch.equal(probs, spatial_softmax(heat, 2.0)) and probs.shape == (4, 6, 35)
+    torch.testing.assert_close(landmarks, combine_points(points, reg.combine.detach()), rtol=0, atol=0)
 
 
 def test_stage_maps_path_equals_materialised_hypercolumn():
