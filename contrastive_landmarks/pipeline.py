@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, NamedTuple, overload
@@ -38,18 +38,18 @@ from torch import Tensor, nn
 from .backbone import Backbone, _autocast_enabled
 from .calibration import LikelihoodCalibration
 from .check import as_image_list, content_problem, to_float_images
-from .coords import cell_centers, normalized_to_pixels
+from .coords import normalized_to_pixels
 from .framing import Framing
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn, head_maps, hypercolumn
 from .projector import SpatialProjector
-from .regressor import LandmarkRegressor, combine_points, spatial_softmax
+from .regressor import LandmarkRegressor
 from .state_dicts import read_safetensors, read_state_dict
 
 #: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
 SMALL_INPUT_FRACTION = 0.5
 
-__all__ = ["LandmarkModel", "Regression", "landmark_scores"]
+__all__ = ["LandmarkModel", "Regression", "landmark_scores", "regress"]
 
 _PROJECTOR_FILE = "projector.safetensors"
 _REGRESSOR_FILE = "regressor.safetensors"
@@ -71,6 +71,56 @@ class Regression(NamedTuple):
     intermediate: Tensor
     heatmaps: Tensor
     probs: Tensor
+
+
+def regress(
+    features: nn.Module,
+    regressor: LandmarkRegressor,
+    images: Tensor,
+    *,
+    projector: nn.Module | None = None,
+    size: tuple[int, int] | None = None,
+    to_pixels: Callable[[Tensor], Tensor] | None = None,
+) -> Regression:
+    """Run a fitted regressor on a batch: the library's one way from images to a regressor's landmarks.
+
+    :meth:`LandmarkModel.detect` (through :meth:`LandmarkModel.regression`), the evaluation protocols
+    (:func:`~contrastive_landmarks.evaluation.predict_dataset`) and
+    :func:`~contrastive_landmarks.train.regressor_fitting.predict` all run this, so a regressor predicts the
+    same wherever it runs. The steps: the stage maps of the ``[0, 1]`` images, what a head reads of them
+    (:func:`~contrastive_landmarks.hypercolumn.head_maps`, the same as fitting reads), the projector if the
+    regressor was fitted on its output, the heatmaps, and :meth:`LandmarkRegressor.decode_steps`.
+
+    Under an active autocast (a caller's ``torch.autocast``) only the backbone runs in the lower precision: the
+    heads run in float32, as finetune trains them (a soft-argmax in bfloat16 is off by pixels).
+
+    Args:
+        features: a :class:`~contrastive_landmarks.Hypercolumn`, or anything with its ``image_stage_maps``,
+            ``output_size`` and ``normalize`` (:class:`~contrastive_landmarks.evaluation.StageSubset`).
+        regressor: the fitted :class:`~contrastive_landmarks.LandmarkRegressor`.
+        images: ``(B, 3, H, W)`` images in ``[0, 1]``, already checked and at the size the features take
+            (:meth:`LandmarkModel.detect` checks and resizes them; this runs them as they are).
+        projector: the frozen projector whose output the regressor reads, or ``None`` (it reads the features).
+        size: the heads' grid ``(S_h, S_w)`` (default: ``features.output_size(images)``).
+        to_pixels: maps the ``(B, N, 2)`` normalised landmarks to the returned ``points`` (default: pixels
+            of ``images``).
+
+    Returns:
+        a :class:`Regression`.
+    """
+    grid = features.output_size(images)
+    size = grid if size is None else size
+    stage_maps = features.image_stage_maps(images)
+    mixed = _autocast_enabled(images.device.type)
+    if mixed:
+        stage_maps = [m.float() for m in stage_maps]
+    with torch.autocast(images.device.type, enabled=False) if mixed else nullcontext():
+        maps = head_maps(stage_maps, grid, normalize=features.normalize)
+        heatmaps = regressor.heatmaps(maps if projector is None else projector(maps, size=size), size)
+        normalized, intermediate, probs = regressor.decode_steps(heatmaps)
+    points = normalized_to_pixels(normalized, tuple(images.shape[-2:])) if to_pixels is None else to_pixels(normalized)
+    grid_shape = (*intermediate.shape[:3], *heatmaps.shape[-2:])
+    return Regression(points, normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape))
 
 
 #: Inverse temperature of the softmax the scores read the heatmaps at (not the regressor's own multiplier,
@@ -194,19 +244,19 @@ class LandmarkModel(nn.Module):
     def _size(self, images: Tensor) -> tuple[int, int]:
         return self.hypercolumn.output_size(images)
 
-    def _prepare(self, images: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Checked images resized to the model's input and each input's ``(H, W)``.
+    def _prepare(self, checked: Tensor | list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Images resized to the model's input and each input's ``(H, W)``.
 
         Args:
-            images: ``(B, 3, H, W)`` or a list of ``(3, H_i, W_i)`` images, float in ``[0, 1]`` (any
-                float dtype) or ``uint8``.
+            checked: ``(B, 3, H, W)`` or a list of ``(3, H_i, W_i)`` images, float in ``[0, 1]`` (any
+                float dtype) or ``uint8``, as :func:`~contrastive_landmarks.check.as_image_list` returns them (the
+                public entries check their input once; the values are checked here, as they are converted).
 
         Returns:
             ``(B, 3, h, w)`` ``[0, 1]`` images (for :meth:`Hypercolumn.image_stage_maps`) in the backbone's
             dtype at :attr:`input_size`
             (or at the inputs' common size when the model records none), and the ``B`` input sizes.
         """
-        checked = as_image_list(images, "images")
         dtype, target = self.backbone.dtype, self.input_size
         if isinstance(checked, Tensor):
             size = (int(checked.shape[-2]), int(checked.shape[-1]))
@@ -239,7 +289,7 @@ class LandmarkModel(nn.Module):
         return merged, sizes
 
     def _features(self, images: Tensor | Sequence[Tensor]) -> tuple[list[Tensor], tuple[int, int], list]:
-        batch, sizes = self._prepare(images)
+        batch, sizes = self._prepare(as_image_list(images, "images"))
         return self.hypercolumn.image_stage_maps(batch), self._size(batch), sizes
 
     def descriptors(self, images: Tensor | Sequence[Tensor]) -> Tensor:
@@ -279,43 +329,25 @@ class LandmarkModel(nn.Module):
         Returns:
             a :class:`Regression`.
         """
+        return self._regression(as_image_list(images, "images"))
+
+    def _regression(self, checked: Tensor | list[Tensor]) -> Regression:
+        """:meth:`regression` of checked images (:func:`~contrastive_landmarks.check.as_image_list`)."""
         if self.regressor is None:
             raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
-        empty = isinstance(images, Tensor) and images.ndim == 4 and images.shape[0] == 0
+        empty = isinstance(checked, Tensor) and checked.shape[0] == 0
         if self.framing is not None and not empty:  # an empty batch has no frames to crop
-            return self._framed_regression(images)
-        batch, sizes = self._prepare(images)
+            return self._framed_regression(checked)
+        batch, sizes = self._prepare(checked)
         return self._regress(batch, lambda normalized: self._to_pixels(normalized, sizes))
 
-    def _regress(self, batch: Tensor, to_pixels) -> Regression:
-        """The regressor on a ``[0, 1]`` batch at the input size; ``to_pixels`` maps its normalised points to pixels.
+    def _regress(self, batch: Tensor, to_pixels: Callable[[Tensor], Tensor]) -> Regression:
+        """:func:`regress` with this model's heads on a ``[0, 1]`` batch at the input size."""
+        projector = self.projector if self.regressor_input == "projector" else None
+        return regress(self.hypercolumn, self.regressor, batch, projector=projector, to_pixels=to_pixels)
 
-        Under an active autocast (a caller's ``torch.autocast``) only the backbone runs in the lower precision.
-        """
-        regressor, size = self.regressor, self._size(batch)
-        stage_maps = self.hypercolumn.image_stage_maps(batch)
-        mixed = _autocast_enabled(batch.device.type)
-        if mixed:  # the heads in float32, as finetune trains them: a soft-argmax in bfloat16 is off by pixels
-            stage_maps = [m.float() for m in stage_maps]
-        with torch.autocast(batch.device.type, enabled=False) if mixed else nullcontext():
-            maps = head_maps(stage_maps, size, normalize=self.hypercolumn.normalize)
-            features = self.projector(maps, size=size) if self.regressor_input == "projector" else maps
-            heatmaps = (
-                regressor.heatmaps(features, size) if isinstance(features, list) else regressor.heatmaps(features)
-            )
-            probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
-            grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)
-            b, n, k = probs.shape[0], regressor.num_landmarks, regressor.heatmaps_per_landmark
-            intermediate = (probs @ grid).reshape(b, n, k, 2)
-            normalized = combine_points(intermediate, regressor.combine.to(intermediate.dtype))
-        grid_shape = (b, n, k, *heatmaps.shape[-2:])
-        return Regression(
-            to_pixels(normalized), normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape)
-        )
-
-    def _frames(self, images: Tensor | Sequence[Tensor]) -> tuple[list[Tensor], list[tuple[int, int]]]:
-        """Checked float32 frames ``[(3, H_i, W_i)]`` and their ``(H, W)``."""
-        checked = as_image_list(images, "images")
+    def _frames(self, checked: Tensor | list[Tensor]) -> tuple[list[Tensor], list[tuple[int, int]]]:
+        """Float32 frames ``[(3, H_i, W_i)]`` of checked images (values checked here) and their ``(H, W)``."""
         frames = [to_float_images(image, torch.float32, f"images[{i}]") for i, image in enumerate(checked)]
         return frames, [(int(f.shape[-2]), int(f.shape[-1])) for f in frames]
 
@@ -333,11 +365,11 @@ class LandmarkModel(nn.Module):
         batch = crop_images(frames, boxes, side).to(self.backbone.dtype)
         return self._regress(batch, lambda xy: uncrop_points(normalized_to_pixels(xy, (side, side)), boxes, side))
 
-    def _framed_regression(self, images: Tensor | Sequence[Tensor]) -> Regression:
+    def _framed_regression(self, checked: Tensor | list[Tensor]) -> Regression:
         """Crops of each frame (letterboxed whole, then around the points found) through :meth:`_regress`."""
         from .framing import frame_boxes
 
-        frames, sizes = self._frames(images)
+        frames, sizes = self._frames(checked)
         result = self._look(frames, frame_boxes(sizes, device=frames[0].device))
         if self.framing.stages == 2:
             result = self._look(frames, self.boxes_around(result.points, sizes))
@@ -397,14 +429,14 @@ class LandmarkModel(nn.Module):
         if self.regressor is None:
             raise RuntimeError("this model has no landmark regressor; use .descriptors() or fit one")
         self.eval()
-        frames, _ = self._frames(images)
+        frames, _ = self._frames(as_image_list(images, "images"))
         if not isinstance(boxes, Tensor) or boxes.ndim != 2 or tuple(boxes.shape) != (len(frames), 4):
             shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
             raise ValueError(f"boxes must be a ({len(frames)}, 4) tensor of (cx, cy, side, angle), got {shape}")
         if not bool(torch.isfinite(boxes).all()) or not bool((boxes[:, 2] > 0).all()):
             raise ValueError("boxes must be finite with a positive side")
         if not frames:
-            result = self.regression(torch.zeros(0, 3, *(self.input_size or (1, 1))))
+            result = self._regression(torch.zeros(0, 3, *(self.input_size or (1, 1))))
         else:
             result = self._look(frames, boxes.to(device=frames[0].device, dtype=torch.float32))
         if not return_scores:
@@ -417,14 +449,18 @@ class LandmarkModel(nn.Module):
         return scores if self.calibration is None else self.calibration(scores)
 
     @overload
-    def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[False] = ...) -> Tensor: ...
+    def detect(
+        self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[False] = ..., check_content: bool = ...
+    ) -> Tensor: ...
 
     @overload
-    def detect(self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[True]) -> tuple[Tensor, Tensor]: ...
+    def detect(
+        self, images: Tensor | Sequence[Tensor], *, return_scores: Literal[True], check_content: bool = ...
+    ) -> tuple[Tensor, Tensor]: ...
 
     @torch.no_grad()
     def detect(
-        self, images: Tensor | Sequence[Tensor], *, return_scores: bool = False
+        self, images: Tensor | Sequence[Tensor], *, return_scores: bool = False, check_content: bool = True
     ) -> Tensor | tuple[Tensor, Tensor]:
         """:meth:`forward` in eval mode without gradients: ``(B, N, 2)`` pixels of each input image.
 
@@ -434,6 +470,8 @@ class LandmarkModel(nn.Module):
                 :attr:`calibration`, the likelihood ``P(error <= radius)`` it was fitted for
                 (:mod:`contrastive_landmarks.calibration`); without one, the raw :func:`landmark_scores` (high on
                 faces, low on noise, blank or scrambled images; a relative scale).
+            check_content: warn about inputs that cannot show an object (below); ``False`` for a caller that
+                checks them itself (the ``predict`` command does, to name files rather than batch indices).
 
         Returns:
             ``points`` or ``(points, scores)``.
@@ -443,10 +481,12 @@ class LandmarkModel(nn.Module):
                 :func:`~contrastive_landmarks.check.content_problem`): their points are guesses.
         """
         self.eval()
-        _warn_unusable(as_image_list(images, "images"))
+        checked = as_image_list(images, "images")  # the one check of the input; the steps below take it as it is
+        if check_content:
+            _warn_unusable(checked)
+        result = self._regression(checked)
         if not return_scores:
-            return self(images)
-        result = self.regression(images)
+            return result.points
         return result.points, self._likelihood(result)
 
     # -- persistence -----------------------------------------------------------------------

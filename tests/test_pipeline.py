@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from contrastive_landmarks import Hypercolumn, LandmarkModel, LandmarkRegressor, SpatialProjector, load_backbone
+from contrastive_landmarks.framing import Framing
+from tests.conftest import make_tiny_model
 
 
 def _model(regressor_input: str = "projector") -> LandmarkModel:
@@ -198,6 +202,64 @@ def test_detect_on_an_empty_batch_returns_empty_points_and_scores():
 
 
 @pytest.mark.parametrize("regressor_input", ["hypercolumn", "projector"])
+def test_detect_and_the_fitting_side_run_the_one_regress(regressor_input):
+    """issue 28: detect, evaluation.predict_dataset and train's predict are pipeline.regress, not copies of it."""
+    from contrastive_landmarks.evaluation.regression import predict_dataset
+    from contrastive_landmarks.pipeline import regress
+    from contrastive_landmarks.train.regressor_fitting import predict
+
+    model = make_tiny_model(regressor_input)
+    projector = model.projector if regressor_input == "projector" else None
+    images = IMAGES  # at the model's input size: detect does not resize them
+    ran = regress(model.hypercolumn, model.regressor, images, projector=projector)
+    for got, want in zip(model.regression(images), ran, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(model.detect(images), ran.points, rtol=0, atol=0)
+    # the normalised landmarks are the regressor's own decode of the heatmaps
+    heatmaps = ran.heatmaps.flatten(1, 2)
+    torch.testing.assert_close(ran.normalized, model.regressor.decode(heatmaps), rtol=0, atol=0)
+    labels = {"keypoints": torch.zeros(5, 2), "visible": torch.ones(5, dtype=torch.bool)}
+    data = [{"image": image, **labels} for image in images]
+    fit = SimpleNamespace(regressor=model.regressor)  # all that predict_dataset reads of a RegressorFit
+    evaluated, _, _ = predict_dataset(model.hypercolumn, fit, data, projector=projector, batch_size=2)
+    torch.testing.assert_close(evaluated, ran.points, rtol=0, atol=0)
+    if projector is None:
+        torch.testing.assert_close(predict(model.hypercolumn, model.regressor, images), ran.points, rtol=0, atol=0)
+
+
+def test_detect_checks_its_input_once(tiny_model, monkeypatch):
+    """issue 28: the input is checked at detect, not again in each step it goes through (framed or not)."""
+    import contrastive_landmarks.pipeline as pipeline
+
+    calls = {"as_image_list": 0, "content_problem": 0}
+
+    def counted(name):
+        real = getattr(pipeline, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, name, wrapper)
+
+    counted("as_image_list")
+    counted("content_problem")
+    images = [IMAGES[0], IMAGES[1, :, :24, :28]]
+    for framing in (None, Framing(stages=2)):
+        tiny_model.framing = framing
+        calls.update(as_image_list=0, content_problem=0)
+        tiny_model.detect(images, return_scores=True)
+        assert calls == {"as_image_list": 1, "content_problem": 2}
+    calls.update(as_image_list=0, content_problem=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a blank image, and no warning: the caller checks content itself
+        tiny_model.detect(torch.zeros(1, 3, 32, 32), check_content=False)
+    assert calls == {"as_image_list": 1, "content_problem": 0}
+    with pytest.warns(UserWarning, match=r"images\[0\] is blank"):
+        tiny_model.detect(torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("regressor_input", ["hypercolumn", "projector"])
 def test_a_normalized_hypercolumn_predicts_as_it_was_fitted(regressor_input):
     """normalize=True: fit_regressor trains on the materialised normalised hypercolumn (train.features.regressor_maps),
     so the model must give its heads the same, not the raw stage maps (which would skip the normalisation)."""
@@ -218,7 +280,7 @@ def test_a_normalized_hypercolumn_predicts_as_it_was_fitted(regressor_input):
     fitted, _, _ = predict_dataset(hc, fit, data, projector=projector)
     model = LandmarkModel(hc, projector, fit.regressor, regressor_input=regressor_input)
     images = torch.stack([s["image"] for s in data])
-    torch.testing.assert_close(model.detect(images), fitted, rtol=0, atol=1e-4)
+    torch.testing.assert_close(model.detect(images), fitted, rtol=0, atol=0)  # one runner: exactly
     raw = LandmarkModel(Hypercolumn(hc.backbone, size=12), projector, fit.regressor, regressor_input=regressor_input)
     assert (raw.detect(images) - fitted).abs().max() > 0.01  # the unnormalised stage maps predict otherwise
     if projector is not None:  # descriptors: the projector on the normalised hypercolumn, as fit_projector trains it

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
 from ..metrics import resolve_metric
+from ..pipeline import regress
 from ..train._loop import holdout_split
-from ..train.features import collate, eval_mode, index_batches, regressor_maps
+from ..train.features import collate, eval_mode, index_batches
 from ..train.regressor_fitting import RegressorFit, fit_regressor
 from .matching import describe
 from .report import environment
@@ -79,16 +80,18 @@ def predict_dataset(
     batch_size: int = 64,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(predictions, keypoints, visible)`` of a labelled dataset, ``(M, N, 2)`` pixels each."""
+    """``(predictions, keypoints, visible)`` of a labelled dataset, ``(M, N, 2)`` pixels each.
+
+    The fitted regressor runs as :meth:`~contrastive_landmarks.LandmarkModel.detect` runs it
+    (:func:`~contrastive_landmarks.pipeline.regress`), on the dataset's images as they are, on its own grid.
+    """
     regressor = fit.regressor
     preds, kps, viss = [], [], []
     with eval_mode(features), eval_mode(regressor), eval_mode(projector):
         for idx in index_batches(len(data), batch_size):
             batch = collate(data, idx.tolist())
             images = batch["image"] if device is None else batch["image"].to(device)
-            maps = regressor_maps(features, images)
-            x = maps if projector is None else projector(maps, regressor.size)
-            preds.append(regressor.predict_pixels(x, tuple(images.shape[-2:]), regressor.size).cpu())
+            preds.append(regress(features, regressor, images, projector=projector, size=regressor.size).points.cpu())
             kps.append(batch["keypoints"])
             viss.append(batch["visible"] & torch.isfinite(batch["keypoints"]).all(-1))
     return torch.cat(preds), torch.nan_to_num(torch.cat(kps)), torch.cat(viss)

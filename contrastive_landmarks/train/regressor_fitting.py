@@ -39,9 +39,10 @@ from ..data.base import KeypointSubset
 from ..device import resolve_device
 from ..hypercolumn import Hypercolumn
 from ..metrics import Metric, resolve_metric
+from ..pipeline import regress
 from ..regressor import LandmarkRegressor
 from ._loop import holdout_split, progress_bar
-from .features import check_dataset, collate, eval_mode, index_batches, module_device, regressor_maps
+from .features import check_dataset, collate, eval_mode, index_batches, module_device
 from .regressor_report import RegressorFit, diagnose, report
 from .regressor_training import Schedule, build_views, default_heatmaps, init_head, train_head
 from .regressor_views import Augment
@@ -156,7 +157,11 @@ def predict(
     batch_size: int = 64,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Pixel predictions ``(M, N, 2)`` for a dataset, a list of sample dicts or ``(M, 3, H, W)`` images in [0, 1]."""
+    """Pixel predictions ``(M, N, 2)`` for a dataset, a list of sample dicts or ``(M, 3, H, W)`` images in [0, 1].
+
+    The regressor runs as :meth:`~contrastive_landmarks.LandmarkModel.detect` runs it
+    (:func:`~contrastive_landmarks.pipeline.regress`), on the images as they are, on its own grid.
+    """
     device = module_device(features, None if device is None else resolve_device(device))
     features.to(device)
     regressor.to(device)
@@ -172,7 +177,5 @@ def predict(
             )
         for images in batches:
             images = images.to(device, torch.float32)
-            size = tuple(images.shape[-2:])
-            grid = regressor.size
-            out.append(regressor.predict_pixels(regressor_maps(features, images), size, grid).cpu())
+            out.append(regress(features, regressor, images, size=regressor.size).points.cpu())
     return torch.cat(out)

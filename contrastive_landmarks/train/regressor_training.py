@@ -6,6 +6,11 @@ trains, the optimiser loop and what the loop did.
   its ``K``;
 - :func:`train_head`: Adam with a cosine over the steps, selection on validation with patience
   (:class:`~._loop.BestState`), returning :class:`Run`; :func:`evaluate` scores a head on the check views.
+
+Training and validation read landmarks off the heatmaps with the regressor's own
+:meth:`~contrastive_landmarks.LandmarkRegressor.decode`, the decoding that prediction runs too
+(:func:`~contrastive_landmarks.pipeline.regress`); a :class:`Head`'s heatmaps are its regressor's on the
+standardised maps, which :meth:`Head.fold` makes the returned regressor's on raw ones.
 """
 
 from __future__ import annotations
