@@ -1,10 +1,16 @@
-"""Atomic, pickle-free-on-read training checkpoints and RNG state capture.
+"""Atomic, pickle-free-on-read training checkpoints, the one layout the recipes write them in, and RNG state capture.
 
 Checkpoints hold tensors and plain Python values only (no classes), are written to a temporary file
 in the target folder and moved into place with :func:`os.replace` (a crash never leaves a truncated
 checkpoint), and are read back with ``torch.load(weights_only=True)``. A process killed during a write
 (SIGKILL, power loss) leaves its temporary file behind; :func:`load_checkpoint` removes such leftovers
 of the checkpoint it reads, so resuming cleans up after the crash.
+
+A recipe's checkpoint is :func:`training_state`: its ``format`` tag (recipe and layout version), the
+``settings`` a resume must match, then the recipe's own parts (weights, optimiser, random state, position,
+history). :func:`resume_checkpoint` reads one back for a resume, refusing another recipe's file or changed
+settings (naming them, :func:`~._loop.check_resumable`). The learning rate is a function of the position
+(:func:`~._loop.warmup_cosine`), so no schedule state is stored.
 """
 
 from __future__ import annotations
@@ -14,12 +20,23 @@ import os
 import random
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+from ._loop import check_resumable
+
+__all__ = [
+    "get_rng_state",
+    "load_checkpoint",
+    "resume_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+    "training_state",
+]
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
@@ -62,7 +79,7 @@ def load_checkpoint(
     path: str | os.PathLike,
     map_location: str | torch.device = "cpu",
     *,
-    expected_format: str | None = None,
+    expected_format: str | Sequence[str | None] | None = None,
     kind: str = "training checkpoint",
 ) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
@@ -70,8 +87,9 @@ def load_checkpoint(
     Partial temporary files of ``path`` that a killed writer left are removed first, with a warning.
 
     Args:
-        expected_format: the ``"format"`` entry the checkpoint must hold (a recipe's own tag); ``kind`` names
-            that recipe's checkpoints in the error.
+        expected_format: the ``"format"`` entry the checkpoint must hold (a recipe's own tag), or the tags it
+            may hold (a recipe's current layout and the older ones it still reads; ``None`` among them: a
+            checkpoint without a tag); ``kind`` names that recipe's checkpoints in the error.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -90,9 +108,56 @@ def load_checkpoint(
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a training checkpoint (a dict), got {type(state).__name__}")
-    if expected_format is not None and state.get("format") != expected_format:
-        raise ValueError(f"{path} is not a {kind} of this library")
+    if expected_format is not None:
+        accepted = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
+        if state.get("format") not in accepted:
+            raise ValueError(f"{path} is not a {kind} of this library")
     return state
+
+
+def training_state(format: str, settings: Mapping[str, Any], **parts: Any) -> dict:
+    """A recipe's checkpoint: ``{"format": format, "settings": settings, **parts}``.
+
+    Args:
+        format: the recipe's tag and layout version (``"contrastive_landmarks.moco/2"``).
+        settings: what a resume must match (plain values, under the names a refusal shows).
+        parts: the recipe's own state (weights, optimiser, random state, position, history, best state).
+    """
+    return {"format": format, "settings": dict(settings), **parts}
+
+
+def resume_checkpoint(
+    path: str | os.PathLike,
+    settings: Mapping[str, Any],
+    *,
+    formats: Sequence[str | None],
+    kind: str,
+    map_location: str | torch.device = "cpu",
+    recorded: Callable[[dict], Mapping[str, Any]] | None = None,
+    reason: str = "it was trained with other settings or data",
+    remedy: str = "pass the same options, or use another output folder to start afresh",
+) -> dict:
+    """Read a recipe's checkpoint to continue from, refusing another recipe's and one of other settings.
+
+    Args:
+        settings: this run's, compared with the checkpoint's ``"settings"``.
+        formats: the tags this recipe reads (:func:`load_checkpoint`'s ``expected_format``); ``kind`` names its
+            checkpoints in the error.
+        recorded: the settings of an older layout that did not store them under ``"settings"``, from the
+            checkpoint (default: none recorded, so a resume with any setting is refused naming it).
+        reason, remedy: the refusal's words (:func:`~._loop.check_resumable`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not one of ``formats``, or settings that differ from this run's (every change named).
+    """
+    saved = load_checkpoint(path, map_location, expected_format=formats, kind=kind)
+    if "settings" in saved:
+        before = saved["settings"]
+    else:
+        before = recorded(saved) if recorded is not None else {}
+    check_resumable(before, settings, path, reason=reason, remedy=remedy)
+    return saved
 
 
 def get_rng_state() -> dict:

@@ -17,7 +17,14 @@ from PIL import Image
 
 from contrastive_landmarks import load_backbone
 from contrastive_landmarks.train import PretrainConfig, export_backbone, pretrain
-from contrastive_landmarks.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from contrastive_landmarks.train.checkpoint import (
+    get_rng_state,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    training_state,
+)
 from contrastive_landmarks.train.image_ops import (
     color_jitter,
     gaussian_blur,
@@ -245,6 +252,22 @@ def test_checkpoint_atomic_roundtrip_and_rng(tmp_path):
     set_rng_state(load_checkpoint(path)["rng"])
     second = (random.random(), np.random.rand(), torch.rand(2))
     assert first[0] == second[0] and first[1] == second[1] and torch.equal(first[2], second[2])
+
+
+def test_training_state_resumes_only_its_recipe_and_settings(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(training_state("demo/2", {"lr": 0.1, "seed": 0}, step=7), path)
+    assert resume_checkpoint(path, {"lr": 0.1, "seed": 0}, formats=("demo/2",), kind="demo checkpoint")["step"] == 7
+    with pytest.raises(ValueError, match=r"cannot resume .*ck\.pt: .*\(lr: 0\.1 -> 0\.2; seed: 0 -> 1\)"):
+        resume_checkpoint(path, {"lr": 0.2, "seed": 1}, formats=("demo/2",), kind="demo checkpoint")
+    with pytest.raises(ValueError, match=r"ck\.pt is not a other checkpoint of this library"):
+        resume_checkpoint(path, {"lr": 0.1, "seed": 0}, formats=("other/1",), kind="other checkpoint")
+    # an older layout: no tag (None among the formats), its settings derived from what it recorded instead
+    save_checkpoint({"config": {"lr": 0.1, "seed": 0}, "step": 3}, path)
+    saved = resume_checkpoint(
+        path, {"lr": 0.1, "seed": 0}, formats=("demo/2", None), kind="demo checkpoint", recorded=lambda s: s["config"]
+    )
+    assert saved["step"] == 3
 
 
 # -- training ------------------------------------------------------------------------------------------
