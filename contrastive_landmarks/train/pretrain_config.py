@@ -1,17 +1,17 @@
 """What a MoCo pretraining run is told: :class:`PretrainConfig` (the authors' recipe as defaults, with the help
-texts the ``pretrain`` command line is generated from) and its learning-rate :class:`CosineSchedule`.
-The loop that runs them is :mod:`.pretrain`.
+texts the ``pretrain`` command line is generated from), and the learning rate of each step under its schedule
+(:meth:`PretrainConfig.learning_rate`). The loop that runs them is :mod:`.pretraining`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, fields
 
+from ._loop import warmup_cosine
 from .moco_views import get_preset
 
-__all__ = ["RECIPE_DEFAULTS", "CosineSchedule", "PretrainConfig"]
+__all__ = ["RECIPE_DEFAULTS", "PretrainConfig"]
 
 #: What ``arch``, ``batch_size``, ``queue_size`` and ``epochs`` default to: the authors' recipe (ResNet-50, batch
 #: 256, 800 epochs: days on a CPU), and for the ``animals`` preset a ResNet-18 run of minutes on a CPU (the
@@ -216,39 +216,22 @@ class PretrainConfig:
         frames = f";every={self.every}" + (f";max_frames={self.max_frames}" if self.max_frames else "")
         return [*self.data, *(str(v) + frames for v in self.video)]
 
+    def learning_rate(self, step: int, steps_per_epoch: int) -> float:
+        """The learning rate of optimisation step ``step`` (counted from 0) under :attr:`schedule`.
+
+        ``cosine-epoch`` is the authors' ``adjust_learning_rate``: ``lr 0.5 (1 + cos(pi e / E))`` with the epoch
+        ``e`` counted from 1, for the whole epoch (the last one runs at 0, as theirs); ``cosine-step`` decays per
+        step from ``lr`` to 0 over ``epochs · steps_per_epoch`` steps; ``constant`` keeps ``lr``. A function of
+        the position alone, so a resumed run needs no schedule state (and one given more ``epochs`` follows the
+        longer cosine from where it is).
+        """
+        if self.schedule == "constant":
+            return float(self.lr)
+        if self.schedule == "cosine-epoch":
+            return self.lr * warmup_cosine(step // steps_per_epoch + 1, self.epochs)
+        return self.lr * warmup_cosine(step, self.epochs * steps_per_epoch)
+
     @classmethod
     def field_help(cls) -> dict[str, str]:
         """``{field name: help text}`` (for command-line generators)."""
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
-
-
-class CosineSchedule:
-    """Learning rate as a pure function of the data position, with a ``state_dict`` for checkpoints.
-
-    ``cosine-epoch`` is the authors' ``adjust_learning_rate``: ``lr 0.5 (1 + cos(pi e / E))`` with the
-    epoch ``e`` counted from 1, set at the start of each epoch (the last epoch runs at lr 0, as theirs).
-    ``cosine-step`` decays per step from ``lr`` to 0; ``constant`` keeps ``lr``.
-    """
-
-    def __init__(self, kind: str, lr: float, epochs: int, steps_per_epoch: int) -> None:
-        self.kind, self.base_lr, self.epochs, self.steps_per_epoch = kind, float(lr), int(epochs), int(steps_per_epoch)
-
-    def __call__(self, epoch: int, step_in_epoch: int) -> float:
-        if self.kind == "constant":
-            return self.base_lr
-        if self.kind == "cosine-epoch":
-            return self.base_lr * 0.5 * (1 + math.cos(math.pi * (epoch + 1) / self.epochs))
-        total = self.epochs * self.steps_per_epoch
-        return self.base_lr * 0.5 * (1 + math.cos(math.pi * (epoch * self.steps_per_epoch + step_in_epoch) / total))
-
-    def state_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "base_lr": self.base_lr,
-            "epochs": self.epochs,
-            "steps_per_epoch": self.steps_per_epoch,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.kind, self.base_lr = state["kind"], state["base_lr"]
-        self.epochs, self.steps_per_epoch = state["epochs"], state["steps_per_epoch"]

@@ -10,7 +10,7 @@ import torch
 from ..backbone import DEFAULT_STAGES, Backbone
 from ..hub import save_pretrained
 from .checkpoint import load_checkpoint
-from .pretrain_run import CHECKPOINT_FORMAT
+from .pretrain_run import CHECKPOINT_FORMATS
 
 __all__ = ["export_backbone"]
 
@@ -32,7 +32,7 @@ def export_backbone(
     Returns:
         ``Path(out_dir)``.
     """
-    saved = load_checkpoint(checkpoint_path, expected_format=CHECKPOINT_FORMAT, kind="MoCo pretraining checkpoint")
+    saved = load_checkpoint(checkpoint_path, expected_format=CHECKPOINT_FORMATS, kind="MoCo pretraining checkpoint")
     config, preset = saved["config"], saved["preset"]
     size = int(preset["image_size"])
     backbone = Backbone(config["arch"], DEFAULT_STAGES, mean=preset["mean"], std=preset["std"], input_size=(size, size))

@@ -2,7 +2,8 @@
 
 - :func:`setup_distributed`: this process's rank, the world size and its device (one per GPU under torchrun);
 - :func:`build_run`: the data, the MoCo model (optionally from a trained backbone), the augmentation, the
-  optimiser, the learning-rate schedule and the autocast dtype of a fresh run (:class:`Run`);
+  optimiser and the autocast dtype of a fresh run (:class:`Run`; the learning rate of a step is
+  :meth:`~.pretrain_config.PretrainConfig.learning_rate`);
 - :func:`run_state` / :func:`restore_run`: the run's checkpoint, and continuing from one (refused, naming what
   changed, when it was trained with other settings or data).
 """
@@ -19,17 +20,27 @@ import torch.distributed as dist
 
 from ..backbone import Backbone, load_backbone
 from ..device import autocast_dtype, resolve_device
-from ._loop import check_resumable
-from .checkpoint import get_rng_state, load_checkpoint, set_rng_state
+from .checkpoint import get_rng_state, resume_checkpoint, set_rng_state, training_state
 from .images import PretrainImages
 from .moco import MoCo
 from .moco_views import MoCoAugment, Preset, get_preset
-from .pretrain_config import CosineSchedule, PretrainConfig
+from .pretrain_config import PretrainConfig
 
-__all__ = ["CHECKPOINT_FORMAT", "Run", "build_run", "restore_run", "run_state", "setup_distributed"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_FORMATS",
+    "Run",
+    "build_run",
+    "restore_run",
+    "run_state",
+    "setup_distributed",
+]
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = "contrastive_landmarks.moco/1"
+CHECKPOINT_FORMAT = "contrastive_landmarks.moco/2"
+#: The layouts this version reads: its own, and /1 (no ``"settings"``: they are read from ``"config"``; the
+#: learning-rate schedule's state under ``"scheduler"``, now a function of the step).
+CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, "contrastive_landmarks.moco/1")
 
 
 def setup_distributed(config: PretrainConfig) -> tuple[int, int, torch.device]:
@@ -49,7 +60,8 @@ def setup_distributed(config: PretrainConfig) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-#: What a resume must share with its checkpoint: the settings that fix the model and the data order.
+#: What a resume must share with its checkpoint: the settings that fix the model, the data order and the kind of
+#: learning-rate schedule (``lr`` and ``epochs`` may change: a resume may extend the schedule).
 RESUME_SETTINGS = (
     "arch",
     "dim",
@@ -62,21 +74,20 @@ RESUME_SETTINGS = (
     "seed",
     "equivariance",
     "init",
+    "schedule",
 )
 
 
-def _check_resumable(saved: dict, config: PretrainConfig, num_images: int, path: Path) -> None:
-    """Refuse a resume whose :data:`RESUME_SETTINGS` or number of images differ from the checkpoint's."""
-    old = {"equivariance": 0.0, "init": None, **saved["config"]}  # checkpoints from before these fields
-    recorded = {**{k: old.get(k) for k in RESUME_SETTINGS}, "number of images": saved["num_images"]}
-    current = {**{k: getattr(config, k) for k in RESUME_SETTINGS}, "number of images": num_images}
-    check_resumable(
-        recorded,
-        current,
-        path,
-        reason="the checkpoint was trained with different settings",
-        remedy="use another output_dir or resume=False",
-    )
+def _settings(config: PretrainConfig, num_images: int) -> dict:
+    """What the checkpoint records and a resume must match: :data:`RESUME_SETTINGS` and the number of images."""
+    return {**{k: getattr(config, k) for k in RESUME_SETTINGS}, "number of images": num_images}
+
+
+def _recorded_settings(saved: dict) -> dict:
+    """The settings of a ``moco/1`` checkpoint, which recorded the whole config instead (the schedule it ran is
+    its ``scheduler``'s: a resume with another ``schedule`` kept the checkpoint's)."""
+    old = {"equivariance": 0.0, "init": None, **saved["config"], "schedule": saved["scheduler"]["kind"]}
+    return {**{k: old.get(k) for k in RESUME_SETTINGS}, "number of images": saved["num_images"]}
 
 
 @dataclass
@@ -95,7 +106,6 @@ class Run:
     model: MoCo
     augment: MoCoAugment
     optimizer: torch.optim.Optimizer
-    schedule: CosineSchedule
     scaler: torch.amp.GradScaler
     autocast_dtype: torch.dtype | None
     channels_last: bool
@@ -111,9 +121,14 @@ class Run:
     def local_batch(self) -> int:
         return self.config.batch_size // self.world
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.config.learning_rate(self.global_step, self.steps_per_epoch)
+
 
 def build_run(config: PretrainConfig, rank: int, world: int, device: torch.device) -> Run:
-    """Data, model, augmentation, optimiser and schedule of a fresh run (raises ValueError on bad sizes)."""
+    """Data, model, augmentation and optimiser of a fresh run (raises ValueError on bad sizes)."""
     preset = get_preset(config.preset_name, config.image_size, config.border)
     init = _init_backbone(config)
     if init is not None:  # the weights were trained on inputs normalised their way
@@ -172,7 +187,6 @@ def build_run(config: PretrainConfig, rank: int, world: int, device: torch.devic
         model=model,
         augment=augment.to(device),
         optimizer=optimizer,
-        schedule=CosineSchedule(config.schedule, config.lr, config.epochs, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         autocast_dtype=dtype,
         channels_last=channels_last,
@@ -192,12 +206,13 @@ def _init_backbone(config: PretrainConfig) -> Backbone | None:
 def run_state(run: Run) -> dict:
     """The checkpoint of ``run`` at its current step."""
     preset, model = run.preset, run.model
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "config": asdict(run.config),
-        "num_images": run.num_images,
-        "steps_per_epoch": run.steps_per_epoch,
-        "preset": {
+    return training_state(
+        CHECKPOINT_FORMAT,
+        _settings(run.config, run.num_images),
+        config=asdict(run.config),
+        num_images=run.num_images,
+        steps_per_epoch=run.steps_per_epoch,
+        preset={
             "name": preset.name,
             "image_size": preset.image_size,
             "border": preset.border,
@@ -208,34 +223,38 @@ def run_state(run: Run) -> dict:
             "pca_std": run.augment.pca_std,
             "min_scale": run.augment.scale[0],
         },
-        "encoder_q": model.encoder_q.state_dict(),
-        "encoder_k": model.encoder_k.state_dict(),
-        "queue": model.queue.detach().cpu().clone(),
-        "queue_ptr": model.queue_ptr.detach().cpu().clone(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.schedule.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "rng": get_rng_state(),
-        "position": {
+        encoder_q=model.encoder_q.state_dict(),
+        encoder_k=model.encoder_k.state_dict(),
+        queue=model.queue.detach().cpu().clone(),
+        queue_ptr=model.queue_ptr.detach().cpu().clone(),
+        optimizer=run.optimizer.state_dict(),
+        scaler=run.scaler.state_dict(),
+        rng=get_rng_state(),
+        position={
             "global_step": run.global_step,
             "epoch": run.global_step // run.steps_per_epoch,
             "step_in_epoch": run.global_step % run.steps_per_epoch,
         },
-        "train_time_s": run.train_time,
-    }
+        train_time_s=run.train_time,
+    )
 
 
 def restore_run(run: Run, checkpoint_path: Path) -> None:
     """Continue ``run`` from its checkpoint (the settings that fix the data order must be unchanged)."""
-    saved = load_checkpoint(checkpoint_path, expected_format=CHECKPOINT_FORMAT, kind="MoCo pretraining checkpoint")
-    _check_resumable(saved, run.config, run.num_images, checkpoint_path)
+    saved = resume_checkpoint(
+        checkpoint_path,
+        _settings(run.config, run.num_images),
+        formats=CHECKPOINT_FORMATS,
+        kind="MoCo pretraining checkpoint",
+        recorded=_recorded_settings,
+        reason="the checkpoint was trained with different settings",
+        remedy="use another output_dir or resume=False",
+    )
     run.model.encoder_q.load_state_dict(saved["encoder_q"])
     run.model.encoder_k.load_state_dict(saved["encoder_k"])
     run.model.queue.copy_(saved["queue"])
     run.model.queue_ptr.copy_(saved["queue_ptr"])
     run.optimizer.load_state_dict(saved["optimizer"])
-    run.schedule.load_state_dict(saved["scheduler"])
-    run.schedule.epochs, run.schedule.base_lr = run.config.epochs, run.config.lr  # a resume may extend the schedule
     run.scaler.load_state_dict(saved["scaler"])
     set_rng_state(saved["rng"])
     run.global_step = int(saved["position"]["global_step"])

@@ -4,8 +4,9 @@
 unlabelled images and writes, under ``output_dir``:
 
 - ``checkpoint.pt`` -- every ``checkpoint_every`` steps and at the end, atomically: query and key
-  encoders, queue and pointer, optimiser, schedule, AMP scaler, every RNG state and the data position
-  (epoch, step within the epoch). ``resume=True`` continues from it; the data order of an epoch is a
+  encoders, queue and pointer, optimiser, AMP scaler, every RNG state, the data position (epoch, step within
+  the epoch) and the settings a resume must match (:func:`~.checkpoint.training_state`; the learning rate is a
+  function of the position). ``resume=True`` continues from it; the data order of an epoch is a
   permutation seeded by ``seed + epoch`` and the augmentations of a step are seeded by
   ``(seed, step, rank)``, so a resumed run consumes exactly the batches an uninterrupted run would,
   and ends with bit-identical weights (on the same device and thread count).
@@ -20,7 +21,7 @@ is initialised from the environment (``env://``), one process per GPU, Distribut
 This module is the loop (data order, step, checkpoints, Ctrl-C); the run's parts live beside it:
 :mod:`.pretrain_run` (built fresh or restored, the device and its autocast dtype, the resume check),
 :mod:`.pretrain_log` (``log.jsonl`` and the near-chance warning), :mod:`.pretrain_export` (the backbone as a
-model directory); the learning-rate schedule is :class:`~.pretrain_config.CosineSchedule`.
+model directory); the learning rate of a step is :meth:`~.pretrain_config.PretrainConfig.learning_rate`.
 """
 
 from __future__ import annotations
@@ -103,10 +104,10 @@ def _warped(run: Run, im_q: Tensor) -> tuple[Tensor, Tensor] | None:
     return pair.image1.contiguous(memory_format=torch.channels_last) if run.channels_last else pair.image1, pair.grid
 
 
-def _step(run: Run, epoch: int, batch: Tensor) -> tuple[Tensor, Tensor, float]:
+def _step(run: Run, batch: Tensor) -> tuple[Tensor, Tensor, float]:
     """One optimisation step on a uint8 batch: ``(loss, accuracy, lr)``; advances ``run.global_step``."""
     config = run.config
-    lr = run.schedule(epoch, run.global_step % run.steps_per_epoch)
+    lr = run.lr
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     batch = batch.to(run.device, non_blocking=True)
@@ -142,7 +143,7 @@ def _train(run: Run, images: Tensor | None, log: RunLog, checkpoint_path: Path) 
         with StopOnInterrupt(run.world == 1) as interrupt:
             for epoch, batch in _batches(run, images):
                 tick = time.perf_counter()
-                loss, accuracy, lr = _step(run, epoch, batch)
+                loss, accuracy, lr = _step(run, batch)
                 elapsed = time.perf_counter() - tick
                 run.train_time += elapsed
                 rate = config.batch_size / max(elapsed, 1e-9)

@@ -16,10 +16,10 @@ from PIL import Image
 from contrastive_landmarks.cli import main as cli_main
 from contrastive_landmarks.device import cpu_has_bfloat16
 from contrastive_landmarks.train import PretrainConfig, pretrain
-from contrastive_landmarks.train.checkpoint import load_checkpoint
+from contrastive_landmarks.train.checkpoint import load_checkpoint, save_checkpoint
 from contrastive_landmarks.train.images import PretrainImages
 from contrastive_landmarks.train.moco_views import MoCoAugment, get_preset
-from contrastive_landmarks.train.pretraining import PretrainInterrupted
+from contrastive_landmarks.train.pretraining import PretrainInterrupted, export_backbone
 
 # the package exports the function ``pretrain`` under the module's name
 pretrain_module = importlib.import_module("contrastive_landmarks.train.pretraining")
@@ -60,8 +60,8 @@ def _interrupt_after(monkeypatch, step: int) -> None:
     """Deliver a real SIGINT right after optimisation step ``step`` finishes."""
     original = pretrain_module._step
 
-    def step_then_interrupt(run, epoch, batch):
-        out = original(run, epoch, batch)
+    def step_then_interrupt(run, batch):
+        out = original(run, batch)
         if run.global_step == step:
             signal.raise_signal(signal.SIGINT)
         return out
@@ -330,3 +330,47 @@ def test_a_checkpoint_of_another_recipe_is_refused_naming_what_it_is_not(tmp_pat
     save_checkpoint({"format": "contrastive_landmarks.projector_fit/1"}, tmp_path / "fit.pt")
     with pytest.raises(ValueError, match=r"fit\.pt is not a MoCo pretraining checkpoint of this library"):
         export_backbone(tmp_path / "fit.pt", tmp_path / "out")
+
+
+def test_learning_rate_is_the_authors_cosine_per_epoch_a_cosine_per_step_or_constant():
+    def lrs(schedule, epochs=800, steps_per_epoch=62):
+        config = PretrainConfig(data=["x"], lr=0.03, epochs=epochs, schedule=schedule)
+        return [config.learning_rate(step, steps_per_epoch) for step in range(epochs * steps_per_epoch)]
+
+    # the authors' adjust_learning_rate: lr 0.5 (1 + cos(pi e / E)), e counted from 1, set once per epoch
+    authors = [0.03 * 0.5 * (1 + math.cos(math.pi * (step // 62 + 1) / 800)) for step in range(800 * 62)]
+    assert lrs("cosine-epoch") == pytest.approx(authors, rel=0, abs=1e-15)
+    assert lrs("cosine-epoch")[-62:] == [0.0] * 62  # the last epoch at 0, as theirs
+    per_step = [0.03 * 0.5 * (1 + math.cos(math.pi * step / (3 * 5))) for step in range(3 * 5)]
+    assert lrs("cosine-step", 3, 5) == pytest.approx(per_step, rel=0, abs=1e-15)
+    assert lrs("constant", 2, 3) == [0.03] * 6
+
+
+def _as_moco_1(path, kind=None) -> None:
+    """Rewrite a checkpoint in the layout ``moco/1`` had: no ``settings``, the schedule's state under ``scheduler``."""
+    saved = load_checkpoint(path)
+    del saved["settings"]
+    config = saved["config"]
+    schedule = {"kind": kind or config["schedule"], "base_lr": config["lr"], "epochs": config["epochs"]}
+    saved.update(format="contrastive_landmarks.moco/1", scheduler={**schedule, "steps_per_epoch": 2})
+    save_checkpoint(saved, path)
+
+
+def test_a_checkpoint_of_the_previous_layout_exports_and_resumes_exactly(tmp_path):
+    data = _gratings(tmp_path / "images")
+    full = pretrain(_config(data, tmp_path / "full"))
+    pretrain(_config(data, tmp_path / "part", max_steps=3))
+    path = tmp_path / "part" / "checkpoint.pt"
+    _as_moco_1(path)
+    assert (export_backbone(path, tmp_path / "exported") / "config.json").is_file()
+    with pytest.raises(ValueError, match=r"cannot resume .*\(schedule: 'cosine-epoch' -> 'constant'\)"):
+        pretrain(_config(data, tmp_path / "part", schedule="constant", resume=True))
+    resumed = pretrain(_config(data, tmp_path / "part", resume=True))
+    _same_weights(load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"]))
+    assert [r["lr"] for r in resumed["history"]] == [r["lr"] for r in full["history"]][3:]
+    assert load_checkpoint(resumed["checkpoint"])["format"] == "contrastive_landmarks.moco/2"
+    # moco/1 kept the schedule it started with when resumed with another: that one is what a resume must match
+    pretrain(_config(data, tmp_path / "other", max_steps=1))
+    _as_moco_1(tmp_path / "other" / "checkpoint.pt", kind="cosine-step")
+    with pytest.raises(ValueError, match=r"schedule: 'cosine-step' -> 'cosine-epoch'"):
+        pretrain(_config(data, tmp_path / "other", resume=True))
