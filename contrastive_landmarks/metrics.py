@@ -4,9 +4,12 @@ All functions take ``(x, y)`` **pixel** points ``(B, N, 2)`` (any consistent uni
 scale-free inter-ocular error) and an optional ``(B, N)`` bool ``visible`` mask; invisible points
 are left out of every average. Results are Python-friendly 0-d tensors.
 
-:func:`pck` is the metric as the paper defines it. :func:`pck_legacy` reproduces the reference
-evaluation script bit for bit (integer-truncated distances in a 48-unit box, per-part per-batch
-averaging), only to compare with numbers computed that way; it overestimates PCK.
+:func:`pck` is the library's one PCK: a fraction in ``[0, 1]``, a point correct when its distance is at most
+the threshold (``<=``); multiply by 100 only to display a percentage. With ``image_size`` it is the metric
+as the paper defines it; with ``threshold`` in pixels it is what ``evaluate keypoints`` reports.
+:func:`pck_legacy` reproduces the reference evaluation script (integer-truncated distances in a 48-unit box,
+compared with ``<``, per-part per-batch averaging), only to compare with numbers computed that way; it
+overestimates PCK.
 """
 
 from __future__ import annotations
@@ -122,26 +125,33 @@ def pck(
     target: Tensor,
     visible: Tensor | None = None,
     *,
-    image_size: int | Sequence[int] | Tensor,
+    threshold: float | Tensor | None = None,
+    image_size: int | Sequence[int] | Tensor | None = None,
     alpha: float = 0.05,
 ) -> Tensor:
-    """Percentage of correct keypoints (CUB, Fig. 4), as the paper defines it.
+    """Percentage of correct keypoints, as a **fraction** in ``[0, 1]``: ``correct / visible`` over the whole set.
 
-    A visible point is correct when its pixel distance is below ``alpha`` × the longer image side
-    (floating point, no truncation). Returns ``100 · correct / visible`` over the whole set.
+    A visible point is correct when its pixel distance to the target is at most the threshold (``<=``; floating
+    point, no truncation). The threshold is ``threshold`` pixels, or, given ``image_size`` instead, ``alpha`` ×
+    the longer image side: the paper's PCK (CUB, Fig. 4). ``100 · pck`` is the percentage, for display.
 
     Args:
-        pred, target: ``(B, N, 2)`` pixels.
+        pred, target: ``(B, N, 2)`` pixels (targets of invisible points may be NaN).
         visible: optional ``(B, N)`` bool.
-        image_size: ``(H, W)`` shared by all images, or ``(B, 2)`` per image.
-        alpha: threshold fraction.
+        threshold: pixels, one for all images or ``(B,)`` one per image (e.g. a fraction of each animal's box).
+        image_size: ``(H, W)`` shared by all images, or ``(B, 2)`` per image (instead of ``threshold``).
+        alpha: the threshold's fraction of the longer image side, with ``image_size``.
     """
     mask = _check(pred, target, visible)
-    sizes = _sizes(image_size, pred.shape[0], pred)
-    threshold = alpha * sizes.max(dim=-1).values  # (B,)
+    if (threshold is None) == (image_size is None):
+        raise ValueError("pck needs either a threshold in pixels or an image_size (alpha x its longer side)")
+    batch = pred.shape[0]
+    if threshold is None:
+        limit = alpha * _sizes(image_size, batch, pred).max(dim=-1).values  # (B,)
+    else:
+        limit = torch.as_tensor(threshold, dtype=torch.float64, device=pred.device).expand(batch)
     dist = (pred.to(torch.float64) - target.to(torch.float64)).norm(dim=-1)
-    correct = (dist < threshold[:, None]).to(torch.float64)
-    return _masked_mean(correct, mask) * 100
+    return _masked_mean((dist <= limit[:, None]).to(torch.float64), mask)
 
 
 def pck_legacy(
@@ -154,7 +164,7 @@ def pck_legacy(
     box_size: int = 48,
     batch_size: int | None = 32,
 ) -> Tensor:
-    """**Legacy, for comparison only**: the reference's PCK (``metric.py``), including its bias.
+    """**Legacy, for comparison only**: the reference's PCK (``metric.py``), including its bias; a fraction.
 
     Reproduces: points normalised with ``2x/(W−1) − 1`` and mapped to a ``box_size`` box
     (``[0, box_size − 1]``) per axis, so the threshold ``alpha · box_size`` is relative to each
@@ -165,7 +175,7 @@ def pck_legacy(
     several points (reference-notes §5c); report :func:`pck` instead.
 
     Returns:
-        PCK in percent.
+        PCK as a fraction in ``[0, 1]``, like :func:`pck` (the reference prints it times 100).
     """
     mask = _check(pred, target, visible)
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -188,7 +198,7 @@ def pck_legacy(
             weight += d.shape[0]
     if weight == 0:
         raise ValueError("no visible points to evaluate")
-    return torch.tensor(total / weight * 100, dtype=torch.float64)
+    return torch.tensor(total / weight, dtype=torch.float64)
 
 
 def matching_error(

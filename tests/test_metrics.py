@@ -43,21 +43,30 @@ def test_inter_ocular_error_scale_free_and_errors():
 
 
 def test_pck_hand_computed():
-    # 100 x 60 image: threshold 5 px (longer side 100)
+    # 100 x 60 image: threshold 5 px (longer side 100); a fraction, a point at the threshold correct (<=)
     target = torch.zeros(2, 3, 2) + 30
     offsets = torch.tensor(
         [
-            [[4.9, 0.0], [0.0, 5.1], [3.0, 4.0]],  # correct, wrong, exactly 5: not < 5
+            [[4.9, 0.0], [0.0, 5.1], [3.0, 4.0]],  # correct, wrong, exactly 5: correct (<=)
             [[0.0, 0.0], [40.0, 0.0], [1.0, 1.0]],
         ]
     )  # correct, wrong, correct
     pred = target + offsets
-    assert pck(pred, target, image_size=(60, 100)).item() == pytest.approx(100 * 3 / 6)
+    assert pck(pred, target, image_size=(60, 100)).item() == pytest.approx(4 / 6)
+    assert pck(pred, target, threshold=5.0).item() == pytest.approx(4 / 6)  # the same threshold, in pixels
     visible = torch.tensor([[True, False, True], [True, False, False]])
-    assert pck(pred, target, visible, image_size=(60, 100)).item() == pytest.approx(100 * 2 / 3)
-    assert pck(pred, target, visible, image_size=(60, 100), alpha=0.1).item() == pytest.approx(100.0)
+    assert pck(pred, target, visible, image_size=(60, 100)).item() == pytest.approx(1.0)
+    assert pck(pred, target, visible, image_size=(60, 100), alpha=0.01).item() == pytest.approx(1 / 3)
     per_image = torch.tensor([[60.0, 100.0], [20.0, 20.0]])  # image 1: threshold 1 px
-    assert pck(pred, target, image_size=per_image).item() == pytest.approx(100 * 2 / 6)
+    assert pck(pred, target, image_size=per_image).item() == pytest.approx(3 / 6)
+    assert pck(pred, target, threshold=torch.tensor([5.0, 1.0])).item() == pytest.approx(3 / 6)
+    nan_target = target.clone()
+    nan_target[0, 1] = float("nan")  # an unlabelled point, left out by visible
+    assert pck(pred, nan_target, visible, threshold=5.0).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="either a threshold"):
+        pck(pred, target, threshold=5.0, image_size=100)
+    with pytest.raises(ValueError, match="either a threshold"):
+        pck(pred, target)
 
 
 def test_pck_legacy_truncation_and_averaging():
@@ -69,16 +78,16 @@ def test_pck_legacy_truncation_and_averaging():
     pred[0, 1, 0] += 1.0  # correct
     pred[1, 1, 0] += 10.0  # wrong
     legacy = pck_legacy(pred, target, image_size=48)
-    assert legacy.item() == pytest.approx(100 * (0.5 + 0.5) / 2)
-    assert pck(pred, target, image_size=48).item() == pytest.approx(100 * 1 / 4)
+    assert legacy.item() == pytest.approx((0.5 + 0.5) / 2)  # a fraction, as pck
+    assert pck(pred, target, image_size=48).item() == pytest.approx(1 / 4)
     # per-part then per-batch averaging: part 1 invisible in batch 2 -> only part 0 counts there
     visible = torch.tensor([[True, True], [True, False]])
     b = pck_legacy(pred, target, visible, image_size=48, batch_size=1)
-    assert b.item() == pytest.approx(100 * ((1.0 + 1.0) / 2 + 0.0) / 2)
+    assert b.item() == pytest.approx(((1.0 + 1.0) / 2 + 0.0) / 2)
     # ground truth at a box coordinate <= 0 is dropped
     target0 = target.clone()
     target0[:, 1, 0] = 0.0
-    assert pck_legacy(pred, target0, image_size=48).item() == pytest.approx(100 * 0.5)
+    assert pck_legacy(pred, target0, image_size=48).item() == pytest.approx(0.5)
 
 
 def test_matching_error_rescales_to_70_pixel_frame():

@@ -4,7 +4,8 @@ Errors are Euclidean distances in pixels of each stored frame, over the labelled
 
 - mean and median, overall and per body part;
 - PCK at 5 and 10 pixels, and at 0.05 of the animal's box diagonal (the bounding box of the frame's labelled
-  points);
+  points): :func:`~contrastive_landmarks.metrics.pck`, fractions in ``[0, 1]`` of the points within the
+  threshold (``<=``);
 - DeepLabCut's p-cutoff view: the mean error over the points whose likelihood is at least ``p_cutoff``
   (0.6, DeepLabCut's default) and the share of labelled points kept;
 - how well the likelihood separates good from bad points: the ROC AUC of ``1 - likelihood`` for "error above
@@ -21,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..metrics import pck
 
 __all__ = ["evaluate_keypoints", "keypoint_errors", "roc_auc"]
 
@@ -55,16 +58,16 @@ def keypoint_errors(
     e = error[visible]
     low = torch.where(visible[..., None], truth, torch.full_like(truth, math.inf)).amin(1)
     high = torch.where(visible[..., None], truth, torch.full_like(truth, -math.inf)).amax(1)
-    diagonal = (high - low).norm(dim=-1).nan_to_num(0.0)[:, None].expand_as(error)
+    diagonal = (high - low).norm(dim=-1).nan_to_num(0.0)  # (M,) each frame's box of labelled points
     names = list(names) if names else [str(j) for j in range(pred.shape[1])]
     result: dict[str, Any] = {
         "frames": int(pred.shape[0]),
         "points": int(visible.sum()),
         "mean_px": float(e.mean()),
         "median_px": float(e.median()),
-        "pck_5px": float((e <= 5).double().mean()),
-        "pck_10px": float((e <= 10).double().mean()),
-        "pck_0.05_diagonal": float((e <= 0.05 * diagonal[visible]).double().mean()),
+        "pck_5px": float(pck(pred, truth, visible, threshold=5.0)),
+        "pck_10px": float(pck(pred, truth, visible, threshold=10.0)),
+        "pck_0.05_diagonal": float(pck(pred, truth, visible, threshold=0.05 * diagonal)),
         "per_part": {
             name: (
                 {"mean_px": float(error[:, j][visible[:, j]].mean()), "points": int(visible[:, j].sum())}

@@ -221,3 +221,20 @@ def test_matching_results_equal_those_with_the_original_tps_pairs(monkeypatch):
     original = evaluate_matching(model, Blobs(8), seed=3, crop=2, batch_size=4)
     assert fast["same"] == original["same"] and fast["different"] == original["different"]
     assert fast["same"]["count"] > 0 and fast["different"]["error"] > 0
+
+
+def test_keypoint_pck_is_the_metrics_one_a_fraction_at_most_the_threshold():
+    """issue 28: evaluate keypoints' PCK is metrics.pck (a fraction, a point at the threshold correct)."""
+    from contrastive_landmarks.evaluation.keypoints import keypoint_errors
+    from contrastive_landmarks.metrics import pck
+
+    truth = torch.tensor([[[10.0, 10.0], [30.0, 10.0], [10.0, 40.0]], [[5.0, 5.0], [45.0, 35.0], [0.0, 0.0]]])
+    pred = truth + torch.tensor([[[3.0, 4.0], [0.0, 10.0], [12.0, 0.0]], [[1.0, 0.0], [6.0, 8.0], [0.0, 0.0]]])
+    visible = torch.tensor([[True, True, True], [True, True, False]])
+    truth[1, 2] = float("nan")  # unlabelled
+    metrics = keypoint_errors(pred, truth, visible)
+    # errors of the 5 labelled points: 5, 10, 12, 1, 10
+    assert metrics["pck_5px"] == pytest.approx(2 / 5) and metrics["pck_10px"] == pytest.approx(4 / 5)
+    assert metrics["pck_5px"] == float(pck(pred, truth, visible, threshold=5.0))
+    # 0.05 of each frame's box diagonal: 36.06 -> 1.80 px and 50 -> 2.5 px
+    assert metrics["pck_0.05_diagonal"] == pytest.approx(1 / 5)
