@@ -212,9 +212,8 @@ def fit_projector(
         "train_images": len(data),
         "val_images": 0 if val is None else len(val),
     }
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
     loss_kwargs = eq3_options(temperature, distance_power, implementation)
-    run = Fit(features, projector, opt, scheduler, generator, grid, loss_kwargs, config, BestState(projector))
+    run = Fit(features, projector, opt, generator, grid, loss_kwargs, config, BestState(projector))
     return _fit(run, data, val, device, cache, params, checkpoint, resume, progress, callback)
 
 
@@ -327,6 +326,8 @@ def _epoch(run: Fit, bar, interrupt: StopOnInterrupt) -> dict[str, float]:
     """
     if run.order is None:
         run.order = torch.randperm(len(run.source), generator=run.generator)
+    for group in run.optimizer.param_groups:
+        group["lr"] = run.lr
     started, first = time.perf_counter() - run.seconds, run.position
     batches = list(index_batches(len(run.order), run.batch_size, run.order))
     for idx in batches[run.position :]:
@@ -344,13 +345,11 @@ def _epoch(run: Fit, bar, interrupt: StopOnInterrupt) -> dict[str, float]:
         warn_if_cache_too_small(run.train_cache, len(run.source))
     row = {
         "epoch": run.epoch,
-        "lr": run.optimizer.param_groups[0]["lr"],
+        "lr": run.lr,
         "train_loss": run.total / run.count,
         "seconds": seconds,
         "images_per_s": run.count / max(seconds, 1e-9),
     }
-    if run.scheduler is not None:
-        run.scheduler.step()
     if run.val_source is not None:
         row["val_loss"] = _val_loss(run)
         run.best.update(row["val_loss"], run.epoch, run.projector)

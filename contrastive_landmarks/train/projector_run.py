@@ -1,5 +1,6 @@
-"""One :func:`~.projector_fitting.fit_projector` call's state: what it trains with, where it is, its checkpoint
-(:func:`fit_state`) and continuing from one (:func:`restore_fit`, refused when the settings or data changed)."""
+"""One :func:`~.projector_fitting.fit_projector` call's state: what it trains with, where it is, the learning rate
+of its epoch, its checkpoint (:func:`fit_state`) and continuing from one (:func:`restore_fit`, refused when the
+settings or data changed)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from torch import Tensor
 
 from ..hypercolumn import Hypercolumn
 from ..projector import SpatialProjector
-from ._loop import BestState, check_resumable
-from .checkpoint import load_checkpoint
+from ._loop import BestState, warmup_cosine
+from .checkpoint import resume_checkpoint, training_state
 from .feature_cache import FeatureCache
 from .projector_data import FeatureSource
 
-__all__ = ["CHECKPOINT_FORMAT", "Fit", "fit_state", "restore_fit"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_FORMATS", "Fit", "fit_state", "restore_fit"]
 
-CHECKPOINT_FORMAT = "contrastive_landmarks.projector_fit/1"
+CHECKPOINT_FORMAT = "contrastive_landmarks.projector_fit/2"
+#: The layouts this version reads: its own, and /1 (with the state of the lr scheduler under ``"scheduler"``,
+#: now a function of the epoch; its lr within the epoch it stopped in is recomputed, equal to within 1e-18).
+CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, "contrastive_landmarks.projector_fit/1")
 
 
 @dataclass
@@ -34,7 +38,6 @@ class Fit:
     features: Hypercolumn
     projector: SpatialProjector
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
     generator: torch.Generator
     grid: tuple[int, int]
     loss_kwargs: dict
@@ -67,6 +70,13 @@ class Fit:
         return self.config["seed"]
 
     @property
+    def lr(self) -> float:
+        """The learning rate of epoch :attr:`epoch`: ``lr``, with ``cosine`` decayed per epoch to 0 (the epoch
+        ``e`` of ``E`` at ``lr · 0.5 (1 + cos(pi e / E))``, :func:`~._loop.warmup_cosine`)."""
+        lr = self.config["lr"]
+        return lr * warmup_cosine(self.epoch, self.epochs) if self.config["cosine"] else lr
+
+    @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.source) / self.batch_size)
 
@@ -91,36 +101,33 @@ class Fit:
 
 def fit_state(run: Fit) -> dict:
     """The checkpoint of ``run`` after its last finished step."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "settings": run.settings,
-        "projector": run.projector.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
-        "generator": run.generator.get_state(),
-        "position": {"epoch": run.epoch, "batch": run.position},
-        "order": run.order,
-        "running": {"total": run.total, "count": run.count, "seconds": run.seconds},
-        "history": run.history,
-        "best": {"state": run.best.state if run.selected else None, "epoch": run.best_epoch, "score": run.best.score},
-        "initial_score": run.initial,
-    }
+    return training_state(
+        CHECKPOINT_FORMAT,
+        run.settings,
+        projector=run.projector.state_dict(),
+        optimizer=run.optimizer.state_dict(),
+        generator=run.generator.get_state(),
+        position={"epoch": run.epoch, "batch": run.position},
+        order=run.order,
+        running={"total": run.total, "count": run.count, "seconds": run.seconds},
+        history=run.history,
+        best={"state": run.best.state if run.selected else None, "epoch": run.best_epoch, "score": run.best.score},
+        initial_score=run.initial,
+    )
 
 
 def restore_fit(run: Fit) -> None:
     """Continue ``run`` from its checkpoint (written by a fit of the same data and settings)."""
-    saved = load_checkpoint(run.checkpoint, expected_format=CHECKPOINT_FORMAT, kind="fit_projector checkpoint")
-    check_resumable(
-        saved["settings"],
-        run.settings,
+    saved = resume_checkpoint(
         run.checkpoint,
+        run.settings,
+        formats=CHECKPOINT_FORMATS,
+        kind="fit_projector checkpoint",
         reason="it was fitted with other settings or data",
         remedy="use another checkpoint, or resume=False to start afresh",
     )
     run.projector.load_state_dict(saved["projector"])
     run.optimizer.load_state_dict(saved["optimizer"])
-    if run.scheduler is not None:
-        run.scheduler.load_state_dict(saved["scheduler"])
     run.generator.set_state(saved["generator"])
     run.epoch, run.position, run.order = saved["position"]["epoch"], saved["position"]["batch"], saved["order"]
     run.total, run.count, run.seconds = (saved["running"][k] for k in ("total", "count", "seconds"))

@@ -12,7 +12,7 @@ import torch
 
 from contrastive_landmarks import Hypercolumn, SpatialProjector, load_backbone
 from contrastive_landmarks.hypercolumn import hypercolumn
-from contrastive_landmarks.train.checkpoint import load_checkpoint
+from contrastive_landmarks.train.checkpoint import load_checkpoint, save_checkpoint
 from contrastive_landmarks.train.feature_cache import FeatureCache
 from contrastive_landmarks.train.projector_fitting import (
     ProjectorFitInterrupted,
@@ -240,6 +240,32 @@ def test_ctrl_c_saves_the_fit_and_resume_ends_with_the_same_weights(hc, tmp_path
     assert [row["epoch"] for row in seen] == list(range((stop_at - 1) // 3, 3))  # only the epochs it ran
     for name, value in load_checkpoint(tmp_path / "straight.pt")["projector"].items():
         assert torch.equal(load_checkpoint(tmp_path / "part.pt")["projector"][name], value)
+
+
+def test_a_checkpoint_of_the_previous_layout_resumes_to_the_same_weights(hc, tmp_path, monkeypatch):
+    train, val = _images(12, 0), _images(4, 1)
+
+    def fit(name, **extra):
+        path = tmp_path / name
+        return fit_projector(
+            hc, train, val, dim=8, size=GRID, epochs=3, batch_size=4, cosine=True, checkpoint=path, **extra
+        )
+
+    straight = fit("straight.pt")
+    _ctrl_c_after(monkeypatch, 5)
+    with pytest.raises(ProjectorFitInterrupted):
+        fit("part.pt")
+    monkeypatch.undo()
+    # projector_fit/1 also held the state of a torch lr scheduler (the learning rate is now a function of the epoch)
+    saved = load_checkpoint(tmp_path / "part.pt")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
+    optimizer.step()
+    scheduler.step()
+    saved.update(format="contrastive_landmarks.projector_fit/1", scheduler=scheduler.state_dict())
+    save_checkpoint(saved, tmp_path / "part.pt")
+    _same_fit(straight, fit("part.pt", resume=True))
+    assert load_checkpoint(tmp_path / "part.pt")["format"] == "contrastive_landmarks.projector_fit/2"
 
 
 def test_ctrl_c_without_a_checkpoint_stops_at_once_and_resume_checks_the_settings(hc, tmp_path, monkeypatch):
