@@ -21,8 +21,8 @@ from .projector_data import FeatureSource
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_FORMATS", "Fit", "fit_state", "restore_fit"]
 
 CHECKPOINT_FORMAT = "contrastive_landmarks.projector_fit/2"
-#: The layouts this version reads: its own, and /1 (with the state of the lr scheduler under ``"scheduler"``,
-#: now a function of the epoch; its lr within the epoch it stopped in is recomputed, equal to within 1e-18).
+#: The layouts this version reads: its own, and /1 (which also held a torch lr scheduler's state under
+#: ``"scheduler"``; the rate is now a function of the epoch, equal to the scheduler's to within rounding).
 CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, "contrastive_landmarks.projector_fit/1")
 
 
