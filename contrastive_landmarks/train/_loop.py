@@ -1,13 +1,15 @@
 """What every training recipe shares: the held-out split, the schedule, the best state, resumable settings.
 
-The recipes (:mod:`.pretrain`, :mod:`.projector_fitting`, :mod:`.regressor_fitting`, :mod:`.finetune`) keep only
-what is their own (the step, the data, the report); these are the parts written once:
+The recipes (:mod:`.pretraining`, :mod:`.projector_fitting`, :mod:`.regressor_fitting`, :mod:`.finetuning`) keep
+only what is their own (the step, the data, the report); these are the parts written once:
 
 - :func:`holdout_split`: a seeded ``(train, val)`` split of ``range(n)``;
-- :func:`warmup_cosine`: a linear warm-up, then a cosine to a floor, as a factor of the base learning rate;
+- :func:`warmup_cosine`: a linear warm-up, then a cosine to a floor, as a factor of the base learning rate (every
+  recipe's schedule: per step, or per epoch for ``pretrain``'s ``cosine-epoch`` and ``fit_projector``'s ``cosine``);
 - :class:`BestState`: the best validation score, its step and a copy of the weights, with patience;
 - :func:`check_resumable`: a checkpoint's recorded settings against this run's, refusing a resume that
-  changed any of them and naming what changed;
+  changed any of them and naming what changed (the checkpoints' layout around them:
+  :func:`~.checkpoint.training_state`, read back by :func:`~.checkpoint.resume_checkpoint`);
 - :func:`progress_bar`: a tqdm bar when asked for (tqdm imported only then), else ``None``;
 - :class:`FitResult`: what a recipe that selects on validation returns beside its model (the score beside a
   no-learning baseline, the history, the warnings of :func:`diagnose`).
