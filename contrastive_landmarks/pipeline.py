@@ -27,15 +27,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Literal, NamedTuple, overload
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Backbone, _autocast_enabled
+from .backbone import Backbone
 from .calibration import LikelihoodCalibration
 from .check import as_image_list, content_problem, to_float_images
 from .coords import normalized_to_pixels
@@ -43,6 +42,7 @@ from .framing import Framing
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn, head_maps, hypercolumn
 from .projector import SpatialProjector
+from .regression import Regression, landmark_scores, regress
 from .regressor import LandmarkRegressor
 from .state_dicts import read_safetensors, read_state_dict
 
@@ -53,113 +53,6 @@ __all__ = ["LandmarkModel", "Regression", "landmark_scores", "regress"]
 
 _PROJECTOR_FILE = "projector.safetensors"
 _REGRESSOR_FILE = "regressor.safetensors"
-
-
-class Regression(NamedTuple):
-    """The regressor's intermediate results on a batch (:meth:`LandmarkModel.regression`).
-
-    Attributes:
-        points: ``(B, N, 2)`` landmarks, pixels of each input image (what :meth:`LandmarkModel.detect` returns).
-        normalized: ``(B, N, 2)`` the same landmarks in the normalised frame (:mod:`~contrastive_landmarks.coords`).
-        intermediate: ``(B, N, K, 2)`` each heatmap's soft-argmax point, normalised frame.
-        heatmaps: ``(B, N, K, S_h, S_w)`` the heatmap logits (before the softmax multiplier).
-        probs: ``(B, N, K, S_h, S_w)`` each heatmap's spatial softmax (after it).
-    """
-
-    points: Tensor
-    normalized: Tensor
-    intermediate: Tensor
-    heatmaps: Tensor
-    probs: Tensor
-
-
-def regress(
-    features: nn.Module,
-    regressor: LandmarkRegressor,
-    images: Tensor,
-    *,
-    projector: nn.Module | None = None,
-    size: tuple[int, int] | None = None,
-    to_pixels: Callable[[Tensor], Tensor] | None = None,
-) -> Regression:
-    """Run a fitted regressor on a batch: the library's one way from images to a regressor's landmarks.
-
-    :meth:`LandmarkModel.detect` (through :meth:`LandmarkModel.regression`), the evaluation protocols
-    (:func:`~contrastive_landmarks.evaluation.predict_dataset`) and
-    :func:`~contrastive_landmarks.train.regressor_fitting.predict` all run this, so a regressor predicts the
-    same wherever it runs. The steps: the stage maps of the ``[0, 1]`` images, what a head reads of them
-    (:func:`~contrastive_landmarks.hypercolumn.head_maps`, the same as fitting reads), the projector if the
-    regressor was fitted on its output, the heatmaps, and :meth:`LandmarkRegressor.decode_steps`.
-
-    Under an active autocast (a caller's ``torch.autocast``) only the backbone runs in the lower precision: the
-    heads run in float32, as finetune trains them (a soft-argmax in bfloat16 is off by pixels).
-
-    Args:
-        features: a :class:`~contrastive_landmarks.Hypercolumn`, or anything with its ``image_stage_maps``,
-            ``output_size`` and ``normalize`` (:class:`~contrastive_landmarks.evaluation.StageSubset`).
-        regressor: the fitted :class:`~contrastive_landmarks.LandmarkRegressor`.
-        images: ``(B, 3, H, W)`` images in ``[0, 1]``, already checked and at the size the features take
-            (:meth:`LandmarkModel.detect` checks and resizes them; this runs them as they are).
-        projector: the frozen projector whose output the regressor reads, or ``None`` (it reads the features).
-        size: the heads' grid ``(S_h, S_w)`` (default: ``features.output_size(images)``).
-        to_pixels: maps the ``(B, N, 2)`` normalised landmarks to the returned ``points`` (default: pixels
-            of ``images``).
-
-    Returns:
-        a :class:`Regression`.
-    """
-    grid = features.output_size(images)
-    size = grid if size is None else size
-    stage_maps = features.image_stage_maps(images)
-    mixed = _autocast_enabled(images.device.type)
-    if mixed:
-        stage_maps = [m.float() for m in stage_maps]
-    with torch.autocast(images.device.type, enabled=False) if mixed else nullcontext():
-        maps = head_maps(stage_maps, grid, normalize=features.normalize)
-        heatmaps = regressor.heatmaps(maps if projector is None else projector(maps, size=size), size)
-        normalized, intermediate, probs = regressor.decode_steps(heatmaps)
-    points = normalized_to_pixels(normalized, tuple(images.shape[-2:])) if to_pixels is None else to_pixels(normalized)
-    grid_shape = (*intermediate.shape[:3], *heatmaps.shape[-2:])
-    return Regression(points, normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape))
-
-
-#: Inverse temperature of the softmax the scores read the heatmaps at (not the regressor's own multiplier,
-#: which for the built-in regressor, 100, is a hard argmax on every image, faces or not).
-SCORE_MULTIPLIER = 0.5
-#: Cells (Chebyshev distance) around a heatmap's peak whose probability counts as "at the peak": a 7x7 window.
-SCORE_RADIUS = 3
-#: Spread of a landmark's ``K`` soft-argmax points (RMS distance from their mean, normalised units: the
-#: image's half width is 1) that divides the agreement term, ``exp(-spread / SCORE_SPREAD)``; 0.75 is 24
-#: pixels of a 64-pixel input.
-SCORE_SPREAD = 0.75
-
-
-def landmark_scores(regression: Regression) -> Tensor:
-    """Per-landmark confidence ``(B, N)`` in ``[0, 1]``, read off the regressor's heatmaps.
-
-    ``score = focus · agreement``:
-
-    - ``focus``: each of the landmark's ``K`` heatmaps, as a softmax at :data:`SCORE_MULTIPLIER`, puts
-      this much probability within :data:`SCORE_RADIUS` cells of its peak; mean over ``K``;
-    - ``agreement``: ``exp(-spread / SCORE_SPREAD)``, ``spread`` the RMS distance of the ``K``
-      soft-argmax points (those :meth:`LandmarkModel.detect` combines) from their mean.
-
-    Chosen by ``benchmarks/bench_scores.py`` among peakiness, point agreement, mass near the predicted
-    point and others (``docs/notes/2026-12-benchmarks.md``, "Landmark confidence scores"): it separates real
-    faces from noise, blank and patch-shuffled images best. The scale is relative: compare scores of one model
-    (faces score about 1.5x the negatives' level on ``resnet18-faces``), not an absolute probability.
-    """
-    logits = regression.heatmaps.flatten(-2).float()  # (B, N, K, h*w)
-    h, w = regression.heatmaps.shape[-2:]
-    peak = logits.argmax(-1)  # (B, N, K)
-    rows, cols = torch.arange(h, device=logits.device), torch.arange(w, device=logits.device)
-    near_rows = (rows - (peak // w)[..., None]).abs() <= SCORE_RADIUS  # (B, N, K, h)
-    near_cols = (cols - (peak % w)[..., None]).abs() <= SCORE_RADIUS  # (B, N, K, w)
-    window = (near_rows[..., :, None] & near_cols[..., None, :]).flatten(-2)
-    focus = (torch.softmax(logits * SCORE_MULTIPLIER, -1) * window).sum(-1).mean(-1)
-    points = regression.intermediate.float()  # (B, N, K, 2)
-    spread = (points - points.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()
-    return (focus * torch.exp(-spread / SCORE_SPREAD)).clamp(0, 1)
 
 
 class LandmarkModel(nn.Module):

@@ -244,7 +244,7 @@ class LandmarkRegressor(Configurable, nn.Module):
         """:meth:`decode` and the steps on its way, from the ``(B, N·K, S_h, S_w)`` heatmap logits.
 
         The regressor's one decoding: training, validation and prediction
-        (:func:`~contrastive_landmarks.pipeline.regress`) all read their landmarks through it.
+        (:func:`~contrastive_landmarks.regression.regress`) all read their landmarks through it.
 
         Returns:
             ``(landmarks, points, probs)``: the ``(B, N, 2)`` landmarks (normalised frame), each heatmap's

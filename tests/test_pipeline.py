@@ -203,9 +203,9 @@ def test_detect_on_an_empty_batch_returns_empty_points_and_scores():
 
 @pytest.mark.parametrize("regressor_input", ["hypercolumn", "projector"])
 def test_detect_and_the_fitting_side_run_the_one_regress(regressor_input):
-    """issue 28: detect, evaluation.predict_dataset and train's predict are pipeline.regress, not copies of it."""
+    """issue 28: detect, evaluation.predict_dataset and train's predict are regression.regress, not copies of it."""
     from contrastive_landmarks.evaluation.regression import predict_dataset
-    from contrastive_landmarks.pipeline import regress
+    from contrastive_landmarks.regression import regress
     from contrastive_landmarks.train.regressor_fitting import predict
 
     model = make_tiny_model(regressor_input)

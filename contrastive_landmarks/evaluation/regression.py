@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..data.base import KeypointSubset
 from ..hypercolumn import Hypercolumn
 from ..metrics import resolve_metric
-from ..pipeline import regress
+from ..regression import regress
 from ..train._loop import holdout_split
 from ..train.features import collate, eval_mode, index_batches
 from ..train.regressor_fitting import RegressorFit, fit_regressor
@@ -83,7 +83,7 @@ def predict_dataset(
     """``(predictions, keypoints, visible)`` of a labelled dataset, ``(M, N, 2)`` pixels each.
 
     The fitted regressor runs as :meth:`~contrastive_landmarks.LandmarkModel.detect` runs it
-    (:func:`~contrastive_landmarks.pipeline.regress`), on the dataset's images as they are, on its own grid.
+    (:func:`~contrastive_landmarks.regression.regress`), on the dataset's images as they are, on its own grid.
     """
     regressor = fit.regressor
     preds, kps, viss = [], [], []

@@ -39,7 +39,7 @@ from ..data.base import KeypointSubset
 from ..device import resolve_device
 from ..hypercolumn import Hypercolumn
 from ..metrics import Metric, resolve_metric
-from ..pipeline import regress
+from ..regression import regress
 from ..regressor import LandmarkRegressor
 from ._loop import holdout_split, progress_bar
 from .features import check_dataset, collate, eval_mode, index_batches, module_device
@@ -160,7 +160,7 @@ def predict(
     """Pixel predictions ``(M, N, 2)`` for a dataset, a list of sample dicts or ``(M, 3, H, W)`` images in [0, 1].
 
     The regressor runs as :meth:`~contrastive_landmarks.LandmarkModel.detect` runs it
-    (:func:`~contrastive_landmarks.pipeline.regress`), on the images as they are, on its own grid.
+    (:func:`~contrastive_landmarks.regression.regress`), on the images as they are, on its own grid.
     """
     device = module_device(features, None if device is None else resolve_device(device))
     features.to(device)

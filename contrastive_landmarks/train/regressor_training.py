@@ -9,7 +9,7 @@ trains, the optimiser loop and what the loop did.
 
 Training and validation read landmarks off the heatmaps with the regressor's own
 :meth:`~contrastive_landmarks.LandmarkRegressor.decode`, the decoding that prediction runs too
-(:func:`~contrastive_landmarks.pipeline.regress`); a :class:`Head`'s heatmaps are its regressor's on the
+(:func:`~contrastive_landmarks.regression.regress`); a :class:`Head`'s heatmaps are its regressor's on the
 standardised maps, which :meth:`Head.fold` makes the returned regressor's on raw ones.
 """
 
