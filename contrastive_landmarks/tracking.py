@@ -136,13 +136,18 @@ def needs_full_pass(
     return dropped | near_edge(points, boxes, size, rule.edge)
 
 
-def _full(model: LandmarkModel, frames: Tensor) -> tuple[Tensor, Tensor]:
-    points, scores = model.detect(frames, return_scores=True)
+def _full(model: LandmarkModel, frames: Tensor, check_content: bool) -> tuple[Tensor, Tensor]:
+    points, scores = model.detect(frames, return_scores=True, check_content=check_content)
     return points.float(), scores.float()
 
 
 def track_frames(
-    model: LandmarkModel, frames: Tensor, state: TrackState | None = None, rule: TrackingRule | None = None
+    model: LandmarkModel,
+    frames: Tensor,
+    state: TrackState | None = None,
+    rule: TrackingRule | None = None,
+    *,
+    check_content: bool = True,
 ) -> Tracked:
     """Landmarks of consecutive video frames, tracking from ``state``: one pass a frame where tracking holds.
 
@@ -152,6 +157,8 @@ def track_frames(
         state: what the frames before these left (:attr:`Tracked.state` of the previous call; ``None``: nothing,
             the first frame takes the two-pass path).
         rule: when to fall back, and how many frames share a crop (``None``: :class:`TrackingRule`'s defaults).
+        check_content: passed to :meth:`~contrastive_landmarks.LandmarkModel.detect` on the two-pass frames (its
+            warning about blank / noise frames); ``False`` for a caller that checks the frames itself.
 
     Returns:
         a :class:`Tracked`: ``points`` ``(B, N, 2)``, ``scores`` ``(B, N)`` (float32), ``full`` ``(B,)`` and the
@@ -168,7 +175,7 @@ def track_frames(
     start = 0
     while start < count:
         if state.points is None:  # nothing to place a crop from: the first frame takes the two-pass path
-            points, scores = _full(model, frames[start : start + 1])
+            points, scores = _full(model, frames[start : start + 1], check_content)
             full = torch.ones(1, dtype=torch.bool, device=points.device)
         else:
             group = frames[start : start + rule.lookahead]
@@ -177,7 +184,7 @@ def track_frames(
             points, scores = points.float(), scores.float()
             full = needs_full_pass(points, scores, boxes, size, state.reference, rule)
             if bool(full.any()):
-                points[full], scores[full] = _full(model, group[full])
+                points[full], scores[full] = _full(model, group[full], check_content)
         if bool(full.any()):
             last = int(full.nonzero()[-1])
             state = TrackState(points[-1], float(scores[last].mean()))

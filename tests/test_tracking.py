@@ -203,3 +203,17 @@ def test_a_real_two_stage_model_tracks_from_its_first_detect(faces_model):
     assert torch.allclose(result.points[1:], model.detect_in_boxes(frames[1:], boxes), atol=1e-5)
     empty = track_frames(model, frames[:0], result.state)
     assert empty.points.shape == (0, 5, 2) and empty.state is result.state
+
+
+def test_check_content_reaches_detect_on_the_two_pass_frames():
+    """A caller that checks the frames itself (the predict command) turns ``detect``'s content warning off."""
+    import warnings
+
+    frames = torch.full((3, 3, HEIGHT, WIDTH), 0.5)  # blank frames: the first one takes the two-pass path
+    model = colour_model()
+    with pytest.warns(UserWarning, match=r"images\[0\] is blank"):
+        track_frames(model, frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = track_frames(model, frames, check_content=False)
+    assert result.full[0] and result.points.shape == (3, 2, 2)

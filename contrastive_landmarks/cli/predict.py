@@ -31,8 +31,6 @@ import argparse
 import math
 import os
 import sys
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -270,14 +268,6 @@ def _output_format(given: str | None, output: Path | None, default: str) -> str:
     return given
 
 
-@contextmanager
-def _named_content_warnings():
-    """Silence ``detect``'s warning about blank / noise inputs, which names batch indices: the CLI names files."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"images\[\d+\] is ", category=UserWarning)
-        yield
-
-
 def _warn_content(what: list[str]) -> None:
     """One line on stderr for the inputs :func:`~contrastive_landmarks.check.content_problem` rejects."""
     if what:
@@ -300,8 +290,8 @@ def _predict_images(model, files: list[Path], args: argparse.Namespace) -> list[
         images = [load_image(f) for f in chunk]
         flagged += [f"{f} is {why}" for f, image in zip(chunk, images) if (why := content_problem(image))]
         images = [image.to(args.device) for image in images]
-        with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision or "fp32"):
-            points, scores = model.detect(images, return_scores=True)
+        with torch.no_grad(), inference_precision(args.device, args.precision or "fp32"):
+            points, scores = model.detect(images, return_scores=True, check_content=False)  # checked above
         for file, p, s in zip(chunk, points.float().tolist(), scores.float().tolist()):
             rows.append({"image": str(file), "points": p, "scores": s})
     _warn_content(flagged)
@@ -362,12 +352,12 @@ def _predict_video(model, video: Path, args: argparse.Namespace, labelled: Path 
     try:
         for numbers, images, problems in batches:
             batch = images.to(args.device)
-            with torch.no_grad(), _named_content_warnings(), inference_precision(args.device, args.precision or "auto"):
-                if tracked:
-                    points, scores, used, state = track_frames(model, batch, state)
+            with torch.no_grad(), inference_precision(args.device, args.precision or "auto"):
+                if tracked:  # the frames' content is checked as they are decoded (_decoded), named by frame number
+                    points, scores, used, state = track_frames(model, batch, state, check_content=False)
                     full += int(used.sum())
                 else:
-                    points, scores = model.detect(batch, return_scores=True)
+                    points, scores = model.detect(batch, return_scores=True, check_content=False)
                     full += len(numbers)
             points, scores = points.float().cpu(), scores.float().cpu()
             for i, why, p, s in zip(numbers, problems, points.tolist(), scores.tolist()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 import pytest
 import torch
@@ -50,12 +51,26 @@ def test_predict_writes_the_points_detect_gives_in_each_images_own_frame(images,
     assert mean_face > mean_noise
 
 
-def test_noise_and_blank_images_are_named_in_one_warning_line(images, tmp_path, capsys):
+def test_noise_and_blank_images_are_named_in_one_warning_line(images, tmp_path, capsys, monkeypatch):
+    from contrastive_landmarks import check, pipeline
+
+    checked, content_problem = [], check.content_problem
+
+    def counted(image):
+        checked.append(tuple(image.shape))
+        return content_problem(image)
+
+    for module in (check, pipeline):  # predict's own check, and the one detect would run
+        monkeypatch.setattr(module, "content_problem", counted)
     Image.new("RGB", (50, 40), (0, 0, 0)).save(tmp_path / "black.png")
     files = [images / "face_64x64.png", images / "noise.png", tmp_path / "black.png"]
-    assert main(["predict", "resnet18-faces", *map(str, files), "--output", str(tmp_path / "p.csv")]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "guesses" in line]
-    assert warnings == [
+    with warnings.catch_warnings(record=True) as caught:  # the content is checked once, by predict, not by detect
+        warnings.simplefilter("always")
+        assert main(["predict", "resnet18-faces", *map(str, files), "--output", str(tmp_path / "p.csv")]) == 0
+    assert [str(w.message) for w in caught if "guesses" in str(w.message)] == []
+    assert len(checked) == len(files)  # each image's content checked once
+    lines = [line for line in capsys.readouterr().err.splitlines() if "guesses" in line]
+    assert lines == [
         f"warning: {files[1]} is noise (neighbouring pixels uncorrelated); {files[2]} is blank (a single colour): "
         "their points are guesses, not landmarks"
     ]

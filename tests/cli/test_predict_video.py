@@ -317,3 +317,47 @@ def test_device_and_precision_are_named_one_line_errors(recording, two_stage, tm
     with pytest.raises(SystemExit):
         predict(two_stage, recording, "--precision", "int8")
     assert not (tmp_path / "o.csv").exists()
+
+
+def grey_video(path: Path, frames: int = 6, size: tuple[int, int] = (96, 80)) -> Path:
+    """``frames`` frames of one grey, which :func:`~contrastive_landmarks.check.content_problem` calls blank."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        for _ in range(frames):
+            array = np.full((size[1], size[0], 3), 128, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("every_frame", [False, True], ids=["tracked", "every-frame"])
+def test_blank_frames_are_named_once_by_frame_number(two_stage, tmp_path, capsys, monkeypatch, every_frame):
+    """The frames' content is checked once, as they are decoded: one stderr line, and no warning from ``detect``."""
+    import warnings
+
+    from contrastive_landmarks import check, pipeline
+
+    checked, content_problem = [], check.content_problem
+
+    def counted(image):
+        checked.append(tuple(image.shape))
+        return content_problem(image)
+
+    for module in (check, pipeline):  # predict's own check, and the one detect would run
+        monkeypatch.setattr(module, "content_problem", counted)
+    video = grey_video(tmp_path / "grey.mp4")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = ("--every-frame",) if every_frame else ()
+        assert predict(two_stage, video, "--output", tmp_path / "p.csv", "--precision", "fp32", *args) == 0
+    assert [str(w.message) for w in caught if "guesses" in str(w.message)] == []
+    assert len(checked) == 6  # each frame's content checked once
+    lines = [line for line in capsys.readouterr().err.splitlines() if "guesses" in line]
+    assert lines == [
+        "warning: 6 frames of grey.mp4 are blank (a single colour) (the first: 0, 1, 2, 3, 4): "
+        "their points are guesses, not landmarks"
+    ]
