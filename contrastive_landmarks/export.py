@@ -34,11 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .coords import cell_centers, normalized_to_pixels
+from .coords import normalized_to_pixels
 from .hypercolumn import head_maps
 from .ops import upsample_sum_reference
 from .pipeline import LandmarkModel, Regression
-from .regressor import combine_points, spatial_softmax
 
 __all__ = [
     "ANTIALIAS",
@@ -79,9 +78,10 @@ def _project(maps: list[Tensor], weight: Tensor, bias: Tensor | None, size: tupl
 class OnePass(nn.Module):
     """One pass of a :class:`~contrastive_landmarks.LandmarkModel` on a batch at its input size (what is exported).
 
-    :meth:`LandmarkModel._regress` with the heads in plain ops (:func:`_project`) and its points in pixels of the
-    input; the scores are the model's own (:func:`~contrastive_landmarks.pipeline.landmark_scores`, calibrated when
-    the model has a calibration).
+    :meth:`LandmarkModel._regress` with the heads in plain ops (:func:`_project`), then the regressor's own decoding
+    (:meth:`~contrastive_landmarks.LandmarkRegressor.decode_steps`, which traces with a dynamic batch) and its points
+    in pixels of the input; the scores are the model's own (:func:`~contrastive_landmarks.pipeline.landmark_scores`,
+    calibrated when the model has a calibration).
 
     Args:
         model: a model with a regressor, a recorded ``input_size`` and, if the regressor reads it, a linear projector.
@@ -110,12 +110,8 @@ class OnePass(nn.Module):
             heatmaps = regressor.heatmaps(projected)  # (B, N*K, S_h, S_w)
         else:
             heatmaps = _project(maps, regressor.weight, None, size)
-        probs = spatial_softmax(heatmaps, regressor.softmax_multiplier)  # (B, N*K, S_h*S_w)
-        grid = cell_centers(tuple(heatmaps.shape[-2:]), dtype=probs.dtype, device=probs.device)
-        n, k = regressor.num_landmarks, regressor.heatmaps_per_landmark
-        intermediate = (probs @ grid).reshape(-1, n, k, 2)
-        normalized = combine_points(intermediate, regressor.combine.to(intermediate.dtype))
-        grid_shape = (-1, n, k, *heatmaps.shape[-2:])
+        normalized, intermediate, probs = regressor.decode_steps(heatmaps)  # the regressor's one decoding
+        grid_shape = (-1, regressor.num_landmarks, regressor.heatmaps_per_landmark, *heatmaps.shape[-2:])
         points = normalized_to_pixels(normalized, (int(images.shape[-2]), int(images.shape[-1])))
         result = Regression(points, normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape))
         return points, model._likelihood(result)
