@@ -30,11 +30,10 @@ from .batchnorm import recalibrate_batchnorm
 from .feature_cache import FeatureCache
 from .finetuning import FinetuneInterrupted, FinetuneOptions, FinetuneResult, finetune
 from .interrupt import TrainingInterrupted
-from .keypoint_views import ViewAugment
+from .keypoint_views import Augment, ViewAugment
 from .pretraining import PretrainConfig, PretrainInterrupted, export_backbone, pretrain
 from .projector_fitting import ProjectorFitInterrupted, ProjectorFitResult, fit_projector, projector_loss
 from .regressor_fitting import RegressorFit, fit_regressor
-from .regressor_views import Augment
 
 __all__ = [
     "Augment",

@@ -3,7 +3,7 @@ lighting and Gaussian blur, as tensor ops on whole ``(B, 3, H, W)`` batches in `
 
 Each op draws its random parameters per sample from an explicit CPU :class:`torch.Generator` (pixels stay on
 the batch's device). The recipe that chains them into MoCo's views, and its presets, is :mod:`.moco_views`;
-fine-tuning's views (:mod:`.keypoint_views`) use the colour jitter, blur and grey ones.
+the views of both labelled recipes (:mod:`.keypoint_views`) use the colour jitter, blur and grey ones.
 """
 
 from __future__ import annotations

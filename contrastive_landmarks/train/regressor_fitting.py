@@ -43,9 +43,9 @@ from ..regression import regress
 from ..regressor import LandmarkRegressor
 from ._loop import holdout_split, progress_bar
 from .features import check_dataset, collate, eval_mode, index_batches, module_device
+from .keypoint_views import Augment, ViewAugment
 from .regressor_report import RegressorFit, diagnose, report
 from .regressor_training import Schedule, build_views, default_heatmaps, init_head, train_head
-from .regressor_views import Augment
 
 __all__ = ["RegressorFit", "default_heatmaps", "diagnose", "fit_regressor", "predict"]
 
@@ -64,7 +64,7 @@ def fit_regressor(
     lr: float = 1e-2,
     weight_decay: float = 1e-4,
     betas: tuple[float, float] = (0.9, 0.999),
-    augment: Augment | None = None,
+    augment: ViewAugment | None = None,
     copies: int | None = None,
     max_views: int = 6000,
     standardize: bool = True,
@@ -97,7 +97,9 @@ def fit_regressor(
         heatmaps_per_landmark, init, softmax_multiplier: the regressor (``K``; ``"soft"`` or ``"paper"``).
             ``K`` defaults to :func:`default_heatmaps`: 10 for up to 12 landmarks, fewer for many (2 for 68).
         steps, batch_size, lr, weight_decay, betas: Adam with a cosine schedule to ``lr · 1e-2`` over ``steps``.
-        augment: the per-view augmentation (default :class:`Augment`; ``Augment.none()`` for none).
+        augment: the per-view augmentation (default :class:`Augment`, i.e. ``ViewAugment.frozen()``: warps and
+            flips; ``Augment.none()`` for none). The views are whole images, so it cannot crop
+            (:attr:`~.keypoint_views.ViewAugment.crops`); its photometry, if any, runs after the warp.
         copies: views per training image (default: enough for ``min(max_views, steps · batch_size)``
             views, one without augmentation).
         standardize: standardise each channel with training-view statistics (folded into the filters).
@@ -120,6 +122,11 @@ def fit_regressor(
     flip_pairs = flip_pairs if flip_pairs is not None else getattr(train, "flip_pairs", None)
     metric_name, score_fn = resolve_metric(metric, eye_indices)
     augment = Augment() if augment is None else augment
+    if augment.crops:
+        raise ValueError(
+            "fit_regressor's views are whole images, not crops: its augment needs scale, rotation and translation 0 "
+            f"(its geometry is the warp, as in ViewAugment.frozen()), got {augment}"
+        )
     if val is None:
         train_idx, val_idx = holdout_split(len(train), 0.1, seed, min_count=1, max_count=1000, min_n=10)
         train, val = KeypointSubset(train, train_idx), (KeypointSubset(train, val_idx) if val_idx else None)

@@ -28,7 +28,7 @@ from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
 from ._loop import BestState, warmup_cosine
 from .features import StageMapBank, index_batches, regressor_maps
-from .regressor_views import Augment
+from .keypoint_views import ViewAugment
 
 __all__ = ["Head", "Run", "Schedule", "Views", "build_views", "default_heatmaps", "evaluate", "init_head", "train_head"]
 
@@ -70,7 +70,7 @@ def build_views(
     train: Any,
     val: Any | None,
     copies: int,
-    augment: Augment,
+    augment: ViewAugment,
     flip_pairs: Sequence[Sequence[int]] | None,
     generator: torch.Generator,
     device: torch.device,
