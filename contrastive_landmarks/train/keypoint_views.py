@@ -133,13 +133,13 @@ class ViewAugment:
     grayscale: float = 0.1
     warp: TPSParams | None = None
 
-    @classmethod
-    def end_to_end(cls) -> ViewAugment:
+    @staticmethod
+    def end_to_end() -> ViewAugment:
         """:func:`~contrastive_landmarks.train.finetune`'s views: crops of whole frames, flips and photometry."""
         return ViewAugment()
 
-    @classmethod
-    def frozen(cls) -> ViewAugment:
+    @staticmethod
+    def frozen() -> ViewAugment:
         """:func:`~contrastive_landmarks.train.fit_regressor`'s views: the whole images, warped
         (:data:`FROZEN_WARP`) and flipped, no photometry (:class:`Augment`)."""
         return Augment()
