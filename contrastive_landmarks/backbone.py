@@ -278,7 +278,9 @@ class Backbone(nn.Module):
         self, directory: str | os.PathLike, *, card: str | None = None, dtype: torch.dtype | None = None
     ) -> Path:
         """Write a model directory (``config.json`` with :attr:`config`, ``model.safetensors``, ``README.md``)
-        that :func:`load_backbone` reads back, preprocessing included."""
+        that :func:`load_backbone` reads back, preprocessing included, with the library's one writer,
+        :func:`~contrastive_landmarks.hub.save_pretrained` (a :class:`~contrastive_landmarks.LandmarkModel` writes the
+        same directory and its heads)."""
         from .hub import save_pretrained
 
         return save_pretrained(directory, self.body.state_dict(), self.config, card=card, dtype=dtype)

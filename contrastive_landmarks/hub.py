@@ -1,7 +1,8 @@
 """Named pretrained models, and one directory layout for the Hugging Face Hub and local disks.
 
 A model directory holds ``config.json`` (architecture, stages, input normalisation, ...),
-``model.safetensors`` and a ``README.md`` model card; :func:`save_pretrained` writes it and
+``model.safetensors`` and a ``README.md`` model card (a :class:`~contrastive_landmarks.LandmarkModel` adds its heads'
+files: :mod:`contrastive_landmarks.model_directory`); :func:`save_pretrained` writes it and
 :func:`resolve_weights` finds it again -- in a local directory, inside this package (built-in
 weights), or on the Hugging Face Hub (``HF_HUB_OFFLINE=1`` is respected: an offline miss fails at
 once with a message saying what to download).
@@ -279,31 +280,36 @@ def save_pretrained(
     *,
     card: str | None = None,
     dtype: torch.dtype | None = None,
+    extra_files: Mapping[str, Mapping[str, Tensor]] | None = None,
 ) -> Path:
-    """Write a model directory: ``config.json``, ``model.safetensors`` and ``README.md``.
+    """Write a model directory: ``config.json``, ``model.safetensors`` and ``README.md`` (the library's one writer).
 
     The layout is the one the Hugging Face Hub serves, so the directory can be uploaded as is
     (``huggingface-cli upload org/name DIR``) and read back by :func:`resolve_weights`.
+    :meth:`Backbone.save_pretrained <contrastive_landmarks.Backbone.save_pretrained>` and
+    :meth:`LandmarkModel.save_pretrained <contrastive_landmarks.LandmarkModel.save_pretrained>` (which adds its
+    heads' files, :mod:`contrastive_landmarks.model_directory`) call it.
 
     Args:
         directory: created if missing.
-        state_dict: tensors to store (made contiguous, optionally cast to ``dtype``).
+        state_dict: tensors to store in ``model.safetensors`` (made contiguous, optionally cast to ``dtype``).
         config: JSON-serialisable description; for a backbone, :attr:`Backbone.config`.
         card: model card text (markdown); a minimal card is written when ``None``.
-        dtype: e.g. ``torch.float16`` to halve the file (loading casts back).
+        dtype: e.g. ``torch.float16`` to halve the files (loading casts back).
+        extra_files: further safetensors files beside ``model.safetensors``, ``{file name: tensors}``, written the
+            same way (a :class:`~contrastive_landmarks.LandmarkModel`'s heads).
     """
     from safetensors.torch import save_file
 
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        if not name.endswith(".safetensors") or name == WEIGHTS_NAME or Path(name).name != name:
+            raise ValueError(f"extra_files are .safetensors file names other than {WEIGHTS_NAME}, got {name!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for key, value in state_dict.items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[key] = value.contiguous()
     config = {**dict(config), "library": "contrastive_landmarks", "weights_file": WEIGHTS_NAME}
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    for name, tensors in {WEIGHTS_NAME: state_dict, **extra_files}.items():
+        save_file(_storable(tensors, dtype), str(directory / name), metadata={"format": "pt"})
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if card is None:
         card = (
@@ -312,6 +318,17 @@ def save_pretrained(
         )
     (directory / CARD_NAME).write_text(card)
     return directory
+
+
+def _storable(state_dict: Mapping[str, Tensor], dtype: torch.dtype | None) -> dict[str, Tensor]:
+    """Detached, contiguous CPU copies of ``state_dict``'s tensors, floating ones cast to ``dtype`` if given."""
+    tensors = {}
+    for key, value in state_dict.items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
+    return tensors
 
 
 def training_state_files(directory: str | os.PathLike) -> list[Path]:

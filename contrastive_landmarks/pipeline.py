@@ -1,17 +1,9 @@
 """A pretrained bundle: backbone + hypercolumn, optionally a spatial projector and a landmark regressor.
 
 This is what the built-in models and the ``torch.hub`` entry points return. On disk it is one model
-directory (see :mod:`contrastive_landmarks.hub`)::
-
-    config.json               architecture, stages, mean/std/input_size, hypercolumn size, head configs
-    model.safetensors         the backbone, timm key names (``load_backbone(dir)`` reads it alone)
-    projector.safetensors     optional
-    regressor.safetensors     optional
-    README.md                 model card
-
-The hypercolumn grid ``S`` is ``config["hypercolumn"]["size"]``; the heads are built with the same
-grid (their own ``size`` entries are rewritten to it on saving), so the size the file names is the size
-the computation uses.
+directory (``config.json``, ``model.safetensors`` with the backbone, a file per head, ``README.md``), which
+:mod:`contrastive_landmarks.model_directory` writes and reads (:meth:`LandmarkModel.save_pretrained`,
+:meth:`LandmarkModel.from_pretrained`).
 
 Inputs: :meth:`LandmarkModel.detect` and :meth:`LandmarkModel.descriptors` take images of any size,
 a ``(B, 3, H, W)`` tensor or a list of ``(3, H_i, W_i)`` tensors, float in ``[0, 1]`` (any float
@@ -39,20 +31,13 @@ from .calibration import LikelihoodCalibration
 from .check import as_image_list, content_problem, to_float_images
 from .coords import normalized_to_pixels
 from .framing import Framing
-from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn, head_maps, hypercolumn
-from .projector import SpatialProjector
 from .regression import Regression, landmark_scores, regress
-from .regressor import LandmarkRegressor
-from .state_dicts import read_safetensors, read_state_dict
 
 #: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
 SMALL_INPUT_FRACTION = 0.5
 
 __all__ = ["LandmarkModel", "Regression", "landmark_scores", "regress"]
-
-_PROJECTOR_FILE = "projector.safetensors"
-_REGRESSOR_FILE = "regressor.safetensors"
 
 
 class LandmarkModel(nn.Module):
@@ -382,126 +367,40 @@ class LandmarkModel(nn.Module):
             return result.points
         return result.points, self._likelihood(result)
 
-    # -- persistence -----------------------------------------------------------------------
+    # -- persistence (contrastive_landmarks.model_directory) --------------------------------------
     @property
     def config(self) -> dict:
         """JSON-serialisable description (``config.json``); the heads' ``size`` is the hypercolumn's grid."""
-        config = dict(self.backbone.config)
-        config["hypercolumn"] = self.hypercolumn.config
-        grid = config["hypercolumn"]["size"]
-        same_grid = {"size": grid} if grid else {}
-        if self.projector is not None:
-            config["projector"] = {**self.projector.config, **same_grid}
-        if self.regressor is not None:
-            config["regressor"] = {
-                **self.regressor.config,
-                **same_grid,
-                "input": self.regressor_input,
-                "landmark_names": list(self.landmark_names),
-            }
-        if self.framing is not None:
-            config["framing"] = self.framing.config
-        if self.calibration is not None:
-            config["likelihood"] = self.calibration.config
-        return config
+        from .model_directory import model_config
+
+        return model_config(self)
 
     def save_pretrained(
         self, directory: str | os.PathLike, *, card: str | None = None, dtype: torch.dtype | None = None
     ) -> Path:
-        """Write the model directory (see the module docstring)."""
-        from safetensors.torch import save_file
+        """Write the model directory (:func:`~contrastive_landmarks.model_directory.save_model`)."""
+        from .model_directory import save_model
 
-        directory = save_pretrained(directory, self.backbone.body.state_dict(), self.config, card=card, dtype=dtype)
-        for module, name in ((self.projector, _PROJECTOR_FILE), (self.regressor, _REGRESSOR_FILE)):
-            if module is not None:
-                tensors = {
-                    k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-                    for k, v in module.state_dict().items()
-                }
-                save_file(tensors, str(directory / name))
-        return directory
+        return save_model(self, directory, card=card, dtype=dtype)
 
     @classmethod
     def from_config(cls, config: dict) -> LandmarkModel:
         """The model a ``config.json`` describes, randomly initialised (no weights are read)."""
-        return cls._assemble(Backbone.from_config(config), config)
+        from .model_directory import model_from_config
 
-    @staticmethod
-    def _grid(config: dict) -> tuple[int, int] | None:
-        """The hypercolumn grid a config names: its ``hypercolumn`` section (older files: a head's size, else 48)."""
-        hc_config = config.get("hypercolumn") or {}
-        if "size" in hc_config:
-            size = hc_config["size"]
-        else:
-            size = next((config[k]["size"] for k in ("projector", "regressor") if "size" in config.get(k, {})), 48)
-        if size is None:
-            return None
-        return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
-
-    @classmethod
-    def _assemble(cls, backbone: Backbone, config: dict) -> LandmarkModel:
-        grid = cls._grid(config)
-        same_grid = {"size": grid} if grid else {}
-        hc_config = config.get("hypercolumn") or {}
-        hypercolumn = Hypercolumn(backbone, size=grid, normalize=hc_config.get("normalize", False))
-        projector = SpatialProjector(**{**config["projector"], **same_grid}) if "projector" in config else None
-        regressor, regressor_input, names = None, "projector", ()
-        if "regressor" in config:
-            head = {**config["regressor"], **same_grid}
-            regressor_input = head.pop("input", "projector")
-            names = head.pop("landmark_names", ())
-            regressor = LandmarkRegressor(**head)
-        framing = Framing(**config["framing"]) if config.get("framing") else None
-        likelihood = config.get("likelihood")
-        calibration = LikelihoodCalibration.from_config(likelihood) if likelihood else None
-        model = cls(
-            hypercolumn,
-            projector,
-            regressor,
-            regressor_input=regressor_input,
-            landmark_names=names,
-            framing=framing,
-            calibration=calibration,
-        )
-        return model.float().eval()
+        return model_from_config(config, cls)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **hub_kwargs) -> LandmarkModel:
         """Load a bundle from a registry name, a local directory or a Hub repo id (strictly).
 
         The directory's ``config.json`` is read once and gives everything: architecture, stages,
-        preprocessing (mean, std, input size), the hypercolumn grid and the heads.
+        preprocessing (mean, std, input size), the hypercolumn grid and the heads
+        (:func:`~contrastive_landmarks.model_directory.load_model`).
         """
-        files = resolve_weights(name_or_path, **hub_kwargs)
-        directory = files.weights.parent
-        if not files.config and not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(
-                f"{name_or_path} is a bare weights file; LandmarkModel.from_pretrained needs a "
-                f"model directory ({CONFIG_NAME} + weights), as written by save_pretrained"
-            )
-        config = files.config or read_config(directory)
-        backbone = Backbone.from_config(config)
-        backbone.load_checkpoint_state(read_state_dict(files.weights), source=str(files.weights))
-        model = cls._assemble(backbone, config)
-        for module, name in ((model.projector, _PROJECTOR_FILE), (model.regressor, _REGRESSOR_FILE)):
-            if module is not None:
-                module.load_state_dict(_read_heads(directory / name, hub_kwargs, name_or_path), strict=True)
-        return model.float().eval()
+        from .model_directory import load_model
 
-
-def _read_heads(path: Path, hub_kwargs: dict, source: str | os.PathLike) -> dict[str, Tensor]:
-    """A head file next to ``model.safetensors``; fetched from the Hub repo when the bundle came from one."""
-    from . import hub
-
-    if not path.is_file():
-        source = str(source)
-        repo_id = hub.get_model_info(source).repo_id if hub.is_registered(source) else source
-        if Path(source).exists() or "/" not in repo_id:
-            raise FileNotFoundError(f"{source}: {path.name} is missing from the model directory {path.parent}")
-        kwargs = {k: v for k, v in hub_kwargs.items() if k in ("revision", "cache_dir")}
-        local = hub.local_only(hub_kwargs.get("local_files_only"))
-        path = hub.download_file(repo_id, path.name, local_files_only=local, **kwargs)
-    return read_safetensors(path)
+        return load_model(name_or_path, cls, **hub_kwargs)
 
 
 def _warn_unusable(images: Tensor | Sequence[Tensor]) -> None:

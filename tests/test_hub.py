@@ -66,6 +66,13 @@ def test_damaged_directory_fails_strictly(tmp_path):
         load_backbone(str(tmp_path))
 
 
+def test_extra_files_are_safetensors_names_beside_the_weights(tmp_path):
+    backbone = _trained_backbone()
+    for name in ("model.safetensors", "head.pt", "sub/head.safetensors"):
+        with pytest.raises(ValueError, match=r"extra_files are \.safetensors file names"):
+            save_pretrained(tmp_path, backbone.body.state_dict(), backbone.config, extra_files={name: {}})
+
+
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"config\.json is missing"):
         read_config(tmp_path)

@@ -57,6 +57,44 @@ def test_missing_head_file_is_named(tmp_path):
         LandmarkModel.from_pretrained(tmp_path)
 
 
+def test_a_head_file_that_does_not_fit_names_its_keys(tmp_path):
+    """Heads load as strictly as the backbone: the file, and every missing, unexpected and mis-shaped key."""
+    from safetensors.torch import load_file, save_file
+
+    from contrastive_landmarks import CheckpointMismatchError
+
+    _model().save_pretrained(tmp_path)
+    path = tmp_path / "regressor.safetensors"
+    tensors = load_file(str(path))
+    tensors["extra"] = tensors.pop("combine")
+    tensors["weight"] = tensors["weight"][:3]
+    save_file(tensors, str(path))
+    with pytest.raises(CheckpointMismatchError) as error:
+        LandmarkModel.from_pretrained(tmp_path)
+    message = str(error.value)
+    assert str(path) in message and "LandmarkRegressor" in message
+    assert "missing keys: combine" in message and "unexpected keys: extra" in message
+    assert "shape mismatches: weight: checkpoint (3," in message
+
+
+def test_one_writer_writes_every_file_of_the_directory(tmp_path):
+    """hub.save_pretrained writes the heads too: the same dtype, the same safetensors metadata as the backbone."""
+    from safetensors import safe_open
+
+    model = make_tiny_model()
+    directory = model.save_pretrained(tmp_path / "half", dtype=torch.float16, card="card\n")
+    names = ["README.md", "config.json", "model.safetensors", "projector.safetensors", "regressor.safetensors"]
+    assert sorted(p.name for p in directory.iterdir()) == names
+    for name in names[2:]:
+        with safe_open(str(directory / name), "pt") as handle:
+            assert handle.metadata() == {"format": "pt"}
+            tensors = [handle.get_tensor(k) for k in handle.keys()]  # noqa: SIM118 (a safe_open handle has no __iter__)
+            assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.float16}
+    loaded = LandmarkModel.from_pretrained(directory)
+    torch.testing.assert_close(loaded.regressor.weight, model.regressor.weight.half().float())
+    assert loaded.config == model.config and (directory / "README.md").read_text() == "card\n"
+
+
 def test_regressor_needs_projector():
     hc = Hypercolumn(load_backbone("test_resnet"), size=24)
     with pytest.raises(ValueError, match="needs a projector"):
