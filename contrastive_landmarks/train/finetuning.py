@@ -48,8 +48,8 @@ from ..hypercolumn import Hypercolumn
 from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
 from ..regressor import LandmarkRegressor, distribution_loss, regression_loss, spatial_softmax
-from ._loop import BestState, FitResult, check_resumable, holdout_split, progress_bar, warmup_cosine
-from .checkpoint import load_checkpoint, save_checkpoint
+from ._loop import BestState, FitResult, holdout_split, progress_bar, warmup_cosine
+from .checkpoint import resume_checkpoint, save_checkpoint, training_state
 from .features import check_dataset
 from .footage import RECORD_NAME, FootageOptions, adapt_to_footage
 from .interrupt import StopOnInterrupt, TrainingInterrupted
@@ -59,6 +59,8 @@ from .regressor_fitting import default_heatmaps, diagnose
 __all__ = ["FinetuneInterrupted", "FinetuneOptions", "FinetuneResult", "finetune", "load_frames", "mean_pose"]
 
 CHECKPOINT_NAME = "finetune_checkpoint.pt"
+#: The layout tag of a finetune checkpoint (those written before it had none, and still resume).
+CHECKPOINT_FORMAT = "contrastive_landmarks.finetune/1"
 
 
 @dataclass
@@ -118,6 +120,8 @@ class FinetuneOptions:
         (the footage step checks its own, :func:`~.footage.adapt_to_footage`)."""
         skip = ("output_dir", "resume", "progress", "checkpoint_every", "device", "footage")
         values = {k: v for k, v in asdict(self).items() if k not in skip}
+        if values["augment"].get("warp") is None:  # recorded only when set: checkpoints from before it resume
+            values["augment"].pop("warp", None)
         return json.loads(json.dumps(values))  # tuples -> lists, as a checkpoint stores them
 
 
@@ -195,16 +199,17 @@ def _validate(model: LandmarkModel, frames, keypoints, visible) -> float:
 
 
 def _state(model, optimizer, schedule, generator, step, history, best: BestState, settings) -> dict:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "generator": generator.get_state(),
-        "step": step,
-        "history": history,
-        "best": best.state_dict(),
-        "settings": settings,
-    }
+    return training_state(
+        CHECKPOINT_FORMAT,
+        settings,
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        schedule=schedule.state_dict(),
+        generator=generator.get_state(),
+        step=step,
+        history=history,
+        best=best.state_dict(),
+    )
 
 
 def _schedule(optimizer, options: FinetuneOptions):
@@ -367,8 +372,8 @@ def _train(model: LandmarkModel, views: KeypointViews, check, options: FinetuneO
     start = 0
     path = Path(options.output_dir) / CHECKPOINT_NAME if options.output_dir else None
     if options.resume:
-        state = load_checkpoint(path, map_location=device)
-        check_resumable(state.get("settings", {}), settings, path)
+        kind = "finetune checkpoint"
+        state = resume_checkpoint(path, settings, formats=(CHECKPOINT_FORMAT, None), kind=kind, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

@@ -99,7 +99,9 @@ def test_save_load_round_trip_computes_the_same(tmp_path):
     assert not torch.allclose(scores2, raw)
 
 
-def test_interrupt_writes_a_checkpoint_and_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["tagged", "untagged"])
+def test_interrupt_writes_a_checkpoint_and_resume_is_exact(tmp_path, monkeypatch, layout):
+    """``untagged``: a checkpoint in the layout written before it carried a format tag resumes the same way."""
     data = dot_frames(12)
     torch.manual_seed(0)
     straight = finetune(load_backbone("test_resnet"), data, options=tiny_options(output_dir=str(tmp_path / "a")))
@@ -118,6 +120,10 @@ def test_interrupt_writes_a_checkpoint_and_resume_is_exact(tmp_path, monkeypatch
     with pytest.raises(FinetuneInterrupted) as stop:
         finetune(load_backbone("test_resnet"), data, options=tiny_options(output_dir=str(tmp_path / "b")))
     assert stop.value.step == 13 and stop.value.checkpoint.is_file()
+    state = torch.load(stop.value.checkpoint, weights_only=True)
+    assert state.pop("format") == finetune_module.CHECKPOINT_FORMAT
+    if layout == "untagged":
+        torch.save(state, stop.value.checkpoint)
     monkeypatch.setattr(finetune_module, "_step", real_step)
     torch.manual_seed(0)
     resumed = finetune(
@@ -185,6 +191,12 @@ def test_resume_refuses_changed_settings_and_a_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         finetune(
             load_backbone("test_resnet"), data, options=tiny_options(output_dir=str(tmp_path / "typo"), resume=True)
+        )
+    path = tmp_path / finetune_module.CHECKPOINT_NAME  # another recipe's checkpoint under finetune's name
+    torch.save({**torch.load(path, weights_only=True), "format": "contrastive_landmarks.moco/2"}, path)
+    with pytest.raises(ValueError, match="not a finetune checkpoint"):
+        finetune(
+            load_backbone("test_resnet"), data, options=tiny_options(steps=20, output_dir=str(tmp_path), resume=True)
         )
 
 
