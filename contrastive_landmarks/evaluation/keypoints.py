@@ -10,6 +10,10 @@ Errors are Euclidean distances in pixels of each stored frame, over the labelled
   (0.6, DeepLabCut's default) and the share of labelled points kept;
 - how well the likelihood separates good from bad points: the ROC AUC of ``1 - likelihood`` for "error above
   10 pixels";
+- for a model with a calibrated likelihood (:class:`~contrastive_landmarks.calibration.LikelihoodCalibration`,
+  fitted by ``finetune``), how well it holds on these frames (:func:`likelihood_reliability`): among the points
+  kept at ``p_cutoff``, the share within the calibration's radius, the share of the points within the radius that
+  are kept, and the reliability table (predicted vs observed share of good points per likelihood bin);
 - the training frames' mean pose scored the same way (:func:`~contrastive_landmarks.train.finetuning.mean_pose`),
   where it is known.
 """
@@ -25,7 +29,7 @@ from torch import Tensor
 
 from ..metrics import pck
 
-__all__ = ["evaluate_keypoints", "keypoint_errors", "roc_auc"]
+__all__ = ["evaluate_keypoints", "keypoint_errors", "likelihood_reliability", "roc_auc"]
 
 
 def roc_auc(scores: Tensor, positive: Tensor) -> float:
@@ -88,6 +92,42 @@ def keypoint_errors(
     return result
 
 
+def likelihood_reliability(
+    calibration, pred: Tensor, truth: Tensor, visible: Tensor, likelihood: Tensor, *, p_cutoff: float = 0.6
+) -> dict[str, Any]:
+    """How a calibrated likelihood holds on labelled frames: ``(M, N, 2)`` pred / truth pixels, ``(M, N)`` visible
+    and likelihood (what the model returned, calibrated), under ``calibration``'s radius.
+
+    Returns:
+        ``radius`` (in words), ``p_cutoff``, ``kept_within_radius`` (the share of the points with likelihood
+        ``>= p_cutoff`` whose error is within the radius: what the likelihood promises), ``within_radius_kept``
+        (the share of the points within the radius that are kept), ``expected_calibration_error`` and
+        ``reliability`` (10 bins: ``low``, ``high``, ``predicted``, ``observed``, ``count``); shares are ``None``
+        where nothing counts.
+    """
+    from ..calibration import calibration_error
+
+    truth = truth.float()
+    errors = (pred.float() - torch.nan_to_num(truth)).norm(dim=-1)
+    usable = calibration.usable(visible.bool() & torch.isfinite(truth).all(-1), truth)
+    good = calibration.good(errors, usable, truth) & usable
+    kept = usable & (likelihood >= p_cutoff)
+    rows = calibration.reliability(likelihood, errors, usable, truth=truth)
+
+    def share(part: Tensor, whole: Tensor) -> float | None:
+        return float(part.sum() / whole.sum()) if bool(whole.any()) else None
+
+    return {
+        "radius": calibration.describe(),
+        "p_cutoff": p_cutoff,
+        "points": int(usable.sum()),
+        "kept_within_radius": share(good & kept, kept),
+        "within_radius_kept": share(good & kept, good),
+        "expected_calibration_error": calibration_error(rows),
+        "reliability": [row._asdict() for row in rows],
+    }
+
+
 @torch.no_grad()
 def evaluate_keypoints(
     model, data: Any, *, mean_pose: Tensor | None = None, batch_size: int = 8, p_cutoff: float = 0.6
@@ -114,6 +154,10 @@ def evaluate_keypoints(
     pred, likelihood = torch.cat(preds), torch.cat(scores)
     names = list(getattr(model, "landmark_names", ()) or getattr(data, "names", None) or [])
     metrics = keypoint_errors(pred, truth, visible, likelihood=likelihood, names=names, p_cutoff=p_cutoff)
+    if getattr(model, "calibration", None) is not None:
+        metrics["likelihood"] = likelihood_reliability(
+            model.calibration, pred, truth, visible, likelihood, p_cutoff=p_cutoff
+        )
     if mean_pose is not None:
         sizes = [tuple(f.shape[-2:]) for f in frames]
         baseline = keypoint_errors(pose_in_frames(mean_pose, sizes), truth, visible, names=names)

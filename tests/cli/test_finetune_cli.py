@@ -58,6 +58,34 @@ def test_finetune_then_evaluate(tmp_path, capsys):
     assert metrics["mean_px"] == pytest.approx(float((pred - truth).norm(dim=-1).mean()), rel=1e-4)
     assert set(metrics["per_part"]) == {"red", "green"} and "mean_pose" in metrics and "p_cutoff" in metrics
 
+    # with a calibrated likelihood, evaluate says how it holds on these frames (issue 30)
+    from contrastive_landmarks.calibration import LikelihoodCalibration
+
+    model.calibration = LikelihoodCalibration([(1.0, 0.0)] * 2, radius=3.0)
+    model.save_pretrained(tmp_path / "calibrated")
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "calibrated"),
+                "--dataset",
+                "csv",
+                "--path",
+                str(test),
+                "--output",
+                str(metrics_path),
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
+    held = json.loads(metrics_path.read_text())["likelihood"]
+    _, likelihood = model.detect(frames, return_scores=True)
+    good, kept = (pred - truth).norm(dim=-1) <= 3.0, likelihood >= 0.6
+    assert held["radius"] == "within 3 px" and held["points"] == 10
+    expected = float((good & kept).sum() / kept.sum()) if bool(kept.any()) else None
+    assert held["kept_within_radius"] == pytest.approx(expected)
+
 
 def test_bad_input_is_one_line(tmp_path, capsys):
     out = str(tmp_path / "model")

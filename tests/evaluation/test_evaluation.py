@@ -238,3 +238,22 @@ def test_keypoint_pck_is_the_metrics_one_a_fraction_at_most_the_threshold():
     assert metrics["pck_5px"] == float(pck(pred, truth, visible, threshold=5.0))
     # 0.05 of each frame's box diagonal: 36.06 -> 1.80 px and 50 -> 2.5 px
     assert metrics["pck_0.05_diagonal"] == pytest.approx(1 / 5)
+
+
+def test_likelihood_reliability_counts_kept_and_good_points_by_hand():
+    """issue 30: how a calibrated likelihood holds on labelled frames, under its radius (5 px here)."""
+    from contrastive_landmarks.calibration import LikelihoodCalibration
+    from contrastive_landmarks.evaluation.keypoints import likelihood_reliability
+
+    calibration = LikelihoodCalibration([(1.0, 0.0)] * 5, radius=5.0)  # likelihood = raw score
+    truth = torch.zeros(1, 5, 2)
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 3.0], [6.0, 0.0], [0.0, 8.0], [0.0, 0.0]]])  # errors 1, 3, 6, 8, 0
+    visible = torch.tensor([[True, True, True, True, False]])  # the last point is unlabelled: never counted
+    likelihood = torch.tensor([[0.9, 0.5, 0.7, 0.2, 0.99]])
+    report = likelihood_reliability(calibration, pred, truth, visible, likelihood, p_cutoff=0.6)
+    # good (<= 5 px): points 0, 1; kept (>= 0.6): points 0, 2
+    assert report["points"] == 4 and report["radius"] == "within 5 px"
+    assert report["kept_within_radius"] == pytest.approx(1 / 2) and report["within_radius_kept"] == pytest.approx(1 / 2)
+    # one point per bin: |0.9 - 1| + |0.5 - 1| + |0.7 - 0| + |0.2 - 0| over 4
+    assert report["expected_calibration_error"] == pytest.approx((0.1 + 0.5 + 0.7 + 0.2) / 4)
+    assert sum(row["count"] for row in report["reliability"]) == 4
