@@ -30,8 +30,9 @@ coordinates as values, so it reuses ``F.scaled_dot_product_attention`` rather th
 ``src_xy`` is treated as data (no gradient flows to it): it is the warp ``g``, not a parameter.
 
 Layout: the naive form and the shared input checks are :mod:`.softmax_matching_reference`, the streaming
-form, its autograd and the registered custom op :mod:`.softmax_matching_streaming`, the Triton kernels
-``_triton_softmax_matching``; this module picks one (:func:`softmax_expected_distance`).
+form's tiles :mod:`.softmax_matching_tiles`, its autograd and the registered custom op
+:mod:`.softmax_matching_streaming`, the Triton kernels ``_triton_softmax_matching``; this module picks one
+(:func:`softmax_expected_distance`).
 """
 
 from __future__ import annotations
