@@ -254,23 +254,7 @@ def finetune(
         raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT_NAME} in {options.output_dir}")
     names = list(getattr(train, "names", None) or [])
     flip_pairs = getattr(train, "flip_pairs", None)
-    frames, keypoints, visible = load_frames(train)
-    if options.num_labelled is not None:
-        frames, keypoints, visible = _labelled_subset(frames, keypoints, visible, options.num_labelled, options.seed)
-    if val is None:
-        train_idx, val_idx = holdout_split(len(frames), options.val_fraction, options.seed, min_count=3, min_n=10)
-        if val_idx and len(train_idx) < 2:
-            raise ValueError(
-                f"val_fraction {options.val_fraction} holds out {len(val_idx)} of {len(frames)} frames and leaves "
-                f"{len(train_idx)} to train on: use a smaller fraction"
-            )
-        val_data = ([frames[i] for i in val_idx], keypoints[val_idx], visible[val_idx]) if val_idx else None
-        frames, keypoints, visible = [frames[i] for i in train_idx], keypoints[train_idx], visible[train_idx]
-    else:
-        val_data = load_frames(val)
-    never = [names[j] if names else str(j) for j in range(keypoints.shape[1]) if not bool(visible[:, j].any())]
-    if never:
-        raise ValueError(f"body parts {never} are labelled in none of the {len(frames)} training frames")
+    (frames, keypoints, visible), val_data = _training_frames(train, val, options, names)
     footage = None
     if videos and options.footage.steps:
         began = time.perf_counter()
@@ -321,6 +305,29 @@ def finetune(
         warnings=problems,
         config=config,
     )
+
+
+def _training_frames(train: Any, val: Any | None, options: FinetuneOptions, names: Sequence[str]):
+    """``((frames, keypoints, visible), val_data)``: the frames to fit on (the ``num_labelled`` subset, less the
+    held-out ones) and the validation frames (``val``, else ``val_fraction`` of ``train``; ``None``: none)."""
+    frames, keypoints, visible = load_frames(train)
+    if options.num_labelled is not None:
+        frames, keypoints, visible = _labelled_subset(frames, keypoints, visible, options.num_labelled, options.seed)
+    if val is None:
+        train_idx, val_idx = holdout_split(len(frames), options.val_fraction, options.seed, min_count=3, min_n=10)
+        if val_idx and len(train_idx) < 2:
+            raise ValueError(
+                f"val_fraction {options.val_fraction} holds out {len(val_idx)} of {len(frames)} frames and leaves "
+                f"{len(train_idx)} to train on: use a smaller fraction"
+            )
+        val_data = ([frames[i] for i in val_idx], keypoints[val_idx], visible[val_idx]) if val_idx else None
+        frames, keypoints, visible = [frames[i] for i in train_idx], keypoints[train_idx], visible[train_idx]
+    else:
+        val_data = load_frames(val)
+    never = [names[j] if names else str(j) for j in range(keypoints.shape[1]) if not bool(visible[:, j].any())]
+    if never:
+        raise ValueError(f"body parts {never} are labelled in none of the {len(frames)} training frames")
+    return (frames, keypoints, visible), val_data
 
 
 def _calibrate(model: LandmarkModel, val_data, problems: list[str]) -> str | None:
