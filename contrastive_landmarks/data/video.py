@@ -9,6 +9,10 @@ other orders seek to the keyframe before the frame asked for and decode forward 
 Opening a video reads its packet table (no decoding) to count the frames and to find a truncated file:
 a container whose header promises more frames than its data holds raises a :class:`ValueError` naming the
 file. PyAV is imported when the first video is opened, with an :class:`ImportError` naming the extra.
+
+This module finds videos (:func:`folder_videos`, :func:`is_video_file`) and reads their frames; one open video,
+decoded and seeked, is :mod:`.video_reader`'s, and writing one (:class:`VideoWriter`) is :mod:`.video_writer`'s.
+Every name is importable from here.
 """
 
 from __future__ import annotations
@@ -16,15 +20,15 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from .base import Transform
+from .video_reader import FrameReader, Region, VideoInfo, frame_image, import_av
+from .video_writer import VideoWriter
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -39,20 +43,6 @@ __all__ = [
 
 #: Suffixes taken as videos without opening the file.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
-#: Frames a reader decodes forward (rather than seeking) to reach a frame ahead of its position.
-_FORWARD_GAP = 64
-
-Region = tuple[int, int, int, int]
-
-
-def _av():
-    try:
-        import av
-    except ImportError as error:
-        raise ImportError(
-            'reading videos needs PyAV, which is the [video] extra: pip install "contrastive-landmarks[video]"'
-        ) from error
-    return av
 
 
 def folder_videos(folder: str | os.PathLike) -> list[Path]:
@@ -77,7 +67,7 @@ def is_video_file(path: str | os.PathLike) -> bool:
     if not path.is_file():
         return False
     try:
-        av = _av()
+        av = import_av()
     except ImportError:
         return False
     try:
@@ -88,161 +78,6 @@ def is_video_file(path: str | os.PathLike) -> bool:
             return stream is not None and name != "image2" and not name.endswith("_pipe")
     except (av.error.FFmpegError, OSError, ValueError):
         return False
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What opening a video found.
-
-    Attributes:
-        path: the file.
-        num_frames: frames in the video (counted from its packets, not taken from the header).
-        fps: average frame rate, or ``None`` when the container does not say.
-        width, height: frame size in pixels.
-    """
-
-    path: Path
-    num_frames: int
-    fps: float | None
-    width: int
-    height: int
-
-
-def _open(path: Path):
-    """``(container, stream)`` of ``path``'s first video stream, errors naming the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
-    av = _av()
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as error:  # not a video, a truncated header, an empty container
-        reason = getattr(error, "strerror", None) or error
-        raise ValueError(f"cannot read video {path}: {reason} (not a video, or a truncated one)") from error
-    if not container.streams.video:
-        container.close()
-        raise ValueError(f"cannot read video {path}: it has no video stream")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    return container, stream
-
-
-class _Reader:
-    """One open video: its frame table and a decoder positioned at ``self._next``.
-
-    ``self.pts[i]`` is the presentation timestamp of frame ``i`` (``None`` when the container has no
-    timestamps; then frames are counted in decoding order and going back re-opens the file).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        av = _av()
-        container, stream = _open(path)
-        try:
-            timestamps, keyframes = [], []
-            for packet in container.demux(stream):
-                if packet.size == 0:  # the flush packet at the end
-                    continue
-                timestamps.append(packet.pts)
-                if packet.is_keyframe and packet.pts is not None:
-                    keyframes.append(packet.pts)
-        except av.error.FFmpegError as error:
-            container.close()
-            raise ValueError(f"cannot read video {path}: {getattr(error, 'strerror', None) or error}") from error
-        promised = int(stream.frames or 0)
-        rate = stream.average_rate or stream.guessed_rate
-        self.info = VideoInfo(path, len(timestamps), float(rate) if rate else None, stream.width, stream.height)
-        container.close()
-        if not timestamps:
-            raise ValueError(f"video {path} holds no frames")
-        if promised and len(timestamps) < promised:
-            raise ValueError(
-                f"video {path} is truncated: its header promises {promised} frames, its data holds {len(timestamps)}"
-            )
-        self.pts: list[int] | None = None if None in timestamps else sorted(timestamps)
-        self._index = {p: i for i, p in enumerate(self.pts)} if self.pts is not None else None
-        self._keyframes = sorted(keyframes)
-        self._container = None
-        self._frames: Iterator | None = None
-        self._next = 0  # the frame the decoder yields next
-
-    # -- decoding ----------------------------------------------------------------------------------------
-    def close(self) -> None:
-        if self._container is not None:
-            self._container.close()
-        self._container, self._frames, self._next = None, None, 0
-
-    def _restart(self, frame: int = 0) -> None:
-        """Position the decoder at or before ``frame``: the keyframe before it, or the start (re-opening the
-        file, the one start every container honours)."""
-        seek = frame > 0 and self.pts is not None and bool(self._keyframes)
-        if not seek:
-            self.close()
-        if self._container is None:
-            self._container, _ = _open(self.path)
-        stream = self._container.streams.video[0]
-        if seek:
-            target = self._keyframes[max(bisect.bisect_right(self._keyframes, self.pts[frame]) - 1, 0)]
-            self._container.seek(target, stream=stream, backward=True)
-            self._next = -1  # known from the first frame's timestamp
-        self._frames = self._container.decode(stream)
-
-    def _decode_next(self):
-        """``(frame number, av.VideoFrame)`` of the decoder's next frame."""
-        av = _av()
-        try:
-            frame = next(self._frames)
-        except StopIteration:
-            raise IndexError(f"video {self.path} ended before frame {self._next}") from None
-        except av.error.FFmpegError as error:
-            raise ValueError(
-                f"cannot decode frame {self._next} of video {self.path}: {getattr(error, 'strerror', None) or error}"
-            ) from error
-        if self._index is not None and frame.pts in self._index:
-            number = self._index[frame.pts]
-        elif self._next >= 0:
-            number = self._next
-        else:  # after a seek, a frame without a known timestamp: start over from the beginning
-            raise LookupError(frame.pts)
-        self._next = number + 1
-        return number, frame
-
-    def frame(self, number: int):
-        """The ``av.VideoFrame`` of frame ``number`` (decoding forward, seeking when it is behind or far ahead)."""
-        if not 0 <= number < self.info.num_frames:
-            raise IndexError(f"frame {number} out of range for video {self.path} of {self.info.num_frames} frames")
-        if self._frames is None or not self._next <= number <= self._next + _FORWARD_GAP:
-            self._restart(number)
-        for attempt in range(2):
-            try:
-                while True:
-                    got, frame = self._decode_next()
-                    if got == number:
-                        return frame
-                    if got > number:  # the seek landed after it, or it is missing: decode from the start
-                        raise LookupError(number)
-            except LookupError:
-                if attempt:
-                    break
-                self._restart(0)
-        raise ValueError(f"cannot decode frame {number} of video {self.path}")
-
-    def __getstate__(self) -> dict:  # an open container does not pickle (DataLoader workers)
-        state = dict(self.__dict__)
-        state.update(_container=None, _frames=None, _next=0)
-        return state
-
-
-def _to_image(frame, region: Region | None) -> Tensor:
-    """``(3, H, W)`` float ``[0, 1]`` of an ``av.VideoFrame`` (any pixel format, grey included)."""
-    array = frame.to_ndarray(format="rgb24")
-    if region is not None:
-        x0, y0, x1, y1 = region
-        array = array[y0:y1, x0:x1]
-    # in NumPy: the same values as torch's permute().float().div_(255), which is 10-100x slower on a busy CPU
-    # with more than one intra-op thread
-    image = array.transpose(2, 0, 1).astype(np.float32)
-    image /= 255.0
-    return torch.from_numpy(image)
 
 
 def _check_region(region: Sequence[int] | None, info: VideoInfo) -> Region | None:
@@ -277,7 +112,7 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
         ValueError: not a readable video, no video stream, no frames, or truncated (names the file).
         ImportError: PyAV is missing (names the ``[video]`` extra).
     """
-    return _Reader(Path(path)).info
+    return FrameReader(Path(path)).info
 
 
 def read_video_frames(
@@ -297,14 +132,14 @@ def read_video_frames(
         ValueError: not a readable video, no video stream, no frames, truncated, or a bad region (names the file).
         ImportError: PyAV is missing (names the ``[video]`` extra).
     """
-    reader = _Reader(Path(path))
+    reader = FrameReader(Path(path))
     chosen = _selection(reader.info.num_frames, every, max_frames)
     crop = _check_region(region, reader.info)
 
     def frames() -> Iterator[tuple[int, Tensor]]:
         try:
             for number in chosen:
-                yield number, _to_image(reader.frame(number), crop)
+                yield number, frame_image(reader.frame(number), crop)
         finally:
             reader.close()
 
@@ -347,7 +182,7 @@ class VideoFrames(Dataset):
         names = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if not names:
             raise ValueError("VideoFrames needs at least one video")
-        self._readers = [_Reader(Path(p)) for p in names]
+        self._readers = [FrameReader(Path(p)) for p in names]
         self.info = [r.info for r in self._readers]
         self._chosen = [_selection(i.num_frames, every, max_frames) for i in self.info]
         self._crops = [_check_region(region, i) for i in self.info]
@@ -385,7 +220,7 @@ class VideoFrames(Dataset):
         index = int(index) % len(self)
         video = bisect.bisect_right(self._starts, index) - 1
         frame = self._readers[video].frame(self._chosen[video][index - self._starts[video]])
-        sample = {"image": _to_image(frame, self._crops[video]), "index": index}
+        sample = {"image": frame_image(frame, self._crops[video]), "index": index}
         return self.transform(sample) if self.transform is not None else sample
 
     def close(self) -> None:
@@ -395,69 +230,3 @@ class VideoFrames(Dataset):
 
     def __repr__(self) -> str:
         return f"VideoFrames({len(self)} frames of {', '.join(str(i.path) for i in self.info)})"
-
-
-class VideoWriter:
-    """Encode ``(3, H, W)`` float ``[0, 1]`` frames (or ``(B, 3, H, W)`` batches) to a video file.
-
-    H.264 (``libx264``) when this PyAV build has it, else MPEG-4 part 2; ``yuv420p``, so odd sizes are
-    padded by one edge row / column. Use as a context manager, or call :meth:`close` (it flushes the encoder).
-
-    Args:
-        path: the file to write (its suffix picks the container: ``.mp4``, ``.avi``, ``.mkv``, ...).
-        fps: frames per second.
-        codec: an encoder name, instead of the choice above.
-    """
-
-    def __init__(self, path: str | os.PathLike, fps: float, *, codec: str | None = None) -> None:
-        from fractions import Fraction
-
-        av = _av()
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise FileNotFoundError(f"the folder {self.path.parent} of the video to write does not exist")
-        self.codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
-        self._rate = Fraction(fps).limit_denominator(1001)
-        try:
-            self._container = av.open(str(self.path), mode="w")
-        except (av.error.FFmpegError, OSError, ValueError) as error:
-            raise ValueError(f"cannot write video {self.path}: {error}") from error
-        self._stream = None
-        self.frames = 0
-
-    def write(self, images: Tensor) -> None:
-        """Append ``(3, H, W)`` or ``(B, 3, H, W)`` float ``[0, 1]`` frames (every frame of one size)."""
-        av = _av()
-        batch = images.unsqueeze(0) if images.ndim == 3 else images
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise ValueError(f"frames must be (3, H, W) or (B, 3, H, W), got {tuple(images.shape)}")
-        arrays = batch.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        height, width = arrays.shape[1:3]
-        if self._stream is None:
-            self._stream = self._container.add_stream(self.codec, rate=self._rate)
-            self._stream.width, self._stream.height = width + width % 2, height + height % 2
-            self._stream.pix_fmt = "yuv420p"
-        elif (width + width % 2, height + height % 2) != (self._stream.width, self._stream.height):
-            raise ValueError(f"frame of {width}x{height} in a video of {self._stream.width}x{self._stream.height}")
-        pad = ((0, height % 2), (0, width % 2), (0, 0))
-        for array in arrays:
-            frame = av.VideoFrame.from_ndarray(np.pad(array, pad, mode="edge"), format="rgb24")
-            self._container.mux(self._stream.encode(frame))
-            self.frames += 1
-
-    def close(self) -> None:
-        """Flush the encoder and close the file."""
-        if self._container is None:
-            return
-        try:
-            if self._stream is not None:
-                self._container.mux(self._stream.encode(None))
-        finally:
-            self._container.close()
-            self._container = None
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
