@@ -165,6 +165,72 @@ def _interpolate(values: np.ndarray, kept: np.ndarray) -> np.ndarray:
     return out
 
 
+def _running_median(xy: np.ndarray, usable: np.ndarray, window: int) -> np.ndarray:
+    """``(T, N, 2)``: each body part's running median over ``window`` frames of its ``usable`` ``(T, N)`` points of
+    ``xy`` ``(T, N, 2)``, the others interpolated first (so that a gap does not make the window lopsided on a moving
+    part); NaN for a body part with none."""
+    ref = np.full_like(xy, np.nan)
+    for n in np.flatnonzero(usable.any(0)):
+        for c in range(2):
+            ref[:, n, c] = median_filter(_interpolate(xy[:, n, c], usable[:, n]), window)
+    return ref
+
+
+def _jump_threshold(distance: np.ndarray, kept: np.ndarray, max_jump: float | None) -> np.ndarray:
+    """``(N,)`` outlier threshold in pixels: ``max_jump``, or 8 times each body part's median ``distance`` ``(T, N)``
+    from its running median over its ``kept`` points (at least 2 px)."""
+    if max_jump is not None:
+        return np.full(distance.shape[1], float(max_jump))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a body part with no kept point
+        typical = np.nanmedian(np.where(kept, distance, np.nan), axis=0)
+    return np.maximum(8 * np.nan_to_num(typical, nan=0.0), 2.0)
+
+
+def _swap_back(
+    xy: np.ndarray, likelihood: np.ndarray, outlier: np.ndarray, ref: np.ndarray, distance: np.ndarray
+) -> np.ndarray:
+    """In place: exchange back two outliers of one frame when each sits much nearer the other's running median
+    ``ref`` than its own (points of ``xy`` with their ``likelihood``); returns ``(T, N)`` bool, the points swapped."""
+    swapped = np.zeros_like(outlier)
+    for t in np.flatnonzero(outlier.sum(1) >= 2):
+        candidates = np.flatnonzero(outlier[t])
+        for i, a in enumerate(candidates):
+            for b in candidates[i + 1 :]:
+                if swapped[t, a] or swapped[t, b]:
+                    continue
+                a_at_b = np.linalg.norm(xy[t, a] - ref[t, b])
+                b_at_a = np.linalg.norm(xy[t, b] - ref[t, a])
+                own = (distance[t, a], distance[t, b])
+                if a_at_b + b_at_a < 0.5 * sum(own) and max(a_at_b, b_at_a) < min(own):
+                    xy[t, [a, b]] = xy[t, [b, a]]
+                    likelihood[t, [a, b]] = likelihood[t, [b, a]]
+                    swapped[t, [a, b]] = True
+    return swapped
+
+
+def _fill_and_smooth(
+    xy: np.ndarray, kept: np.ndarray, method: str, window: int, polyorder: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 3 and 4: the points not ``kept`` interpolated, then each coordinate smoothed. Returns the ``(T, N, 2)``
+    track, ``filled`` ``(T, N)`` and ``unfiltered`` ``(N,)`` (body parts with nothing kept, returned as they were)."""
+    frames, parts = kept.shape
+    filled = ~kept
+    out = np.empty_like(xy)
+    unfiltered = ~kept.any(0)  # (N,)
+    for n in range(parts):
+        if unfiltered[n]:
+            out[:, n] = xy[:, n]
+            filled[:, n] = False
+            continue
+        for c in range(2):
+            track = _interpolate(xy[:, n, c], kept[:, n])
+            if window > 1 and frames > 1:
+                track = median_filter(track, window) if method == "median" else savgol_filter(track, window, polyorder)
+            out[:, n, c] = track
+    return out, filled, unfiltered
+
+
 def filter_track(
     xy: np.ndarray,
     likelihood: np.ndarray,
@@ -210,64 +276,18 @@ def filter_track(
         raise ValueError(f"pcutoff must be in [0, 1], got {pcutoff}")
     if max_jump is not None and not max_jump > 0:
         raise ValueError(f"max_jump must be a positive number of pixels, got {max_jump}")
-    frames, parts = likelihood.shape
-
     kept = np.isfinite(xy).all(-1) & (likelihood >= pcutoff)  # (T, N)
-
-    def running_median(usable: np.ndarray) -> np.ndarray:
-        """(T, N, 2): each body part's running median of its ``usable`` points, the others interpolated first (so
-        that a gap does not make the window lopsided on a moving part); NaN for a body part with none."""
-        ref = np.full_like(xy, np.nan)
-        for n in np.flatnonzero(usable.any(0)):
-            for c in range(2):
-                ref[:, n, c] = median_filter(_interpolate(xy[:, n, c], usable[:, n]), outlier_window)
-        return ref
-
-    ref = running_median(kept)
+    ref = _running_median(xy, kept, outlier_window)
     distance = np.linalg.norm(xy - ref, axis=-1)  # (T, N)
-    if max_jump is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a body part with no kept point
-            typical = np.nanmedian(np.where(kept, distance, np.nan), axis=0)
-        threshold = np.maximum(8 * np.nan_to_num(typical, nan=0.0), 2.0)
-    else:
-        threshold = np.full(parts, float(max_jump))
+    threshold = _jump_threshold(distance, kept, max_jump)
     outlier = kept & (distance > threshold)
-
-    # swaps: two outliers of one frame, each much nearer the other's running median than its own
-    swapped = np.zeros_like(kept)
-    for t in np.flatnonzero(outlier.sum(1) >= 2):
-        candidates = np.flatnonzero(outlier[t])
-        for i, a in enumerate(candidates):
-            for b in candidates[i + 1 :]:
-                if swapped[t, a] or swapped[t, b]:
-                    continue
-                a_at_b = np.linalg.norm(xy[t, a] - ref[t, b])
-                b_at_a = np.linalg.norm(xy[t, b] - ref[t, a])
-                own = (distance[t, a], distance[t, b])
-                if a_at_b + b_at_a < 0.5 * sum(own) and max(a_at_b, b_at_a) < min(own):
-                    xy[t, [a, b]] = xy[t, [b, a]]
-                    likelihood[t, [a, b]] = likelihood[t, [b, a]]
-                    swapped[t, [a, b]] = True
+    swapped = _swap_back(xy, likelihood, outlier, ref, distance)
     if outlier.any():  # measure again against a running median without the outliers (swapped points put back)
-        ref = running_median(kept & (~outlier | swapped))
+        ref = _running_median(xy, kept & (~outlier | swapped), outlier_window)
         distance = np.linalg.norm(xy - ref, axis=-1)
         outlier = kept & (distance > threshold)
-
     kept &= ~outlier
-    filled = ~kept
-    out = np.empty_like(xy)
-    unfiltered = ~kept.any(0)  # (N,)
-    for n in range(parts):
-        if unfiltered[n]:
-            out[:, n] = xy[:, n]
-            filled[:, n] = False
-            continue
-        for c in range(2):
-            track = _interpolate(xy[:, n, c], kept[:, n])
-            if window > 1 and frames > 1:
-                track = median_filter(track, window) if method == "median" else savgol_filter(track, window, polyorder)
-            out[:, n, c] = track
+    out, filled, unfiltered = _fill_and_smooth(xy, kept, method, window, polyorder)
     return FilteredTrack(out, likelihood, filled, swapped, threshold, unfiltered)
 
 
