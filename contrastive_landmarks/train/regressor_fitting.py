@@ -43,9 +43,9 @@ from ..regression import regress
 from ..regressor import LandmarkRegressor
 from ._loop import holdout_split, progress_bar
 from .features import check_dataset, collate, eval_mode, index_batches, module_device
-from .keypoint_views import Augment, ViewAugment
+from .keypoint_views import ViewAugment
 from .regressor_report import RegressorFit, diagnose, report
-from .regressor_training import Schedule, build_views, default_heatmaps, init_head, train_head
+from .regressor_training import Schedule, build_views, default_heatmaps, init_head, train_head, view_augment
 
 __all__ = ["RegressorFit", "default_heatmaps", "diagnose", "fit_regressor", "predict"]
 
@@ -121,15 +121,9 @@ def fit_regressor(
     eye_indices = eye_indices if eye_indices is not None else getattr(train, "eye_indices", None)
     flip_pairs = flip_pairs if flip_pairs is not None else getattr(train, "flip_pairs", None)
     metric_name, score_fn = resolve_metric(metric, eye_indices)
-    augment = Augment() if augment is None else augment
-    if augment.crops:
-        raise ValueError(
-            "fit_regressor's views are whole images, not crops: its augment needs scale, rotation and translation 0 "
-            f"(its geometry is the warp, as in ViewAugment.frozen()), got {augment}"
-        )
+    augment = view_augment(augment)
     if val is None:
-        train_idx, val_idx = holdout_split(len(train), 0.1, seed, min_count=1, max_count=1000, min_n=10)
-        train, val = KeypointSubset(train, train_idx), (KeypointSubset(train, val_idx) if val_idx else None)
+        train, val = _validation_split(train, seed)
     device = module_device(features, None if device is None else resolve_device(device))
     features.to(device)
     generator = torch.Generator().manual_seed(seed)  # then draws, in order: the views, the init, the batches
@@ -153,6 +147,13 @@ def fit_regressor(
     options = {"init": init, "copies": copies, "augment": augment, "standardize": standardize, "seed": seed}
     options.update(eye_indices=eye_indices, flip_pairs=flip_pairs)
     return report(head, views, run, metric_name, score_fn, schedule, options, warn)
+
+
+def _validation_split(train: Any, seed: int) -> tuple[KeypointSubset, KeypointSubset | None]:
+    """``(train, val)`` when no validation set is given: 10 % of ``train`` (at most 1000), split with ``seed``; no
+    validation below 10 images."""
+    train_idx, val_idx = holdout_split(len(train), 0.1, seed, min_count=1, max_count=1000, min_n=10)
+    return KeypointSubset(train, train_idx), (KeypointSubset(train, val_idx) if val_idx else None)
 
 
 @torch.no_grad()

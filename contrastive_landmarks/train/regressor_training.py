@@ -2,6 +2,7 @@
 trains, the optimiser loop and what the loop did.
 
 - :func:`build_views`: the frozen backbone run once per (augmented) view, its stage maps kept (:class:`Views`);
+  :func:`view_augment` its augmentation (whole images: one that crops is refused);
 - :func:`init_head`: a fresh regressor and the channel standardisation (:class:`Head`), :func:`default_heatmaps`
   its ``K``;
 - :func:`train_head`: Adam with a cosine over the steps, selection on validation with patience
@@ -28,9 +29,20 @@ from ..ops import project_stages
 from ..regressor import LandmarkRegressor, regression_loss
 from ._loop import BestState, warmup_cosine
 from .features import StageMapBank, index_batches, regressor_maps
-from .keypoint_views import ViewAugment
+from .keypoint_views import Augment, ViewAugment
 
-__all__ = ["Head", "Run", "Schedule", "Views", "build_views", "default_heatmaps", "evaluate", "init_head", "train_head"]
+__all__ = [
+    "Head",
+    "Run",
+    "Schedule",
+    "Views",
+    "build_views",
+    "default_heatmaps",
+    "evaluate",
+    "init_head",
+    "train_head",
+    "view_augment",
+]
 
 
 def default_heatmaps(num_landmarks: int, budget: int = 128) -> int:
@@ -63,6 +75,18 @@ class Views:
     def check(self) -> StageMapBank:
         """The views a fit is scored on: validation, else the training views."""
         return self.val if self.val is not None else self.train
+
+
+def view_augment(augment: ViewAugment | None) -> ViewAugment:
+    """The augmentation of :func:`build_views`: ``augment``, default :class:`~.keypoint_views.Augment` (warps and
+    flips); refused if it crops, since the views are whole images."""
+    augment = Augment() if augment is None else augment
+    if augment.crops:
+        raise ValueError(
+            "fit_regressor's views are whole images, not crops: its augment needs scale, rotation and translation 0 "
+            f"(its geometry is the warp, as in ViewAugment.frozen()), got {augment}"
+        )
+    return augment
 
 
 def build_views(
