@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from .common import (
     UserError,
@@ -40,105 +42,130 @@ def _load_projector(path: str, channels: int):
     return projector
 
 
-def _run_fit_regressor(args: argparse.Namespace) -> int:
+class _Fitted(NamedTuple):
+    """What :func:`_fit` gives the writing half: the features, the projector, the fit and what it was fitted on."""
+
+    features: Any  # Hypercolumn
+    projector: Any  # SpatialProjector | None
+    result: Any  # RegressorFit
+    names: Sequence[str]
+    train_part: list[int]
+    val_part: list[int]
+    seconds: float
+
+
+def _fit(args: argparse.Namespace) -> _Fitted:
+    """The options checked, the data split (and the few-shot draw), the backbone loaded and the regressor fitted;
+    a wrong option raises :class:`UserError` (or the library's ``ValueError`` / ``FileNotFoundError`` /
+    ``TypeError``) before any training."""
     import torch
 
     from ..data.base import KeypointSubset
-    from ..framing import Framing
-    from ..pipeline import LandmarkModel
     from ..train import Augment, fit_regressor
 
-    setup(args)
-    try:
-        if not args.output:
-            raise UserError("--output DIR is required (where the model directory is written)")
-        check_output_dir(args.output)
-        resolve_device_option(args)
-        if args.max_views < 1:
-            raise UserError(f"--max-views must be at least 1, got {args.max_views}")
-        features = load_hypercolumn(args)
-        dataset = labelled_dataset(args, jitter=args.face_crop)
-        clean = labelled_dataset(args) if args.face_crop else dataset
-        train_part, val_part = split_train_val(len(dataset), args.val_fraction, args.split_seed, args.max_val)
-        if args.num_labelled is not None:
-            if not 0 < args.num_labelled <= len(train_part):
-                raise UserError(f"--num-labelled {args.num_labelled}: the training part has {len(train_part)} images")
-            pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(args.seed))
-            train_part = sorted(train_part[i] for i in pick[: args.num_labelled].tolist())
-        eye_indices = args.eye_indices or getattr(dataset, "eye_indices", None)
-        if args.metric == "iod" and eye_indices is None:
-            raise UserError("--metric iod needs --eye-indices (the dataset names no eyes)")
-        if args.size is not None:
-            features.size = (args.size, args.size)
-        projector = _load_projector(args.projector, features.channels) if args.projector else None
-        names = args.landmark_names or getattr(dataset, "names", None) or ()
-        if names and len(names) != dataset[0]["keypoints"].shape[0]:
-            raise UserError(f"{len(names)} --landmark-names for {dataset[0]['keypoints'].shape[0]} landmarks")
-        started = time.time()
-        result = fit_regressor(
-            features,
-            KeypointSubset(dataset, train_part),
-            KeypointSubset(clean, val_part) if val_part else None,
-            heatmaps_per_landmark=args.heatmaps,
-            init=args.init,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            max_views=args.max_views,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            augment=Augment.none() if args.no_augment else None,
-            standardize=not args.no_standardize,
-            metric=args.metric,
-            eye_indices=eye_indices,
-            seed=args.seed,
-            patience=args.patience,
-            device=args.device,
-            progress=progress_available(not args.no_progress),
-            warn=False,
-        )
-    except (UserError, ValueError, FileNotFoundError, TypeError) as error:
-        return fail("fit-regressor", error)
-    seconds = time.time() - started
-    for message in result.warnings:
-        print(f"contrastive-landmarks fit-regressor: warning: {message}", file=sys.stderr)
-    if args.tensorboard:
-        board = TensorBoardLog(Path(args.output) / "tensorboard")
-        for row in result.history:
-            board.log("regressor", row, int(row["step"]))
-        board.close()
-    # the model directory records the input size it was fitted at, which detect() then resizes to
-    features.backbone.with_preprocessing(input_size=(args.image_size, args.image_size))
-    features.size = result.regressor.size
-    # dlc frames were letterboxed for fitting, so detect() letterboxes them too (a squashed frame moves the points)
-    framing = Framing(stages=1) if args.dataset == "dlc" else None
-    model = LandmarkModel(
-        features, projector, result.regressor, regressor_input="hypercolumn", landmark_names=names, framing=framing
+    if not args.output:
+        raise UserError("--output DIR is required (where the model directory is written)")
+    check_output_dir(args.output)
+    resolve_device_option(args)
+    if args.max_views < 1:
+        raise UserError(f"--max-views must be at least 1, got {args.max_views}")
+    features = load_hypercolumn(args)
+    dataset = labelled_dataset(args, jitter=args.face_crop)
+    clean = labelled_dataset(args) if args.face_crop else dataset
+    train_part, val_part = split_train_val(len(dataset), args.val_fraction, args.split_seed, args.max_val)
+    if args.num_labelled is not None:
+        if not 0 < args.num_labelled <= len(train_part):
+            raise UserError(f"--num-labelled {args.num_labelled}: the training part has {len(train_part)} images")
+        pick = torch.randperm(len(train_part), generator=torch.Generator().manual_seed(args.seed))
+        train_part = sorted(train_part[i] for i in pick[: args.num_labelled].tolist())
+    eye_indices = args.eye_indices or getattr(dataset, "eye_indices", None)
+    if args.metric == "iod" and eye_indices is None:
+        raise UserError("--metric iod needs --eye-indices (the dataset names no eyes)")
+    if args.size is not None:
+        features.size = (args.size, args.size)
+    projector = _load_projector(args.projector, features.channels) if args.projector else None
+    names = args.landmark_names or getattr(dataset, "names", None) or ()
+    if names and len(names) != dataset[0]["keypoints"].shape[0]:
+        raise UserError(f"{len(names)} --landmark-names for {dataset[0]['keypoints'].shape[0]} landmarks")
+    started = time.time()
+    result = fit_regressor(
+        features,
+        KeypointSubset(dataset, train_part),
+        KeypointSubset(clean, val_part) if val_part else None,
+        heatmaps_per_landmark=args.heatmaps,
+        init=args.init,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        max_views=args.max_views,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        augment=Augment.none() if args.no_augment else None,
+        standardize=not args.no_standardize,
+        metric=args.metric,
+        eye_indices=eye_indices,
+        seed=args.seed,
+        patience=args.patience,
+        device=args.device,
+        progress=progress_available(not args.no_progress),
+        warn=False,
     )
+    return _Fitted(features, projector, result, names, train_part, val_part, time.time() - started)
+
+
+def _score(result) -> str:
+    """The validation error beside the mean shape's, with the step it was reached at."""
     unit = {"iod": " % of the inter-ocular distance", "pixel": " px"}.get(result.metric, "")
-    score = (
+    return (
         f"{result.score:.4g}{unit} (mean shape {result.baseline:.4g}{unit}; step {result.best_step} of {result.steps})"
     )
+
+
+def _card(args: argparse.Namespace, fitted: _Fitted, score: str) -> str:
+    """The model card (README.md): the backbone, the data, the recipe, the validation error and the warnings."""
+    result, features = fitted.result, fitted.features
     info = {
         "backbone": describe_backbone(args),
         "data": data_info(args),
-        "labelled images": f"{len(train_part)} (+ {len(val_part)} validation)",
+        "labelled images": f"{len(fitted.train_part)} (+ {len(fitted.val_part)} validation)",
         "recipe": f"linear regressor ({args.init} start), {result.config['heatmaps_per_landmark']} heatmaps per "
         "landmark on the "
         f"{result.regressor.size[0]}x{result.regressor.size[1]} hypercolumn of {args.image_size}-px "
         f"inputs; {result.config['views']} augmented views; Adam lr {args.lr} wd {args.weight_decay}, "
         f"batch {args.batch_size}, {args.steps} steps, cosine, early stopping",
         "validation error": score,
-        "training time": f"{seconds / 60:.1f} min",
+        "training time": f"{fitted.seconds / 60:.1f} min",
     }
     if result.warnings:
         info["warnings"] = "; ".join(result.warnings)
-    card = model_card(
+    return model_card(
         f"{arch_name(features)} landmark model",
         "Hypercolumn features and a linear landmark regressor "
         "(Cheng, Su & Maji, ICCV 2021). Load with `LandmarkModel.from_pretrained(DIR)`; "
         "`model.detect(images)` gives (B, N, 2) pixels.",
         info,
     )
+
+
+def _save(args: argparse.Namespace, fitted: _Fitted, score: str) -> Path:
+    """The model directory (backbone, regressor, projector, card) and ``fit_regressor.json`` beside it."""
+    from ..framing import Framing
+    from ..pipeline import LandmarkModel
+
+    features, result = fitted.features, fitted.result
+    # the model directory records the input size it was fitted at, which detect() then resizes to
+    features.backbone.with_preprocessing(input_size=(args.image_size, args.image_size))
+    features.size = result.regressor.size
+    # dlc frames were letterboxed for fitting, so detect() letterboxes them too (a squashed frame moves the points)
+    framing = Framing(stages=1) if args.dataset == "dlc" else None
+    model = LandmarkModel(
+        features,
+        fitted.projector,
+        result.regressor,
+        regressor_input="hypercolumn",
+        landmark_names=fitted.names,
+        framing=framing,
+    )
+    card = _card(args, fitted, score)
     out = model.save_pretrained(args.output, card=card)
     write_json(
         out / "fit_regressor.json",
@@ -155,11 +182,30 @@ def _run_fit_regressor(args: argparse.Namespace) -> int:
             "warnings": result.warnings,
             "history": result.history,
             "config": result.config,
-            "seconds": seconds,
-            "train_images": len(train_part),
-            "val_images": len(val_part),
+            "seconds": fitted.seconds,
+            "train_images": len(fitted.train_part),
+            "val_images": len(fitted.val_part),
         },
     )
+    return out
+
+
+def _run_fit_regressor(args: argparse.Namespace) -> int:
+    setup(args)
+    try:
+        fitted = _fit(args)
+    except (UserError, ValueError, FileNotFoundError, TypeError) as error:
+        return fail("fit-regressor", error)
+    result = fitted.result
+    for message in result.warnings:
+        print(f"contrastive-landmarks fit-regressor: warning: {message}", file=sys.stderr)
+    if args.tensorboard:
+        board = TensorBoardLog(Path(args.output) / "tensorboard")
+        for row in result.history:
+            board.log("regressor", row, int(row["step"]))
+        board.close()
+    score = _score(result)
+    out = _save(args, fitted, score)
     print(f"validation {result.metric} {score}; wrote {out}")
     return 0
 
