@@ -43,9 +43,10 @@ import torch
 from contrastive_landmarks import load_backbone
 from contrastive_landmarks.data.base import KeypointSubset
 from contrastive_landmarks.data.dlc import DLCProject, dlc_split
+from contrastive_landmarks.framing import pose_in_frames
 from contrastive_landmarks.metrics import mean_pixel_error
 from contrastive_landmarks.train._loop import holdout_split
-from contrastive_landmarks.train.finetuning import FinetuneOptions, finetune, load_frames, pose_in_frames
+from contrastive_landmarks.train.finetuning import FinetuneOptions, finetune, load_frames
 from contrastive_landmarks.train.footage import FootageOptions, adapt_to_footage, project_videos
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Framing", "crop_images", "crop_points", "frame_boxes", "keypoint_boxes", "uncrop_points"]
+__all__ = [
+    "Framing",
+    "crop_images",
+    "crop_points",
+    "frame_boxes",
+    "keypoint_boxes",
+    "mean_pose",
+    "pose_in_frames",
+    "uncrop_points",
+]
 
 
 @dataclass(frozen=True)
@@ -151,3 +160,17 @@ def crop_images(images: Tensor | Sequence[Tensor], boxes: Tensor, size: int) -> 
         )
         out.append(sampled[0])
     return torch.stack(out)
+
+
+def mean_pose(keypoints: Tensor, visible: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """The mean pose in each frame's letterbox: ``(N, 2)`` in units of the frame's longer side, from its centre."""
+    boxes = frame_boxes(sizes)
+    local = torch.nan_to_num((keypoints - boxes[:, None, :2]) / boxes[:, None, 2:3])
+    weight = visible.float()[..., None]
+    return (local * weight).sum(0) / weight.sum(0).clamp_min(1)
+
+
+def pose_in_frames(pose: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """:func:`mean_pose` placed in each frame: ``(M, N, 2)`` pixels."""
+    boxes = frame_boxes(sizes)
+    return pose[None] * boxes[:, None, 2:3] + boxes[:, None, :2]

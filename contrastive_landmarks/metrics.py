@@ -236,7 +236,7 @@ def mean_shape(keypoints: Tensor, visible: Tensor) -> Tensor:
     """The mean ``(N, 2)`` of ``(M, N, 2)`` keypoints over the samples where each point is visible, in the
     keypoints' own coordinates: pixels of images of one size (fit_regressor's baseline, ``RegressorFit.mean_shape``).
 
-    Frames of different sizes share no pixel frame; for them :func:`~contrastive_landmarks.train.finetuning.mean_pose`
+    Frames of different sizes share no pixel frame; for them :func:`~contrastive_landmarks.framing.mean_pose`
     averages in each frame's letterbox instead (units of its longer side, from its centre): finetune's baseline.
     """
     mask = visible.unsqueeze(-1).to(keypoints.dtype)

@@ -14,7 +14,7 @@ Errors are Euclidean distances in pixels of each stored frame, over the labelled
   fitted by ``finetune``), how well it holds on these frames (:func:`likelihood_reliability`): among the points
   kept at ``p_cutoff``, the share within the calibration's radius, the share of the points within the radius that
   are kept, and the reliability table (predicted vs observed share of good points per likelihood bin);
-- the training frames' mean pose scored the same way (:func:`~contrastive_landmarks.train.finetuning.mean_pose`),
+- the training frames' mean pose scored the same way (:func:`~contrastive_landmarks.framing.mean_pose`),
   where it is known.
 """
 
@@ -137,13 +137,14 @@ def evaluate_keypoints(
     Args:
         model: a :class:`~contrastive_landmarks.LandmarkModel` with a regressor.
         data: labelled samples (``image``, ``keypoints``, ``visible``), any sizes.
-        mean_pose: the training frames' mean pose (:func:`~contrastive_landmarks.train.finetuning.mean_pose`).
+        mean_pose: the training frames' mean pose (:func:`~contrastive_landmarks.framing.mean_pose`).
 
     Returns:
         ``(metrics, arrays)``: the metrics (:func:`keypoint_errors`, plus ``mean_pose`` scored the same way),
         and ``pred`` / ``truth`` ``(M, N, 2)``, ``visible`` / ``likelihood`` ``(M, N)`` tensors.
     """
-    from ..train.finetuning import load_frames, pose_in_frames
+    from ..framing import pose_in_frames
+    from ..train.finetuning import load_frames
 
     frames, truth, visible = load_frames(data)
     preds, scores = [], []
