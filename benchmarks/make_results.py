@@ -48,17 +48,18 @@ def _test_table(records: list[dict]) -> list[str]:
     for r in records:
         options = r["command"].split(" --no-progress", 1)[1] if " --no-progress" in r["command"] else ""
         options = re.sub(r"\s*--threads \d+", "", options).strip()  # how it ran, not what it ran
-        groups[(r["project"], options or "(defaults)")].append(r)
+        # the frames it fitted on and held out: the same options ran another recipe before the few-label rule
+        groups[(r["project"], options or "(defaults)", f"{r['train_frames']} + {r['val_frames']}")].append(r)
     lines = [
-        "| project | options | seeds | test error px | mean pose px | median px | likelihood AUC, error > 10 px "
-        "| minutes | footage min | check |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| project | options | frames fit + val | seeds | test error px | mean pose px | median px "
+        "| likelihood AUC, error > 10 px | minutes | footage min | check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, options), runs in sorted(groups.items()):
+    for (project, options, frames), runs in sorted(groups.items()):
         checks = [next((x for x in r["cross_check"] if x.startswith("mean ")), "?").split(",")[0] for r in runs]
         footage = [r["footage"]["minutes"] for r in runs if r.get("footage")]
         lines.append(
-            f"| {project} | `{options}` | {len(runs)} | {_spread([r['test']['mean_px'] for r in runs])} "
+            f"| {project} | `{options}` | {frames} | {len(runs)} | {_spread([r['test']['mean_px'] for r in runs])} "
             f"| {_spread([r['test']['mean_pose']['mean_px'] for r in runs])} "
             f"| {_spread([r['test']['median_px'] for r in runs])} "
             f"| {_spread([a for r in runs if (a := r['test'].get('likelihood_auc_error_above_10px')) is not None])} "
