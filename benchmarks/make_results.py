@@ -155,8 +155,9 @@ def render() -> str:
         "## Few labels, scored on set-aside training frames (`finetune_sweep.py --holdout`)",
         "",
         "A fixed quarter of the training frames (seed 0) is set aside before anything else; the fit draws its "
-        "labelled frames from the rest and holds out its own validation frames from those, as a user's run would "
-        "(3 of 10, which choose the step and fit the likelihood); the fitted model is then scored on the set-aside "
+        "labelled frames from the rest and holds out its own validation frames from those, as a user's run did "
+        "when these ran (3 of 10, which chose the step and fit the likelihood; `val_fraction=0` holds out none, "
+        "what `finetune` does below 20 labelled frames since); the fitted model is then scored on the set-aside "
         "frames, beside the mean pose of the frames it was given. The test frames are not read.",
         "",
         *(_holdout_table(held) if held else ["No runs recorded yet."]),
