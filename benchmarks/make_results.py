@@ -69,17 +69,22 @@ def _test_table(records: list[dict]) -> list[str]:
     return lines
 
 
-def _sweep_table(records: list[dict]) -> list[str]:
+def _sweep_groups(records: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """Sweep records grouped by configuration (project, start, footage steps, labelled frames, other options)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         key = (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), " ".join(r["set"]))
         groups[key].append(r)
+    return sorted(groups.items(), key=lambda kv: str(kv[0]))
+
+
+def _sweep_table(records: list[dict]) -> list[str]:
     lines = [
         "| project | start | footage steps | labelled | other options | seeds | val error px | mean pose px "
         "| minutes (load) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, backbone, steps, labelled, extra), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (project, backbone, steps, labelled, extra), runs in _sweep_groups(records):
         lines.append(
             f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "
             f"| {_spread([r['val_error_px'] for r in runs])} | {_spread([r['mean_pose_px'] for r in runs])} "
@@ -89,16 +94,12 @@ def _sweep_table(records: list[dict]) -> list[str]:
 
 
 def _holdout_table(records: list[dict]) -> list[str]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        key = (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), " ".join(r["set"]))
-        groups[key].append(r)
     lines = [
         "| project | start | footage steps | labelled | other options | seeds | set-aside error px | mean pose px "
         "| median px | own val error px (frames) | minutes (load) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, backbone, steps, labelled, extra), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (project, backbone, steps, labelled, extra), runs in _sweep_groups(records):
         own = _spread([r["val_error_px"] for r in runs if r["val_frames"]])
         lines.append(
             f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "

@@ -105,14 +105,14 @@ def likelihood_reliability(
         ``reliability`` (10 bins: ``low``, ``high``, ``predicted``, ``observed``, ``count``); shares are ``None``
         where nothing counts.
     """
-    from ..calibration import calibration_error
+    from ..calibration import calibration_error, reliability
 
     truth = truth.float()
     errors = (pred.float() - torch.nan_to_num(truth)).norm(dim=-1)
     usable = calibration.usable(visible.bool() & torch.isfinite(truth).all(-1), truth)
     good = calibration.good(errors, usable, truth) & usable
     kept = usable & (likelihood >= p_cutoff)
-    rows = calibration.reliability(likelihood, errors, usable, truth=truth)
+    rows = reliability(likelihood, good, usable)
 
     def share(part: Tensor, whole: Tensor) -> float | None:
         return float(part.sum() / whole.sum()) if bool(whole.any()) else None

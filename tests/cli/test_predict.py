@@ -51,17 +51,8 @@ def test_predict_writes_the_points_detect_gives_in_each_images_own_frame(images,
     assert mean_face > mean_noise
 
 
-def test_noise_and_blank_images_are_named_in_one_warning_line(images, tmp_path, capsys, monkeypatch):
-    from contrastive_landmarks import check, pipeline
-
-    checked, content_problem = [], check.content_problem
-
-    def counted(image):
-        checked.append(tuple(image.shape))
-        return content_problem(image)
-
-    for module in (check, pipeline):  # predict's own check, and the one detect would run
-        monkeypatch.setattr(module, "content_problem", counted)
+def test_noise_and_blank_images_are_named_in_one_warning_line(images, tmp_path, capsys, content_checks):
+    checked = content_checks  # predict's own check, and the one detect would run
     Image.new("RGB", (50, 40), (0, 0, 0)).save(tmp_path / "black.png")
     files = [images / "face_64x64.png", images / "noise.png", tmp_path / "black.png"]
     with warnings.catch_warnings(record=True) as caught:  # the content is checked once, by predict, not by detect

@@ -335,20 +335,11 @@ def grey_video(path: Path, frames: int = 6, size: tuple[int, int] = (96, 80)) ->
 
 
 @pytest.mark.parametrize("every_frame", [False, True], ids=["tracked", "every-frame"])
-def test_blank_frames_are_named_once_by_frame_number(two_stage, tmp_path, capsys, monkeypatch, every_frame):
+def test_blank_frames_are_named_once_by_frame_number(two_stage, tmp_path, capsys, content_checks, every_frame):
     """The frames' content is checked once, as they are decoded: one stderr line, and no warning from ``detect``."""
     import warnings
 
-    from contrastive_landmarks import check, pipeline
-
-    checked, content_problem = [], check.content_problem
-
-    def counted(image):
-        checked.append(tuple(image.shape))
-        return content_problem(image)
-
-    for module in (check, pipeline):  # predict's own check, and the one detect would run
-        monkeypatch.setattr(module, "content_problem", counted)
+    checked = content_checks  # predict's own check, and the one detect would run
     video = grey_video(tmp_path / "grey.mp4")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
