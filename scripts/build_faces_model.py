@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from contrastive_landmarks import Hypercolumn, LandmarkModel, LandmarkRegressor, load_backbone, save_pretrained  # noqa: E402
 from contrastive_landmarks.data import MTFL, ImageFolder, KeypointSubset  # noqa: E402
 from contrastive_landmarks.data import transforms as T  # noqa: E402
-from contrastive_landmarks.data.mtfl import TEST_FRAMING_JITTER  # noqa: E402
+from contrastive_landmarks.data.mtfl import AFLW_FRAMING_JITTER  # noqa: E402
 from contrastive_landmarks.evaluation import split_indices  # noqa: E402
 from contrastive_landmarks.train import export_backbone, fit_projector, fit_regressor, recalibrate_batchnorm  # noqa: E402
 
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         mtfl_root,
         "train",
         face_crop=size,
-        face_crop_jitter=TEST_FRAMING_JITTER,
+        face_crop_jitter=AFLW_FRAMING_JITTER,
         generator=torch.Generator().manual_seed(0),
     )
     clean = MTFL(mtfl_root, "train", face_crop=size)

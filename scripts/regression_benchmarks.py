@@ -3,8 +3,9 @@ error beside the training set's mean shape, with the library's one fitting recip
 
 Protocols (64-px faces, ``../shared/data/mtfl``):
 
-- ``transfer``: train on MTFL's training faces (cut at the test framing with jitter spanning it), choose on 500
-  clean training faces held out with seed 0, test once on the 2,995 AFLW test faces.
+- ``transfer``: train on MTFL's training faces (cut at the AFLW framing with jitter spanning it, both measured on
+  the in-domain protocol's 1,800 training faces: ``data.mtfl.face_framing``), choose on 500 clean training faces
+  held out with seed 0, test once on the in-domain protocol's 995 test faces (faces no constant came from).
 - ``in_domain``: the AFLW faces split once (seed 0) into 1,800 / 200 / 995 (``data.mtfl.aflw_split``), the
   nearest this data has to the paper's AFLW_M.
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from contrastive_landmarks import Hypercolumn, LandmarkModel, load_backbone  # noqa: E402
 from contrastive_landmarks.data import MTFL, KeypointSubset, by_name  # noqa: E402
-from contrastive_landmarks.data.mtfl import TEST_FRAMING_JITTER  # noqa: E402
+from contrastive_landmarks.data.mtfl import AFLW_FRAMING_JITTER, aflw_split  # noqa: E402
 from contrastive_landmarks.data.transforms import aflw_transform  # noqa: E402
 from contrastive_landmarks.evaluation import evaluate_regression, save_results, split_indices  # noqa: E402
 
@@ -53,12 +54,12 @@ def data(protocol: str, root: Path, size: int):
             root,
             "train",
             face_crop=size,
-            face_crop_jitter=TEST_FRAMING_JITTER,
+            face_crop_jitter=AFLW_FRAMING_JITTER,
             generator=torch.Generator().manual_seed(0),
         )
         clean = MTFL(root, "train", face_crop=size)
         train_idx, val_idx = split_indices(len(clean), 0.1, 0, max_val=500)
-        test = MTFL(root, "test", transform=aflw_transform(size))
+        test = KeypointSubset(MTFL(root, "test", transform=aflw_transform(size)), aflw_split("test"))
         return KeypointSubset(jittered, train_idx), KeypointSubset(clean, val_idx), test
     return tuple(by_name("aflw_in", str(root), split, image_size=size) for split in ("train", "val", "test"))
 

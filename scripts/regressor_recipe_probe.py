@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from contrastive_landmarks import Hypercolumn, load_backbone  # noqa: E402
 from contrastive_landmarks.data import MTFL, KeypointSubset, by_name  # noqa: E402
-from contrastive_landmarks.data.mtfl import TEST_FRAMING_JITTER  # noqa: E402
+from contrastive_landmarks.data.mtfl import AFLW_FRAMING_JITTER  # noqa: E402
 from contrastive_landmarks.train import Augment, fit_regressor  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     if args.data == "mtfl":
         size = args.size or 64
         root = Path(args.root or shared / "mtfl")
-        jitter = (0.0, 0.0) if args.no_jitter else TEST_FRAMING_JITTER
+        jitter = (0.0, 0.0) if args.no_jitter else AFLW_FRAMING_JITTER
         train = MTFL(root, "train", face_crop=size, face_crop_jitter=jitter, generator=torch.Generator().manual_seed(0))
         clean = MTFL(root, "train", face_crop=size)
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()

@@ -44,7 +44,7 @@ def by_name(
     from .csv_table import KeypointCSV
     from .cub import CUB
     from .dlc import DLCProject, dlc_split
-    from .mtfl import MTFL, TEST_FRAMING_JITTER, aflw_split
+    from .mtfl import AFLW_FRAMING_JITTER, MTFL, aflw_split
     from .threehundredw import ThreeHundredW
 
     def face(_unused=None):
@@ -52,7 +52,7 @@ def by_name(
         return T.Resize(resize) if resize is not None else T.aflw_transform(image_size)
 
     if name == "mtfl" and face_crop and split == "train" and resize is None:
-        dataset = MTFL(root, split, face_crop=image_size, face_crop_jitter=TEST_FRAMING_JITTER if jitter else (0, 0))
+        dataset = MTFL(root, split, face_crop=image_size, face_crop_jitter=AFLW_FRAMING_JITTER if jitter else (0, 0))
     elif name == "mtfl":
         dataset = MTFL(root, split, transform=face(None), face_crop=face_crop and split == "train")
     elif name == "aflw_in":

@@ -431,9 +431,10 @@ def face_box_crop(
     ``(3, 4)`` of the 5-point face layout, which ``num_keypoints=5`` enforces: a sample with another
     keypoint count raises; for other face layouts pass their indices and ``num_keypoints``, and for
     non-face keypoints use ``Compose([LandmarkBox(margin), BoxCrop(size)])``). The default
-    ``scale = 3.14`` reproduces the framing of MTFL's 80×80 AFLW test faces (their median eye-to-mouth
-    distance is 25.5 px, 80/25.5 = 3.14; a geometric statistic of the test annotations, not a tuned
-    model choice), so training faces, which MTFL stores as looser crops (median 16.5 px), can be shown
+    ``scale = 3.14`` reproduces the framing of MTFL's 80×80 AFLW faces (the median crop side in eye-to-mouth
+    distances, measured on the in-domain protocol's training faces only:
+    :data:`~contrastive_landmarks.data.mtfl.AFLW_FRAMING_SCALE`; a geometric statistic, not a tuned model choice),
+    so training faces, which MTFL stores as looser crops (median 16.5 px), can be shown
     at the test framing. Jitter (see :class:`BoxCrop`) adds scale/shift augmentation.
     """
     return Compose(

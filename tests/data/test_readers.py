@@ -22,6 +22,7 @@ from contrastive_landmarks.data import (
     ThreeHundredW,
     read_pts,
 )
+from contrastive_landmarks.data.mtfl import AFLW_FRAMING_JITTER, AFLW_FRAMING_SCALE, aflw_split, face_framing
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -71,6 +72,30 @@ def test_mtfl_face_crop_gives_training_faces_the_test_framing(shared_data):
     cropped = median_iod(MTFL(root, "train", face_crop=True))
     assert raw < 0.75 * test  # the gap the crop is for
     assert abs(cropped - test) < 0.12 * test
+
+
+def test_face_framing_recovers_a_known_framing():
+    # faces drawn at a known side (3.0 eye-to-mouth distances) with known log-scale and shift spreads
+    g = torch.Generator().manual_seed(0)
+    n, size = 4000, 80
+    span = size / 3.0 * torch.exp((torch.rand(n, generator=g) * 2 - 1) * 0.2)  # log side uniform ±0.2
+    centre = (size - 1) / 2 - (torch.rand(n, 2, generator=g) * 2 - 1) * 0.3 * span[:, None]  # ±0.3 spans
+    layout = torch.tensor([[-0.4, -0.5], [0.4, -0.5], [0.0, 0.0], [-0.3, 0.5], [0.3, 0.5]])  # eyes to mouth: 1
+    layout = layout - layout.mean(0)
+    keypoints = centre[:, None] + layout * span[:, None, None]
+    scale, (jitter_scale, jitter_shift) = face_framing(keypoints, size)
+    assert abs(scale - 3.0) < 0.02 and abs(jitter_scale - 0.2) < 0.01 and abs(jitter_shift - 0.3) < 0.01
+    with pytest.raises(ValueError, match=r"\(N, 5, 2\)"):
+        face_framing(keypoints[:, :4])
+
+
+def test_mtfl_framing_constants_come_from_the_aflw_training_faces(shared_data):
+    # measured on the in-domain protocol's 1,800 training faces, never on the faces a protocol tests on
+    test = MTFL(shared_data / "mtfl", "test")
+    keypoints = torch.stack([test[i]["keypoints"] for i in aflw_split("train")])
+    scale, jitter = face_framing(keypoints)
+    assert round(scale, 2) == AFLW_FRAMING_SCALE
+    assert tuple(round(value, 2) for value in jitter) == AFLW_FRAMING_JITTER
 
 
 MMPOSE = [

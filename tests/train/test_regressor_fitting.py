@@ -187,10 +187,10 @@ def test_metric_and_input_errors(features):
 
 def _faces(root, n_train: int, size: int = 64, n_val: int = 300):
     from contrastive_landmarks.data import MTFL, KeypointSubset
-    from contrastive_landmarks.data.mtfl import TEST_FRAMING_JITTER
+    from contrastive_landmarks.data.mtfl import AFLW_FRAMING_JITTER
 
     jittered = MTFL(
-        root, "train", face_crop=size, face_crop_jitter=TEST_FRAMING_JITTER, generator=torch.Generator().manual_seed(0)
+        root, "train", face_crop=size, face_crop_jitter=AFLW_FRAMING_JITTER, generator=torch.Generator().manual_seed(0)
     )
     clean = MTFL(root, "train", face_crop=size)
     return KeypointSubset(jittered, range(n_train)), KeypointSubset(clean, range(7350, 7350 + n_val))
