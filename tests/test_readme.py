@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,15 @@ DOCUMENTS = ["README.md", "contrastive_landmarks/weights/resnet18-faces/README.m
 # What a clone holds that the blocks can reach (the package, torch.hub's entry points, the documents).
 CLONE_ENTRIES = ("contrastive_landmarks", "hubconf.py", "README.md", "docs", "setup.cfg", "pyproject.toml")
 
-# Runs in the fresh interpreter: reads {"document", "first_line", "source"} on stdin and runs the block statement
-# by statement in one namespace, checking each expression against the literal its comment states.
+# Runs in the fresh interpreter: reads {"document", "first_line", "source"} from the file it is given, runs the
+# block statement by statement in one namespace, checking each expression against the literal its comment states.
 RUNNER = r'''
 import ast, json, sys
 
 import torch
 
-block = json.loads(sys.stdin.read())
+with open(sys.argv[1]) as file:
+    block = json.load(file)
 document, first_line, source = block["document"], block["first_line"], block["source"]
 
 
@@ -110,21 +112,49 @@ def _reader_clone(tmp_path: Path, source: str) -> Path:
     return clone
 
 
-def _run_block(document: str, first_line: int, source: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``source`` run by :data:`RUNNER` in a fresh interpreter started in ``cwd`` (``sys.path[0]`` is ``cwd``, as
-    for code pasted into ``python``), offline, without the test session's ``PYTHONPATH``."""
+def _start_block(document: str, first_line: int, source: str, cwd: Path) -> subprocess.Popen:
+    """``source`` started under :data:`RUNNER` in a fresh interpreter in ``cwd`` (``sys.path[0]`` is ``cwd``, as
+    for code pasted into ``python``), offline, one thread, without the test session's ``PYTHONPATH``; the block
+    and its output are files beside ``cwd`` (:func:`_finish` reads them back)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    block = json.dumps({"document": document, "first_line": first_line, "source": source})
-    return subprocess.run(
-        [sys.executable, "-c", RUNNER], input=block, cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    with tempfile.NamedTemporaryFile("w", dir=cwd.parent, prefix="block-", suffix=".json", delete=False) as file:
+        block = Path(file.name)
+    block.write_text(json.dumps({"document": document, "first_line": first_line, "source": source}))
+    with open(block.with_suffix(".out"), "w") as stdout, open(block.with_suffix(".err"), "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-c", RUNNER, str(block)], stdout=stdout, stderr=stderr, cwd=cwd, env=env, text=True
+        )
+
+
+def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    """The finished run of a started block, its output read back."""
+    returncode = process.wait(timeout=600)
+    block = Path(process.args[-1])
+    return subprocess.CompletedProcess(
+        process.args, returncode, block.with_suffix(".out").read_text(), block.with_suffix(".err").read_text()
     )
 
 
+@pytest.fixture(scope="module")
+def started_blocks(tmp_path_factory) -> dict:
+    """Every block started at once, each in its own fresh interpreter and reader's clone (each is one thread
+    that mostly imports: run side by side, they take the time of the longest instead of the sum)."""
+    running = {}
+    for document, first_line, source in (case.values for case in CASES):
+        clone = _reader_clone(tmp_path_factory.mktemp("reader"), source)
+        running[document, first_line] = (_start_block(document, first_line, source, clone), clone)
+    yield running
+    for process, _ in running.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.parametrize("document, first_line, source", CASES)
-def test_python_block_runs_as_pasted_in_a_fresh_interpreter(document, first_line, source, tmp_path):
-    clone = _reader_clone(tmp_path, source)
-    done = _run_block(document, first_line, source, clone)
+def test_python_block_runs_as_pasted_in_a_fresh_interpreter(document, first_line, source, started_blocks):
+    process, clone = started_blocks[document, first_line]
+    done = _finish(process)
     assert done.returncode == 0, f"{document}:{first_line} fails as pasted in {clone}:\n{done.stderr[-3000:]}"
     if (document, first_line) == ("README.md", python_blocks("README.md")[0][0]):  # the first example, below
         warned = [line for line in done.stderr.splitlines() if line.startswith("README.md:") and "Warning" in line]
@@ -141,7 +171,8 @@ def test_the_first_example_shows_a_real_face():
 def test_a_failing_block_fails_here(tmp_path):
     """The runner reports what a reader would see: an import the package lacks, a shape the comment misstates."""
     clone = _reader_clone(tmp_path, "")
-    missing = _run_block("x.md", 1, "from contrastive_landmarks import no_such_name\n", clone)
+    missing = _start_block("x.md", 1, "from contrastive_landmarks import no_such_name\n", clone)
+    wrong = _start_block("x.md", 1, "import torch\ntorch.zeros(2).shape  # torch.Size([3])\n", clone)
+    missing, wrong = _finish(missing), _finish(wrong)
     assert missing.returncode != 0 and "no_such_name" in missing.stderr
-    wrong = _run_block("x.md", 1, "import torch\ntorch.zeros(2).shape  # torch.Size([3])\n", clone)
     assert wrong.returncode != 0 and "x.md:2: the README says torch.Size([3])" in wrong.stderr
