@@ -4,8 +4,10 @@ import os
 import sys
 from pathlib import Path
 
-# Both must be set before torch / huggingface_hub / the kernel modules are imported.
+# These must be set before torch / huggingface_hub / the kernel modules are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several test processes (-n N): one thread each, subprocesses too,
+    os.environ["OMP_NUM_THREADS"] = "1"  # so that N processes do not each spin N threads on N cores
 try:
     import torch
 
