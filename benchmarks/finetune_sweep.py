@@ -18,6 +18,12 @@ with 10 labelled frames the recipe's own 3 validation frames are too few to comp
 ``--footage-dir`` keeps the footage step's output so that runs with the same footage options reuse it (run one
 first, then the others).
 
+``--pseudo-labels N`` (a prototype, measured before it goes into the library): after the fit, the model labels
+frames spread over the project's videos, the ``N`` frames it is surest of (each point kept where its likelihood is
+at least that point's median over those frames) join the labelled frames, and a second, shorter fit
+(``--pseudo-steps``, from the first fit's backbone, nothing held out) runs on both; the record keeps the first fit's
+set-aside error beside the second's.
+
 ``--set`` takes :class:`~contrastive_landmarks.train.FinetuneOptions` fields (``lr=3e-4``), ``framing.*`` /
 ``augment.*`` fields of its :class:`~contrastive_landmarks.framing.Framing` and
 :class:`~contrastive_landmarks.train.keypoint_views.ViewAugment`, and ``footage.*`` fields of
@@ -109,6 +115,29 @@ def _commit() -> str:
         return "unknown"
 
 
+class _Frames(list):
+    """Sample dicts with the ``names`` and ``flip_pairs`` of the project they came from."""
+
+    def __init__(self, samples, like) -> None:
+        super().__init__(samples)
+        self.names, self.flip_pairs = getattr(like, "names", None), getattr(like, "flip_pairs", None)
+
+
+@torch.no_grad()
+def _pseudo_labelled(model, videos, count: int, pool: int = 400) -> list[dict]:
+    """The ``count`` frames out of ``pool`` spread over ``videos`` whose points ``model`` is surest of (mean
+    likelihood), each point visible where its likelihood is at least its median over those frames."""
+    from contrastive_landmarks.data.video import VideoFrames, video_info
+
+    footage = VideoFrames(videos, every=max(1, sum(video_info(v).num_frames for v in videos) // pool))
+    frames = [footage[i]["image"] for i in range(len(footage))]
+    points, scores = zip(*(model.detect(frames[i : i + 8], return_scores=True) for i in range(0, len(frames), 8)))
+    points, scores = torch.cat(points), torch.cat(scores)
+    chosen = scores.mean(1).argsort(descending=True)[:count]
+    visible = scores[chosen] >= scores[chosen].median(0).values
+    return [{"image": frames[i], "keypoints": points[i], "visible": v} for i, v in zip(chosen.tolist(), visible)]
+
+
 @torch.no_grad()
 def _score_holdout(result, holdout) -> dict:
     """The fitted model on the set-aside frames, beside the mean pose of the frames the fit was given."""
@@ -127,6 +156,29 @@ def _score_holdout(result, holdout) -> dict:
     }
 
 
+def _second_fit(result, train, options, args, holdout) -> dict:
+    """The pseudo-label round: the first fit labels video frames, a second fit runs on them and the labelled ones."""
+    from contrastive_landmarks.train.finetuning import _labelled_subset
+
+    started = time.perf_counter()
+    frames, keypoints, visible = load_frames(train)
+    if options.num_labelled is not None:
+        frames, keypoints, visible = _labelled_subset(frames, keypoints, visible, options.num_labelled, options.seed)
+    labelled = [{"image": f, "keypoints": k, "visible": v} for f, k, v in zip(frames, keypoints, visible)]
+    pseudo = _pseudo_labelled(result.model, project_videos(PROJECTS[args.project]), args.pseudo_labels)
+    second = dataclasses.replace(options, num_labelled=None, val_fraction=0.0, steps=args.pseudo_steps)
+    refit = finetune(result.model.hypercolumn.backbone, _Frames(labelled + pseudo, train), options=second)
+    out = {
+        "pseudo_frames": len(pseudo),
+        "pseudo_points_kept": float(torch.stack([p["visible"] for p in pseudo]).float().mean()),
+        "pseudo_minutes": (time.perf_counter() - started) / 60,
+        "pseudo_curve": refit.history,
+    }
+    if holdout is not None:  # scored beside the mean pose of the labelled frames (the first fit's), not of these
+        out.update({k: v for k, v in _score_holdout(refit, holdout).items() if k != "holdout_mean_pose_px"})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project", choices=sorted(PROJECTS))
@@ -138,6 +190,8 @@ def main() -> None:
     parser.add_argument("--footage-dir", default=None, help="where the footage step writes (reused when it is done)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], help="option overrides, key=value")
+    parser.add_argument("--pseudo-labels", type=int, default=0, help="video frames the fit labels for a second fit")
+    parser.add_argument("--pseudo-steps", type=int, default=750, help="steps of that second fit")
     parser.add_argument("--out", required=True, help="JSON record to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,6 +219,7 @@ def main() -> None:
         "footage": dataclasses.asdict(footage),
         "split": "seed-0 dlc_split train frames; validation held out of them; test frames not read",
         "holdout": args.holdout,
+        "pseudo_labels": args.pseudo_labels,
     }
     started = time.perf_counter()
     if footage.steps and args.footage_dir:
@@ -193,6 +248,10 @@ def main() -> None:
     )
     if holdout is not None:
         record.update(_score_holdout(result, KeypointSubset(project, holdout)))
+    if args.pseudo_labels:  # the first fit's scores stay, as first_*; the second's take their names
+        first = {f"first_{k}": v for k, v in record.items() if k.startswith("holdout_") and k != "holdout_frames"}
+        record.update(_second_fit(result, train, options, args, holdout and KeypointSubset(project, holdout)))
+        record.update(first)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     keys = ("val_error_px", "mean_pose_px", "holdout_error_px", "holdout_mean_pose_px", "best_step", "minutes")
