@@ -37,6 +37,9 @@ from contrastive_landmarks.data.mtfl import AFLW_FRAMING_JITTER, aflw_split  # n
 from contrastive_landmarks.data.transforms import aflw_transform  # noqa: E402
 from contrastive_landmarks.evaluation import evaluate_regression, save_results, split_indices  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from finetune_sweep import _commit  # noqa: E402
+
 MODELS = ("random", "moco", "moco+proj")
 
 
@@ -134,6 +137,8 @@ def main(argv=None) -> int:
                     )
                     (path.with_suffix(".regressor.json")).write_text(json.dumps(fits[0].regressor.config) + "\n")
                 result["config"]["bench"] = {
+                    "command": " ".join(["python", *sys.argv]),
+                    "commit": _commit(),
                     "protocol": protocol,
                     "model": name,
                     "image_size": args.image_size,
