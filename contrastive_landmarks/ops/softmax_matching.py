@@ -205,7 +205,7 @@ def softmax_expected_coordinates(
     ``"sdpa"`` is ``F.scaled_dot_product_attention`` with the key coordinates as values, zero-padded to
     ``d`` columns (the CPU FLASH kernel, and CUDA's, need ``E_v = E``; with ``E_v = 2`` CPU falls back to
     the MATH path, which materialises the scores). Measured on the dev CPU (1 thread, d=256, 48x48 keys,
-    docs/performance.md) it is never faster than ``"naive"`` (1.0-1.9x its time) but does not store the
+    docs/performance.md) it is never faster than ``"naive"`` (1.07-1.44x its time) but does not store the
     ``B·N·M`` scores, so ``"auto"`` is naive off CUDA and SDPA on CUDA (fused flash / memory-efficient
     kernels; not measured here, no GPU was available).
 
