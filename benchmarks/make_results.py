@@ -71,11 +71,18 @@ def _test_table(records: list[dict]) -> list[str]:
 
 
 def _sweep_groups(records: list[dict]) -> list[tuple[tuple, list[dict]]]:
-    """Sweep records grouped by configuration (project, start, footage steps, labelled frames, other options)."""
+    """Sweep records grouped by configuration (project, start, footage steps, labelled frames, other options, and the
+    frames fitted + held out: the same options ran another recipe before the few-label rule)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        key = (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), " ".join(r["set"]))
-        groups[key].append(r)
+        extra = " ".join(r["set"])
+        if r.get("pseudo_labels"):
+            steps = r["pseudo_curve"][-1]["step"] if r.get("pseudo_curve") else "?"
+            extra = f"{extra} pseudo-labels {r['pseudo_labels']} ({steps} more steps)".strip()
+        frames = f"{r['train_frames']} + {r['val_frames']}"
+        groups[
+            (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), extra, frames)
+        ].append(r)
     return sorted(groups.items(), key=lambda kv: str(kv[0]))
 
 
@@ -85,7 +92,7 @@ def _sweep_table(records: list[dict]) -> list[str]:
         "| minutes (load) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, backbone, steps, labelled, extra), runs in _sweep_groups(records):
+    for (project, backbone, steps, labelled, extra, _), runs in _sweep_groups(records):
         lines.append(
             f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "
             f"| {_spread([r['val_error_px'] for r in runs])} | {_spread([r['mean_pose_px'] for r in runs])} "
@@ -100,7 +107,7 @@ def _holdout_table(records: list[dict]) -> list[str]:
         "| median px | own val error px (frames) | minutes (load) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, backbone, steps, labelled, extra), runs in _sweep_groups(records):
+    for (project, backbone, steps, labelled, extra, _), runs in _sweep_groups(records):
         own = _spread([r["val_error_px"] for r in runs if r["val_frames"]])
         lines.append(
             f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "
