@@ -44,13 +44,18 @@ def _records(kind: str) -> list[dict]:
     return [json.loads(p.read_text()) | {"file": p.name} for p in sorted((RESULTS / kind).glob("*.json"))]
 
 
+def _frames(r: dict) -> str:
+    """The frames a run fitted on + held out, e.g. ``"37 + 7"``."""
+    return f"{r['train_frames']} + {r['val_frames']}"
+
+
 def _test_table(records: list[dict]) -> list[str]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         options = r["command"].split(" --no-progress", 1)[1] if " --no-progress" in r["command"] else ""
         options = re.sub(r"\s*--threads \d+", "", options).strip()  # how it ran, not what it ran
         # the frames it fitted on and held out: the same options ran another recipe before the few-label rule
-        groups[(r["project"], options or "(defaults)", f"{r['train_frames']} + {r['val_frames']}")].append(r)
+        groups[(r["project"], options or "(defaults)", _frames(r))].append(r)
     lines = [
         "| project | options | frames fit + val | seeds | test error px | mean pose px | median px "
         "| likelihood AUC, error > 10 px | minutes | footage min | check |",
@@ -79,10 +84,8 @@ def _sweep_groups(records: list[dict]) -> list[tuple[tuple, list[dict]]]:
         if r.get("pseudo_labels"):
             steps = r["pseudo_curve"][-1]["step"] if r.get("pseudo_curve") else "?"
             extra = f"{extra} pseudo-labels {r['pseudo_labels']} ({steps} more steps)".strip()
-        frames = f"{r['train_frames']} + {r['val_frames']}"
-        groups[
-            (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), extra, frames)
-        ].append(r)
+        key = (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), extra, _frames(r))
+        groups[key].append(r)
     return sorted(groups.items(), key=lambda kv: str(kv[0]))
 
 

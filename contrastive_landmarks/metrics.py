@@ -28,6 +28,7 @@ __all__ = [
     "mean_shape",
     "pck",
     "pck_legacy",
+    "point_spread",
     "resolve_metric",
     "spread_ratio",
 ]
@@ -266,13 +267,14 @@ def resolve_metric(metric: str | Metric, eye_indices: Sequence[int] | None) -> t
     raise ValueError(f"metric must be 'auto', 'pixel', 'iod' or a callable, got {metric!r}")
 
 
+def point_spread(points: Tensor, visible: Tensor) -> Tensor:
+    """How far the points move between images: the RMS distance of ``(B, N, 2)`` points from each landmark's mean
+    over the images (visible ``(B, N)`` points only), a scalar in the points' units."""
+    mask = visible.unsqueeze(-1).to(points.dtype)
+    centre = (points * mask).sum(0) / mask.sum(0).clamp_min(1)
+    return ((((points - centre) ** 2) * mask).sum() / mask.sum().clamp_min(1)).sqrt()
+
+
 def spread_ratio(pred: Tensor, truth: Tensor, visible: Tensor) -> float:
-    """RMS distance of predictions from their per-landmark mean over the truth's (visible points only)."""
-    mask = visible.unsqueeze(-1).to(pred.dtype)
-    count = mask.sum(0).clamp_min(1)
-
-    def rms(x: Tensor) -> Tensor:
-        centre = (x * mask).sum(0) / count
-        return (((x - centre) ** 2) * mask).sum() / mask.sum().clamp_min(1)
-
-    return float((rms(pred) / rms(truth).clamp_min(1e-12)).sqrt())
+    """:func:`point_spread` of the predictions over the truth's (visible points only)."""
+    return float(point_spread(pred, visible) / point_spread(truth, visible).clamp_min(1e-6))
