@@ -121,7 +121,7 @@ def sidecar(model: LandmarkModel, onnx_name: str = "model.onnx", opset: int = DE
     """The JSON sidecar of an exported model: what the graph takes and gives, and how both passes frame a frame.
 
     The machine-readable fields (what :mod:`~contrastive_landmarks.export_reference` reads) are ``input.size``,
-    ``framing.kind`` / ``stages`` / ``margin`` / ``min_fraction`` / ``antialias``; the ``rule`` strings say the same
+    ``framing.kind`` / ``stages`` / ``margin`` / ``min_fraction`` / ``max_fraction`` / ``antialias``; the ``rule`` strings say the same
     in words, for a caller who writes their own.
 
     Args:
@@ -146,7 +146,8 @@ def sidecar(model: LandmarkModel, onnx_name: str = "model.onnx", opset: int = DE
             "(counter-clockwise on screen); passes use angle 0",
             "first_pass": "the whole frame letterboxed: cx = (W - 1) / 2, cy = (H - 1) / 2, side = max(H, W)",
             "second_pass": "over the first pass's N points (frame pixels, the finite ones): low = min, high = max "
-            "per axis; cx, cy = (low + high) / 2; side = max(margin * max(high - low), min_fraction * max(H, W)). "
+            "per axis; cx, cy = (low + high) / 2; side = max(margin * max(high - low), min_fraction * max(H, W)), "
+            "then, when max_fraction is not null, side = max(min(side, max_fraction * max(H, W)), max(high - low)). "
             "The second pass's points and scores are the result",
             "crop": f"crop pixel (u, v), u, v in 0..{w - 1}, reads the frame at R(l - side / 2) + (cx, cy) with "
             f"l = ((u + 0.5) side / {w}, (v + 0.5) side / {w}) and R = [[cos a, sin a], [-sin a, cos a]]: bilinear "
@@ -190,6 +191,7 @@ def sidecar(model: LandmarkModel, onnx_name: str = "model.onnx", opset: int = DE
             "stages": 1 if framing is None else framing.stages,
             "margin": None if framing is None else framing.margin,
             "min_fraction": None if framing is None else framing.min_fraction,
+            "max_fraction": None if framing is None else framing.max_fraction,
             "antialias": None if framing is None else dict(ANTIALIAS),
             "rules": rules,
         },

@@ -102,18 +102,24 @@ def frame_box(height: int, width: int) -> np.ndarray:
     return np.array([(width - 1) / 2, (height - 1) / 2, max(height, width), 0.0], dtype=np.float32)
 
 
-def keypoint_box(points: np.ndarray, height: int, width: int, margin: float, min_fraction: float) -> np.ndarray:
+def keypoint_box(
+    points: np.ndarray, height: int, width: int, margin: float, min_fraction: float, max_fraction: float | None = None
+) -> np.ndarray:
     """A square box around ``points`` ``(N, 2)``, ``(4,)`` float32 (``keypoint_boxes``).
 
     Centre: the middle of the finite points' bounding box; side: ``margin`` times its longer side, at least
-    ``min_fraction`` of the frame's longer side. No finite point: :func:`frame_box`.
+    ``min_fraction`` of the frame's longer side and, unless ``max_fraction`` is ``None``, at most that fraction of it
+    (but never below the points' extent). No finite point: :func:`frame_box`.
     """
     points = np.asarray(points, dtype=np.float32)
     points = points[np.isfinite(points).all(-1)]
     if not len(points):
         return frame_box(height, width)
     low, high = points.min(0), points.max(0)
-    side = max(float((high - low).max()) * margin, min_fraction * max(height, width))
+    extent = float((high - low).max())
+    side = max(extent * margin, min_fraction * max(height, width))
+    if max_fraction is not None:
+        side = max(min(side, max_fraction * max(height, width)), extent)
     return np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, side, 0.0], dtype=np.float32)
 
 
@@ -207,7 +213,7 @@ class ExportedModel:
             return ((np.asarray(points, np.float64) + 0.5) * scale - 0.5).astype(np.float32), np.asarray(scores)
         points, scores = self._pass(images, [frame_box(h, w) for h, w in sizes])
         if self.framing["stages"] == 2:
-            margin, fraction = self.framing["margin"], self.framing["min_fraction"]
-            boxes = [keypoint_box(p, h, w, margin, fraction) for p, (h, w) in zip(points, sizes)]
+            rule = [self.framing[key] for key in ("margin", "min_fraction")] + [self.framing.get("max_fraction")]
+            boxes = [keypoint_box(p, h, w, *rule) for p, (h, w) in zip(points, sizes)]
             points, scores = self._pass(images, boxes)
         return points.astype(np.float32), scores.astype(np.float32)

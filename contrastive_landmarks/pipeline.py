@@ -254,7 +254,8 @@ class LandmarkModel(nn.Module):
         return result
 
     def boxes_around(self, points: Tensor, sizes: Sequence[tuple[int, int]], visible: Tensor | None = None) -> Tensor:
-        """The second pass's crop boxes around ``points``, by this model's framing rule (margin, smallest side).
+        """The second pass's crop boxes around ``points``, by this model's framing rule (margin, smallest and largest
+        side).
 
         What :meth:`detect` does between its two passes; a video tracker calls it on the previous frame's points
         and gives the boxes to :meth:`detect_in_boxes`.
@@ -271,7 +272,14 @@ class LandmarkModel(nn.Module):
         from .framing import keypoint_boxes
 
         framing = self.framing or Framing()
-        return keypoint_boxes(points, visible, sizes, margin=framing.margin, min_fraction=framing.min_fraction)
+        return keypoint_boxes(
+            points,
+            visible,
+            sizes,
+            margin=framing.margin,
+            min_fraction=framing.min_fraction,
+            max_fraction=framing.max_fraction,
+        )
 
     @overload
     def detect_in_boxes(

@@ -27,13 +27,19 @@ TOLERANCE_PX = 0.1
 
 
 def _tiny(
-    stages: int | None, min_fraction: float = 0.2, sharpen: float = 1.0, normalize: bool = False
+    stages: int | None,
+    min_fraction: float = 0.2,
+    sharpen: float = 1.0,
+    normalize: bool = False,
+    max_fraction: float | None = 1.0,
 ) -> torch.nn.Module:
     """The tiny calibrated model; ``sharpen`` scales its heatmap filters, which spreads its (random) points;
     ``normalize``: per-stage L2-normalised hypercolumn."""
     model = make_tiny_model()
     model.hypercolumn.normalize = normalize
-    model.framing = None if stages is None else Framing(stages=stages, margin=1.5, min_fraction=min_fraction)
+    model.framing = None if stages is None else Framing(
+        stages=stages, margin=1.5, min_fraction=min_fraction, max_fraction=max_fraction
+    )
     with torch.no_grad():
         model.regressor.weight.mul_(sharpen)
     model.calibration = LikelihoodCalibration([(2.0 + 0.5 * i, 1.0 - 0.3 * i) for i in range(5)], radius=4.0)
@@ -76,9 +82,10 @@ def test_crop_and_uncrop_are_the_librarys(box):
 def test_boxes_are_the_librarys():
     points = torch.tensor([[[38.0, 24.0], [42.0, 26.0]], [[10.0, 40.0], [30.0, float("nan")]]])
     sizes = [(48, 80), (90, 40)]
-    expected = keypoint_boxes(points, None, sizes, margin=1.5, min_fraction=0.2)
-    for p, (h, w), box in zip(points.numpy(), sizes, expected.numpy()):
-        np.testing.assert_array_equal(reference.keypoint_box(p, h, w, 1.5, 0.2), box)
+    for cap in (None, 0.25):  # 0.25 caps the first frame's box (20 px of 30) and not the second's
+        expected = keypoint_boxes(points, None, sizes, margin=1.5, min_fraction=0.2, max_fraction=cap)
+        for p, (h, w), box in zip(points.numpy(), sizes, expected.numpy()):
+            np.testing.assert_array_equal(reference.keypoint_box(p, h, w, 1.5, 0.2, cap), box)
     none = np.full((2, 2), np.nan, dtype=np.float32)
     np.testing.assert_array_equal(reference.keypoint_box(none, 90, 40, 1.5, 0.2), reference.frame_box(90, 40))
     with pytest.raises(ValueError, match=r"\(H, W, 3\) RGB"):
@@ -87,22 +94,25 @@ def test_boxes_are_the_librarys():
 
 # -- the round trip -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("stages", "min_fraction", "sharpen", "normalize"),
+    ("stages", "min_fraction", "sharpen", "normalize", "max_fraction"),
     [
-        (None, 0.2, 1.0, False),  # the frame resized to the input
-        (1, 0.2, 1.0, False),  # the letterboxed frame
-        (2, 0.2, 1.0, False),  # then a crop of the smallest side (a fifth of the frame)
-        (2, 0.02, 30.0, False),  # then a crop of margin x the points' spread (130-170 px)
-        (2, 0.2, 1.0, True),  # heads on the per-stage normalised hypercolumn
+        (None, 0.2, 1.0, False, 1.0),  # the frame resized to the input
+        (1, 0.2, 1.0, False, 1.0),  # the letterboxed frame
+        (2, 0.2, 1.0, False, 1.0),  # then a crop of the smallest side (a fifth of the frame)
+        (2, 0.02, 30.0, False, 1.0),  # then a crop of margin x the points' spread (130-170 px)
+        (2, 0.02, 30.0, False, 0.2),  # the same, capped at a fifth of the frame (128 / 166 px)
+        (2, 0.2, 1.0, True, 1.0),  # heads on the per-stage normalised hypercolumn
     ],
 )
-def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages, min_fraction, sharpen, normalize):
+def test_export_round_trips_within_a_tenth_of_a_pixel(
+    tmp_path, stages, min_fraction, sharpen, normalize, max_fraction
+):
     """A calibrated tiny model, exported and run in onnxruntime with the numpy framing, on 640x480 and 832x747
     frames (float and uint8): the points of detect within 0.1 px, its scores within 1e-4."""
     _onnx()
     from contrastive_landmarks.export import compare_with_detect, export_onnx, sample_frames
 
-    model = _tiny(stages, min_fraction, sharpen, normalize)
+    model = _tiny(stages, min_fraction, sharpen, normalize, max_fraction)
     path = export_onnx(model, tmp_path / "tiny.onnx")
     frames = sample_frames(((480, 640), (747, 832)))
     gap = compare_with_detect(model, path, frames)
@@ -118,8 +128,15 @@ def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages, min_frac
         sizes = [(480, 640), (747, 832)]
         first = model.detect_in_boxes(frames, frame_boxes(sizes))
         assert float((first - points).abs().max()) > 0.5
-        side, smallest = model.boxes_around(first, sizes)[:, 2], torch.tensor([min_fraction * max(s) for s in sizes])
-        assert bool((side == smallest).all()) if min_fraction == 0.2 else bool((side > smallest + 1).all()), side
+        side, longest = model.boxes_around(first, sizes)[:, 2], torch.tensor([float(max(s)) for s in sizes])
+        if min_fraction == 0.2:
+            torch.testing.assert_close(side, min_fraction * longest)
+        elif max_fraction < 1:  # the cap binds on some frame, never below the points' extent
+            extent = (first.amax(1) - first.amin(1)).amax(-1)
+            assert bool((side <= max_fraction * longest + 1e-3).all() and (side >= extent - 1e-3).all()), side
+            assert bool((side < 1.5 * extent - 1).any()), (side, extent)
+        else:
+            assert bool((side > min_fraction * longest + 1).all() and (side < longest).all()), side
 
 
 def test_the_built_in_face_model_exports(tmp_path, faces_model):
@@ -149,6 +166,7 @@ def test_sidecar_and_the_standalone_framing(tmp_path):
         "stages": 2,
         "margin": 1.5,
         "min_fraction": 0.2,
+        "max_fraction": 1.0,
         "antialias": {"max_step": 2.0, "below": 0.75},
         "rules": None,
     }

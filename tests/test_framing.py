@@ -53,6 +53,27 @@ def test_keypoint_boxes():
     assert float(small[0, 2]) == 50.0  # one point: the smallest box, a quarter of the longer side
 
 
+def test_keypoint_boxes_cap_the_side_at_a_fraction_of_the_frame_but_keep_every_point():
+    points = torch.tensor([[[10.0, 10.0], [90.0, 50.0]], [[0.0, 0.0], [99.0, 20.0]]])  # extents 80 and 99
+    sizes = [(60, 100), (60, 100)]
+    free = keypoint_boxes(points, None, sizes, margin=1.5)
+    capped = keypoint_boxes(points, None, sizes, margin=1.5, max_fraction=1.0)
+    assert free[:, 2].tolist() == [120.0, 148.5]  # margin alone: wider than the 100-px frame
+    assert capped[:, 2].tolist() == [100.0, 100.0]  # at most the frame's longer side
+    assert keypoint_boxes(points, None, sizes, margin=1.5, max_fraction=0.5)[:, 2].tolist() == [80.0, 99.0]
+    torch.testing.assert_close(capped[:, :2], free[:, :2])  # same centres
+    inside = crop_points(points, capped, 64)
+    assert bool(((inside >= -0.5) & (inside <= 63.5)).all())  # every point still in its crop
+
+
+def test_a_framing_recorded_before_max_fraction_keeps_no_cap():
+    assert Framing().max_fraction == 1.0
+    assert Framing.from_config({"stages": 2, "margin": 1.5, "min_fraction": 0.2}).max_fraction is None
+    assert Framing.from_config(Framing().config) == Framing()
+    with pytest.raises(ValueError, match="max_fraction"):
+        Framing(min_fraction=0.5, max_fraction=0.4)
+
+
 def test_framing_checks_its_values():
     with pytest.raises(ValueError, match="stages"):
         Framing(stages=3)

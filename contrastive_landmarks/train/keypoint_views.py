@@ -306,6 +306,7 @@ class KeypointViews:
             sizes,
             margin=self.framing.margin,
             min_fraction=self.framing.min_fraction,
+            max_fraction=self.framing.max_fraction,
         )
         use_frame = torch.rand(len(sizes), generator=generator) < self.frame_probability
         boxes = torch.where(use_frame[:, None], whole, tight)
