@@ -121,8 +121,8 @@ def sidecar(model: LandmarkModel, onnx_name: str = "model.onnx", opset: int = DE
     """The JSON sidecar of an exported model: what the graph takes and gives, and how both passes frame a frame.
 
     The machine-readable fields (what :mod:`~contrastive_landmarks.export_reference` reads) are ``input.size``,
-    ``framing.kind`` / ``stages`` / ``margin`` / ``min_fraction`` / ``max_fraction`` / ``antialias``; the ``rule`` strings say the same
-    in words, for a caller who writes their own.
+    ``framing.kind`` / ``stages`` / ``margin`` / ``min_fraction`` / ``max_fraction`` / ``antialias``; the ``rule``
+    strings say the same in words, for a caller who writes their own.
 
     Args:
         model: the exported :class:`~contrastive_landmarks.LandmarkModel`.
