@@ -37,8 +37,10 @@ def _tiny(
     ``normalize``: per-stage L2-normalised hypercolumn."""
     model = make_tiny_model()
     model.hypercolumn.normalize = normalize
-    model.framing = None if stages is None else Framing(
-        stages=stages, margin=1.5, min_fraction=min_fraction, max_fraction=max_fraction
+    model.framing = (
+        None
+        if stages is None
+        else Framing(stages=stages, margin=1.5, min_fraction=min_fraction, max_fraction=max_fraction)
     )
     with torch.no_grad():
         model.regressor.weight.mul_(sharpen)
@@ -104,9 +106,7 @@ def test_boxes_are_the_librarys():
         (2, 0.2, 1.0, True, 1.0),  # heads on the per-stage normalised hypercolumn
     ],
 )
-def test_export_round_trips_within_a_tenth_of_a_pixel(
-    tmp_path, stages, min_fraction, sharpen, normalize, max_fraction
-):
+def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages, min_fraction, sharpen, normalize, max_fraction):
     """A calibrated tiny model, exported and run in onnxruntime with the numpy framing, on 640x480 and 832x747
     frames (float and uint8): the points of detect within 0.1 px, its scores within 1e-4."""
     _onnx()
