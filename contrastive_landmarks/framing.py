@@ -27,10 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "SECOND_PASS_MAX_SHARE",
     "Framing",
     "crop_images",
     "crop_points",
     "frame_boxes",
+    "framing_for_poses",
     "keypoint_boxes",
     "mean_pose",
     "pose_in_frames",
@@ -43,7 +45,9 @@ class Framing:
     """How a model frames its input: the whole frame, or the whole frame and then a crop around the points.
 
     Attributes:
-        stages: 1 (the letterboxed frame only) or 2 (then a crop around the first pass's points).
+        stages: 1 (the letterboxed frame only) or 2 (then a crop around the first pass's points); ``None``: not
+            decided yet, :func:`framing_for_poses` decides from the labelled animals' size (what
+            :func:`~contrastive_landmarks.train.finetune` does; a model always holds 1 or 2).
         margin: the crop's side over the longer side of the points' bounding box.
         min_fraction: the crop's smallest side, a fraction of the frame's longer side.
         max_fraction: the crop's largest side, a fraction of the frame's longer side (``None``: no cap, as models
@@ -51,13 +55,13 @@ class Framing:
             ``lp-mirror-mouse`` the points span most of the 406-px frame and ``margin`` alone made 547-px crops.
     """
 
-    stages: int = 2
+    stages: int | None = 2
     margin: float = 1.5
     min_fraction: float = 0.2
     max_fraction: float | None = 1.0
 
     def __post_init__(self) -> None:
-        if self.stages not in (1, 2):
+        if self.stages not in (1, 2, None):
             raise ValueError(f"framing stages must be 1 or 2, got {self.stages}")
         if not self.margin >= 1.0 or not 0 < self.min_fraction <= 1:
             raise ValueError(f"framing needs margin >= 1 and 0 < min_fraction <= 1, got {self}")
@@ -117,6 +121,44 @@ def keypoint_boxes(
             side = max(min(side, max_fraction * max(h, w)), extent)
         boxes[i] = torch.stack([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, p.new_tensor(side), p.new_tensor(0.0)])
     return boxes
+
+
+#: A second pass is worth its network pass where the labelled animals' crops are at most this share of the
+#: frame's longer side (median over the frames); above it the crop is nearly the whole frame again.
+SECOND_PASS_MAX_SHARE = 0.8
+
+
+def framing_for_poses(
+    framing: Framing, keypoints: Tensor, visible: Tensor, sizes: Sequence[tuple[int, int]]
+) -> Framing:
+    """``framing`` with ``stages`` decided where it is ``None``: 2 where the second pass would look closer.
+
+    The second pass's crop of each labelled frame (:func:`keypoint_boxes` by ``framing``'s rule) over the frame's
+    longer side, median over the frames: at most :data:`SECOND_PASS_MAX_SHARE`, two stages; above it (the animal
+    fills the frame, as on ``lp-mirror-mouse``, whose capped crops are the whole 406-px frame) one, which sees the
+    same pixels for half the work.
+
+    Args:
+        framing: the rule; returned as it is when its ``stages`` is already 1 or 2.
+        keypoints: ``(M, N, 2)`` labelled points in each frame's pixels.
+        visible: ``(M, N)`` bool.
+        sizes: each frame's ``(H, W)``.
+    """
+    if framing.stages is not None:
+        return framing
+    boxes = keypoint_boxes(
+        keypoints,
+        visible,
+        sizes,
+        margin=framing.margin,
+        min_fraction=framing.min_fraction,
+        max_fraction=framing.max_fraction,
+    )
+    share = boxes[:, 2] / torch.tensor([float(max(size)) for size in sizes])
+    stages = 2 if float(share.median()) <= SECOND_PASS_MAX_SHARE else 1
+    return Framing(
+        stages=stages, margin=framing.margin, min_fraction=framing.min_fraction, max_fraction=framing.max_fraction
+    )
 
 
 def _axes(boxes: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from contrastive_landmarks.framing import Framing, crop_images, crop_points, frame_boxes, keypoint_boxes, uncrop_points
+from contrastive_landmarks.framing import (
+    Framing,
+    crop_images,
+    crop_points,
+    frame_boxes,
+    framing_for_poses,
+    keypoint_boxes,
+    uncrop_points,
+)
 
 
 def _dot_frame(h: int, w: int, x: int, y: int) -> torch.Tensor:
@@ -72,6 +80,23 @@ def test_a_framing_recorded_before_max_fraction_keeps_no_cap():
     assert Framing.from_config(Framing().config) == Framing()
     with pytest.raises(ValueError, match="max_fraction"):
         Framing(min_fraction=0.5, max_fraction=0.4)
+
+
+def test_framing_for_poses_keeps_a_second_pass_only_where_it_looks_closer():
+    sizes = [(100, 200)] * 3
+    small = torch.tensor([[[50.0, 40.0], [90.0, 60.0]]]).repeat(3, 1, 1)  # 40 px wide: crops of 60 of 200
+    large = torch.tensor([[[10.0, 10.0], [190.0, 90.0]]]).repeat(3, 1, 1)  # 180 px: capped at the whole 200
+    seen = torch.ones(3, 2, dtype=torch.bool)
+    auto = Framing(stages=None)
+    assert framing_for_poses(auto, small, seen, sizes) == Framing(stages=2)
+    assert framing_for_poses(auto, large, seen, sizes) == Framing(stages=1)
+    # the median frame decides; a rule already decided is kept
+    mixed = torch.cat([small[:1], large[:2]])
+    assert framing_for_poses(auto, mixed, seen, sizes).stages == 1
+    assert framing_for_poses(Framing(stages=2), large, seen, sizes) == Framing(stages=2)
+    # without the cap, margin alone would make 270-px crops: the share is still above the threshold
+    uncapped = Framing(stages=None, max_fraction=None)
+    assert framing_for_poses(uncapped, large, seen, sizes) == Framing(stages=1, max_fraction=None)
 
 
 def test_framing_checks_its_values():

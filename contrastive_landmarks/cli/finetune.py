@@ -196,7 +196,12 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
         "--lr", type=float, default=1e-3, help="backbone learning rate; the head's is 10x (default 1e-3)"
     )
     parser.add_argument(
-        "--stages", type=int, choices=(1, 2), default=2, help="2: whole frame, then a crop around the animal (default)"
+        "--stages",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="1: the whole frame; 2: then a crop around the animal (default: 2 unless the labelled animals fill "
+        "the frame)",
     )
     parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out training frames (default 0.15)")
     parser.add_argument(

@@ -43,7 +43,7 @@ from ..backbone import Backbone
 from ..calibration import fit_calibration
 from ..coords import pixels_to_normalized
 from ..device import autocast_dtype, resolve_device
-from ..framing import Framing, mean_pose, pose_in_frames
+from ..framing import Framing, framing_for_poses, mean_pose, pose_in_frames
 from ..hypercolumn import Hypercolumn
 from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
@@ -77,6 +77,8 @@ class FinetuneOptions:
     ``device``: ``None`` / ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"``, ...; ``precision``:
     autocast ``auto`` (bfloat16 where the device computes it natively), ``fp32``, ``fp16`` or ``bf16``.
     ``footage``: the footage step's budget, run when :func:`finetune` is given videos (:mod:`.footage`).
+    ``framing``: the crops' rule; its ``stages`` ``None`` (the default) is decided from the labelled animals' size
+    (:func:`~contrastive_landmarks.framing.framing_for_poses`: one pass where they fill the frame).
     """
 
     steps: int = 1500
@@ -91,7 +93,7 @@ class FinetuneOptions:
     softmax_multiplier: float = 1.0
     sigma: float = 1.5
     heatmaps_per_landmark: int | None = None
-    framing: Framing = field(default_factory=Framing)
+    framing: Framing = field(default_factory=lambda: Framing(stages=None))
     augment: ViewAugment = field(default_factory=ViewAugment)
     footage: FootageOptions = field(default_factory=FootageOptions)
     val_fraction: float = 0.15
@@ -246,6 +248,8 @@ def finetune(
     names = list(getattr(train, "names", None) or [])
     flip_pairs = getattr(train, "flip_pairs", None)
     (frames, keypoints, visible), val_data = _training_frames(train, val, options, names)
+    framing = framing_for_poses(options.framing, keypoints, visible, [tuple(f.shape[-2:]) for f in frames])
+    options = dataclasses.replace(options, framing=framing)
     footage = None
     if videos and options.footage.steps:
         began = time.perf_counter()

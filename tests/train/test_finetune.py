@@ -80,6 +80,22 @@ def test_finetune_learns_dots_and_beats_the_mean_pose():
     assert result.score == min(h["val_error"] for h in result.history)  # the best state is the one returned
 
 
+def test_finetune_decides_one_pass_where_the_animal_fills_the_frame(tmp_path):
+    """Dots in opposite corners: the second pass's crop would be the whole frame again, so the model has one
+    stage, recorded in its directory; the dot frames of the other tests (a crop of about half the frame) keep two."""
+    spread = dot_frames(8)
+    for sample in spread:
+        h, w = sample["image"].shape[-2:]
+        sample["keypoints"] = torch.tensor([[6.0, 6.0], [w - 7.0, h - 7.0]])
+    options = tiny_options(steps=2, eval_every=2, output_dir=str(tmp_path / "m"))
+    result = finetune(load_backbone("test_resnet"), spread, options=options)
+    assert result.model.framing.stages == 1 and result.config["framing"]["stages"] == 1
+    result.model.save_pretrained(tmp_path / "m")
+    assert LandmarkModel.from_pretrained(tmp_path / "m").framing == result.model.framing
+    near = finetune(load_backbone("test_resnet"), dot_frames(8), options=tiny_options(steps=2, eval_every=2))
+    assert near.model.framing.stages == 2
+
+
 def test_save_load_round_trip_computes_the_same(tmp_path):
     torch.manual_seed(0)
     result = finetune(load_backbone("test_resnet"), dot_frames(20), options=tiny_options(steps=20))
