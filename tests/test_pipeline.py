@@ -359,6 +359,30 @@ def test_detect_in_boxes_on_detects_own_boxes_is_detect(stages):
         assert float((first - points).abs().max()) > 1e-3
 
 
+def test_a_model_directory_written_before_the_crop_cap_frames_as_before(tmp_path):
+    """A config.json whose framing has no ``max_fraction`` (written before the cap) loads without one: its second
+    pass's crops are margin x the points' spread even where that is wider than the frame, as it was fitted."""
+    model = _framed()
+    model.save_pretrained(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["framing"]["max_fraction"] == 1.0
+    del config["framing"]["max_fraction"]
+    config_path.write_text(json.dumps(config))
+    old = LandmarkModel.from_pretrained(tmp_path / "m")
+    sizes = [(48, 80)]
+    wide = torch.tensor([[[2.0, 5.0], [77.0, 40.0]]])  # 75 px apart: margin 1.5 makes 112.5 px of an 80-px frame
+    assert old.boxes_around(wide, sizes)[0, 2].item() == pytest.approx(112.5)
+    assert model.boxes_around(wide, sizes)[0, 2].item() == pytest.approx(80.0)
+    # detect runs its second pass on the uncapped boxes of its first pass's points
+    from contrastive_landmarks.framing import frame_boxes, keypoint_boxes
+
+    frames, sizes = FRAMES, [tuple(f.shape[-2:]) for f in FRAMES]
+    first = old.detect_in_boxes(frames, frame_boxes(sizes))
+    uncapped = keypoint_boxes(first, None, sizes, margin=1.5, min_fraction=0.2)
+    torch.testing.assert_close(old.detect(frames), old.detect_in_boxes(frames, uncapped), rtol=0, atol=0)
+
+
 def test_detect_in_boxes_follows_the_box_and_checks_it():
     model = _framed()
     sizes = [tuple(f.shape[-2:]) for f in FRAMES]
