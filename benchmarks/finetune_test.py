@@ -80,6 +80,8 @@ def main() -> None:
         "best_step": report["best_step"],
         "train_frames": report["config"]["train_frames"],
         "val_frames": report["config"]["val_frames"],
+        "framing": report["config"]["framing"],
+        "image_size": report["config"]["image_size"],
         "test": metrics,
         "cross_check": check,
         "curve": report["history"],

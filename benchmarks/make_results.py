@@ -49,23 +49,35 @@ def _frames(r: dict) -> str:
     return f"{r['train_frames']} + {r['val_frames']}"
 
 
+def _framing(r: dict) -> str:
+    """How a run framed its crops, e.g. ``2 stages, uncapped``: the model's framing (``framing``, recorded since the
+    cap), else the options' (sweeps), else the framing before both (two stages, crops uncapped)."""
+    framing = r.get("framing") or r.get("options", {}).get("framing") or {"stages": 2}
+    stages = framing.get("stages")
+    cap = framing.get("max_fraction")  # absent: recorded before the cap existed
+    return f"{stages or 'auto'} stage{'s' if stages != 1 else ''}, " + (
+        "uncapped" if cap is None else f"≤ {cap:g} frame"
+    )
+
+
 def _test_table(records: list[dict]) -> list[str]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         options = r["command"].split(" --no-progress", 1)[1] if " --no-progress" in r["command"] else ""
         options = re.sub(r"\s*--threads \d+", "", options).strip()  # how it ran, not what it ran
         # the frames it fitted on and held out: the same options ran another recipe before the few-label rule
-        groups[(r["project"], options or "(defaults)", _frames(r))].append(r)
+        groups[(r["project"], options or "(defaults)", _framing(r), _frames(r))].append(r)
     lines = [
-        "| project | options | frames fit + val | seeds | test error px | mean pose px | median px "
+        "| project | options | framing | frames fit + val | seeds | test error px | mean pose px | median px "
         "| likelihood AUC, error > 10 px | minutes | footage min | check |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, options, frames), runs in sorted(groups.items()):
+    for (project, options, framing, frames), runs in sorted(groups.items()):
         checks = [next((x for x in r["cross_check"] if x.startswith("mean ")), "?").split(",")[0] for r in runs]
         footage = [r["footage"]["minutes"] for r in runs if r.get("footage")]
         lines.append(
-            f"| {project} | `{options}` | {frames} | {len(runs)} | {_spread([r['test']['mean_px'] for r in runs])} "
+            f"| {project} | `{options}` | {framing} | {frames} | {len(runs)} "
+            f"| {_spread([r['test']['mean_px'] for r in runs])} "
             f"| {_spread([r['test']['mean_pose']['mean_px'] for r in runs])} "
             f"| {_spread([r['test']['median_px'] for r in runs])} "
             f"| {_spread([a for r in runs if (a := r['test'].get('likelihood_auc_error_above_10px')) is not None])} "
@@ -84,20 +96,21 @@ def _sweep_groups(records: list[dict]) -> list[tuple[tuple, list[dict]]]:
         if r.get("pseudo_labels"):
             steps = r["pseudo_curve"][-1]["step"] if r.get("pseudo_curve") else "?"
             extra = f"{extra} pseudo-labels {r['pseudo_labels']} ({steps} more steps)".strip()
-        key = (r["project"], r["backbone"], r["footage"]["steps"], r["options"].get("num_labelled"), extra, _frames(r))
+        labelled = r["options"].get("num_labelled")
+        key = (r["project"], r["backbone"], r["footage"]["steps"], labelled, extra, _framing(r), _frames(r))
         groups[key].append(r)
     return sorted(groups.items(), key=lambda kv: str(kv[0]))
 
 
 def _sweep_table(records: list[dict]) -> list[str]:
     lines = [
-        "| project | start | footage steps | labelled | other options | seeds | val error px | mean pose px "
+        "| project | start | footage steps | labelled | other options | framing | seeds | val error px | mean pose px "
         "| minutes (load) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, backbone, steps, labelled, extra, _), runs in _sweep_groups(records):
+    for (project, backbone, steps, labelled, extra, framing, _), runs in _sweep_groups(records):
         lines.append(
-            f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "
+            f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {framing} | {len(runs)} "
             f"| {_spread([r['val_error_px'] for r in runs])} | {_spread([r['mean_pose_px'] for r in runs])} "
             f"| {_spread([r['minutes'] for r in runs], 1)} ({_loads(runs)}) |"
         )
@@ -106,14 +119,14 @@ def _sweep_table(records: list[dict]) -> list[str]:
 
 def _holdout_table(records: list[dict]) -> list[str]:
     lines = [
-        "| project | start | footage steps | labelled | other options | seeds | set-aside error px | mean pose px "
-        "| median px | own val error px (frames) | minutes (load) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| project | start | footage steps | labelled | other options | framing | seeds | set-aside error px "
+        "| mean pose px | median px | own val error px (frames) | minutes (load) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (project, backbone, steps, labelled, extra, _), runs in _sweep_groups(records):
+    for (project, backbone, steps, labelled, extra, framing, _), runs in _sweep_groups(records):
         own = _spread([r["val_error_px"] for r in runs if r["val_frames"]])
         lines.append(
-            f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {len(runs)} "
+            f"| {project} | {backbone} | {steps} | {labelled or 'all'} | {extra or '-'} | {framing} | {len(runs)} "
             f"| {_spread([r['holdout_error_px'] for r in runs])} "
             f"| {_spread([r['holdout_mean_pose_px'] for r in runs])} "
             f"| {_spread([r['holdout_median_px'] for r in runs])} | {own} ({runs[0]['val_frames']}) "
