@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--pseudo-labels", type=int, default=0, help="video frames the fit labels for a second fit")
     parser.add_argument("--pseudo-steps", type=int, default=750, help="steps of that second fit")
     parser.add_argument("--out", required=True, help="JSON record to write")
+    parser.add_argument("--keep", default=None, help="save the fitted model directory here (to study it later)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options, footage = _options(args.set)
@@ -247,6 +248,8 @@ def main() -> None:
             "cpu_minutes": (lambda t: (t.ru_utime + t.ru_stime) / 60)(resource.getrusage(resource.RUSAGE_SELF)),
         }
     )
+    if args.keep:
+        result.model.save_pretrained(args.keep)
     if holdout is not None:
         record.update(_score_holdout(result, KeypointSubset(project, holdout)))
     if args.pseudo_labels:  # the first fit's scores stay, as first_*; the second's take their names
