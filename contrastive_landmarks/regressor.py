@@ -53,6 +53,7 @@ from .ops import project_stages
 __all__ = [
     "INITS",
     "LandmarkRegressor",
+    "around_peak",
     "combine_points",
     "distribution_loss",
     "regression_loss",
@@ -87,6 +88,23 @@ def spatial_softmax(maps: Tensor, multiplier: float = 1.0) -> Tensor:
 def _expected_points(probs: Tensor, grid: tuple[int, int]) -> Tensor:
     """``(B, M, 2)`` expected cell centres (normalised frame) of ``(B, M, h·w)`` probabilities on an ``(h, w)`` grid."""
     return probs @ cell_centers(grid, dtype=probs.dtype, device=probs.device)
+
+
+def around_peak(probs: Tensor, grid: tuple[int, int], radius: int) -> Tensor:
+    """``(B, M, h·w)`` probabilities kept within ``radius`` cells (Chebyshev) of each map's most probable cell and
+    renormalised: a soft-argmax of them is the peak's location, not the average of two peaks.
+
+    Args:
+        probs: ``(B, M, h·w)`` spatial probabilities (row-major locations, :func:`spatial_softmax`).
+        grid: ``(h, w)``.
+        radius: cells each side of the peak (a ``2r+1`` square window; ``r >= max(h, w)`` keeps every cell).
+    """
+    h, w = grid
+    peak = probs.argmax(-1, keepdim=True)  # (B, M, 1)
+    cells = torch.arange(h * w, device=probs.device)
+    near = ((cells // w - peak // w).abs() <= radius) & ((cells % w - peak % w).abs() <= radius)
+    local = probs * near.to(probs.dtype)
+    return local / local.sum(-1, keepdim=True)
 
 
 def spatial_soft_argmax(heatmaps: Tensor, multiplier: float = 1.0) -> Tensor:
@@ -130,6 +148,9 @@ class LandmarkRegressor(Configurable, nn.Module):
             ``"soft"``, 100 for ``"paper"``).
         size: hypercolumn grid ``S`` or ``(S_h, S_w)`` used when :meth:`forward` gets stage maps
             (48, as in the paper).
+        decode_window: in eval mode, each heatmap's soft-argmax reads only the cells within this many of its
+            peak (:func:`around_peak`); ``None`` (the paper's, and every model written before it): all cells.
+            Training always reads all cells, so that every location gets a gradient.
 
     Parameters: ``weight`` ``(N·K, C)`` (the 1×1 conv, heatmap ``n·K + k`` belongs to landmark
     ``n``) and ``combine`` ``(N, 2, 2K)``; ``N·K·C + 4·N·K`` in all (Table 4's "#P").
@@ -145,7 +166,15 @@ class LandmarkRegressor(Configurable, nn.Module):
         961000
     """
 
-    config_fields = ("in_channels", "num_landmarks", "heatmaps_per_landmark", "init", "softmax_multiplier", "size")
+    config_fields = (
+        "in_channels",
+        "num_landmarks",
+        "heatmaps_per_landmark",
+        "init",
+        "softmax_multiplier",
+        "size",
+        "decode_window",
+    )
 
     def __init__(
         self,
@@ -156,8 +185,12 @@ class LandmarkRegressor(Configurable, nn.Module):
         init: str = "soft",
         softmax_multiplier: float | None = None,
         size: int | Sequence[int] = 48,
+        decode_window: int | None = None,
     ) -> None:
         super().__init__()
+        if decode_window is not None and (not isinstance(decode_window, int) or decode_window < 0):
+            raise ValueError(f"decode_window must be None or a non-negative int, got {decode_window!r}")
+        self.decode_window = decode_window
         for name, value in (
             ("in_channels", in_channels),
             ("num_landmarks", num_landmarks),
@@ -248,11 +281,14 @@ class LandmarkRegressor(Configurable, nn.Module):
 
         Returns:
             ``(landmarks, points, probs)``: the ``(B, N, 2)`` landmarks (normalised frame), each heatmap's
-            soft-argmax point ``(B, N, K, 2)`` that :attr:`combine` maps to them, and each heatmap's spatial
-            softmax ``(B, N·K, S_h·S_w)`` (:func:`spatial_softmax` at :attr:`softmax_multiplier`).
+            soft-argmax point ``(B, N, K, 2)`` that :attr:`combine` maps to them (around its peak in eval mode
+            with a :attr:`decode_window`), and each heatmap's spatial softmax ``(B, N·K, S_h·S_w)``
+            (:func:`spatial_softmax` at :attr:`softmax_multiplier`, all cells).
         """
         probs = spatial_softmax(heatmaps, self.softmax_multiplier)  # (B, N*K, S_h*S_w)
-        points = _expected_points(probs, tuple(heatmaps.shape[-2:]))  # (B, N*K, 2)
+        grid = tuple(heatmaps.shape[-2:])
+        window = self.decode_window is not None and not self.training
+        points = _expected_points(around_peak(probs, grid, self.decode_window) if window else probs, grid)
         points = points.reshape(points.shape[0], self.num_landmarks, self.heatmaps_per_landmark, 2)
         return combine_points(points, self.combine.to(points.dtype)), points, probs
 

@@ -139,6 +139,20 @@ def test_export_round_trips_within_a_tenth_of_a_pixel(tmp_path, stages, min_frac
             assert bool((side > min_fraction * longest + 1).all() and (side < longest).all()), side
 
 
+def test_a_decode_window_exports(tmp_path):
+    """The soft-argmax around each heatmap's peak (argmax, a window mask, renormalisation) is in the graph too."""
+    _onnx()
+    from contrastive_landmarks.export import compare_with_detect, export_onnx, sample_frames
+
+    model = _tiny(2, 0.02, 30.0)
+    frames = sample_frames(((480, 640), (747, 832)))
+    everywhere = model.detect(frames)
+    model.regressor.decode_window = 1
+    assert float((model.detect(frames) - everywhere).abs().max()) > 0.5  # the window moves the points
+    gap = compare_with_detect(model, export_onnx(model, tmp_path / "window.onnx"), frames)
+    assert gap["max_px"] <= TOLERANCE_PX and gap["max_score"] <= 1e-4, gap
+
+
 def test_the_built_in_face_model_exports(tmp_path, faces_model):
     """resnet18-faces (64x64 input, hypercolumn regressor, no framing: frames resized) on frames of three shapes."""
     _onnx()

@@ -383,6 +383,18 @@ def test_a_model_directory_written_before_the_crop_cap_frames_as_before(tmp_path
     torch.testing.assert_close(old.detect(frames), old.detect_in_boxes(frames, uncapped), rtol=0, atol=0)
 
 
+def test_a_decode_window_round_trips_through_the_model_directory(tmp_path):
+    model = _framed()
+    model.regressor.decode_window = 1
+    model.save_pretrained(tmp_path / "m")
+    loaded = LandmarkModel.from_pretrained(tmp_path / "m")
+    assert loaded.regressor.decode_window == 1
+    points, scores = model.detect(FRAMES, return_scores=True)
+    again, again_scores = loaded.detect(FRAMES, return_scores=True)
+    torch.testing.assert_close(again, points, rtol=0, atol=0)
+    torch.testing.assert_close(again_scores, scores, rtol=0, atol=0)
+
+
 def test_detect_in_boxes_follows_the_box_and_checks_it():
     model = _framed()
     sizes = [tuple(f.shape[-2:]) for f in FRAMES]

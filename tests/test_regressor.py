@@ -12,6 +12,7 @@ from torch.func import functional_call
 from contrastive_landmarks.coords import normalized_to_pixels
 from contrastive_landmarks.regressor import (
     LandmarkRegressor,
+    around_peak,
     combine_points,
     regression_loss,
     spatial_soft_argmax,
@@ -143,6 +144,41 @@ def test_decode_steps_are_decode_and_the_steps_on_its_way():
     assert torch.equal(points, spatial_soft_argmax(heat, 2.0).reshape(4, 2, 3, 2))
     assert torch.equal(probs, spatial_softmax(heat, 2.0)) and probs.shape == (4, 6, 35)
     torch.testing.assert_close(landmarks, combine_points(points, reg.combine.detach()), rtol=0, atol=0)
+
+
+def _around_peak_naive(probs, grid, radius):
+    out = torch.zeros_like(probs)
+    h, w = grid
+    for b in range(probs.shape[0]):
+        for m in range(probs.shape[1]):
+            py, px = divmod(int(probs[b, m].argmax()), w)
+            for y in range(max(0, py - radius), min(h, py + radius + 1)):
+                for x in range(max(0, px - radius), min(w, px + radius + 1)):
+                    out[b, m, y * w + x] = probs[b, m, y * w + x]
+            out[b, m] /= out[b, m].sum()
+    return out
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+def test_around_peak_matches_a_loop(radius):
+    probs = spatial_softmax(torch.randn(2, 3, 6, 9, generator=torch.Generator().manual_seed(radius)) * 3)
+    torch.testing.assert_close(around_peak(probs, (6, 9), radius), _around_peak_naive(probs, (6, 9), radius))
+    torch.testing.assert_close(around_peak(probs, (6, 9), 9), probs)  # a window over the whole grid: unchanged
+
+
+def test_decode_window_reads_the_peak_in_eval_and_every_cell_in_training():
+    heat = torch.full((1, 2, 8, 8), -20.0)
+    heat[0, 0, 1, 1], heat[0, 0, 6, 6] = 5.0, 4.5  # two peaks: all cells average them
+    heat[0, 1, 3, 3] = 5.0
+    reg = LandmarkRegressor(4, 2, 1, size=8, decode_window=1).eval()
+    peak = normalized_to_pixels(reg.decode(heat), (8, 8))[0]
+    torch.testing.assert_close(peak, torch.tensor([[1.0, 1.0], [3.0, 3.0]]), rtol=0, atol=1e-3)
+    everywhere = LandmarkRegressor(4, 2, 1, size=8).eval().decode(heat)
+    assert float(normalized_to_pixels(everywhere, (8, 8))[0, 0, 0]) > 2.5  # between the two peaks
+    torch.testing.assert_close(reg.train().decode(heat), everywhere)  # training: every cell, as without a window
+    assert LandmarkRegressor(4, 2, 1, decode_window=2).config["decode_window"] == 2
+    with pytest.raises(ValueError, match="decode_window"):
+        LandmarkRegressor(4, 2, 1, decode_window=-1)
 
 
 def test_stage_maps_path_equals_materialised_hypercolumn():
