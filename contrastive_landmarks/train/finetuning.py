@@ -77,7 +77,9 @@ class FinetuneOptions:
     ``device``: ``None`` / ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"``, ...; ``precision``:
     autocast ``auto`` (bfloat16 where the device computes it natively), ``fp32``, ``fp16`` or ``bf16``.
     ``footage``: the footage step's budget, run when :func:`finetune` is given videos (:mod:`.footage`).
-    ``framing``: the crops' rule; its ``stages`` ``None`` (the default) is decided from the labelled animals' size
+    ``decode_window``: :attr:`~contrastive_landmarks.LandmarkRegressor.decode_window` of the model (validation
+    and prediction read each heatmap around its peak; ``None``: every cell). ``framing``: the crops' rule; its
+    ``stages`` ``None`` (the default) is decided from the labelled animals' size
     (:func:`~contrastive_landmarks.framing.framing_for_poses`: one pass where they fill the frame).
     """
 
@@ -93,6 +95,7 @@ class FinetuneOptions:
     softmax_multiplier: float = 1.0
     sigma: float = 1.5
     heatmaps_per_landmark: int | None = None
+    decode_window: int | None = None
     framing: Framing = field(default_factory=lambda: Framing(stages=None))
     augment: ViewAugment = field(default_factory=ViewAugment)
     footage: FootageOptions = field(default_factory=FootageOptions)
@@ -129,6 +132,8 @@ class FinetuneOptions:
         values = {k: v for k, v in asdict(self).items() if k not in skip}
         if values["augment"].get("warp") is None:  # recorded only when set: checkpoints from before it resume
             values["augment"].pop("warp", None)
+        if values.get("decode_window") is None:  # likewise
+            values.pop("decode_window", None)
         return json.loads(json.dumps(values))  # tuples -> lists, as a checkpoint stores them
 
 
@@ -172,7 +177,14 @@ def _build_model(backbone: Backbone, views: KeypointViews, options: FinetuneOpti
     hypercolumn = Hypercolumn(backbone, size=grid)
     n = views.keypoints.shape[1]
     k = options.heatmaps_per_landmark or default_heatmaps(n)
-    regressor = LandmarkRegressor(hypercolumn.channels, n, k, softmax_multiplier=options.softmax_multiplier, size=grid)
+    regressor = LandmarkRegressor(
+        hypercolumn.channels,
+        n,
+        k,
+        softmax_multiplier=options.softmax_multiplier,
+        size=grid,
+        decode_window=options.decode_window,
+    )
     regressor.reset_parameters(torch.Generator().manual_seed(options.seed))
     with torch.no_grad():  # start on unit-scale features: divide each channel's filter by its std on some views
         images, _, _ = views.sample(torch.arange(min(len(views), 16)), torch.Generator().manual_seed(options.seed))
