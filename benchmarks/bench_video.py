@@ -129,13 +129,14 @@ def jitter(track: np.ndarray) -> float:
 
 @torch.no_grad()
 def sensitivity(model_dir: str, video: Path, frames: int) -> dict:
-    """How far the every-frame (float32) points move when its second-pass crop moves: the floor of any tracker's
-    agreement with them."""
+    """How far the every-frame (float32) points move when its (last) crop moves: the floor of any tracker's
+    agreement with them (a one-stage model's crop is the letterboxed frame)."""
     model = LandmarkModel.from_pretrained(model_dir)
     images = torch.stack([image for _, image in read_video_frames(video, max_frames=frames)])
     sizes = [tuple(images.shape[-2:])] * len(images)
-    first = model.detect_in_boxes(images, frame_boxes(sizes))
-    boxes = model.boxes_around(first, sizes)
+    boxes = frame_boxes(sizes)
+    if _two_stage(model):
+        boxes = model.boxes_around(model.detect_in_boxes(images, boxes), sizes)
     reference = model.detect_in_boxes(images, boxes).numpy()
     moved = {
         "crop_moved_1px_x": boxes + torch.tensor([1.0, 0, 0, 0]),
@@ -164,16 +165,23 @@ def labelled_accuracy(model_dir: str, labels: Path) -> dict:
                 image, truth, visible = sample["image"][None], sample["keypoints"], sample["visible"]
                 sizes = [tuple(image.shape[-2:])]
                 every = model.detect(image)
-                tracker = model.detect_in_boxes(image, model.boxes_around(every.float(), sizes))
+                if _two_stage(model):
+                    tracker = model.detect_in_boxes(image, model.boxes_around(every.float(), sizes))
+                else:  # one pass on the whole frame: what a video gets too
+                    tracker = every
                 for name, points in (("every_frame", every), ("tracker_crop", tracker)):
                     errors[name] += (points[0].float() - truth).norm(dim=-1)[visible].tolist()
         out[precision] = {name: float(np.mean(e)) for name, e in errors.items()}
     return out
 
 
+def _two_stage(model: LandmarkModel) -> bool:
+    return model.framing is not None and model.framing.stages == 2
+
+
 def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a two-stage model directory (finetune's output)")
+    parser.add_argument("--model", required=True, help="a model directory (finetune's output)")
     parser.add_argument("--video", type=Path, default=ROOT.parent / "shared/data/lp-mirror-mouse/videos/test_vid.mp4")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (median reported)")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
@@ -200,7 +208,12 @@ def main_() -> None:
                 if repeat == 0:
                     tracks[variant] = read_dlc_labels(output)[2]
                     found = re.search(r"tracked, (\d+) frames on the whole frame", err)
-                    notes[variant] = f"{found.group(1)} two-pass frames" if found else "every frame two-pass"
+                    one = not _two_stage(LandmarkModel.from_pretrained(args.model))
+                    notes[variant] = (
+                        f"{found.group(1)} two-pass frames"
+                        if found
+                        else ("one pass a frame (one-stage model)" if one else "every frame two-pass")
+                    )
     load_after = os.getloadavg()
     results = {}
     for variant in args.variants:
