@@ -27,12 +27,11 @@ were compared on validation frames):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from ..backbone import Backbone
 from ..calibration import fit_calibration
 from ..coords import pixels_to_normalized
 from ..device import autocast_dtype, resolve_device
-from ..framing import Framing, framing_for_poses, mean_pose, pose_in_frames
+from ..framing import framing_for_poses, mean_pose, pose_in_frames
 from ..hypercolumn import Hypercolumn
 from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
@@ -51,9 +50,10 @@ from ..regressor import LandmarkRegressor, distribution_loss, regression_loss, s
 from ._loop import BestState, FitResult, holdout_split, progress_bar, warmup_cosine
 from .checkpoint import resume_checkpoint, save_checkpoint, training_state
 from .features import check_dataset
-from .footage import RECORD_NAME, FootageOptions, adapt_to_footage
+from .finetune_config import FinetuneOptions
+from .footage import RECORD_NAME, adapt_to_footage
 from .interrupt import StopOnInterrupt, TrainingInterrupted
-from .keypoint_views import KeypointViews, ViewAugment
+from .keypoint_views import KeypointViews
 from .regressor_fitting import default_heatmaps, diagnose
 
 __all__ = ["FinetuneInterrupted", "FinetuneOptions", "FinetuneResult", "finetune", "load_frames"]
@@ -65,76 +65,6 @@ CHECKPOINT_FORMAT = "contrastive_landmarks.finetune/1"
 #: and the likelihood stays the raw score. With 10 frames on lp-mirror-mouse, holding out 3 (which chose the step)
 #: gave 15.2 px on 18 set-aside frames, training on all 10 12.3 px (benchmarks/results/sweep/lp-n10-hold-*).
 MIN_FRAMES_TO_HOLD_OUT = 20
-
-
-@dataclass
-class FinetuneOptions:
-    """Options of :func:`finetune` (the defaults are the validated recipe).
-
-    ``num_labelled``: fit on a seeded subset of this many training frames (the few-label setting; its
-    validation frames come out of the same subset). ``val_fraction`` of the frames is held out to choose the step
-    and fit the likelihood, from :data:`MIN_FRAMES_TO_HOLD_OUT` frames on (below, every frame trains).
-    ``device``: ``None`` / ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"``, ...; ``precision``:
-    autocast ``auto`` (bfloat16 where the device computes it natively), ``fp32``, ``fp16`` or ``bf16``.
-    ``footage``: the footage step's budget, run when :func:`finetune` is given videos (:mod:`.footage`).
-    ``decode_window``: :attr:`~contrastive_landmarks.LandmarkRegressor.decode_window` of the model (validation
-    and prediction read each heatmap around its peak; ``None``: every cell). ``framing``: the crops' rule; its
-    ``stages`` ``None`` (the default) is decided from the labelled animals' size
-    (:func:`~contrastive_landmarks.framing.framing_for_poses`: one pass where they fill the frame).
-    """
-
-    steps: int = 1500
-    batch_size: int = 8
-    image_size: int = 256
-    lr: float = 1e-3
-    head_lr_multiplier: float = 10.0
-    weight_decay: float = 1e-4
-    warmup: int = 50
-    heatmap_stride: int = 4
-    heatmap_loss: float = 0.1
-    softmax_multiplier: float = 1.0
-    sigma: float = 1.5
-    heatmaps_per_landmark: int | None = None
-    decode_window: int | None = None
-    framing: Framing = field(default_factory=lambda: Framing(stages=None))
-    augment: ViewAugment = field(default_factory=ViewAugment)
-    footage: FootageOptions = field(default_factory=FootageOptions)
-    val_fraction: float = 0.15
-    num_labelled: int | None = None
-    eval_every: int | None = None
-    device: str | None = None
-    precision: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 100
-    output_dir: str | None = None
-    resume: bool = False
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "image_size", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32 (the backbone's stride), got {self.image_size}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.num_labelled is not None and self.num_labelled < 1:
-            raise ValueError(f"num_labelled must be a positive number of frames, got {self.num_labelled}")
-        if self.resume and not self.output_dir:
-            raise ValueError("resume needs output_dir (where the checkpoint is)")
-        autocast_dtype(torch.device("cpu"), self.precision)  # refuses an unknown precision now, not after loading
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """What a checkpoint records and a resume must match: every option but where to write and how to show it
-        (the footage step checks its own, :func:`~.footage.adapt_to_footage`)."""
-        skip = ("output_dir", "resume", "progress", "checkpoint_every", "device", "footage")
-        values = {k: v for k, v in asdict(self).items() if k not in skip}
-        if values["augment"].get("warp") is None:  # recorded only when set: checkpoints from before it resume
-            values["augment"].pop("warp", None)
-        if values.get("decode_window") is None:  # likewise
-            values.pop("decode_window", None)
-        return json.loads(json.dumps(values))  # tuples -> lists, as a checkpoint stores them
 
 
 @dataclass
