@@ -5,7 +5,8 @@ Two kinds of record, each a JSON file with its command, commit, machine and minu
 - ``test/*.json`` (:mod:`finetune_test`): the default path as a user runs it, scored once on the test frames, with
   the independent ``dlc_test_error.py`` check; one table row per project and command, mean ± std over seeds;
 - ``sweep/*.json`` (:mod:`finetune_sweep`): validation-only fits that chose the defaults; one row per configuration;
-- ``faces/*.json`` (``scripts/regression_benchmarks.py``): the built-in face model's landmark regression, MTFL -> AFLW.
+- ``faces/*.json`` (``scripts/regression_benchmarks.py``): the built-in face model's landmark regression, MTFL -> AFLW;
+- ``peers/*.json`` (``benchmarks/peers/deeplabcut/run.py``): DeepLabCut 3 on the same split and test frames.
 
 Every number stands beside the training frames' mean pose on the same frames. Run::
 
@@ -135,6 +136,24 @@ def _holdout_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def _peers_table(records: list[dict]) -> list[str]:
+    """One row per peer run: its init, epochs and minutes beside its test error and the mean pose."""
+    lines = [
+        "| project | peer | net | init | epochs | threads | test error px | median px | mean pose px | minutes "
+        "(per epoch, load) | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r["project"], r["init"], r["epochs"], r["file"])):
+        load = r["load_average"]["start"][0], r["load_average"]["end"][0]
+        lines.append(
+            f"| {r['project']} | {r['peer']} {r['deeplabcut']} | {r['net_type']} | {r['init']} | {r['epochs']} "
+            f"| {r['threads']} | {r['test_mean_px']:.2f} | {r['test_median_px']:.2f} | {r['mean_pose_px']:.2f} "
+            f"| {r['minutes']:.1f} ({r['minutes_per_epoch']:.2f}, load {min(load):.1f}-{max(load):.1f}) "
+            f"| `{r['file']}` |"
+        )
+    return lines
+
+
 def _faces_table(records: list[dict]) -> list[str]:
     """One row per (protocol, hypercolumn), one column per number of labelled faces: test IOD (mean shape)."""
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
@@ -169,7 +188,7 @@ def _loads(runs: list[dict]) -> str:
 
 
 def render() -> str:
-    tests, records, faces = _records("test"), _records("sweep"), _records("faces")
+    tests, records, faces, peers = _records("test"), _records("sweep"), _records("faces"), _records("peers")
     sweeps = [r for r in records if not r.get("holdout")]
     held = [r for r in records if r.get("holdout")]
     machines = sorted({f"{r['machine']['processor']}, {r['machine']['cpus']} CPUs" for r in tests + records})
@@ -196,6 +215,17 @@ def render() -> str:
         "--format dlc` of the same frames, which shares no code with the library.",
         "",
         *(_test_table(tests) if tests else ["No test runs recorded yet."]),
+        "",
+        "## DeepLabCut 3 on the same split (`benchmarks/peers/deeplabcut/run.py`)",
+        "",
+        "DeepLabCut 3.0 (PyTorch engine, its default `resnet_50`) trained on exactly the training frames above "
+        "(fit and validation frames together: it keeps none apart) and scored once on the same test frames by the "
+        "same `dlc_test_error.py`, on the same CPU. Offline its training cannot fetch ImageNet weights, so its "
+        "backbone starts from timm's random init (`init`): a lower bound for DeepLabCut, not how it is meant to "
+        "run (`--imagenet` runs it from ImageNet where the Hub is reachable; see the peer's README). Our budget is "
+        "11 of its epochs; its default schedule is 200. *smoke* runs show the pipeline works, not a result.",
+        "",
+        *(_peers_table(peers) if peers else ["No peer runs recorded yet."]),
         "",
         "## Choosing the defaults, validation frames only (`benchmarks/finetune_sweep.py`)",
         "",
