@@ -241,6 +241,7 @@ def main() -> None:
             "train_frames": result.config["train_frames"],
             "val_frames": result.config["val_frames"],
             "framing": result.config["framing"],  # as decided (the options may leave its stages to the poses)
+            "decode_window": result.config.get("decode_window"),
             "curve": result.history,
             "warnings": result.warnings,
             "load_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -82,6 +82,7 @@ def main() -> None:
         "val_frames": report["config"]["val_frames"],
         "framing": report["config"]["framing"],
         "image_size": report["config"]["image_size"],
+        "decode_window": report["config"].get("decode_window"),
         "test": metrics,
         "cross_check": check,
         "curve": report["history"],

@@ -51,13 +51,17 @@ def _frames(r: dict) -> str:
 
 
 def _framing(r: dict) -> str:
-    """How a run framed its crops, e.g. ``2 stages, uncapped``: the model's framing (``framing``, recorded since the
-    cap), else the options' (sweeps), else the framing before both (two stages, crops uncapped)."""
+    """How a run framed its crops and read its heatmaps, e.g. ``2 stages, uncapped, all cells``: the model's framing
+    (``framing``, recorded since the cap), else the options' (sweeps), else the framing before both (two stages,
+    crops uncapped); its decode window (recorded since it existed; before, every cell)."""
     framing = r.get("framing") or r.get("options", {}).get("framing") or {"stages": 2}
     stages = framing.get("stages")
     cap = framing.get("max_fraction")  # absent: recorded before the cap existed
-    return f"{stages or 'auto'} stage{'s' if stages != 1 else ''}, " + (
-        "uncapped" if cap is None else f"≤ {cap:g} frame"
+    window = r.get("decode_window", r.get("options", {}).get("decode_window"))
+    return (
+        f"{stages or 'auto'} stage{'s' if stages != 1 else ''}, "
+        + ("uncapped" if cap is None else f"≤ {cap:g} frame")
+        + (", all cells" if window is None else f", {window}-cell peak")
     )
 
 
@@ -69,7 +73,7 @@ def _test_table(records: list[dict]) -> list[str]:
         # the frames it fitted on and held out: the same options ran another recipe before the few-label rule
         groups[(r["project"], options or "(defaults)", _framing(r), _frames(r))].append(r)
     lines = [
-        "| project | options | framing | frames fit + val | seeds | test error px | mean pose px | median px "
+        "| project | options | framing, decoding | frames fit + val | seeds | test error px | mean pose px | median px "
         "| likelihood AUC, error > 10 px | minutes | footage min | check |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -105,8 +109,8 @@ def _sweep_groups(records: list[dict]) -> list[tuple[tuple, list[dict]]]:
 
 def _sweep_table(records: list[dict]) -> list[str]:
     lines = [
-        "| project | start | footage steps | labelled | other options | framing | seeds | val error px | mean pose px "
-        "| minutes (load) |",
+        "| project | start | footage steps | labelled | other options | framing, decoding | seeds | val error px "
+        "| mean pose px | minutes (load) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (project, backbone, steps, labelled, extra, framing, _), runs in _sweep_groups(records):
@@ -120,7 +124,7 @@ def _sweep_table(records: list[dict]) -> list[str]:
 
 def _holdout_table(records: list[dict]) -> list[str]:
     lines = [
-        "| project | start | footage steps | labelled | other options | framing | seeds | set-aside error px "
+        "| project | start | footage steps | labelled | other options | framing, decoding | seeds | set-aside error px "
         "| mean pose px | median px | own val error px (frames) | minutes (load) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
