@@ -147,7 +147,7 @@ def test_heads_and_hypercolumn_state_their_arguments_one_way():
     regressor = LandmarkRegressor(368, 3, heatmaps_per_landmark=2, size=(12, 10), init="paper")
     assert repr(regressor) == (
         "LandmarkRegressor(in_channels=368, num_landmarks=3, heatmaps_per_landmark=2, init='paper', "
-        "softmax_multiplier=100.0, size=(12, 10))"
+        "softmax_multiplier=100.0, size=(12, 10), decode_window=None)"
     )
     for head in (projector, regressor):
         assert type(head)(**head.config).config == head.config
