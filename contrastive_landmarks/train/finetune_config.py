@@ -46,9 +46,9 @@ class FinetuneOptions:
     softmax_multiplier: float = 1.0
     sigma: float = 1.5
     heatmaps_per_landmark: int | None = None
-    #: the soft-argmax reads 4 cells around each heatmap's peak: on lp-mirror-mouse's validation frames 4.44 px
-    #: against 4.59 with every cell (4-8 cells all 4.44-4.48; benchmarks/results/decode/lp-capauto-s0.json)
-    decode_window: int | None = 4
+    #: every cell (the paper's): a 4-cell window around the peak helped on lp-mirror-mouse's validation frames
+    #: (4.44 px against 4.59) and hurt on dlc-reaching's (8.63 against 8.19; benchmarks/results/decode/)
+    decode_window: int | None = None
     framing: Framing = field(default_factory=lambda: Framing(stages=None))
     augment: ViewAugment = field(default_factory=ViewAugment)
     footage: FootageOptions = field(default_factory=FootageOptions)
