@@ -198,6 +198,8 @@ def main_() -> None:
     seconds: dict[str, list[float]] = {v: [] for v in args.variants}
     tracks: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
+    one_stage = not _two_stage(LandmarkModel.from_pretrained(args.model))
+    untracked = "one pass a frame (one-stage model)" if one_stage else "every frame two-pass"
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
             for variant in args.variants:
@@ -208,12 +210,7 @@ def main_() -> None:
                 if repeat == 0:
                     tracks[variant] = read_dlc_labels(output)[2]
                     found = re.search(r"tracked, (\d+) frames on the whole frame", err)
-                    one = not _two_stage(LandmarkModel.from_pretrained(args.model))
-                    notes[variant] = (
-                        f"{found.group(1)} two-pass frames"
-                        if found
-                        else ("one pass a frame (one-stage model)" if one else "every frame two-pass")
-                    )
+                    notes[variant] = f"{found.group(1)} two-pass frames" if found else untracked
     load_after = os.getloadavg()
     results = {}
     for variant in args.variants:

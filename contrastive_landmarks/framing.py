@@ -20,7 +20,7 @@ an ``S``-wide crop sits at ``(u + 0.5) · side / S - side / 2`` from the box cen
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,12 @@ class Framing:
             raise ValueError(f"framing needs margin >= 1 and 0 < min_fraction <= 1, got {self}")
         if self.max_fraction is not None and not self.max_fraction >= self.min_fraction:
             raise ValueError(f"framing needs max_fraction >= min_fraction (or None), got {self}")
+
+    def boxes_around(self, points: Tensor, visible: Tensor | None, sizes: Sequence[tuple[int, int]]) -> Tensor:
+        """:func:`keypoint_boxes` by this rule (margin, smallest and largest side): ``(B, 4)``."""
+        return keypoint_boxes(
+            points, visible, sizes, margin=self.margin, min_fraction=self.min_fraction, max_fraction=self.max_fraction
+        )
 
     @classmethod
     def from_config(cls, config: dict) -> Framing:
@@ -146,19 +152,8 @@ def framing_for_poses(
     """
     if framing.stages is not None:
         return framing
-    boxes = keypoint_boxes(
-        keypoints,
-        visible,
-        sizes,
-        margin=framing.margin,
-        min_fraction=framing.min_fraction,
-        max_fraction=framing.max_fraction,
-    )
-    share = boxes[:, 2] / torch.tensor([float(max(size)) for size in sizes])
-    stages = 2 if float(share.median()) <= SECOND_PASS_MAX_SHARE else 1
-    return Framing(
-        stages=stages, margin=framing.margin, min_fraction=framing.min_fraction, max_fraction=framing.max_fraction
-    )
+    share = framing.boxes_around(keypoints, visible, sizes)[:, 2] / torch.tensor([float(max(s)) for s in sizes])
+    return replace(framing, stages=2 if float(share.median()) <= SECOND_PASS_MAX_SHARE else 1)
 
 
 def _axes(boxes: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -269,17 +269,7 @@ class LandmarkModel(nn.Module):
         Returns:
             ``(B, 4)`` ``(cx, cy, side, angle)`` frame pixels (:func:`~contrastive_landmarks.framing.keypoint_boxes`).
         """
-        from .framing import keypoint_boxes
-
-        framing = self.framing or Framing()
-        return keypoint_boxes(
-            points,
-            visible,
-            sizes,
-            margin=framing.margin,
-            min_fraction=framing.min_fraction,
-            max_fraction=framing.max_fraction,
-        )
+        return (self.framing or Framing()).boxes_around(points, visible, sizes)
 
     @overload
     def detect_in_boxes(

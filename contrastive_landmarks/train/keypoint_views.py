@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..framing import Framing, crop_images, crop_points, frame_boxes, keypoint_boxes
+from ..framing import Framing, crop_images, crop_points, frame_boxes
 from ..tps import TPSParams, tps_augment
 from .image_ops import color_jitter, gaussian_blur, rgb_to_grayscale
 
@@ -300,14 +300,7 @@ class KeypointViews:
         """``(B, 4)`` random boxes ``(cx, cy, side, angle)`` of frames ``index``."""
         sizes = [self.sizes[i] for i in index.tolist()]
         whole = frame_boxes(sizes)
-        tight = keypoint_boxes(
-            self.keypoints[index],
-            self.visible[index],
-            sizes,
-            margin=self.framing.margin,
-            min_fraction=self.framing.min_fraction,
-            max_fraction=self.framing.max_fraction,
-        )
+        tight = self.framing.boxes_around(self.keypoints[index], self.visible[index], sizes)
         use_frame = torch.rand(len(sizes), generator=generator) < self.frame_probability
         boxes = torch.where(use_frame[:, None], whole, tight)
         n = len(sizes)
