@@ -101,8 +101,11 @@ def around_peak(probs: Tensor, grid: tuple[int, int], radius: int) -> Tensor:
     """
     h, w = grid
     peak = probs.argmax(-1, keepdim=True)  # (B, M, 1)
-    cells = torch.arange(h * w, device=probs.device)
-    near = ((cells // w - peak // w).abs() <= radius) & ((cells % w - peak % w).abs() <= radius)
+    # the window is a row band times a column band: (B, M, h) and (B, M, w) masks, not index arithmetic on every
+    # cell (which cost a one-stage lp model 40 % of its heads' time)
+    rows = (torch.arange(h, device=probs.device) - peak // w).abs() <= radius
+    cols = (torch.arange(w, device=probs.device) - peak % w).abs() <= radius
+    near = (rows[..., :, None] & cols[..., None, :]).reshape(probs.shape)
     local = probs * near.to(probs.dtype)
     return local / local.sum(-1, keepdim=True)
 
