@@ -53,6 +53,11 @@ def _frames(args) -> tuple[str, tuple, tuple]:
         return f"{len(scored[0])} training frames set aside (holdout {args.holdout}, seed 0)", scored, fitted
     options = FinetuneOptions(seed=args.seed, num_labelled=args.num_labelled)
     fitted, val = _training_frames(train, None, options, list(project.names))
+    if getattr(args, "unused", False):  # the training frames a --num-labelled fit did not draw
+        frames, keypoints, visible = load_frames(train)
+        rest = [i for i, f in enumerate(frames) if not any(f.shape == g.shape and f.equal(g) for g in fitted[0])]
+        what = f"the {len(rest)} training frames the {len(fitted[0])}-frame fit did not draw (seed {args.seed})"
+        return what, ([frames[i] for i in rest], keypoints[rest], visible[rest]), fitted
     if val is None:
         raise SystemExit("this fit held out no validation frames: pass --holdout")
     return f"the fit's {len(val[0])} validation frames (seed {args.seed})", val, fitted

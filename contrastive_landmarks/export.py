@@ -112,9 +112,11 @@ class OnePass(nn.Module):
             heatmaps = _project(maps, regressor.weight, None, size)
         normalized, intermediate, probs = regressor.decode_steps(heatmaps)  # the regressor's one decoding
         grid_shape = (-1, regressor.num_landmarks, regressor.heatmaps_per_landmark, *heatmaps.shape[-2:])
-        points = normalized_to_pixels(normalized, (int(images.shape[-2]), int(images.shape[-1])))
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        points = normalized_to_pixels(normalized, size)
         result = Regression(points, normalized, intermediate, heatmaps.reshape(grid_shape), probs.reshape(grid_shape))
-        return points, model._likelihood(result)
+        result = model._related(result, lambda xy: normalized_to_pixels(xy, size))  # the model's relations, if any
+        return result.points, model._likelihood(result)
 
 
 def sidecar(model: LandmarkModel, onnx_name: str = "model.onnx", opset: int = DEFAULT_OPSET) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 One model directory (the layout of :mod:`contrastive_landmarks.hub`, which the Hugging Face Hub serves as is)::
 
     config.json               architecture, stages, mean/std/input_size, hypercolumn size, head configs,
-                              framing, likelihood calibration
+                              framing, likelihood calibration, pose relations
     model.safetensors         the backbone, timm key names (``load_backbone(dir)`` reads it alone)
     projector.safetensors     optional
     regressor.safetensors     optional
@@ -36,6 +36,7 @@ from .framing import Framing
 from .hub import CONFIG_NAME, read_config, resolve_weights, save_pretrained
 from .hypercolumn import Hypercolumn
 from .pipeline import LandmarkModel
+from .pose_relations import PoseRelations
 from .projector import SpatialProjector
 from .regressor import LandmarkRegressor
 from .state_dicts import check_compatible, read_safetensors, read_state_dict
@@ -77,6 +78,8 @@ def model_config(model: LandmarkModel) -> dict:
         config["framing"] = model.framing.config
     if model.calibration is not None:
         config["likelihood"] = model.calibration.config
+    if model.relations is not None:
+        config["relations"] = model.relations.config
     return config
 
 
@@ -113,6 +116,7 @@ def model_from_config(config: Mapping, cls: type[LandmarkModel] = LandmarkModel)
     framing = Framing.from_config(config["framing"]) if config.get("framing") else None
     likelihood = config.get("likelihood")
     calibration = LikelihoodCalibration.from_config(likelihood) if likelihood else None
+    relations = PoseRelations.from_config(config["relations"]) if config.get("relations") else None
     model = cls(
         hypercolumn,
         projector,
@@ -121,6 +125,7 @@ def model_from_config(config: Mapping, cls: type[LandmarkModel] = LandmarkModel)
         landmark_names=names,
         framing=framing,
         calibration=calibration,
+        relations=relations,
     )
     return model.float().eval()
 

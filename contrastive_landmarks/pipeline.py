@@ -32,6 +32,7 @@ from .check import as_image_list, content_problem, to_float_images
 from .coords import normalized_to_pixels
 from .framing import Framing
 from .hypercolumn import Hypercolumn, head_maps, hypercolumn
+from .pose_relations import PoseRelations
 from .regression import Regression, landmark_scores, regress
 
 #: Inputs with a side below this fraction of the model's input size trigger a warning (they are upscaled).
@@ -55,6 +56,9 @@ class LandmarkModel(nn.Module):
         calibration: a :class:`~contrastive_landmarks.calibration.LikelihoodCalibration` that
             ``detect(..., return_scores=True)`` applies to the raw scores (:func:`landmark_scores`), making them
             ``P(error <= radius)``; ``None``: the raw scores (models saved before calibrations existed).
+        relations: :class:`~contrastive_landmarks.pose_relations.PoseRelations` that refine each pass's landmarks
+            (learned in the normalised frame of a model's one pass, so only for models without a second stage);
+            ``None``: the regressor's landmarks as they are (models saved before relations existed).
 
     Shape:
         - :meth:`descriptors`: ``(B, 3, H, W)`` images in ``[0, 1]`` (or a list of ``(3, H_i, W_i)``)
@@ -75,6 +79,7 @@ class LandmarkModel(nn.Module):
         landmark_names: Sequence[str] = (),
         framing: Framing | None = None,
         calibration: LikelihoodCalibration | None = None,
+        relations: PoseRelations | None = None,
     ) -> None:
         super().__init__()
         if regressor_input not in ("projector", "hypercolumn"):
@@ -90,6 +95,12 @@ class LandmarkModel(nn.Module):
             raise ValueError(f"a framed model needs a square input_size, got {self.input_size}")
         self.framing = framing
         self.calibration = calibration
+        if relations is not None:
+            if regressor is None or relations.num_landmarks != getattr(regressor, "num_landmarks", None):
+                raise ValueError("relations need a landmark regressor with as many landmarks as they relate")
+            if framing is not None and framing.stages == 2:
+                raise ValueError("relations are learned in the frame of a one-pass model; this one has two stages")
+        self.relations = relations
 
     @property
     def calibration(self) -> LikelihoodCalibration | None:
@@ -222,7 +233,15 @@ class LandmarkModel(nn.Module):
     def _regress(self, batch: Tensor, to_pixels: Callable[[Tensor], Tensor]) -> Regression:
         """:func:`regress` with this model's heads on a ``[0, 1]`` batch at the input size."""
         projector = self.projector if self.regressor_input == "projector" else None
-        return regress(self.hypercolumn, self.regressor, batch, projector=projector, to_pixels=to_pixels)
+        result = regress(self.hypercolumn, self.regressor, batch, projector=projector, to_pixels=to_pixels)
+        return self._related(result, to_pixels)
+
+    def _related(self, result: Regression, to_pixels: Callable[[Tensor], Tensor]) -> Regression:
+        """``result`` with its landmarks through :attr:`relations` (unchanged without), in pixels by ``to_pixels``."""
+        if self.relations is None or not len(self.relations):
+            return result
+        normalized = self.relations(result.normalized, landmark_scores(result))
+        return result._replace(normalized=normalized, points=to_pixels(normalized))
 
     def _frames(self, checked: Tensor | list[Tensor]) -> tuple[list[Tensor], list[tuple[int, int]]]:
         """Float32 frames ``[(3, H_i, W_i)]`` of checked images (values checked here) and their ``(H, W)``."""

@@ -153,6 +153,22 @@ def test_a_decode_window_exports(tmp_path):
     assert gap["max_px"] <= TOLERANCE_PX and gap["max_score"] <= 1e-4, gap
 
 
+def test_pose_relations_export(tmp_path):
+    """A one-pass model's pose relations (scores, a one-hot mix) are in the graph: the round trip holds."""
+    _onnx()
+    from contrastive_landmarks.export import compare_with_detect, export_onnx, sample_frames
+    from contrastive_landmarks.pose_relations import PoseRelations
+
+    model = _tiny(1, 0.02, 30.0)
+    frames = sample_frames(((480, 640), (747, 832)))
+    alone = model.detect(frames)
+    one = torch.tensor
+    model.relations = PoseRelations(one([0, 3]), one([4, 9]), one([0.8, -0.5]), one([0.1, 0.2]), 5, 5.0)
+    assert float((model.detect(frames) - alone).abs().max()) > 0.5  # the relations move the points
+    gap = compare_with_detect(model, export_onnx(model, tmp_path / "related.onnx"), frames)
+    assert gap["max_px"] <= TOLERANCE_PX and gap["max_score"] <= 1e-4, gap
+
+
 def test_the_built_in_face_model_exports(tmp_path, faces_model):
     """resnet18-faces (64x64 input, hypercolumn regressor, no framing: frames resized) on frames of three shapes."""
     _onnx()

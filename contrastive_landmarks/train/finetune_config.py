@@ -12,6 +12,7 @@ import torch
 
 from ..device import autocast_dtype
 from ..framing import Framing
+from ..pose_relations import MAX_RATIO
 from .footage import FootageOptions
 from .keypoint_views import ViewAugment
 
@@ -50,6 +51,9 @@ class FinetuneOptions:
     #: (4.44 px against 4.59) and hurt on dlc-reaching's (8.63 against 8.19; benchmarks/results/decode/)
     decode_window: int | None = None
     framing: Framing = field(default_factory=lambda: Framing(stages=None))
+    #: ``max_ratio`` of the :class:`~contrastive_landmarks.pose_relations.PoseRelations` fitted on the labelled poses
+    #: of a one-pass model (kept where the validation frames do not get worse); ``None``: none
+    relations: float | None = MAX_RATIO
     augment: ViewAugment = field(default_factory=ViewAugment)
     footage: FootageOptions = field(default_factory=FootageOptions)
     val_fraction: float = 0.15
@@ -80,8 +84,8 @@ class FinetuneOptions:
     @property
     def settings(self) -> dict[str, Any]:
         """What a checkpoint records and a resume must match: every option but where to write and how to show it
-        (the footage step checks its own, :func:`~.footage.adapt_to_footage`)."""
-        skip = ("output_dir", "resume", "progress", "checkpoint_every", "device", "footage")
+        (the footage step checks its own, :func:`~.footage.adapt_to_footage`; the relations come after training)."""
+        skip = ("output_dir", "resume", "progress", "checkpoint_every", "device", "footage", "relations")
         values = {k: v for k, v in asdict(self).items() if k not in skip}
         if values["augment"].get("warp") is None:  # recorded only when set: checkpoints from before it resume
             values["augment"].pop("warp", None)

@@ -42,10 +42,11 @@ from ..backbone import Backbone
 from ..calibration import fit_calibration
 from ..coords import pixels_to_normalized
 from ..device import autocast_dtype, resolve_device
-from ..framing import framing_for_poses, mean_pose, pose_in_frames
+from ..framing import crop_points, frame_boxes, framing_for_poses, mean_pose, pose_in_frames
 from ..hypercolumn import Hypercolumn
 from ..metrics import mean_pixel_error
 from ..pipeline import LandmarkModel
+from ..pose_relations import PoseRelations
 from ..regressor import LandmarkRegressor, distribution_loss, regression_loss, spatial_softmax
 from ._loop import BestState, FitResult, holdout_split, progress_bar, warmup_cosine
 from .checkpoint import resume_checkpoint, save_checkpoint, training_state
@@ -217,6 +218,7 @@ def finetune(
     model.eval()
     score = best.score if val_data is not None else _validate(model, *check)
     problems: list[str] = []
+    score, relations = _relate(model, (frames, keypoints, visible), val_data, score, options.relations)
     likelihood = _calibrate(model, val_data, problems)
     problems += diagnose("pixel", score, baseline, history, options.steps, step, val_data is not None)
     if options.steps < 200:
@@ -227,6 +229,7 @@ def finetune(
         "augment": {**asdict(options.augment), "rotation": views.rotation(options.augment)},
         "footage": footage,
         "likelihood": likelihood,
+        "relations": relations,
         "device": str(device),
         "train_frames": len(frames),
         "val_frames": data["val_frames"],
@@ -267,6 +270,29 @@ def _training_frames(train: Any, val: Any | None, options: FinetuneOptions, name
     if never:
         raise ValueError(f"body parts {never} are labelled in none of the {len(frames)} training frames")
     return (frames, keypoints, visible), val_data
+
+
+def _relate(model: LandmarkModel, fitted, val_data, score: float, max_ratio: float | None) -> tuple[float, str]:
+    """Fit :class:`~contrastive_landmarks.pose_relations.PoseRelations` on the fitted frames' labels (one-pass
+    models, ``max_ratio`` set) and keep them unless they make the validation frames worse; returns the validation
+    score after this step and what was done, in words."""
+    if max_ratio is None or (model.framing is not None and model.framing.stages == 2):
+        return score, "none (" + ("turned off" if max_ratio is None else "a two-stage model") + ")"
+    frames, keypoints, visible = fitted
+    side = model.input_size  # the letterboxed frame, as the one pass sees it
+    boxes = frame_boxes([tuple(f.shape[-2:]) for f in frames])
+    poses = pixels_to_normalized(crop_points(keypoints.float(), boxes, side[0]), side)
+    relations = PoseRelations.fit(poses, visible, max_ratio=max_ratio).to(next(model.parameters()).device)
+    if not len(relations):
+        return score, relations.describe()
+    model.relations = relations
+    if val_data is None:
+        return score, relations.describe(model.landmark_names) + " (no validation frames to check them)"
+    related = _validate(model, *val_data)
+    if related > score:
+        model.relations = None
+        return score, f"none: {len(relations)} relations made validation worse ({related:.2f} > {score:.2f} px)"
+    return related, relations.describe(model.landmark_names) + f" (validation {score:.2f} -> {related:.2f})"
 
 
 def _calibrate(model: LandmarkModel, val_data, problems: list[str]) -> str | None:

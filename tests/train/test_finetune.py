@@ -3,7 +3,9 @@
 import importlib
 import math
 import os
+import re
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
@@ -94,6 +96,27 @@ def test_finetune_decides_one_pass_where_the_animal_fills_the_frame(tmp_path):
     assert LandmarkModel.from_pretrained(tmp_path / "m").framing == result.model.framing
     near = finetune(load_backbone("test_resnet"), dot_frames(8), options=tiny_options(steps=2, eval_every=2))
     assert near.model.framing.stages == 2
+
+
+def test_finetune_fits_pose_relations_on_one_pass_models_only():
+    """Relations of the labelled poses (here: the second point always 20 px right of the first) are fitted on a
+    one-pass model, checked on its validation frames, recorded in words; none for a two-stage one or when off."""
+    frames = dot_frames(16, seed=3)
+    for sample in frames:
+        h, w = sample["image"].shape[-2:]
+        first = torch.tensor([6.0 + (w - 40) * torch.rand(1).item(), h / 2])
+        sample["keypoints"] = torch.stack([first, first + torch.tensor([20.0, 0.0])])
+    options = tiny_options(steps=2, eval_every=2, framing=Framing(stages=1))
+    result = finetune(load_backbone("test_resnet"), frames, options=options)
+    text = result.config["relations"]
+    if result.model.relations is None:
+        assert text.startswith("none: ") and "validation worse" in text
+    else:
+        assert re.match(rf"{len(result.model.relations)} related coordinates: [01]\.[xy] <- [01]\.[xy]", text), text
+    off = finetune(load_backbone("test_resnet"), frames, options=replace(options, relations=None))
+    assert off.model.relations is None and off.config["relations"] == "none (turned off)"
+    two = finetune(load_backbone("test_resnet"), frames, options=tiny_options(steps=2, framing=Framing(stages=2)))
+    assert two.model.relations is None and two.config["relations"] == "none (a two-stage model)"
 
 
 def test_finetune_gives_its_model_the_decode_window():
