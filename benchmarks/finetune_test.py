@@ -83,6 +83,7 @@ def main() -> None:
         "framing": report["config"]["framing"],
         "image_size": report["config"]["image_size"],
         "decode_window": report["config"].get("decode_window"),
+        "relations": report["config"].get("relations"),
         "test": metrics,
         "cross_check": check,
         "curve": report["history"],

@@ -53,15 +53,18 @@ def _frames(r: dict) -> str:
 def _framing(r: dict) -> str:
     """How a run framed its crops and read its heatmaps, e.g. ``2 stages, uncapped, all cells``: the model's framing
     (``framing``, recorded since the cap), else the options' (sweeps), else the framing before both (two stages,
-    crops uncapped); its decode window (recorded since it existed; before, every cell)."""
+    crops uncapped); its decode window (recorded since it existed; before, every cell); its pose relations (recorded
+    since they existed; before, none)."""
     framing = r.get("framing") or r.get("options", {}).get("framing") or {"stages": 2}
     stages = framing.get("stages")
     cap = framing.get("max_fraction")  # absent: recorded before the cap existed
     window = r.get("decode_window", r.get("options", {}).get("decode_window"))
+    relations = r.get("relations")  # recorded since pose relations existed
     return (
         f"{stages or 'auto'} stage{'s' if stages != 1 else ''}, "
         + ("uncapped" if cap is None else f"≤ {cap:g} frame")
         + (", all cells" if window is None else f", {window}-cell peak")
+        + ("" if relations is None else ", no relations" if relations.startswith("none") else ", pose relations")
     )
 
 
