@@ -240,8 +240,9 @@ class LandmarkModel(nn.Module):
         """``result`` with its landmarks through :attr:`relations` (unchanged without), in pixels by ``to_pixels``."""
         if self.relations is None or not len(self.relations):
             return result
-        normalized = self.relations(result.normalized, landmark_scores(result))
-        return result._replace(normalized=normalized, points=to_pixels(normalized))
+        scores = landmark_scores(result)
+        normalized = self.relations(result.normalized, scores)
+        return result._replace(normalized=normalized, points=to_pixels(normalized), scores=scores)
 
     def _frames(self, checked: Tensor | list[Tensor]) -> tuple[list[Tensor], list[tuple[int, int]]]:
         """Float32 frames ``[(3, H_i, W_i)]`` of checked images (values checked here) and their ``(H, W)``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import warnings
 from types import SimpleNamespace
@@ -197,6 +198,39 @@ def test_scores_shape_range_and_points_unchanged(tiny_model):
     listed_points, listed_scores = tiny_model.detect([images[0], images[1, :, :32, :32]], return_scores=True)
     assert listed_points.shape == (2, 5, 2) and listed_scores.shape == (2, 5)
     torch.testing.assert_close(listed_scores[0], scores[0])
+
+
+def _scores_naive(heatmaps: torch.Tensor, intermediate: torch.Tensor) -> torch.Tensor:
+    """landmark_scores as its docstring states it: softmax at SCORE_MULTIPLIER, its mass in a mask of every cell
+    within SCORE_RADIUS of the peak (mean over K), times exp(-spread / SCORE_SPREAD)."""
+    from contrastive_landmarks.regression import SCORE_MULTIPLIER, SCORE_RADIUS, SCORE_SPREAD
+
+    b, n, k, h, w = heatmaps.shape
+    probs = torch.softmax(heatmaps.reshape(b, n, k, h * w).double() * SCORE_MULTIPLIER, -1).reshape(b, n, k, h, w)
+    focus = torch.zeros(b, n, k, dtype=torch.float64)
+    for index in itertools.product(range(b), range(n), range(k)):
+        py, px = divmod(int(heatmaps[index].flatten().argmax()), w)
+        rows = slice(max(0, py - SCORE_RADIUS), py + SCORE_RADIUS + 1)
+        focus[index] = probs[index][rows, max(0, px - SCORE_RADIUS) : px + SCORE_RADIUS + 1].sum()
+    points = intermediate.double()
+    spread = (points - points.mean(-2, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()
+    return (focus.mean(-1) * torch.exp(-spread / SCORE_SPREAD)).clamp(0, 1)
+
+
+def test_scores_are_the_formula_near_the_grid_edges_too():
+    """Peaks in corners and on edges (a window cut by the grid) and inside, against the loop over every heatmap."""
+    from contrastive_landmarks.regression import Regression, landmark_scores
+
+    g = torch.Generator().manual_seed(0)
+    heatmaps = torch.randn(2, 3, 4, 9, 11, generator=g) * 3
+    heatmaps[0, 0, 0, 0, 0] = heatmaps[0, 1, 2, 8, 10] = heatmaps[1, 2, 3, 4, 0] = 40.0  # corners, an edge
+    intermediate = torch.rand(2, 3, 4, 2, generator=g) - 0.5
+    result = Regression(torch.zeros(2, 3, 2), torch.zeros(2, 3, 2), intermediate, heatmaps, heatmaps)
+    torch.testing.assert_close(
+        landmark_scores(result).double(), _scores_naive(heatmaps, intermediate), rtol=1e-5, atol=1e-6
+    )
+    given = torch.rand(2, 3)
+    assert landmark_scores(result._replace(scores=given)) is given  # computed once per pass, then reused
 
 
 def test_scores_need_a_regressor(tiny_model):
