@@ -50,6 +50,7 @@ def _options(args):
         framing=Framing(stages=args.stages),
         val_fraction=args.val_fraction,
         num_labelled=args.num_labelled,
+        relations=None if args.no_relations else FinetuneOptions.relations,
         device=None if args.device is None else str(args.device),
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
@@ -210,6 +211,12 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="fit on a seeded subset of N training frames (the few-label setting; default: all)",
+    )
+    parser.add_argument(
+        "--no-relations",
+        action="store_true",
+        help="no pose relations (default: a one-pass model learns which landmarks move together, such as one paw "
+        "seen in two views, and keeps that where validation does not get worse)",
     )
     parser.add_argument(
         "--video",

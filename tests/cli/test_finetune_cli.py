@@ -246,6 +246,9 @@ def test_num_labelled_fits_on_that_many_frames(tmp_path, capsys):
     assert main([*argv, "--num-labelled", "6"]) == 0, capsys.readouterr().err
     config = json.loads((out / "finetune.json").read_text())["config"]
     assert config["train_frames"] + config["val_frames"] == 6
+    assert main([*argv, "--num-labelled", "6", "--no-relations", "--output", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "finetune.json").read_text())["config"]
+    assert plain["relations"] == "none (turned off)" and plain["relations"] != config["relations"]
 
 
 def test_ctrl_c_in_the_footage_step_resumes_it_and_then_fits(tmp_path, capsys, monkeypatch):
