@@ -24,7 +24,11 @@ with ``a >= 0``:
   isotonic regression (pool-adjacent-violators) is a staircase with as many steps as the data allows and is known
   to overfit below about a thousand points (Niculescu-Mizil & Caruana, ICML 2005);
 - Platt's smoothed targets (``(n_good + 1) / (n_good + 2)`` for good points, ``1 / (n_bad + 2)`` for bad ones)
-  keep it finite when the validation points are all good or cleanly separated, instead of claiming certainty.
+  keep it finite when the validation points are all good or cleanly separated, instead of claiming certainty;
+- where the validation points are all good (or all bad) there is no slope to learn: the mapping keeps the raw
+  score's own (``a = 1``) and shifts it so that its mean is the smoothed share, so that the points keep their
+  order (a model whose validation points all fall within the radius, as pose relations made on
+  ``lp-mirror-mouse``, would otherwise give every point the same likelihood).
 
 Each landmark gets its own fit when it has at least :data:`MIN_POINTS` labelled validation points with at least
 :data:`MIN_EACH` good and :data:`MIN_EACH` bad ones; the others share one fit on all points (body parts differ in
@@ -156,8 +160,8 @@ def _platt(x: Tensor, good: Tensor, iterations: int = 100) -> tuple[float, float
     x, good = x.double(), good.bool()
     n_good, n_bad = int(good.sum()), int((~good).sum())
     target = torch.where(good, (n_good + 1.0) / (n_good + 2.0), 1.0 / (n_bad + 2.0))
-    if n_good == 0 or n_bad == 0:  # nothing to rank: the smoothed base rate
-        return 0.0, float(_logit(target.mean().reshape(1)))
+    if n_good == 0 or n_bad == 0:  # no slope to learn: the raw score's own, shifted to the smoothed base rate
+        return 1.0, _offset_to_rate(x, float(target.mean()))
     centre, scale = x.mean(), x.std().clamp_min(1e-6)
     z = (x - centre) / scale  # standardised, so that Newton's steps are well scaled
     design = torch.stack([z, torch.ones_like(z)], -1)  # (P, 2)
@@ -175,6 +179,15 @@ def _platt(x: Tensor, good: Tensor, iterations: int = 100) -> tuple[float, float
     if slope < 0:  # scores that rank points the wrong way: no information, the base rate
         return 0.0, float(_logit(target.mean().reshape(1)))
     return slope / float(scale), intercept - slope * float(centre) / float(scale)
+
+
+def _offset_to_rate(x: Tensor, rate: float, iterations: int = 60) -> float:
+    """``b`` with ``mean(sigmoid(x + b)) = rate`` (bisection; the mean is increasing in ``b``)."""
+    low, high = -50.0 - float(x.max()), 50.0 - float(x.min())
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        low, high = (middle, high) if float(torch.sigmoid(x + middle).mean()) < rate else (low, middle)
+    return (low + high) / 2
 
 
 def _check_points(keypoints: Tensor, visible: Tensor) -> None:
