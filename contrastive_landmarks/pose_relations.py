@@ -14,8 +14,9 @@ are one paw; ten labelled poses do. :class:`PoseRelations` finds such relations 
   landmark_scores`) raised to ``power``: a point its heatmaps are unsure of follows a confident partner, a
   confident point keeps its own place. All relations read the unrefined points (one step, no iteration).
 
-Coordinates are the regressor's normalised frame of the pass that predicts them (:mod:`~contrastive_landmarks.
-coords`), so that a relation learned on crops holds wherever the crop is. What it gained where it was measured
+Coordinates are the regressor's normalised frame (:mod:`~contrastive_landmarks.coords`) of a one-pass model's
+letterboxed frame; the two passes of a two-stage model see different frames, where one line does not hold for both,
+so such models get none (:class:`~contrastive_landmarks.LandmarkModel` refuses them). What it gained where measured
 (validation frames, no refit) is in ``docs/notes/2026-12-benchmarks.md``; :func:`~contrastive_landmarks.train.
 finetune` fits one and keeps it only when the validation frames do not get worse.
 """
@@ -33,7 +34,8 @@ __all__ = ["PoseRelations", "line_fits"]
 #: held-out frames of five lp-mirror-mouse models (benchmarks/results/relations/): 0.1 and 0.2 keep the same
 #: relations on four, and on the fifth (a 10-frame fit) 0.1 misses the paws that 0.2 keeps (12.12 against 11.21 px).
 MAX_RATIO = 0.2
-#: Exponent of the raw scores that weigh a point against its partner's line.
+#: Exponent of the raw scores that weigh a point against its partner's line (a first look at 3, 5 and 10 found them
+#: within 0.2 px of each other; not swept further).
 POWER = 5.0
 #: A pair of landmarks needs this many frames labelling both before its line is trusted.
 MIN_FRAMES = 5
