@@ -69,6 +69,33 @@ def _commit() -> str:
     return run.stdout.strip() or "?"
 
 
+def detect_error(model: LandmarkModel, frames, keypoints, visible) -> float:
+    """The model's mean pixel error on the frames (``detect`` in batches of 8)."""
+    with torch.no_grad():
+        points = torch.cat([model.detect(frames[i : i + 8]) for i in range(0, len(frames), 8)])
+    return mean_pixel_error(points, keypoints, visible)
+
+
+def mean_pose_error(fitted, frames, keypoints, visible) -> float:
+    """The error of the fitted frames' mean pose on the scored frames: the trivial baseline beside each number."""
+    pose = mean_pose(fitted[1], fitted[2], [tuple(f.shape[-2:]) for f in fitted[0]])
+    return mean_pixel_error(pose_in_frames(pose, [tuple(f.shape[-2:]) for f in frames]), keypoints, visible)
+
+
+def write_record(args, fields: dict) -> None:
+    """``args.out``: the command, commit, model, project and seed, then ``fields``."""
+    record = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": _commit(),
+        "model": args.model,
+        "project": args.project,
+        "seed": args.seed,
+        **fields,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a fitted model directory (finetune_sweep.py --keep)")
@@ -82,27 +109,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     what, (frames, keypoints, visible), fitted = _frames(args)
     model = LandmarkModel.from_pretrained(args.model).eval()
-    sizes = [tuple(f.shape[-2:]) for f in frames]
-    pose = mean_pose(fitted[1], fitted[2], [tuple(f.shape[-2:]) for f in fitted[0]])
     errors = {}
     for window in WINDOWS:
         model.regressor.decode_window = window
-        with torch.no_grad():
-            points = torch.cat([model.detect(frames[i : i + 8]) for i in range(0, len(frames), 8)])
-        errors[str(window)] = mean_pixel_error(points, keypoints, visible)
+        errors[str(window)] = detect_error(model, frames, keypoints, visible)
         print(f"window {window}: {errors[str(window)]:.3f} px", flush=True)
-    record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": _commit(),
-        "model": args.model,
-        "project": args.project,
-        "seed": args.seed,
-        "frames": what,
-        "error_px_by_window": errors,
-        "mean_pose_px": mean_pixel_error(pose_in_frames(pose, sizes), keypoints, visible),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_record(
+        args,
+        {
+            "frames": what,
+            "error_px_by_window": errors,
+            "mean_pose_px": mean_pose_error(fitted, frames, keypoints, visible),
+        },
+    )
 
 
 if __name__ == "__main__":

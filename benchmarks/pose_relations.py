@@ -14,16 +14,11 @@ aside; ``--unused`` the training frames a ``--num-labelled`` fit did not draw::
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 import torch
-from decode_window import _commit, _frames
+from decode_window import _frames, detect_error, mean_pose_error, write_record
 
 from contrastive_landmarks import LandmarkModel
-from contrastive_landmarks.framing import mean_pose, pose_in_frames
-from contrastive_landmarks.metrics import mean_pixel_error
 from contrastive_landmarks.train.finetuning import _relate
 
 RATIOS = (0.05, 0.1, 0.2)
@@ -43,33 +38,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     what, (frames, keypoints, visible), fitted = _frames(args)
     model = LandmarkModel.from_pretrained(args.model).eval()
-
-    def error() -> float:
-        with torch.no_grad():
-            points = torch.cat([model.detect(frames[i : i + 8]) for i in range(0, len(frames), 8)])
-        return mean_pixel_error(points, keypoints, visible)
-
     model.relations = None
-    errors, found = {"none": error()}, {}
+    errors, found = {"none": detect_error(model, frames, keypoints, visible)}, {}
     for ratio in RATIOS:
         _, found[str(ratio)] = _relate(model, fitted, None, float("nan"), ratio)
-        errors[str(ratio)] = error()
+        errors[str(ratio)] = detect_error(model, frames, keypoints, visible)
         print(f"max_ratio {ratio}: {errors[str(ratio)]:.3f} px (none: {errors['none']:.3f})", flush=True)
-    sizes = [tuple(f.shape[-2:]) for f in frames]
-    pose = mean_pose(fitted[1], fitted[2], [tuple(f.shape[-2:]) for f in fitted[0]])
-    record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": _commit(),
-        "model": args.model,
-        "project": args.project,
-        "seed": args.seed,
-        "frames": what,
-        "error_px_by_max_ratio": errors,
-        "relations_by_max_ratio": found,
-        "mean_pose_px": mean_pixel_error(pose_in_frames(pose, sizes), keypoints, visible),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_record(
+        args,
+        {
+            "frames": what,
+            "error_px_by_max_ratio": errors,
+            "relations_by_max_ratio": found,
+            "mean_pose_px": mean_pose_error(fitted, frames, keypoints, visible),
+        },
+    )
 
 
 if __name__ == "__main__":

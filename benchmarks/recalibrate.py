@@ -16,13 +16,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from decode_window import PROJECTS, _commit
+from decode_window import PROJECTS, _frames, write_record
 
 from contrastive_landmarks import LandmarkModel
 from contrastive_landmarks.calibration import fit_calibration
-from contrastive_landmarks.data.base import KeypointSubset
-from contrastive_landmarks.data.dlc import DLCProject, dlc_split
-from contrastive_landmarks.train.finetuning import FinetuneOptions, _training_frames
 
 CLI = [sys.executable, "-c", "import sys; from contrastive_landmarks.cli import main; sys.exit(main())"]
 
@@ -35,9 +32,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    project = DLCProject(PROJECTS[args.project])
-    train = KeypointSubset(project, dlc_split(project, "train"))
-    _, val = _training_frames(train, None, FinetuneOptions(seed=args.seed), list(project.names))
+    args.holdout, args.num_labelled = 0.0, None  # the fit's own validation frames, as decode_window.py reads them
+    _, val, _ = _frames(args)
     model = LandmarkModel.from_pretrained(args.model).eval()
     before = None if model.calibration is None else model.calibration.describe()
     after = fit_calibration(model, *val).describe()
@@ -48,19 +44,10 @@ def main() -> None:
         command = ["evaluate", str(Path(folder) / "model"), *data, "--split", "test", "--output", str(metrics_path)]
         subprocess.run([*CLI, *command], check=True, capture_output=True)
         metrics = json.loads(metrics_path.read_text())
-    record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": _commit(),
-        "model": args.model,
-        "project": args.project,
-        "seed": args.seed,
-        "validation_frames": len(val[0]),
-        "calibration_before": before,
-        "calibration_after": after,
-        "test": metrics,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_record(
+        args,
+        {"validation_frames": len(val[0]), "calibration_before": before, "calibration_after": after, "test": metrics},
+    )
     print(json.dumps({k: metrics.get(k) for k in ("mean_px", "likelihood_auc_error_above_10px")}))
     print(json.dumps({k: v for k, v in metrics["likelihood"].items() if k != "reliability"}))
 

@@ -76,6 +76,8 @@ class PoseRelations(nn.Module):
         self.register_buffer("source", source, persistent=False)
         self.register_buffer("slope", torch.as_tensor(slope, dtype=torch.float32), persistent=False)
         self.register_buffer("intercept", torch.as_tensor(intercept, dtype=torch.float32), persistent=False)
+        onehot = torch.nn.functional.one_hot(target, 2 * self.num_landmarks).float()  # (R, 2N): where each target is
+        self.register_buffer("onehot", onehot, persistent=False)
 
     def __len__(self) -> int:
         return int(self.target.numel())
@@ -90,8 +92,7 @@ class PoseRelations(nn.Module):
         line = self.slope.to(pose.dtype) * pose[:, self.source] + self.intercept.to(pose.dtype)
         mixed = (own * pose[:, self.target] + other * line) / (own + other)
         # written with a one-hot matrix, not an in-place scatter, so that it traces to ONNX as it runs here
-        onehot = torch.nn.functional.one_hot(self.target, 2 * n).to(pose.dtype)  # (R, 2N)
-        return (pose + (mixed - pose[:, self.target]) @ onehot).reshape(b, n, 2)
+        return (pose + (mixed - pose[:, self.target]) @ self.onehot.to(pose.dtype)).reshape(b, n, 2)
 
     @classmethod
     def fit(
